@@ -1,0 +1,75 @@
+# When attribution patching lies: the notebook suite.
+#   make run     set up .venv (first time) and execute every notebook into runs/$(MODEL)/
+#   make test    set up, unit tests, nbval on the committed notebooks, papermill reruns
+SHELL := /bin/bash
+PYTHON_BASE ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODEL ?= toy-ioi
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# Non-default parameters for the CI rerun: another perturbation, seed, size and dtype.
+RERUN_PARAMS ?= -p perturbation random_token -p seed 1 -p n_prompts 12 -p dtype float64
+
+.PHONY: run test unit nbval rerun-test lab toy-model refresh lint format clean bench
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: an open range would pull a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (hvp_utils)" >/dev/null
+	touch $(STAMP)
+
+run: $(STAMP)
+	@mkdir -p runs/$(MODEL)
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(VENV)/bin/papermill -k python3 --cwd notebooks --log-level ERROR \
+	    $$nb runs/$(MODEL)/$$(basename $$nb) -p model_name $(MODEL) || exit 1; \
+	done
+	@echo "Executed notebooks are in runs/$(MODEL)/ (open them with 'make lab')."
+
+test: $(STAMP) unit nbval rerun-test
+	@echo "All checks passed."
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests
+
+nbval: $(STAMP)
+	$(PY) -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg \
+	  -p no:cacheprovider -o addopts="" $(NOTEBOOKS)
+
+rerun-test: $(STAMP)
+	@mkdir -p runs/ci
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== papermill $$nb $(RERUN_PARAMS)"; \
+	  $(VENV)/bin/papermill -k python3 --cwd notebooks --log-level ERROR \
+	    $$nb runs/ci/$$(basename $$nb) $(RERUN_PARAMS) || exit 1; \
+	done
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks
+
+toy-model: $(STAMP)
+	$(PY) -m hvp_utils.toy_model
+
+# Re-execute the committed notebooks; write them back only when every one succeeds.
+refresh: $(STAMP)
+	$(PY) -m hvp_utils.notebook_tools refresh $(NOTEBOOKS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check hvp_utils tests notebooks
+	$(VENV)/bin/ruff format --check hvp_utils tests
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format hvp_utils tests
+	$(VENV)/bin/ruff check --fix hvp_utils tests notebooks
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

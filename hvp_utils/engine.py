@@ -1,0 +1,215 @@
+"""The one engine behind every estimator: the patch path of each component and its derivatives.
+
+For component ``c`` with base activation ``a_c^b`` (the corrupted run when denoising) and
+source activation ``a_c^s`` (the clean run), the patch path is
+
+    g_c(t) = m(base input with a_c <- a_c^b + t * delta_c),   delta_c = a_c^s - a_c^b,
+
+with everything downstream of ``c`` recomputed. Activation patching is ``g_c(1) - g_c(0)``;
+attribution patching is ``g_c'(0)``; the second-order corrections need ``g_c''``.
+
+Many components share one forward pass by replicating the prompt batch: replicate ``r``
+carries only component ``r``'s perturbation ``s_r * delta_r``. With
+``F(s) = sum_r g_r(s_r)`` the replicates are independent, so
+
+    dF/ds_r = g_r'(s_r)      and      d/ds_r (sum_j dF/ds_j) = g_r''(s_r),
+
+i.e. one backward pass gives every replicate's first derivative and one double backward
+(a Hessian-vector product with the all-ones vector on a diagonal Hessian) every second one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from hvp_utils.components import Component, check_components, group_by_hook
+from hvp_utils.results import CostMeter
+from hvp_utils.tasks import PatchingTask, check_finite
+
+DIRECTIONS = ("denoising", "noising")
+#: Token budget of one replicated forward pass, without and with an autograd graph.
+TOKENS_PER_PASS = {0: 4096, 1: 4096, 2: 2048, 3: 1024}
+#: Show a progress bar from this many chunks on.
+PROGRESS_MIN_CHUNKS = 100
+
+
+@dataclass
+class PatchContext:
+    """Base tokens, base activations and deltas (source minus base) at each needed hook."""
+
+    base_tokens: Tensor
+    base_resid: dict[int, Tensor]
+    base_acts: dict[str, Tensor]
+    deltas: dict[str, Tensor]
+    base_metric: float
+    source_metric: float
+    direction: str
+
+
+def prepare(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    direction: str = "denoising",
+    meter: CostMeter | None = None,
+) -> PatchContext:
+    """Run the clean and corrupted inputs once and cache what the paths need.
+
+    Denoising patches clean activations into the corrupted run (base = corrupted);
+    noising patches corrupted activations into the clean run (base = clean).
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; use one of {DIRECTIONS}")
+    check_components(comps)
+    hooks = set(group_by_hook(comps))
+    resid_hooks = {f"blocks.{layer}.hook_resid_pre": layer for layer in {c.layer for c in comps}}
+    missing = hooks - set(model.hook_dict)
+    if missing:
+        raise ValueError(f"the model has no hooks {sorted(missing)}; check the component kind")
+    base, source = (
+        (task.corrupted_tokens, task.clean_tokens)
+        if direction == "denoising"
+        else (task.clean_tokens, task.corrupted_tokens)
+    )
+    with torch.no_grad():
+        base_logits, base_cache = model.run_with_cache(
+            base, names_filter=lambda n: n in hooks or n in resid_hooks
+        )
+        source_logits, source_cache = model.run_with_cache(
+            source, names_filter=lambda n: n in hooks
+        )
+    if meter is not None:
+        meter.add(forward=2)
+    return PatchContext(
+        base_tokens=base,
+        base_resid={layer: base_cache[h] for h, layer in resid_hooks.items()},
+        base_acts={h: base_cache[h] for h in hooks},
+        deltas={h: source_cache[h] - base_cache[h] for h in hooks},
+        base_metric=float(task.metric(base_logits)),
+        source_metric=float(task.metric(source_logits)),
+        direction=direction,
+    )
+
+
+@dataclass
+class PathDerivatives:
+    """g, g', g'' and g''' of each component path at its t (None where not asked)."""
+
+    t: Tensor
+    g: Tensor
+    d1: Tensor | None = None
+    d2: Tensor | None = None
+    d3: Tensor | None = None
+
+
+def replicate_chunks(
+    comps: list[Component], rows_per_replicate: int, order: int, chunk_size: int | None
+) -> list[list[int]]:
+    """Indices of ``comps`` in chunks that fit the token budget of one pass, one layer each
+    (so each pass starts at its layer from the cached base residual stream)."""
+    if chunk_size is None:
+        chunk_size = max(1, TOKENS_PER_PASS[min(order, 3)] // rows_per_replicate)
+    chunks = []
+    for layer in sorted({c.layer for c in comps}):
+        members = [i for i, c in enumerate(comps) if c.layer == layer]
+        chunks += [members[i : i + chunk_size] for i in range(0, len(members), chunk_size)]
+    return chunks
+
+
+def _replicated_hooks(comps, chunk, s, ctx, n_prompts):
+    """Forward hooks adding ``s_r * mask_r * delta`` to replicate ``r`` of each activation."""
+    hooks = []
+    for hook, local in group_by_hook([comps[i] for i in chunk]).items():
+        delta = ctx.deltas[hook]
+        masks = [comps[chunk[j]].mask(delta.shape, delta.dtype, delta.device) for j in local]
+        common = torch.broadcast_shapes(*[m.shape for m in masks])
+        masks = torch.stack([m.expand(common) for m in masks])  # [n_local, 1, ...]
+        rows = torch.tensor(local, device=delta.device)
+
+        def add_perturbation(act, hook=None, masks=masks, rows=rows, delta=delta):
+            reps = act.shape[0] // n_prompts
+            act = act.view(reps, n_prompts, *act.shape[1:])
+            scale = s[rows].view(-1, *[1] * (act.dim() - 1)).to(act.dtype)
+            act = act.index_add(0, rows, scale * masks * delta.unsqueeze(0))
+            return act.view(reps * n_prompts, *act.shape[2:])
+
+        hooks.append((hook, add_perturbation))
+    return hooks
+
+
+def path_derivatives(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    t: Float[Tensor, "n_components"] | float,  # noqa: F821
+    order: int,
+    ctx: PatchContext,
+    meter: CostMeter,
+    chunk_size: int | None = None,
+) -> PathDerivatives:
+    """``g_c(t_c)`` and its derivatives up to ``order`` (0..3) for every component."""
+    n, n_prompts = len(comps), task.n_prompts
+    dtype = ctx.deltas[comps[0].hook].dtype
+    t = torch.as_tensor(t, dtype=torch.float64)
+    t = t.expand(n).clone() if t.dim() == 0 else t
+    if t.shape != (n,):
+        raise ValueError(f"t has shape {tuple(t.shape)}; expected a scalar or ({n},)")
+    out = {k: torch.zeros(n, dtype=torch.float64) for k in ("g", "d1", "d2", "d3")[: order + 1]}
+    chunks = replicate_chunks(comps, n_prompts * task.n_positions, order, chunk_size)
+    bar = tqdm(
+        chunks,
+        desc=f"patch paths (order {order})",
+        leave=False,
+        disable=len(chunks) < PROGRESS_MIN_CHUNKS,
+    )
+    for chunk in bar:
+        s = (
+            t[chunk]
+            .to(dtype=dtype, device=ctx.base_tokens.device)
+            .detach()
+            .requires_grad_(order > 0)
+        )
+        layer = comps[chunk[0]].layer
+        resid = ctx.base_resid[layer].repeat(len(chunk), 1, 1)
+        hooks = _replicated_hooks(comps, chunk, s, ctx, n_prompts)
+        with torch.set_grad_enabled(order > 0):
+            logits = model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=hooks)
+            values = task.metric_per_prompt(logits).view(len(chunk), n_prompts).mean(1)
+            derivs = [check_finite(values, "metric")]
+            for k in range(order):
+                (grad,) = torch.autograd.grad(derivs[-1].sum(), s, create_graph=k + 1 < order)
+                derivs.append(grad)
+        for key, value in zip(out, derivs, strict=False):
+            out[key][chunk] = value.detach().double().cpu()
+        meter.add(forward=len(chunk))
+        meter.add(**{name: len(chunk) for name in ("backward", "hvp", "third_order")[:order]})
+    return PathDerivatives(t=t.detach().cpu(), **out)
+
+
+def hook_gradients(
+    model: HookedTransformer,
+    task: PatchingTask,
+    ctx: PatchContext,
+    hooks: list[str],
+    meter: CostMeter,
+) -> dict[str, Tensor]:
+    """Gradient of the metric at the base input with respect to each hook's activation.
+
+    A zero tensor that requires grad is added at each hook (the model's weights stay frozen),
+    so one backward pass gives ``grad_{a} m(x_base)`` at every hook together.
+    """
+    zeros = {h: torch.zeros_like(ctx.base_acts[h], requires_grad=True) for h in hooks}
+    fwd_hooks = [(h, lambda act, hook: act + zeros[hook.name]) for h in hooks]
+    layer = min(ctx.base_resid)
+    with torch.enable_grad():
+        logits = model.run_with_hooks(ctx.base_resid[layer], start_at_layer=layer, fwd_hooks=fwd_hooks)
+        metric = task.metric(logits)
+        grads = torch.autograd.grad(metric, [zeros[h] for h in hooks])
+    meter.add(forward=1, backward=1)
+    return dict(zip(hooks, grads, strict=True))

@@ -1,0 +1,148 @@
+"""Text side of the IOI task: names, templates, and the train / held-out split.
+
+An IOI sentence names two people, repeats one of them (the subject S) and ends where the
+other one (the indirect object IO) is the natural continuation:
+
+    When Mary and John went to the store , John gave a drink to   ->  Mary
+
+Templates carry the slots ``{N1} {N2}`` (the first two mentions, in the order IO,S ("ABBA")
+or S,IO ("BABA")), ``{S}`` (the repeated subject), ``{PLACE}`` and ``{OBJECT}``.
+
+The held-out split, used by default for every evaluation, is (a) every held-out template
+and (b) on training templates, the (template, IO, S) combinations that
+:func:`is_heldout_combination` sets aside. The toy model never trains on either.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+IOI_VOCAB_FILE = DATA_DIR / "ioi" / "ioi_vocab.json"
+
+#: One in this many (template, IO, S) combinations of a training template is held out.
+HELDOUT_COMBINATION_MODULUS = 5
+
+
+@lru_cache(maxsize=1)
+def ioi_vocab() -> dict:
+    """Names, places, objects and templates from ``data/ioi/ioi_vocab.json``."""
+    with open(IOI_VOCAB_FILE) as f:
+        return json.load(f)
+
+
+@dataclass(frozen=True)
+class IOIPrompt:
+    """One IOI prompt: its text, the names in it and what produced it."""
+
+    text: str
+    io: str
+    s: str
+    template: str
+    order: str  # "ABBA" (IO mentioned first) or "BABA"
+    place: str
+    obj: str
+
+    def fill(self, template: str | None = None, **names: str) -> str:
+        """The prompt with names replaced: ``fill(io=..., s=..., s2=...)``."""
+        return fill_template(
+            template or self.template,
+            io=names.get("io", self.io),
+            s=names.get("s", self.s),
+            s2=names.get("s2", names.get("s", self.s)),
+            order=self.order,
+            place=self.place,
+            obj=self.obj,
+        )
+
+
+def fill_template(template: str, io: str, s: str, s2: str, order: str, place: str, obj: str) -> str:
+    """Fill the slots of one template; ``s2`` is the name in the repeated-subject slot."""
+    first, second = (io, s) if order == "ABBA" else (s, io)
+    return template.format(N1=first, N2=second, S=s2, PLACE=place, OBJECT=obj)
+
+
+def is_heldout_combination(template: str, io: str, s: str) -> bool:
+    """Deterministic split of (template, IO, S) triples: one in five is held out."""
+    key = f"{template}|{io}|{s}".encode()
+    return zlib.crc32(key) % HELDOUT_COMBINATION_MODULUS == 0
+
+
+def sample_prompt(
+    rng: random.Random, templates: list[str], names: list[str], split: str
+) -> IOIPrompt:
+    """Draw one prompt from ``templates`` whose (template, IO, S) lies in ``split``.
+
+    ``split`` is "train" (combination not held out), "heldout" (held out) or "any".
+    """
+    vocab = ioi_vocab()
+    while True:
+        template = rng.choice(templates)
+        io, s = rng.sample(names, 2)
+        if split != "any" and is_heldout_combination(template, io, s) != (split == "heldout"):
+            continue
+        order = rng.choice(["ABBA", "BABA"])
+        place, obj = rng.choice(vocab["places"]), rng.choice(vocab["objects"])
+        text = fill_template(template, io, s, s, order, place, obj)
+        return IOIPrompt(text, io, s, template, order, place, obj)
+
+
+def heldout_prompt_sources() -> list[tuple[str, str]]:
+    """(template, split) pairs that make up the held-out evaluation split."""
+    vocab = ioi_vocab()
+    return [(t, "any") for t in vocab["heldout_templates"]] + [
+        (t, "heldout") for t in vocab["train_templates"]
+    ]
+
+
+def sample_heldout_prompts(
+    rng: random.Random, n: int, names: list[str], n_words: int | None = None
+) -> list[IOIPrompt]:
+    """``n`` prompts from the held-out split, optionally only templates of ``n_words`` words."""
+    sources = [
+        (t, split)
+        for t, split in heldout_prompt_sources()
+        if n_words is None or len(t.split()) == n_words
+    ]
+    if not sources:
+        raise ValueError(f"no held-out IOI template has {n_words} words")
+    prompts = []
+    for _ in range(n):
+        template, split = rng.choice(sources)
+        prompts.append(sample_prompt(rng, [template], names, split))
+    return prompts
+
+
+def lm_sentence(rng: random.Random) -> str:
+    """A non-IOI sentence from the same vocabulary (keeps the toy model a language model)."""
+    vocab = ioi_vocab()
+    template = rng.choice(vocab["lm_templates"])
+    n1, n2 = rng.sample(vocab["names"], 2)
+    while "{PLACE}" in template or "{OBJECT}" in template:
+        template = template.replace("{PLACE}", rng.choice(vocab["places"]), 1)
+        template = template.replace("{OBJECT}", rng.choice(vocab["objects"]), 1)
+    return template.format(N1=n1, N2=n2)
+
+
+def training_sentence(rng: random.Random, ioi_fraction: float = 0.7) -> str:
+    """One training sentence: a completed IOI sentence (train split only) or an LM sentence."""
+    vocab = ioi_vocab()
+    if rng.random() < ioi_fraction:
+        prompt = sample_prompt(rng, vocab["train_templates"], vocab["names"], "train")
+        return f"{prompt.text} {prompt.io} ."
+    return lm_sentence(rng)
+
+
+def all_words() -> list[str]:
+    """Every word the toy tokenizer must know, sorted."""
+    vocab = ioi_vocab()
+    words = set(vocab["names"]) | set(vocab["places"]) | set(vocab["objects"])
+    for key in ("train_templates", "heldout_templates", "lm_templates"):
+        for template in vocab[key]:
+            words |= {w for w in template.split() if not w.startswith("{")}
+    return sorted(words)

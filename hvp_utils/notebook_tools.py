@@ -1,0 +1,102 @@
+"""Keeping the committed notebooks clean and their outputs fresh.
+
+    python -m hvp_utils.notebook_tools refresh notebooks/0*.ipynb   # make refresh
+    python -m hvp_utils.notebook_tools check notebooks/0*.ipynb     # exit 1 if unclean
+
+``refresh`` re-executes every notebook with papermill into a temporary folder and writes them
+back only when all of them succeed, with volatile metadata stripped (outputs and execution
+counts kept, so nbval compares them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+KEPT_NOTEBOOK_METADATA = ("kernelspec",)
+KEPT_CELL_METADATA = ("tags",)
+
+
+def strip_metadata(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop run-specific metadata (timings, papermill, widget state); keep outputs and tags."""
+    nb.metadata = {k: v for k, v in nb.metadata.items() if k in KEPT_NOTEBOOK_METADATA}
+    nb.metadata["language_info"] = {"name": "python"}
+    for cell in nb.cells:
+        cell.metadata = {k: v for k, v in cell.metadata.items() if k in KEPT_CELL_METADATA}
+        cell.pop("id", None)
+    nb.nbformat, nb.nbformat_minor = 4, 4
+    return nb
+
+
+def problems(path: Path) -> list[str]:
+    """Why a committed notebook is not clean (empty list when it is)."""
+    nb = nbformat.read(path, as_version=4)
+    found = []
+    extra = set(nb.metadata) - {*KEPT_NOTEBOOK_METADATA, "language_info"}
+    if extra:
+        found.append(f"notebook metadata {sorted(extra)}")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if not code or "parameters" not in code[0].metadata.get("tags", []):
+        found.append("first code cell is not tagged 'parameters'")
+    for i, cell in enumerate(nb.cells):
+        extra = set(cell.metadata) - set(KEPT_CELL_METADATA)
+        if extra:
+            found.append(f"cell {i} metadata {sorted(extra)}")
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            found.append(f"cell {i} is a papermill injected-parameters cell")
+        if cell.cell_type == "code" and cell.source.strip() and cell.execution_count is None:
+            found.append(f"cell {i} was not executed (no execution_count)")
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                found.append(f"cell {i} holds an error output")
+    counts = [c.execution_count for c in code if c.execution_count is not None]
+    if counts != list(range(1, len(counts) + 1)):
+        found.append("execution counts are not 1, 2, 3, ... (run top to bottom once)")
+    return found
+
+
+def refresh(paths: list[Path], kernel: str = "python3") -> None:
+    """Execute every notebook; write all back only if all succeeded."""
+    import papermill
+
+    executed = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in paths:
+            start = time.perf_counter()
+            out = Path(tmp) / path.name
+            papermill.execute_notebook(
+                str(path), str(out), kernel_name=kernel, cwd=str(path.parent), progress_bar=False
+            )
+            executed[path] = strip_metadata(nbformat.read(out, as_version=4))
+            print(f"{path.name}: {time.perf_counter() - start:.1f} s", flush=True)
+    for path, nb in executed.items():
+        nbformat.write(nb, path)
+    print(f"refreshed {len(executed)} notebooks")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["refresh", "check", "strip"])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "refresh":
+        refresh(args.notebooks)
+        return 0
+    if args.command == "strip":
+        for path in args.notebooks:
+            nbformat.write(strip_metadata(nbformat.read(path, as_version=4)), path)
+        return 0
+    bad = {p: problems(p) for p in args.notebooks}
+    for path, found in bad.items():
+        for problem in found:
+            print(f"{path}: {problem}")
+    return 1 if any(bad.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The embedded model: offline loading, IOI quality on held-out prompts, reproducible training."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+import pytest
+import torch
+
+import hvp_utils
+from hvp_utils.ioi_text import (
+    heldout_prompt_sources,
+    ioi_vocab,
+    is_heldout_combination,
+    sample_prompt,
+    training_sentence,
+)
+from hvp_utils.toy_model import encode_batch, train
+
+
+def test_toy_model_loads_offline_in_seconds():
+    start = time.perf_counter()
+    model = hvp_utils.load_model("toy-ioi")
+    assert time.perf_counter() - start < 10
+    assert model.cfg.n_layers >= 4 and model.cfg.n_heads >= 4
+    assert model.cfg.act_fn == "gelu" and model.cfg.normalization_type == "LN"
+
+
+def test_dtype_and_device_are_honoured():
+    model = hvp_utils.load_model("toy-ioi", dtype="float64", device="cpu")
+    assert model.W_E.dtype == torch.float64 and model.cfg.dtype == torch.float64
+
+
+def test_bos_is_explicit_and_the_first_word_survives(toy32):
+    tokens = toy32.to_str_tokens("When Mary and John went to the store")
+    assert tokens[:3] == ["<|bos|>", "When", "Mary"]
+
+
+def heldout_logit_diffs(model, n_per_source: int = 40):
+    """Logit difference IO - S on held-out prompts, grouped by template (and split)."""
+    rng = random.Random(99)
+    names = ioi_vocab()["names"]
+    diffs = defaultdict(list)
+    for template, split in heldout_prompt_sources():
+        prompts = [sample_prompt(rng, [template], names, split) for _ in range(n_per_source)]
+        tokens, mask = encode_batch(model.tokenizer, [p.text for p in prompts])
+        with torch.no_grad():
+            logits = model(tokens)[torch.arange(len(prompts)), mask.sum(1) - 1]
+        io = torch.tensor([model.tokenizer.convert_tokens_to_ids(p.io) for p in prompts])
+        s = torch.tensor([model.tokenizer.convert_tokens_to_ids(p.s) for p in prompts])
+        rows = torch.arange(len(prompts))
+        key = ("heldout template" if split == "any" else "heldout names", template)
+        diffs[key] = logits[rows, io] - logits[rows, s]
+    return diffs
+
+
+def test_toy_model_solves_ioi_on_heldout_prompts(toy32):
+    diffs = heldout_logit_diffs(toy32)
+    everything = torch.cat(list(diffs.values()))
+    assert (everything > 0).float().mean() >= 0.95
+    assert everything.mean() >= 2.0
+    heldout_templates = [v for (kind, _), v in diffs.items() if kind == "heldout template"]
+    assert len(heldout_templates) >= 2
+    for values in heldout_templates:  # no held-out template may be solved by chance only
+        assert (values > 0).float().mean() >= 0.9
+
+
+def template_regex(template: str) -> re.Pattern:
+    """A template as a regex over filled sentences: each slot matches one word."""
+    pattern = re.escape(template)
+    for slot in ("N1", "N2", "S", "PLACE", "OBJECT"):
+        pattern = pattern.replace(re.escape("{" + slot + "}"), r"\S+")
+    return re.compile(pattern)
+
+
+def test_training_never_sees_the_heldout_split():
+    vocab = ioi_vocab()
+    rng = random.Random(0)
+    for _ in range(2000):
+        prompt = sample_prompt(rng, vocab["train_templates"], vocab["names"], "train")
+        assert not is_heldout_combination(prompt.template, prompt.io, prompt.s)
+    sentences = [training_sentence(random.Random(i)) for i in range(3000)]
+    heldout = [template_regex(t) for t in vocab["heldout_templates"]]
+    assert not any(r.match(s) for r in heldout for s in sentences)
+    # the regexes do recognise sentences of their own template
+    assert heldout[0].match(
+        sample_prompt(rng, vocab["heldout_templates"][:1], vocab["names"], "any").text
+    )
+    names_in_training = {w for s in sentences for w in s.split()} & set(vocab["names"])
+    assert names_in_training == set(vocab["names"])
+
+
+def test_training_is_reproducible(tmp_path):
+    first = train(steps=3, batch_size=8, seed=7, out_dir=tmp_path / "a", log_every=10**9)
+    second = train(steps=3, batch_size=8, seed=7, out_dir=tmp_path / "b", log_every=10**9)
+    assert first["final_loss"] == second["final_loss"]
+    a = (tmp_path / "a" / "model.safetensors").read_bytes()
+    b = (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert a == b
+
+
+def test_unknown_model_name_is_an_error():
+    with pytest.raises(hvp_utils.UnknownModelError, match="unknown model 'gpt2-smal'.*gpt2-small"):
+        hvp_utils.load_model("gpt2-smal")
+
+
+def test_missing_weights_offline_is_an_error(tmp_path):
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path),
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    code = (
+        "import hvp_utils\n"
+        "try:\n"
+        "    hvp_utils.load_model('gpt2-small')\n"
+        "except hvp_utils.ModelWeightsUnavailableError as e:\n"
+        "    print('UNAVAILABLE', e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "UNAVAILABLE" in out.stdout, out.stderr[-2000:]
+    assert "toy-ioi" in out.stdout and "HF_HUB_OFFLINE" in out.stdout
