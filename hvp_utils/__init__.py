@@ -12,6 +12,7 @@ warnings.filterwarnings(
     "ignore", message="HookedTransformer is deprecated", category=DeprecationWarning
 )
 
+from hvp_utils.atp_star import atp_star  # noqa: E402
 from hvp_utils.components import KINDS, Component, components  # noqa: E402
 from hvp_utils.estimators import atp  # noqa: E402
 from hvp_utils.metrics import compare, pearson, spearman  # noqa: E402
@@ -22,10 +23,13 @@ from hvp_utils.models import (  # noqa: E402
     resolve_dtype,
 )
 from hvp_utils.patching import activation_patching  # noqa: E402
+from hvp_utils.quadrature import ERROR_ORDER, integrated_gradients, multistep_hvp  # noqa: E402
 from hvp_utils.results import Attribution, CostMeter  # noqa: E402
+from hvp_utils.second_order import hvp_correction  # noqa: E402
 from hvp_utils.tasks import PatchingTask, TaskError, ioi_dataset, task_baseline  # noqa: E402
 
 __all__ = [
+    "ERROR_ORDER",
     "KINDS",
     "Attribution",
     "Component",
@@ -36,10 +40,14 @@ __all__ = [
     "UnknownModelError",
     "activation_patching",
     "atp",
+    "atp_star",
     "compare",
     "components",
+    "hvp_correction",
+    "integrated_gradients",
     "ioi_dataset",
     "load_model",
+    "multistep_hvp",
     "pearson",
     "resolve_dtype",
     "spearman",

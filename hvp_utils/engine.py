@@ -58,8 +58,11 @@ def prepare(
     comps: list[Component],
     direction: str = "denoising",
     meter: CostMeter | None = None,
+    extra_hooks: tuple[str, ...] = (),
 ) -> PatchContext:
-    """Run the clean and corrupted inputs once and cache what the paths need.
+    """Run the clean and corrupted inputs once and cache what the paths need
+    (activations at the components' hooks and ``extra_hooks``, and the base residual stream
+    at each component's layer).
 
     Denoising patches clean activations into the corrupted run (base = corrupted);
     noising patches corrupted activations into the clean run (base = clean).
@@ -67,7 +70,7 @@ def prepare(
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}; use one of {DIRECTIONS}")
     check_components(comps)
-    hooks = set(group_by_hook(comps))
+    hooks = set(group_by_hook(comps)) | set(extra_hooks)
     resid_hooks = {f"blocks.{layer}.hook_resid_pre": layer for layer in {c.layer for c in comps}}
     missing = hooks - set(model.hook_dict)
     if missing:
@@ -106,6 +109,13 @@ class PathDerivatives:
     d1: Tensor | None = None
     d2: Tensor | None = None
     d3: Tensor | None = None
+
+    def select(self, index) -> PathDerivatives:
+        """The same derivatives for a subset of the components."""
+        pick = lambda x: None if x is None else x[index]  # noqa: E731
+        return PathDerivatives(
+            pick(self.t), pick(self.g), pick(self.d1), pick(self.d2), pick(self.d3)
+        )
 
 
 def replicate_chunks(
@@ -198,18 +208,100 @@ def hook_gradients(
     ctx: PatchContext,
     hooks: list[str],
     meter: CostMeter,
-) -> dict[str, Tensor]:
-    """Gradient of the metric at the base input with respect to each hook's activation.
+    replicates: int = 1,
+    offsets: dict[str, Tensor] | None = None,
+    directions: dict[str, Tensor] | None = None,
+    frozen_hooks: tuple[str, ...] = (),
+) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """Gradients of the metric with respect to the activations at ``hooks``, per replicate,
+    and optionally the Hessian-vector products ``H v`` for given directions.
 
-    A zero tensor that requires grad is added at each hook (the model's weights stay frozen),
-    so one backward pass gives ``grad_{a} m(x_base)`` at every hook together.
+    Replicate ``r`` runs the base input with ``a_h <- a_h^b + offsets[h][r]`` at each hook
+    (none: the base run itself). A zero tensor that requires grad is added at each hook (the
+    weights stay frozen), so one backward pass gives ``grad_{a_h} m_r`` for every hook and
+    replicate, with ``m_r`` the metric of replicate ``r``. With ``directions`` (``v[h][r]``
+    shaped like the activation) a double backward gives ``(H_r v_r)_h``, where ``H_r`` is the
+    Hessian of ``m_r`` in all hooked activations jointly. ``frozen_hooks`` pass their forward
+    value but no gradient (GradDrop). Returned tensors have shape ``[replicates, batch, ...]``.
     """
-    zeros = {h: torch.zeros_like(ctx.base_acts[h], requires_grad=True) for h in hooks}
-    fwd_hooks = [(h, lambda act, hook: act + zeros[hook.name]) for h in hooks]
+    n_prompts = task.n_prompts
+    zeros = {
+        h: torch.zeros(
+            (replicates * n_prompts, *ctx.base_acts[h].shape[1:]),
+            dtype=ctx.base_acts[h].dtype,
+            device=ctx.base_acts[h].device,
+            requires_grad=True,
+        )
+        for h in hooks
+    }
+
+    def perturb(act, hook):
+        shift = zeros[hook.name]
+        if offsets is not None and hook.name in offsets:
+            shift = shift + offsets[hook.name].reshape(shift.shape).to(act.dtype)
+        return act + shift
+
+    fwd_hooks = [(h, perturb) for h in hooks]
+    fwd_hooks += [(h, lambda act, hook: act.detach()) for h in frozen_hooks]
     layer = min(ctx.base_resid)
+    resid = ctx.base_resid[layer].repeat(replicates, 1, 1)
     with torch.enable_grad():
-        logits = model.run_with_hooks(ctx.base_resid[layer], start_at_layer=layer, fwd_hooks=fwd_hooks)
-        metric = task.metric(logits)
-        grads = torch.autograd.grad(metric, [zeros[h] for h in hooks])
-    meter.add(forward=1, backward=1)
-    return dict(zip(hooks, grads, strict=True))
+        logits = model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=fwd_hooks)
+        per_replicate = task.metric_per_prompt(logits).view(replicates, n_prompts).mean(1)
+        check_finite(per_replicate, "metric")
+        leaves = [zeros[h] for h in hooks]
+        grads = torch.autograd.grad(
+            per_replicate.sum(), leaves, create_graph=directions is not None, allow_unused=True
+        )
+        grads = [
+            torch.zeros_like(z) if g is None else g for g, z in zip(grads, leaves, strict=True)
+        ]
+        hvps = None
+        if directions is not None:
+            inner = sum(
+                (g * directions[h].reshape(g.shape)).sum()
+                for g, h in zip(grads, hooks, strict=True)
+            )
+            hvps = _second_backward(inner, leaves)
+    meter.add(forward=replicates, backward=replicates, hvp=replicates if directions else 0)
+    shape = lambda t: t.detach().view(replicates, n_prompts, *t.shape[1:])  # noqa: E731
+    grads_out = {h: shape(g) for h, g in zip(hooks, grads, strict=True)}
+    hvps_out = None if hvps is None else {h: shape(v) for h, v in zip(hooks, hvps, strict=True)}
+    return grads_out, hvps_out
+
+
+def _second_backward(inner: Tensor, leaves: list[Tensor]) -> list[Tensor]:
+    """Gradient of ``inner`` with respect to ``leaves`` (zeros where it does not depend)."""
+    if not inner.requires_grad:  # the metric is linear in every hooked activation
+        return [torch.zeros_like(leaf) for leaf in leaves]
+    return _zeros_for_unused(torch.autograd.grad(inner, leaves, allow_unused=True), leaves)
+
+
+def _zeros_for_unused(grads, leaves: list[Tensor]) -> list[Tensor]:
+    """autograd's None (output does not depend on the leaf) as zeros."""
+    return [torch.zeros_like(z) if g is None else g for g, z in zip(grads, leaves, strict=True)]
+
+
+def component_inner_products(
+    comps: list[Component], fields: dict[str, Tensor], ctx: PatchContext
+) -> Tensor:
+    """``<field_h, delta_c>`` over the component's entries, per replicate: ``[R, n]``.
+
+    ``fields[h]`` has shape ``[replicates, batch, ...]`` (a gradient or an ``H v``).
+    """
+    products = {h: f * ctx.deltas[h].unsqueeze(0) for h, f in fields.items()}
+    columns = [c.take(products[c.hook].flatten(0, 1)) for c in comps]
+    replicates = next(iter(fields.values())).shape[0]
+    return torch.stack([col.reshape(replicates, -1).sum(1) for col in columns], dim=1).double()
+
+
+def union_masks(comps: list[Component], ctx: PatchContext) -> dict[str, Tensor]:
+    """Per hook, the 0/1 mask of every entry that belongs to some component."""
+    masks = {}
+    for hook, members in group_by_hook(comps).items():
+        delta = ctx.deltas[hook]
+        mask = torch.zeros((1, *delta.shape[1:]), dtype=delta.dtype, device=delta.device)
+        for i in members:
+            mask = torch.maximum(mask, comps[i].mask(delta.shape, delta.dtype, delta.device))
+        masks[hook] = mask
+    return masks

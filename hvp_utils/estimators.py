@@ -10,11 +10,10 @@ One forward and one backward pass on the base input give it for every component 
 
 from __future__ import annotations
 
-import torch
 from transformer_lens import HookedTransformer
 
 from hvp_utils.components import Component, group_by_hook
-from hvp_utils.engine import hook_gradients, prepare
+from hvp_utils.engine import component_inner_products, hook_gradients, prepare
 from hvp_utils.results import Attribution, CostMeter
 from hvp_utils.tasks import PatchingTask
 
@@ -28,7 +27,6 @@ def atp(
     """Attribution patching: ``<grad_{a_c} m(x_base), delta_c>`` for every component."""
     meter = CostMeter()
     ctx = prepare(model, task, comps, direction, meter)
-    grads = hook_gradients(model, task, ctx, list(group_by_hook(comps)), meter)
-    products = {h: grads[h] * ctx.deltas[h] for h in grads}
-    values = torch.stack([c.take(products[c.hook]).sum() for c in comps])
-    return Attribution.build(values.double().cpu(), comps, "AtP", meter)
+    grads, _ = hook_gradients(model, task, ctx, list(group_by_hook(comps)), meter)
+    values = component_inner_products(comps, grads, ctx)[0]
+    return Attribution.build(values.cpu(), comps, "AtP", meter)

@@ -46,7 +46,7 @@ class PatchingTask:
     clean_tokens: Int[Tensor, "batch pos"]
     # same shape as clean_tokens; __post_init__ checks it and says how to fix a mismatch
     corrupted_tokens: Int[Tensor, "batch_c pos_c"]
-    answer_tokens: Int[Tensor, "batch_a 2"]
+    answer_tokens: Int[Tensor, "batch_a two"]  # (correct, incorrect) per prompt
     clean_prompts: list[str] = field(default_factory=list)
     corrupted_prompts: list[str] = field(default_factory=list)
     perturbation: str = "custom"

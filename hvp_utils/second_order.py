@@ -1,0 +1,110 @@
+"""The Hessian-vector-product (HVP) correction to attribution patching.
+
+Second-order Taylor expansion of the patch path at t = 0:
+
+    Delta_c ~ g_c'(0) + g_c''(0) / 2,    g_c''(0) = < delta_c, H_cc delta_c >,
+
+with ``H_cc`` the Hessian of the metric in the activation of ``c``. ``H_cc delta_c`` is one
+Hessian-vector product (Pearlmutter's trick: differentiate ``<grad m, delta_c>`` once more),
+so the correction costs one extra backward pass per *direction*. Three ways to spend it:
+
+- ``mode="diag"``: one direction per component, exact ``g_c''(0)``. Directions share passes
+  by replicating the prompt batch (see :mod:`hvp_utils.engine`); cost grows with the number
+  of components, like activation patching.
+- ``mode="joint"``: one direction for the whole set, ``v = sum_c delta_c``, and
+  ``correction_c = <delta_c, (H v)_c> / 2``. One extra backward pass in all, but
+  ``<delta_c, (H v)_c> = g_c''(0) + sum_{j != c} <delta_c, H_cj delta_j>``: the cross terms
+  are interactions with components that activation patching keeps corrupted.
+- ``mode="hutchinson"``: ``S`` random-sign directions ``v_s = sum_c sigma_sc delta_c`` and
+  ``(1/S) sum_s sigma_sc <delta_c, (H v_s)_c>``, whose expectation is ``g_c''(0)``: the cross
+  terms cancel on average, at ``S`` extra backward passes whatever the number of components.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformer_lens import HookedTransformer
+
+from hvp_utils.components import Component, group_by_hook
+from hvp_utils.engine import (
+    PatchContext,
+    component_inner_products,
+    hook_gradients,
+    path_derivatives,
+    prepare,
+)
+from hvp_utils.results import Attribution, CostMeter
+from hvp_utils.tasks import PatchingTask
+
+MODES = ("diag", "joint", "hutchinson")
+
+
+def hvp_correction(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    mode: str = "diag",
+    samples: int = 16,
+    seed: int = 0,
+    direction: str = "denoising",
+    chunk_size: int | None = None,
+) -> Attribution:
+    """AtP plus half the second derivative of each patch path: ``g'(0) + g''(0) / 2``.
+
+    ``extras``: ``first`` (= AtP) and ``second`` (the estimate of ``g''(0)`` used).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+    meter = CostMeter()
+    ctx = prepare(model, task, comps, direction, meter)
+    if mode == "diag":
+        path = path_derivatives(model, task, comps, 0.0, 2, ctx, meter, chunk_size)
+        first, second = path.d1, path.d2
+    else:
+        signs = _direction_signs(len(comps), mode, samples, seed)
+        first, second = _shared_direction_hvp(model, task, comps, ctx, signs, meter)
+    name = {"diag": "HVP diag", "joint": "HVP joint", "hutchinson": f"HVP hutchinson S={samples}"}
+    return Attribution.build(
+        first + second / 2, comps, name[mode], meter, first=first, second=second
+    )
+
+
+def _direction_signs(n: int, mode: str, samples: int, seed: int) -> torch.Tensor:
+    """``[S, n]`` signs: all ones for ``joint``; seeded Rademacher signs for ``hutchinson``."""
+    if mode == "joint":
+        return torch.ones(1, n, dtype=torch.float64)
+    if samples < 1:
+        raise ValueError("hutchinson needs samples >= 1")
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, (samples, n), generator=generator).double() * 2 - 1
+
+
+def _shared_direction_hvp(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    ctx: PatchContext,
+    signs: torch.Tensor,
+    meter: CostMeter,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """AtP and ``mean_s sigma_sc <delta_c, (H v_s)_c>`` with ``v_s = sum_c sigma_sc delta_c``.
+
+    All ``S`` directions run as replicates of one pass (forward, backward, double backward).
+    """
+    samples = signs.shape[0]
+    directions = {}
+    for hook, members in group_by_hook(comps).items():
+        delta = ctx.deltas[hook]
+        masks = [comps[i].mask(delta.shape, delta.dtype, delta.device) for i in members]
+        common = torch.broadcast_shapes(*[m.shape for m in masks])
+        stacked = torch.stack([m.expand(common) for m in masks])  # [n_hook, 1, ...]
+        hook_signs = signs[:, members].to(delta.dtype).to(delta.device)
+        signed_mask = torch.einsum("sn,n...->s...", hook_signs, stacked)  # [S, 1, ...]
+        directions[hook] = signed_mask * delta.unsqueeze(0)
+    grads, hvps = hook_gradients(
+        model, task, ctx, list(directions), meter, replicates=samples, directions=directions
+    )
+    first = component_inner_products(comps, grads, ctx)[0]
+    curvature = component_inner_products(comps, hvps, ctx)  # [S, n]
+    second = (signs.to(curvature.device) * curvature).mean(0)
+    return first.cpu(), second.cpu()
