@@ -1,0 +1,101 @@
+"""Every estimator on tiny random-initialised models of each architecture family TransformerLens
+supports, checked against plain-hook references (float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_model
+from reference import path_derivative, path_function, slice_function
+
+import hvp_utils as hu
+from hvp_utils import components
+
+FAMILIES = {
+    "gpt2 (LayerNorm, learned positions, GELU)": {},
+    "llama (RMSNorm, rotary, gated SiLU, GQA)": dict(
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        act_fn="silu",
+        gated_mlp=True,
+        n_key_value_heads=2,
+    ),
+    "gemma-2 (soft-capped attention and logits, GQA)": dict(
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        act_fn="gelu_pytorch_tanh",
+        gated_mlp=True,
+        n_key_value_heads=2,
+        attn_scores_soft_cap=50.0,
+        output_logits_soft_cap=30.0,
+    ),
+    "neox (parallel attention + MLP, rotary)": dict(
+        positional_embedding_type="rotary",
+        rotary_dim=4,
+        parallel_attn_mlp=True,
+    ),
+}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES), ids=lambda k: k.split(" ")[0])
+def family(request):
+    model = tiny_model(seed=5, **FAMILIES[request.param])
+    task = hu.ioi_dataset(model, n_prompts=4, perturbation="name_swap", seed=1)
+    return model, task
+
+
+def all_estimators(model, task, comps):
+    return [
+        hu.atp(model, task, comps),
+        hu.hvp_correction(model, task, comps, mode="diag"),
+        hu.hvp_correction(model, task, comps, mode="joint"),
+        hu.hvp_correction(model, task, comps, mode="hutchinson", samples=4),
+        hu.multistep_hvp(model, task, comps, steps=2, rule="taylor"),
+        hu.multistep_hvp(model, task, comps, steps=1, rule="radau"),
+        hu.multistep_hvp(model, task, comps, steps=1, rule="trapezoid"),
+        hu.integrated_gradients(model, task, comps, steps=2),
+        hu.integrated_gradients(model, task, comps, steps=2, joint=True),
+        hu.atp_star(model, task, comps),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["head_out", "mlp_out", "head_q", "head_k"])
+def test_every_estimator_runs_and_is_right(family, kind):
+    model, task = family
+    comps = components(model, kind, n_positions=task.n_positions)
+    truth = hu.activation_patching(model, task, comps)
+    estimates = all_estimators(model, task, comps)
+    for estimate in estimates:
+        assert estimate.names == truth.names
+        assert torch.isfinite(estimate.values).all(), estimate.method
+    # AP and the second derivative against plain-hook references on one component
+    comp = comps[len(comps) // 2]
+    g = path_function(model, task, comp)
+    with torch.no_grad():
+        one, zero = (g(torch.tensor(t, dtype=torch.float64)) for t in (1.0, 0.0))
+    assert float(truth[comp.name]) == pytest.approx(float(one - zero), abs=1e-9)
+    phi, x_r, x_c = slice_function(model, task, comp)
+    _, h_delta = torch.autograd.functional.hvp(phi, x_r, x_c - x_r)
+    second = float(((x_c - x_r) * h_delta).sum())
+    diag = estimates[1]
+    assert float(diag.second[comps.index(comp)]) == pytest.approx(second, rel=1e-6, abs=1e-9)
+    # quadrature rules against the same path differentiated by plain autograd
+    d = {(t, k): path_derivative(g, t, k) for t in (0.0, 0.25, 0.5, 0.75, 1.0) for k in (1, 2)}
+    expected = {
+        "multistep radau K=1": 11 / 27 * d[0.0, 1] + 16 / 27 * d[0.75, 1] + d[0.0, 2] / 18,
+        "multistep trapezoid K=1": (d[0.0, 1] + d[1.0, 1]) / 2 - (d[1.0, 2] - d[0.0, 2]) / 12,
+        "multistep taylor K=2": (d[0.0, 1] + d[0.5, 1]) / 2 + (d[0.0, 2] + d[0.5, 2]) / 8,
+        "IG K=2": (d[0.25, 1] + d[0.75, 1]) / 2,
+    }
+    by_method = {e.method: e for e in estimates}
+    for method, value in expected.items():
+        ours = float(by_method[method][comp.name])
+        assert ours == pytest.approx(value, rel=1e-6, abs=1e-9), method
+
+
+def test_grouped_query_keys_are_kv_heads(family):
+    model, _ = family
+    kv = model.cfg.n_key_value_heads or model.cfg.n_heads
+    assert len(components(model, "head_k", layers=[0])) == kv
