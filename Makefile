@@ -59,6 +59,10 @@ toy-model: $(STAMP)
 refresh: $(STAMP)
 	$(PY) -m hvp_utils.notebook_tools refresh $(NOTEBOOKS)
 
+# Every estimator on the embedded model; writes runs/bench/estimators.csv, pareto.png, targets.md
+bench: $(STAMP)
+	$(PY) -m hvp_utils.bench --out runs/bench
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hvp_utils tests notebooks
 	$(VENV)/bin/ruff format --check hvp_utils tests

@@ -27,6 +27,7 @@ from transformer_lens import HookedTransformer
 
 from hvp_utils.components import Component, group_by_hook
 from hvp_utils.engine import (
+    TOKENS_PER_PASS,
     PatchContext,
     component_inner_products,
     hook_gradients,
@@ -79,6 +80,22 @@ def _direction_signs(n: int, mode: str, samples: int, seed: int) -> torch.Tensor
     return torch.randint(0, 2, (samples, n), generator=generator).double() * 2 - 1
 
 
+def _signed_directions(
+    comps: list[Component], ctx: PatchContext, signs: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """``v_s = sum_c sigma_sc delta_c`` at each hook, shaped ``[S, batch, ...]``."""
+    directions = {}
+    for hook, members in group_by_hook(comps).items():
+        delta = ctx.deltas[hook]
+        masks = [comps[i].mask(delta.shape, delta.dtype, delta.device) for i in members]
+        common = torch.broadcast_shapes(*[m.shape for m in masks])
+        stacked = torch.stack([m.expand(common) for m in masks])  # [n_hook, 1, ...]
+        hook_signs = signs[:, members].to(delta.dtype).to(delta.device)
+        signed_mask = torch.einsum("sn,n...->s...", hook_signs, stacked)  # [S, 1, ...]
+        directions[hook] = signed_mask * delta.unsqueeze(0)
+    return directions
+
+
 def _shared_direction_hvp(
     model: HookedTransformer,
     task: PatchingTask,
@@ -89,22 +106,19 @@ def _shared_direction_hvp(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """AtP and ``mean_s sigma_sc <delta_c, (H v_s)_c>`` with ``v_s = sum_c sigma_sc delta_c``.
 
-    All ``S`` directions run as replicates of one pass (forward, backward, double backward).
+    Directions run as replicates of the batch (forward, backward, double backward), as many
+    per pass as the token budget allows.
     """
-    samples = signs.shape[0]
-    directions = {}
-    for hook, members in group_by_hook(comps).items():
-        delta = ctx.deltas[hook]
-        masks = [comps[i].mask(delta.shape, delta.dtype, delta.device) for i in members]
-        common = torch.broadcast_shapes(*[m.shape for m in masks])
-        stacked = torch.stack([m.expand(common) for m in masks])  # [n_hook, 1, ...]
-        hook_signs = signs[:, members].to(delta.dtype).to(delta.device)
-        signed_mask = torch.einsum("sn,n...->s...", hook_signs, stacked)  # [S, 1, ...]
-        directions[hook] = signed_mask * delta.unsqueeze(0)
-    grads, hvps = hook_gradients(
-        model, task, ctx, list(directions), meter, replicates=samples, directions=directions
-    )
-    first = component_inner_products(comps, grads, ctx)[0]
-    curvature = component_inner_products(comps, hvps, ctx)  # [S, n]
-    second = (signs.to(curvature.device) * curvature).mean(0)
+    per_pass = max(1, TOKENS_PER_PASS[2] // (task.n_prompts * task.n_positions))
+    first, curvature = None, []
+    for start in range(0, signs.shape[0], per_pass):
+        chunk = signs[start : start + per_pass]
+        directions = _signed_directions(comps, ctx, chunk)
+        grads, hvps = hook_gradients(
+            model, task, ctx, list(directions), meter, replicates=len(chunk), directions=directions
+        )
+        if first is None:
+            first = component_inner_products(comps, grads, ctx)[0]
+        curvature.append(component_inner_products(comps, hvps, ctx))  # [S_chunk, n]
+    second = (signs.to(first.device) * torch.cat(curvature)).mean(0)
     return first.cpu(), second.cpu()

@@ -1,0 +1,106 @@
+"""Independent references a learner can call from a notebook (ARENA-style checks).
+
+They rebuild one component's patch path with plain TransformerLens hooks, without the
+replicated engine of :mod:`hvp_utils.engine`, and differentiate it with
+``torch.autograd.functional`` and finite differences. The test suite uses the same functions.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from hvp_utils.components import Component
+from hvp_utils.results import Attribution
+from hvp_utils.tasks import PatchingTask
+
+
+def component_index(comp: Component, ndim: int) -> tuple:
+    """Index tuple selecting the component's slice of an activation with ``ndim`` axes."""
+    index: list = [slice(None)] * ndim
+    for axis, i in comp.select:
+        index[axis] = i
+    return tuple(index)
+
+
+def endpoints(model: HookedTransformer, task: PatchingTask, comp: Component):
+    """Clean and corrupted activations at the component's hook."""
+    with torch.no_grad():
+        _, clean = model.run_with_cache(task.clean_tokens, names_filter=comp.hook)
+        _, corrupt = model.run_with_cache(task.corrupted_tokens, names_filter=comp.hook)
+    return clean[comp.hook], corrupt[comp.hook]
+
+
+def slice_function(model: HookedTransformer, task: PatchingTask, comp: Component):
+    """``phi(x) = m(corrupted run with the component's slice set to x)``, with ``x_r``, ``x_c``."""
+    clean, corrupt = endpoints(model, task, comp)
+    index = component_index(comp, clean.dim())
+
+    def phi(x):
+        def hook(act, hook):
+            act = act.clone()
+            act[index] = x
+            return act
+
+        logits = model.run_with_hooks(task.corrupted_tokens, fwd_hooks=[(comp.hook, hook)])
+        return task.metric(logits)
+
+    return phi, corrupt[index], clean[index]
+
+
+def path_function(model: HookedTransformer, task: PatchingTask, comp: Component):
+    """``g(t) = phi(x_r + t (x_c - x_r))``, differentiable in ``t``."""
+    phi, x_r, x_c = slice_function(model, task, comp)
+    return lambda t: phi(x_r + t * (x_c - x_r))
+
+
+def path_derivative(g, t: float, order: int) -> float:
+    """``d^order g / dt^order`` at ``t`` by repeated autograd on the scalar path."""
+    t = torch.tensor(t, dtype=torch.float64, requires_grad=True)
+    value = g(t)
+    for k in range(order):
+        (value,) = torch.autograd.grad(value, t, create_graph=k + 1 < order)
+    return float(value)
+
+
+def check_second_order(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    estimate: Attribution,
+    step: float = 1e-4,
+    rtol: float = 1e-6,
+) -> pd.DataFrame:
+    """Compare ``estimate.first``/``.second`` (g'(0), g''(0) from :func:`hvp_correction`) with
+
+    - ``<delta, H delta>`` from ``torch.autograd.functional.hvp`` on the component's slice,
+    - central finite differences of the gradient, ``(g'(h) - g'(-h)) / 2h``.
+
+    Raises ``AssertionError`` naming the first component that disagrees beyond ``rtol``.
+    """
+    rows = []
+    for comp in comps:
+        i = estimate.names.index(comp.name)
+        phi, x_r, x_c = slice_function(model, task, comp)
+        _, h_delta = torch.autograd.functional.hvp(phi, x_r, x_c - x_r)
+        g = path_function(model, task, comp)
+        rows.append(
+            {
+                "component": comp.name,
+                "g1 (ours)": float(estimate.first[i]),
+                "g1 (autograd)": path_derivative(g, 0.0, 1),
+                "g2 (ours)": float(estimate.second[i]),
+                "g2 (autograd.functional.hvp)": float(((x_c - x_r) * h_delta).sum()),
+                "g2 (finite differences)": (
+                    path_derivative(g, step, 1) - path_derivative(g, -step, 1)
+                )
+                / (2 * step),
+            }
+        )
+    frame = pd.DataFrame(rows).set_index("component")
+    for column in ("g2 (autograd.functional.hvp)", "g2 (finite differences)"):
+        gap = (frame["g2 (ours)"] - frame[column]).abs()
+        bad = gap > rtol * frame[column].abs().clip(lower=1.0)
+        assert not bad.any(), f"g'' disagrees with {column} at {list(frame.index[bad])}"
+    return frame
