@@ -1,0 +1,254 @@
+"""Circuits: reference circuits, recovery of a circuit from any estimator, faithfulness.
+
+- Reference circuit of the embedded model: the components whose activation-patching effect is
+  at least ``fraction`` of the largest (:func:`ap_circuit`). For ``gpt2-small``: the published
+  IOI head classes of Wang et al. 2022 (``data/ioi/gpt2_small_ioi_heads.csv``).
+- Recovery (:func:`circuit_recovery`): rank components by |estimate|; precision and recall of
+  the top-|reference| set, and the ROC curve over every cut-off with its area (AUROC).
+- Faithfulness (:func:`faithfulness`): keep the top-k components, mean-ablate every other one
+  (replace it by its mean over the clean prompts, position by position), and report
+  ``m(circuit) / m(full model)`` on the clean prompts, for each k.
+- Head roles (:func:`head_roles`): what each head attends to at the final position and at S2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from hvp_utils.components import Component, check_components, group_by_hook
+from hvp_utils.ioi_text import DATA_DIR
+from hvp_utils.results import Attribution
+from hvp_utils.tasks import PatchingTask, check_finite
+
+PUBLISHED_HEADS_FILE = DATA_DIR / "ioi" / "gpt2_small_ioi_heads.csv"
+
+
+def published_ioi_heads() -> pd.DataFrame:
+    """Wang et al. 2022's IOI head classes for gpt2-small: columns class, layer, head, name."""
+    frame = pd.read_csv(PUBLISHED_HEADS_FILE, comment="#")
+    frame["name"] = [
+        f"L{layer}H{head}" for layer, head in zip(frame["layer"], frame["head"], strict=True)
+    ]
+    return frame
+
+
+def ap_circuit(truth: Attribution, fraction: float = 0.1) -> list[str]:
+    """Components with |AP| >= ``fraction`` * max |AP| (the embedded model's reference)."""
+    values = truth.values.abs()
+    return [
+        n
+        for n, v in zip(truth.names, values.tolist(), strict=True)
+        if v >= fraction * float(values.max())
+    ]
+
+
+def auroc(scores: Tensor, positive: Tensor) -> float:
+    """Area under the ROC curve: P(score of a random positive > that of a random negative),
+    ties counting one half (the Mann-Whitney U statistic over n_pos * n_neg)."""
+    pos, neg = scores[positive].double(), scores[~positive].double()
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).double().sum()
+    ties = (pos[:, None] == neg[None, :]).double().sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def roc_curve(scores: Tensor, positive: Tensor) -> pd.DataFrame:
+    """False- and true-positive rates at every cut-off of ``scores`` (descending)."""
+    order = scores.double().argsort(descending=True)
+    hits = positive[order].double()
+    tpr = torch.cat([torch.zeros(1), hits.cumsum(0) / max(1.0, float(hits.sum()))])
+    fpr = torch.cat([torch.zeros(1), (1 - hits).cumsum(0) / max(1.0, float((1 - hits).sum()))])
+    return pd.DataFrame({"fpr": fpr.numpy(), "tpr": tpr.numpy(), "k": np.arange(len(tpr))})
+
+
+def circuit_recovery(estimate: Attribution, reference: list[str]) -> dict:
+    """Precision and recall at the reference size, AUROC, and the ROC curve, ranking by |value|."""
+    unknown = set(reference) - set(estimate.names)
+    if unknown:
+        raise ValueError(f"reference components {sorted(unknown)[:5]} are not in the estimate")
+    if not reference:
+        raise ValueError("empty reference circuit")
+    scores = estimate.values.abs()
+    positive = torch.tensor([n in set(reference) for n in estimate.names])
+    k = len(reference)
+    top = set(scores.argsort(descending=True)[:k].tolist())
+    hits = sum(bool(positive[i]) for i in top)
+    return {
+        "method": estimate.method,
+        "precision": hits / k,
+        "recall": hits / int(positive.sum()),
+        "auroc": auroc(scores, positive),
+        "missed": [estimate.names[i] for i in range(len(scores)) if positive[i] and i not in top],
+        "false_positives": [estimate.names[i] for i in sorted(top) if not positive[i]],
+        "roc": roc_curve(scores, positive),
+    }
+
+
+def recovery_table(estimates: list[Attribution], reference: list[str]) -> pd.DataFrame:
+    """One row per estimator: precision, recall, AUROC, and the components it gets wrong."""
+    rows = []
+    for estimate in estimates:
+        found = circuit_recovery(estimate, reference)
+        found.pop("roc")
+        found["missed"] = ", ".join(found["missed"])
+        found["false_positives"] = ", ".join(found["false_positives"])
+        rows.append(found)
+    return pd.DataFrame(rows).set_index("method")
+
+
+def mean_activations(model: HookedTransformer, task: PatchingTask, hooks: list[str]) -> dict:
+    """Mean over the clean prompts of each hook's activation, position by position."""
+    with torch.no_grad():
+        _, cache = model.run_with_cache(task.clean_tokens, names_filter=lambda n: n in set(hooks))
+    return {h: cache[h].mean(0, keepdim=True) for h in hooks}
+
+
+def faithfulness(
+    model: HookedTransformer,
+    task: PatchingTask,
+    ranking: Attribution | list[Component],
+    comps: list[Component],
+    sizes: list[int] | None = None,
+) -> pd.DataFrame:
+    """``m(top-k kept, the rest of comps mean-ablated) / m(full model)`` on the clean prompts.
+
+    ``ranking``: an estimate (components ranked by |value|) or an explicit ordered list.
+    Every size runs as one replicate of a single batched forward pass.
+    """
+    check_components(comps)
+    order = _order(ranking, comps)
+    sizes = sizes or sorted({0, *range(1, len(comps) + 1, max(1, len(comps) // 16)), len(comps)})
+    hooks = list(group_by_hook(comps))
+    means = mean_activations(model, task, hooks)
+    kept = {h: torch.zeros((len(sizes), *means[h].shape[1:]), dtype=means[h].dtype) for h in hooks}
+    for r, k in enumerate(sizes):
+        for i in order[:k]:
+            c = comps[i]
+            kept[c.hook][r : r + 1] = torch.maximum(
+                kept[c.hook][r : r + 1], c.mask(means[c.hook].shape, means[c.hook].dtype)
+            )
+    n = task.n_prompts
+
+    def ablate(act, hook):
+        act = act.view(len(sizes), n, *act.shape[1:])
+        mask = kept[hook.name].unsqueeze(1).to(act.device)
+        mean = means[hook.name].unsqueeze(0)
+        return (mean + mask * (act - mean)).view(len(sizes) * n, *act.shape[2:])
+
+    with torch.no_grad():
+        full = task.metric(model(task.clean_tokens))
+        logits = model.run_with_hooks(
+            task.clean_tokens.repeat(len(sizes), 1), fwd_hooks=[(h, ablate) for h in hooks]
+        )
+        kept_metric = task.metric_per_prompt(logits).view(len(sizes), n).mean(1)
+    check_finite(kept_metric, "faithfulness metric")
+    return pd.DataFrame(
+        {
+            "size": sizes,
+            "metric": kept_metric.double().cpu().numpy(),
+            "faithfulness": (kept_metric / full).double().cpu().numpy(),
+        }
+    )
+
+
+def _order(ranking: Attribution | list[Component], comps: list[Component]) -> list[int]:
+    names = [c.name for c in comps]
+    if isinstance(ranking, Attribution):
+        if ranking.names != names:
+            raise ValueError("the ranking estimate must cover comps in the same order")
+        return ranking.values.abs().argsort(descending=True).tolist()
+    return [names.index(c.name) for c in ranking]
+
+
+def _slots(task: PatchingTask) -> dict[str, Tensor]:
+    """Per prompt, the positions of IO, S1, S2 (from the answer tokens) and the end."""
+    tokens, io, s = task.clean_tokens, task.answer_tokens[:, 0], task.answer_tokens[:, 1]
+    is_s = tokens == s[:, None]
+    s1 = is_s.float().argmax(1)
+    s2 = tokens.shape[1] - 1 - is_s.flip(1).float().argmax(1)
+    return {"IO": (tokens == io[:, None]).float().argmax(1), "S1": s1, "S2": s2}
+
+
+def head_roles(
+    model: HookedTransformer, task: PatchingTask, truth: Attribution, min_attention: float = 0.3
+) -> pd.DataFrame:
+    """Attention of every head at the final position (to IO, S1, S2) and at S2 (to S1, IO),
+    its AP effect, and a role read off them (first match wins):
+
+    - ``negative``: negative effect (pushes the answer down);
+    - ``name mover``: the end attends to IO more than to S1 and S2 together (copies IO);
+    - ``S2 reader``: the end attends to S2 (reads what was gathered at the repeated name);
+    - ``duplicate token``: S2 attends to S1 (notices the repeated name);
+    - ``IO gatherer at S2``: S2 attends to IO (brings the other name to the repeated one);
+    - ``other``: none of these (its effect is carried some other way).
+    """
+    slots = _slots(task)
+    rows_index = torch.arange(task.n_prompts)
+    effects = dict(zip(truth.names, truth.values.tolist(), strict=True))
+    with torch.no_grad():
+        _, cache = model.run_with_cache(
+            task.clean_tokens, names_filter=lambda n: n.endswith("hook_pattern")
+        )
+    rows = []
+    for layer in range(model.cfg.n_layers):
+        pattern: Float[Tensor, "batch head q k"] = cache[f"blocks.{layer}.attn.hook_pattern"]
+        end = pattern[:, :, -1, :]
+        at_s2 = pattern[rows_index, :, slots["S2"], :]
+        for head in range(model.cfg.n_heads):
+            row = {
+                "head": f"L{layer}H{head}",
+                "layer": layer,
+                "AP": effects.get(f"L{layer}H{head}", np.nan),
+            }
+            for slot in ("IO", "S1", "S2"):
+                row[f"end->{slot}"] = float(end[rows_index, head, slots[slot]].mean())
+            row["S2->S1"] = float(at_s2[rows_index, head, slots["S1"]].mean())
+            row["S2->IO"] = float(at_s2[rows_index, head, slots["IO"]].mean())
+            row["role"] = _role(row, min_attention)
+            rows.append(row)
+    return pd.DataFrame(rows).set_index("head")
+
+
+def _role(row: dict, min_attention: float) -> str:
+    to_s = row["end->S1"] + row["end->S2"]
+    if row["AP"] < 0:
+        return "negative"
+    if row["end->IO"] >= min_attention and row["end->IO"] > to_s:
+        return "name mover"
+    if row["end->S2"] >= min_attention:
+        return "S2 reader"
+    if row["S2->S1"] >= min_attention:
+        return "duplicate token"
+    if row["S2->IO"] >= min_attention:
+        return "IO gatherer at S2"
+    return "other"
+
+
+def roc_plot(estimates: list[Attribution], reference: list[str], ax=None):
+    """ROC curves of every estimator's ranking against the reference circuit."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 3.6))
+    for estimate in estimates:
+        found = circuit_recovery(estimate, reference)
+        sns.lineplot(
+            found["roc"],
+            x="fpr",
+            y="tpr",
+            ax=ax,
+            drawstyle="steps-post",
+            label=f"{estimate.method} ({found['auroc']:.3f})",
+            errorbar=None,
+        )
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.6, ls=":")
+    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="circuit ROC (AUROC)")
+    ax.legend(fontsize=6)
+    return ax

@@ -1,0 +1,85 @@
+"""Circuit recovery and faithfulness against closed forms and plain-hook references."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import hvp_utils as hu
+from hvp_utils import circuits, components
+
+
+def test_auroc_matches_brute_force_pairs():
+    scores = torch.tensor([0.9, 0.1, 0.5, 0.5, 0.3, 0.8])
+    positive = torch.tensor([True, False, True, False, False, True])
+    pairs = [
+        (p, n) for p, n in itertools.product(range(6), range(6)) if positive[p] and not positive[n]
+    ]
+    expected = sum(
+        1.0 if scores[p] > scores[n] else 0.5 if scores[p] == scores[n] else 0.0 for p, n in pairs
+    ) / len(pairs)
+    assert circuits.auroc(scores, positive) == pytest.approx(expected)
+    roc = circuits.roc_curve(scores, positive)
+    assert roc.tpr.iloc[-1] == 1.0 and roc.fpr.iloc[-1] == 1.0
+
+
+def test_recovery_counts_hits_at_the_reference_size():
+    est = hu.Attribution(torch.tensor([3.0, -2.5, 0.1, 1.0]), ["a", "b", "c", "d"], "X", {})
+    found = circuits.circuit_recovery(est, ["a", "d"])
+    assert (
+        found["precision"] == 0.5 and found["missed"] == ["d"] and found["false_positives"] == ["b"]
+    )
+    assert found["auroc"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="not in the estimate"):
+        circuits.circuit_recovery(est, ["z"])
+
+
+def test_published_gpt2_heads_file():
+    heads = circuits.published_ioi_heads()
+    assert len(heads) == 26 and heads.name.is_unique
+    assert set(heads[heads["class"] == "name mover"].name) == {"L9H9", "L9H6", "L10H0"}
+
+
+def test_faithfulness_endpoints_against_plain_mean_ablation(toy64, toy_task):
+    heads = components(toy64, "head_out")
+    truth = hu.activation_patching(toy64, toy_task, heads)
+    curve = circuits.faithfulness(toy64, toy_task, truth, heads, sizes=[0, 1, len(heads)])
+    assert curve.faithfulness.iloc[-1] == pytest.approx(1.0)
+    # size 0: every head output replaced by its clean mean, by a plain hook per layer
+    _, cache = toy64.run_with_cache(toy_task.clean_tokens)
+    hooks = [
+        (
+            f"blocks.{layer}.attn.hook_z",
+            lambda act, hook: cache[hook.name].mean(0, keepdim=True).expand_as(act),
+        )
+        for layer in range(toy64.cfg.n_layers)
+    ]
+    ablated = toy_task.metric(toy64.run_with_hooks(toy_task.clean_tokens, fwd_hooks=hooks))
+    assert curve.metric.iloc[0] == pytest.approx(float(ablated), rel=1e-9)
+    # size 1: keep only the top head
+    top = heads[int(truth.values.abs().argmax())]
+    keep = [(h, f) for h, f in hooks if h != top.hook]
+
+    def keep_one(act, hook):
+        mean = cache[hook.name].mean(0, keepdim=True).expand_as(act).clone()
+        head = dict(top.select)[2]
+        mean[:, :, head] = act[:, :, head]
+        return mean
+
+    one = toy_task.metric(
+        toy64.run_with_hooks(toy_task.clean_tokens, fwd_hooks=keep + [(top.hook, keep_one)])
+    )
+    assert curve.metric.iloc[1] == pytest.approx(float(one), rel=1e-9)
+
+
+def test_head_roles_reads_attention(toy64, toy_task):
+    heads = components(toy64, "head_out")
+    roles = circuits.head_roles(toy64, toy_task, hu.activation_patching(toy64, toy_task, heads))
+    assert len(roles) == len(heads)
+    attention = roles[["end->IO", "end->S1", "end->S2"]]
+    assert ((attention >= 0) & (attention <= 1)).all().all()
+    assert roles.role.isin(
+        ["negative", "name mover", "S2 reader", "duplicate token", "IO gatherer at S2", "other"]
+    ).all()
