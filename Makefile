@@ -2,6 +2,10 @@
 #   make run     set up .venv (first time) and execute every notebook into runs/$(MODEL)/
 #   make test    set up, unit tests, nbval on the committed notebooks, papermill reruns
 SHELL := /bin/bash
+# PyTorch's OpenMP threads spin while waiting; next to a Jupyter kernel's own threads on a
+# small machine that made notebooks up to 17x slower (measured on 2 cores). Passive waiting
+# fixes it; the kernel registered below carries the same setting.
+export OMP_WAIT_POLICY ?= PASSIVE
 PYTHON_BASE ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +15,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # Non-default parameters for the CI rerun: another perturbation, seed, size and dtype.
 RERUN_PARAMS ?= -p perturbation random_token -p seed 1 -p n_prompts 12 -p dtype float64
 
-.PHONY: run test unit nbval rerun-test lab toy-model refresh lint format clean bench
+.PHONY: run test unit nbval rerun-test lab toy-model refresh lint format clean distclean bench rerun scaling
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
@@ -19,7 +23,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: an open range would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (hvp_utils)" >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (hvp_utils)" \
+	  --env OMP_WAIT_POLICY PASSIVE >/dev/null
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -58,6 +63,15 @@ toy-model: $(STAMP)
 # Re-execute the committed notebooks; write them back only when every one succeeds.
 refresh: $(STAMP)
 	$(PY) -m hvp_utils.notebook_tools refresh $(NOTEBOOKS)
+
+# Every notebook on $(MODEL) into runs/<model>/ with manifest.json and summary.html, e.g.
+#   make rerun MODEL=gpt2-small PARAMS="--param dtype=float32" NB=01,04 FORCE=--force
+rerun: $(STAMP)
+	$(PY) -m hvp_utils.rerun --model $(MODEL) $(PARAMS) $(if $(NB),--notebooks $(NB)) $(FORCE)
+
+# Cost of each estimator against model size (random-initialised models; see docs/rerun.md)
+scaling: $(STAMP)
+	$(PY) -m hvp_utils.scaling
 
 # Every estimator on the embedded model; writes runs/bench/estimators.csv, pareto.png, targets.md
 bench: $(STAMP)

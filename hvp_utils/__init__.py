@@ -53,3 +53,61 @@ __all__ = [
     "spearman",
     "task_baseline",
 ]
+
+# diagnosis and reliability (issue 4)
+from hvp_utils.diagnosis import diagnose, error_shares  # noqa: E402
+from hvp_utils.explorer import PathCurves, explore, path_curves, static_path_figure  # noqa: E402
+from hvp_utils.reliability import (  # noqa: E402
+    auroc,
+    coverage_report,
+    detector_report,
+    error_bounds,
+    reliability,
+    reliability_score,
+    sample_components,
+)
+
+__all__ += [
+    "PathCurves",
+    "auroc",
+    "coverage_report",
+    "detector_report",
+    "diagnose",
+    "error_bounds",
+    "error_shares",
+    "explore",
+    "path_curves",
+    "reliability",
+    "reliability_score",
+    "sample_components",
+    "static_path_figure",
+]
+
+# circuits, Screen-Flag-Fix, model sources (issues 5 and 6)
+from hvp_utils.circuits import (  # noqa: E402
+    ap_circuit,
+    circuit_recovery,
+    faithfulness,
+    head_roles,
+    published_ioi_heads,
+    recovery_table,
+)
+from hvp_utils.models import (  # noqa: E402
+    LowPrecisionWarning,
+    UnsupportedArchitectureError,
+    load_local_checkpoint,
+)
+from hvp_utils.workflow import screen_flag_fix  # noqa: E402
+
+__all__ += [
+    "LowPrecisionWarning",
+    "UnsupportedArchitectureError",
+    "ap_circuit",
+    "circuit_recovery",
+    "faithfulness",
+    "head_roles",
+    "load_local_checkpoint",
+    "published_ioi_heads",
+    "recovery_table",
+    "screen_flag_fix",
+]

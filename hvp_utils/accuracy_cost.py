@@ -112,15 +112,18 @@ def convergence(
     comps: list[Component],
     steps: tuple[int, ...] = (1, 2, 4, 8),
     truth: Attribution | None = None,
+    chunk_size: int | None = None,
 ) -> pd.DataFrame:
     """NMAE against AP of every quadrature rule at each K, with the derived error order."""
-    truth = truth or activation_patching(model, task, comps)
+    truth = truth or activation_patching(model, task, comps, chunk_size=chunk_size)
+    multi = partial(multistep_hvp, model, task, comps, chunk_size=chunk_size)
+    ig = partial(integrated_gradients, model, task, comps, chunk_size=chunk_size)
     runs = {
-        "taylor": lambda k: multistep_hvp(model, task, comps, steps=k, rule="taylor"),
-        "trapezoid": lambda k: multistep_hvp(model, task, comps, steps=k, rule="trapezoid"),
-        "radau": lambda k: multistep_hvp(model, task, comps, steps=k, rule="radau"),
-        "midpoint": lambda k: integrated_gradients(model, task, comps, steps=k),
-        "gauss": lambda k: integrated_gradients(model, task, comps, steps=k, rule="gauss"),
+        "taylor": lambda k: multi(steps=k, rule="taylor"),
+        "trapezoid": lambda k: multi(steps=k, rule="trapezoid"),
+        "radau": lambda k: multi(steps=k, rule="radau"),
+        "midpoint": lambda k: ig(steps=k),
+        "gauss": lambda k: ig(steps=k, rule="gauss"),
     }
     rows = []
     for rule, run in runs.items():

@@ -22,6 +22,7 @@ from transformer_lens import HookedTransformer
 
 from hvp_utils.components import Component, check_components, group_by_hook
 from hvp_utils.ioi_text import DATA_DIR
+from hvp_utils.metrics import auroc
 from hvp_utils.results import Attribution
 from hvp_utils.tasks import PatchingTask, check_finite
 
@@ -45,17 +46,6 @@ def ap_circuit(truth: Attribution, fraction: float = 0.1) -> list[str]:
         for n, v in zip(truth.names, values.tolist(), strict=True)
         if v >= fraction * float(values.max())
     ]
-
-
-def auroc(scores: Tensor, positive: Tensor) -> float:
-    """Area under the ROC curve: P(score of a random positive > that of a random negative),
-    ties counting one half (the Mann-Whitney U statistic over n_pos * n_neg)."""
-    pos, neg = scores[positive].double(), scores[~positive].double()
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).double().sum()
-    ties = (pos[:, None] == neg[None, :]).double().sum()
-    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
 
 
 def roc_curve(scores: Tensor, positive: Tensor) -> pd.DataFrame:

@@ -21,6 +21,17 @@ def _ranks(x: Tensor) -> Tensor:
     return ranks
 
 
+def auroc(scores: Tensor, labels: Tensor) -> float:
+    """Area under the ROC curve: P(score of a positive > score of a negative), ties count 1/2
+    (the Mann-Whitney statistic from average ranks). NaN without both classes."""
+    labels = labels.bool()
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _ranks(scores.double())
+    return float((ranks[labels].sum() - n_pos * (n_pos - 1) / 2) / (n_pos * n_neg))
+
+
 def pearson(x: Tensor, y: Tensor) -> float:
     """Pearson correlation; NaN when either side is constant."""
     x, y = x.double() - x.double().mean(), y.double() - y.double().mean()

@@ -90,3 +90,81 @@ def head_heatmaps(results: list[Attribution], n_layers: int, n_heads: int, title
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def error_share_bars(shares: pd.DataFrame, col: str = "perturbation") -> sns.FacetGrid:
+    """Stacked bars per component kind: share of the total |AP - AtP| carried by the
+    downstream term E_down and by the local term E_local (``shares`` from
+    :func:`hvp_utils.diagnosis.error_shares`, with ``kind`` and ``col`` columns)."""
+    frame = shares.reset_index()
+    grid = sns.FacetGrid(frame, col=col, height=2.8, aspect=1.3, sharey=True)
+
+    def stacked(data, color=None, **kwargs):
+        ax = plt.gca()
+        ax.bar(data.kind, data.down_share, color="C3", label="E_down (downstream)")
+        ax.bar(
+            data.kind,
+            data.local_share,
+            bottom=data.down_share,
+            color="C0",
+            label="E_local (local map)",
+        )
+        ax.tick_params(axis="x", rotation=35)
+
+    grid.map_dataframe(stacked)
+    grid.set_axis_labels("", "share of sum |AP - AtP|")
+    grid.add_legend()
+    return grid
+
+
+def error_terms_scatter(frame: pd.DataFrame, col: str = "perturbation") -> sns.FacetGrid:
+    """|E_local| against |E_down| per component (log-log), coloured by kind; points above
+    the diagonal are components whose AtP error is mostly local."""
+    data = frame.assign(
+        abs_E_down=frame.E_down.abs().clip(lower=1e-12),
+        abs_E_local=frame.E_local.abs().clip(lower=1e-12),
+    )
+    grid = sns.FacetGrid(data, col=col, hue="kind", height=3.0, sharex=True, sharey=True)
+    grid.map_dataframe(
+        sns.scatterplot, x="abs_E_down", y="abs_E_local", s=14, alpha=0.7, linewidth=0
+    )
+    for ax in grid.axes.flat:
+        ax.set(xscale="log", yscale="log")
+        low = min(ax.get_xlim()[0], ax.get_ylim()[0])
+        high = max(ax.get_xlim()[1], ax.get_ylim()[1])
+        ax.plot([low, high], [low, high], color="0.4", lw=0.8, ls="--", zorder=0)
+    grid.set_axis_labels("|E_down|", "|E_local|  (1e-12: exactly 0)")
+    grid.add_legend()
+    return grid
+
+
+def score_vs_error(
+    frame: pd.DataFrame, tau: float, max_rel_error: float = 0.5, col: str = "perturbation"
+) -> sns.FacetGrid:
+    """Reliability score against the AtP relative error |AtP - AP| / |AP| (log scale), with
+    the flag threshold tau and the error level the detector should catch."""
+    data = frame.assign(rel_error=frame.rel_error.clip(lower=1e-6, upper=1e3))
+    grid = sns.FacetGrid(data, col=col, hue="kind", height=3.0, sharey=True)
+    grid.map_dataframe(sns.scatterplot, x="score", y="rel_error", s=14, alpha=0.7, linewidth=0)
+    for ax in grid.axes.flat:
+        ax.set_yscale("log")
+        ax.axvline(tau, color="0.3", lw=0.8, ls="--")
+        ax.axhline(max_rel_error, color="C3", lw=0.8, ls=":")
+    grid.set_axis_labels("reliability score r", "|AtP - AP| / |AP|")
+    grid.add_legend()
+    return grid
+
+
+def interval_plot(frame: pd.DataFrame, ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
+    """Error intervals [lower, upper] per component (sorted by AP) with the AP effect; red
+    marks AP outside its interval. ``frame`` has component, AP, lower, upper."""
+    data = frame.sort_values("AP").reset_index(drop=True)
+    ax = ax or plt.subplots(figsize=(7, 2.8))[1]
+    x = np.arange(len(data))
+    ax.vlines(x, data.lower, data.upper, color="C1", lw=2.5, alpha=0.6, label="interval")
+    outside = (data.AP < data.lower) | (data.AP > data.upper)
+    ax.scatter(x[~outside], data.AP[~outside], s=8, color="k", zorder=3, label="AP inside")
+    ax.scatter(x[outside], data.AP[outside], s=14, color="C3", zorder=3, label="AP outside")
+    ax.set(xlabel="components sorted by AP", ylabel="effect", title=title)
+    ax.legend(fontsize=7)
+    return ax

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from reference import path_derivative, path_function, slice_function
+from reference import path_derivative, path_function, quadratic_case, slice_function
 
 import hvp_utils as hu
 from hvp_utils import components
@@ -54,22 +54,8 @@ def test_third_derivative_matches_autograd(toy64, toy_task):
             assert float(ours[i]) == pytest.approx(reference, rel=1e-7, abs=1e-9)
 
 
-class SquaredLogitDiff(hu.PatchingTask):
-    """A metric quadratic in the final normalised residual stream: (logit(IO) - logit(S))^2."""
-
-    def metric_per_prompt(self, logits):
-        return super().metric_per_prompt(logits) ** 2
-
-
 def test_second_order_is_exact_for_a_quadratic_metric(tiny64, tiny_task):
-    task = SquaredLogitDiff(
-        tiny_task.clean_tokens, tiny_task.corrupted_tokens, tiny_task.answer_tokens
-    )
-    last = tiny64.cfg.n_layers - 1
-    comps = [
-        Component(f"final@{p}", "custom", "ln_final.hook_normalized", last, ((1, p),))
-        for p in (task.n_positions - 1, task.n_positions - 2)
-    ] + [Component("final", "custom", "ln_final.hook_normalized", last, ())]
+    task, comps = quadratic_case(tiny64, tiny_task, whole=True)
     truth = hu.activation_patching(tiny64, task, comps)
     first = hu.atp(tiny64, task, comps)
     assert (truth.values - first.values).abs().max() > 1e-3, "metric is not curved"

@@ -1,0 +1,269 @@
+"""Diagnosis: does attribution patching miss because of the component, or of what follows it?
+
+A component's patched activation ``a`` reaches the metric through a *local map* ``o = phi(a)``
+and then the *downstream map* ``D`` (everything after ``o``, recomputed), so the patch path is
+
+    g(t) = D(phi(a_r + t delta)),     AP = D(o_c) - D(o_r),   o_c = phi(a_r + delta),
+    AtP = g'(0) = <grad D(o_r), J_phi delta>,   AtP_out = <grad D(o_r), o_c - o_r>,
+
+and the AtP error splits exactly into
+
+    AP - AtP = E_down + E_local,
+    E_down  = AP - AtP_out  = D(o_c) - D(o_r) - <grad D(o_r), o_c - o_r>   (downstream),
+    E_local = AtP_out - AtP = <grad D(o_r), (o_c - o_r) - J_phi delta>      (local curvature).
+
+``AtP_out`` is attribution patching measured at the output side of the local map; note that
+``o_c`` is ``phi`` of the patched input with everything else of the base run kept (for a
+query patch: the clean query with the base keys and values), not the clean run's ``o``.
+The second derivative splits the same way (chain rule twice):
+
+    g''(0) = <grad D, phi''[delta, delta]> + <J_phi delta, hess D  J_phi delta>
+           =            second_local        +            second_down.
+
+Local maps, per component kind:
+
+- ``head_q``, ``head_k`` -> the head output ``hook_z`` of the query heads they feed (the
+  softmax sits in between; a grouped-query key feeds a group of query heads);
+- ``neuron_pre`` -> ``hook_post`` of the same neuron (the activation function; for gated
+  MLPs ``act(pre) * pre_linear`` with ``pre_linear`` kept);
+- ``head_pattern`` -> ``hook_z`` too, but ``z = pattern @ v`` is *linear* in the pattern
+  (which is already post-softmax), so ``phi'' = 0`` and ``E_local = 0`` exactly. DESIGN.md
+  lists the pattern among the softmax kinds; mathematically its local map has no curvature;
+- ``head_out``, ``head_out_pos``, ``neuron``, ``mlp_out``, ``resid_pos`` and anything else:
+  the identity, so ``AtP_out = AtP``, ``E_local = 0`` and ``second_local = 0`` exactly.
+
+How it is computed. Heads (and neurons) are independent inside their own layer: the output
+slice of head ``h`` depends only on head ``h``'s query. So one partial forward of the
+component's layer (``start_at_layer=l, stop_at_layer=l+1``) with the *whole* hook moved along
+``a_r + s * delta`` gives every component's local path ``o(s)`` at once, and forward-mode
+differentiation in the scalar ``s`` (``torch.func.jvp``, twice) gives ``J_phi delta`` and
+``phi''[delta, delta]`` for all of them. The output side is then an ordinary patch path
+(:mod:`hvp_utils.engine`) on the output hook, with ``o_c - o_r`` or ``J_phi delta`` in place
+of the delta.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from hvp_utils.components import Component, check_components, group_by_hook
+from hvp_utils.engine import (
+    PatchContext,
+    component_inner_products,
+    hook_gradients,
+    path_derivatives,
+    prepare,
+)
+from hvp_utils.results import CostMeter
+from hvp_utils.tasks import PatchingTask
+
+#: Input hook suffix -> output hook suffix of the local map (kinds not listed: identity).
+LOCAL_MAPS = {
+    "head_q": "attn.hook_z",
+    "head_k": "attn.hook_z",
+    "head_pattern": "attn.hook_z",
+    "neuron_pre": "mlp.hook_post",
+}
+COLUMNS = (
+    "component",
+    "kind",
+    "AP",
+    "AtP",
+    "AtP_out",
+    "E_down",
+    "E_local",
+    "second_local",
+    "second_down",
+)
+
+
+@dataclass(frozen=True)
+class OutputSlice(Component):
+    """A component's slice of its local map's output hook: ``act[:, ..., idx, ...]`` with
+    several indices ``idx`` on one axis (a grouped-query key feeds several query heads)."""
+
+    axis: int = 2
+    indices: tuple[int, ...] = ()
+
+    def mask(self, act_shape: tuple[int, ...], dtype=torch.float32, device=None) -> Tensor:
+        shape = [1] * len(act_shape)
+        shape[self.axis] = act_shape[self.axis]
+        mask = torch.zeros(shape, dtype=dtype, device=device)
+        index: list = [slice(None)] * len(act_shape)
+        index[self.axis] = list(self.indices)
+        mask[tuple(index)] = 1
+        return mask
+
+    def take(self, act: Float[Tensor, "batch ..."]) -> Tensor:
+        index: list = [slice(None)] * act.dim()
+        index[self.axis] = list(self.indices)
+        return act[tuple(index)]
+
+
+def output_hook(comp: Component) -> str:
+    """The hook holding the output ``o`` of the component's local map (its own for identity)."""
+    suffix = LOCAL_MAPS.get(comp.kind)
+    return comp.hook if suffix is None else f"blocks.{comp.layer}.{suffix}"
+
+
+def output_slice(model: HookedTransformer, comp: Component) -> Component:
+    """The component's output ``o`` as a slice of :func:`output_hook`: the query heads a
+    query/key/pattern feeds (axis 2 of ``hook_z``), the neuron a pre-activation feeds."""
+    if comp.kind not in LOCAL_MAPS:
+        return comp
+    index = dict(comp.select)[2 if comp.kind in ("head_q", "head_k", "neuron_pre") else 1]
+    heads = (index,)
+    if comp.kind == "head_k":
+        n_kv = getattr(model.cfg, "n_key_value_heads", None) or model.cfg.n_heads
+        group = model.cfg.n_heads // n_kv
+        heads = tuple(range(index * group, (index + 1) * group))
+    return OutputSlice(comp.name, comp.kind, output_hook(comp), comp.layer, (), 2, heads)
+
+
+def _check_local_map(model: HookedTransformer, comps: list[Component]) -> None:
+    """Neuron pre-activations must act neuron by neuron (not through SoLU's layer norm)."""
+    act_fn = str(getattr(model.cfg, "act_fn", ""))
+    if any(c.kind == "neuron_pre" for c in comps) and "solu" in act_fn:
+        raise ValueError(
+            f"act_fn {act_fn!r} mixes neurons (layer norm after the activation), so a neuron's "
+            "pre-activation has no per-neuron local map; diagnose 'neuron' components instead"
+        )
+
+
+def local_path_expansion(
+    model: HookedTransformer, ctx: PatchContext, in_hook: str, out_hook: str, meter: CostMeter
+) -> tuple[Tensor, Tensor, Tensor]:
+    """For the whole hook moved along ``a_r + s * delta`` (one partial forward of its layer),
+    the output hook's ``o(1) - o(0)``, ``do/ds (0) = J_phi delta`` and
+    ``d^2o/ds^2 (0) = phi''[delta, delta]``, each shaped like the output activation."""
+    layer = int(in_hook.split(".")[1])
+    delta, resid = ctx.deltas[in_hook], ctx.base_resid[layer]
+
+    def local_output(s: Tensor) -> Tensor:
+        captured = {}
+
+        def move(act, hook):
+            return act + s * delta
+
+        def capture(act, hook):
+            captured["o"] = act
+
+        model.run_with_hooks(
+            resid,
+            start_at_layer=layer,
+            stop_at_layer=layer + 1,
+            fwd_hooks=[(in_hook, move), (out_hook, capture)],
+        )
+        return captured["o"]
+
+    zero, one = (torch.tensor(v, dtype=delta.dtype, device=delta.device) for v in (0.0, 1.0))
+    first = lambda s: torch.func.jvp(local_output, (s,), (one,))[1]  # noqa: E731
+    with torch.no_grad():
+        change = local_output(one) - local_output(zero)
+    slope, curvature = torch.func.jvp(first, (zero,), (one,))
+    meter.add(forward=2)
+    return change, slope.detach(), curvature.detach()
+
+
+def _with_deltas(ctx: PatchContext, hook: str, delta: Tensor) -> PatchContext:
+    """The same base run with ``delta`` as the patch direction at ``hook``."""
+    return replace(ctx, deltas={hook: delta}, base_acts={hook: ctx.base_acts[hook]})
+
+
+def _local_terms(model, task, ctx, comps, members, grads, meter) -> dict[str, Tensor]:
+    """AtP_out, second_local and second_down of the components ``members`` of one input hook."""
+    in_hook = comps[members[0]].hook
+    outs = [output_slice(model, comps[i]) for i in members]
+    out_hook = outs[0].hook
+    change, slope, curvature = local_path_expansion(model, ctx, in_hook, out_hook, meter)
+    field = {out_hook: grads[out_hook]}
+    atp_out = component_inner_products(outs, field, _with_deltas(ctx, out_hook, change))[0]
+    local = component_inner_products(outs, field, _with_deltas(ctx, out_hook, curvature))[0]
+    down = path_derivatives(model, task, outs, 0.0, 2, _with_deltas(ctx, out_hook, slope), meter)
+    return {"AtP_out": atp_out.cpu(), "second_local": local.cpu(), "second_down": down.d2}
+
+
+def diagnose(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    direction: str = "denoising",
+) -> pd.DataFrame:
+    """One row per component: ``AP``, ``AtP``, ``AtP_out``, ``E_down = AP - AtP_out``,
+    ``E_local = AtP_out - AtP``, ``second_local = <grad D, phi''[delta, delta]>`` and
+    ``second_down = <J delta, hess D J delta>`` (their sum is ``g''(0)``). The cost (seconds,
+    pass counts) is in ``frame.attrs["cost"]``. See the module docstring for the maths.
+    """
+    comps = check_components(comps)
+    _check_local_map(model, comps)
+    meter = CostMeter()
+    out_hooks = tuple(sorted({output_hook(c) for c in comps}))
+    ctx = prepare(model, task, comps, direction, meter, extra_hooks=out_hooks)
+    ap = path_derivatives(model, task, comps, 1.0, 0, ctx, meter).g - ctx.base_metric
+    hooks = sorted(set(group_by_hook(comps)) | set(out_hooks))
+    grads, _ = hook_gradients(model, task, ctx, hooks, meter)
+    atp = component_inner_products(comps, grads, ctx)[0].cpu()
+    columns = {
+        "AtP_out": atp.clone(),
+        "second_local": torch.zeros(len(comps), dtype=torch.float64),
+        "second_down": torch.zeros(len(comps), dtype=torch.float64),
+    }
+    identity = [i for i, c in enumerate(comps) if c.kind not in LOCAL_MAPS]
+    if identity:
+        path = path_derivatives(model, task, [comps[i] for i in identity], 0.0, 2, ctx, meter)
+        columns["second_down"][identity] = path.d2
+    for members in group_by_hook(comps).values():
+        if comps[members[0]].kind in LOCAL_MAPS:
+            for key, value in _local_terms(model, task, ctx, comps, members, grads, meter).items():
+                columns[key][members] = value
+    return _frame(comps, ap, atp, columns, meter)
+
+
+def _frame(comps, ap, atp, columns, meter) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "component": [c.name for c in comps],
+            "kind": [c.kind for c in comps],
+            "AP": ap.numpy(),
+            "AtP": atp.numpy(),
+            "AtP_out": columns["AtP_out"].numpy(),
+        }
+    )
+    frame["E_down"] = frame.AP - frame.AtP_out
+    frame["E_local"] = frame.AtP_out - frame.AtP
+    frame["second_local"] = columns["second_local"].numpy()
+    frame["second_down"] = columns["second_down"].numpy()
+    frame.attrs["cost"] = meter.as_dict()
+    return frame
+
+
+def error_shares(frame: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """Share of the total AtP error carried by each term, per group (default: per kind):
+
+    ``down_share = sum|E_down| / (sum|E_down| + sum|E_local|)`` (``local_share`` = the rest),
+    beside ``mean|AP - AtP|``, ``mean|E_down|``, ``mean|E_local|`` and the same split of
+    ``|g''(0)|`` into ``|second_down|`` and ``|second_local|``.
+    """
+    by = by or ["kind"]
+    grouped = frame.assign(
+        abs_error=(frame.AP - frame.AtP).abs(),
+        abs_down=frame.E_down.abs(),
+        abs_local=frame.E_local.abs(),
+        abs_second_down=frame.second_down.abs(),
+        abs_second_local=frame.second_local.abs(),
+    ).groupby(by, sort=False)
+    sums = grouped[["abs_down", "abs_local", "abs_second_down", "abs_second_local"]].sum()
+    out = grouped[["abs_error", "abs_down", "abs_local"]].mean()
+    out.columns = ["mean_abs_error", "mean_abs_E_down", "mean_abs_E_local"]
+    out.insert(0, "n", grouped.size())
+    out["down_share"] = sums.abs_down / (sums.abs_down + sums.abs_local)
+    out["local_share"] = 1 - out.down_share
+    second = sums.abs_second_down + sums.abs_second_local
+    out["second_down_share"] = sums.abs_second_down / second
+    return out

@@ -1,0 +1,214 @@
+"""Patch-path explorer: g(t) of a component beside its Taylor lines, error band and flags.
+
+For each component the path ``G(t) = g(t) - g(0)`` (activation patching at strength ``t``,
+so ``G(1)`` is AP) is drawn with
+
+    first order   T1(t) = g'(0) t                       band  T1 -+ M2 t^2 / 2,
+    second order  T2(t) = g'(0) t + g''(0) t^2 / 2      band  T2 -+ M3 t^3 / 6,
+
+the Lagrange remainders on ``[0, t]`` with ``M2 = max|g''|`` and ``M3 = max|g'''|`` estimated
+as in :mod:`hvp_utils.reliability` (at ``t = 1`` the bands are the error bounds of AtP and of
+the second-order estimate). :func:`path_curves` computes everything once;
+:func:`static_path_figure` draws a list of components (deterministic, for committed notebook
+outputs) and :func:`explore` wraps the same panel in an ipywidgets dropdown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from hvp_utils.components import Component
+from hvp_utils.engine import path_derivatives, prepare
+from hvp_utils.reliability import (
+    derivative_maximum,
+    path_nodes,
+    reliability_score,
+    sample_path,
+    sign_change,
+    straddles,
+)
+from hvp_utils.results import CostMeter
+from hvp_utils.tasks import PatchingTask
+
+
+@dataclass
+class PathCurves:
+    """``curves``: long frame (component, t, AP_t, taylor1, taylor2, band1, band2);
+    ``summary``: one row per component (AP, AtP, second-order estimate, M2, M3, score, flags)."""
+
+    curves: pd.DataFrame
+    summary: pd.DataFrame
+    tau: float
+    threshold: float | None
+
+
+def _path_values(model, task, comps, ts, ctx, meter) -> torch.Tensor:
+    """``g_c(t) - g_c(0)`` for every component and every ``t``: ``[len(ts), n]``."""
+    stacked = [c for _ in ts for c in comps]
+    t = torch.tensor([x for x in ts for _ in comps], dtype=torch.float64)
+    values = path_derivatives(model, task, stacked, t, 0, ctx, meter).g
+    return values.view(len(ts), len(comps)) - ctx.base_metric
+
+
+def _summary(comps, pieces, tau, threshold) -> pd.DataFrame:
+    h = 1.0 / (len(pieces) - 1)
+    start = pieces[0]
+    m2, _ = derivative_maximum(pieces, 2, h)
+    m3, _ = derivative_maximum(pieces, 3, h)
+    first, second = start.d1, start.d2
+    score = reliability_score(first, second)
+    near = (
+        torch.zeros(len(comps), dtype=torch.bool)
+        if threshold is None
+        else straddles(first - m2 / 2, first + m2 / 2, threshold)
+    )
+    return pd.DataFrame(
+        {
+            "component": [c.name for c in comps],
+            "kind": [c.kind for c in comps],
+            "AtP": first.numpy(),
+            "second_order": (first + second / 2).numpy(),
+            "g2": second.numpy(),
+            "M2": m2.numpy(),
+            "M3": m3.numpy(),
+            "score": score.numpy(),
+            "flag_score": (score > tau).numpy(),
+            "flag_sign": sign_change(first, second).numpy(),
+            "flag_threshold": near.numpy(),
+        }
+    )
+
+
+def path_curves(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    n_points: int = 11,
+    samples: int = 3,
+    tau: float = 0.3,
+    threshold: float | None = None,
+    direction: str = "denoising",
+) -> PathCurves:
+    """AP at ``n_points`` strengths on [0, 1] and the Taylor lines and bands of each component
+    (one order-0 sweep over all (component, t) and one order-3 sweep at ``samples`` nodes)."""
+    meter = CostMeter()
+    ctx = prepare(model, task, comps, direction, meter)
+    ts = np.linspace(0.0, 1.0, n_points).tolist()
+    values = _path_values(model, task, comps, ts, ctx, meter)
+    pieces = sample_path(model, task, comps, path_nodes(samples), 3, ctx, meter)
+    summary = _summary(comps, pieces, tau, threshold)
+    summary.insert(2, "AP", values[-1].numpy())
+    rows = []
+    for i, row in summary.iterrows():
+        for k, t in enumerate(ts):
+            taylor1 = row.AtP * t
+            taylor2 = taylor1 + row.g2 * t**2 / 2
+            rows.append(
+                {
+                    "component": row.component,
+                    "t": t,
+                    "AP_t": float(values[k, i]),
+                    "taylor1": taylor1,
+                    "taylor2": taylor2,
+                    "band1": row.M2 * t**2 / 2,
+                    "band2": row.M3 * t**3 / 6,
+                }
+            )
+    summary.attrs["cost"] = meter.as_dict()
+    return PathCurves(pd.DataFrame(rows), summary, tau, threshold)
+
+
+def flag_text(row: pd.Series) -> str:
+    """Short reasons a component is flagged ("ok" when none)."""
+    reasons = [
+        name
+        for name, on in (
+            ("r>tau", row.flag_score),
+            ("sign", row.flag_sign),
+            ("threshold", row.flag_threshold),
+        )
+        if on
+    ]
+    return "flagged: " + ", ".join(reasons) if reasons else "ok"
+
+
+def draw_path_panel(ax: plt.Axes, paths: PathCurves, name: str, legend: bool = True) -> None:
+    """One component: AP at strength t (dots), Taylor lines, order-1 and order-2 bands."""
+    curve = paths.curves[paths.curves.component == name]
+    row = paths.summary.set_index("component").loc[name]
+    t = curve.t.to_numpy()
+    ax.fill_between(
+        t,
+        curve.taylor1 - curve.band1,
+        curve.taylor1 + curve.band1,
+        color="C0",
+        alpha=0.12,
+        lw=0,
+        label="order-1 bound",
+    )
+    ax.fill_between(
+        t,
+        curve.taylor2 - curve.band2,
+        curve.taylor2 + curve.band2,
+        color="C1",
+        alpha=0.25,
+        lw=0,
+        label="order-2 bound",
+    )
+    ax.plot(t, curve.taylor1, color="C0", ls="--", lw=1.2, label="g'(0) t  (AtP)")
+    ax.plot(t, curve.taylor2, color="C1", ls="--", lw=1.2, label="+ g''(0) t²/2")
+    ax.plot(t, curve.AP_t, color="k", marker="o", ms=3, lw=1, label="g(t) - g(0)  (AP)")
+    if paths.threshold is not None:
+        for sign in (1, -1):
+            ax.axhline(sign * paths.threshold, color="0.5", lw=0.7, ls=":")
+    ax.set_title(f"{name}  r={row.score:.2f}\n{flag_text(row)}", fontsize=9)
+    ax.set_xlabel("patch strength t")
+    if legend:
+        ax.legend(fontsize=7, loc="best")
+
+
+def static_path_figure(
+    paths: PathCurves, names: list[str] | None = None, ncols: int = 3, height: float = 2.7
+) -> plt.Figure:
+    """The explorer's panel for each of ``names`` (default: every component) in a grid."""
+    names = list(paths.summary.component) if names is None else list(names)
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, height * nrows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k < len(names):
+            draw_path_panel(ax, paths, names[k], legend=k == 0)
+        else:
+            ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("effect on the metric")
+    fig.tight_layout()
+    return fig
+
+
+def explore(paths: PathCurves):
+    """ipywidgets explorer: a dropdown of components and the selected one's path panel."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    names = list(paths.summary.component)
+    dropdown = widgets.Dropdown(options=names, value=names[0], description="component")
+    out = widgets.Output()
+
+    def redraw(change=None):
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(5.5, 3.6))
+            draw_path_panel(ax, paths, dropdown.value)
+            fig.tight_layout()
+            display(fig)
+            plt.close(fig)
+
+    dropdown.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([dropdown, out])

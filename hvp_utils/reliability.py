@@ -1,0 +1,298 @@
+"""When to distrust attribution patching: a per-component reliability score and error bounds.
+
+**Reliability score.** The second-order Taylor term is the part of the estimated effect that
+first order (AtP) misses; its share is
+
+    r_c = |g_c''(0) / 2| / (|g_c'(0)| + |g_c''(0) / 2| + eps)   in [0, 1).
+
+A component is *flagged* when any of three reasons holds (each kept as its own extra):
+
+- ``flag_score``: ``r_c > tau``;
+- ``flag_sign``: first and second order disagree in sign, ``g'(0) (g'(0) + g''(0)/2) < 0``;
+- ``flag_threshold``: the error interval of the AtP estimate (below) straddles the circuit
+  selection threshold ``theta``, i.e. contains effects both above and below ``|x| = theta``,
+  so the interval cannot tell whether the component belongs in the circuit.
+
+**Error bounds.** Taylor's theorem with the Lagrange remainder on the patch path, with
+``Delta_c = g_c(1) - g_c(0)``:
+
+    order 1:  |Delta_c - g'(0)|              <= 1/2 max_[0,1] |g''|,
+    order 2:  |Delta_c - g'(0) - g''(0)/2|   <= 1/6 max_[0,1] |g'''|.
+
+The maxima are estimated from the path derivatives at ``K`` evenly spaced nodes including
+both end points (``t_k = k/(K-1)``). A maximum read off samples alone is a *lower* estimate:
+it misses a peak between two nodes. The same sweep also knows, exactly, the mean of the
+derivative over every interval, because ``int_a^b g^(j+1) = g^(j)(b) - g^(j)(a)``. With
+``refine=True`` (default) each interval's maximum is that of the quadratic ``q`` matching
+``f = g^(j+1)`` at both nodes and its exact mean (with ``u = (t - a)/h``):
+
+    q(u) = f(a) + (f(b) - f(a)) u + c u (1 - u),   c = 6 (mean - (f(a) + f(b)) / 2),
+
+whose maximum modulus is at least ``|mean|`` (a guaranteed lower bound on ``max |f|`` by the
+mean-value theorem) and catches a single interior bump that the two node values miss.
+Order 1 thus needs ``g'`` and ``g''`` at the nodes (second-order passes), order 2 needs
+``g''`` and ``g'''`` (third-order passes).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from hvp_utils.components import Component
+from hvp_utils.engine import PatchContext, PathDerivatives, path_derivatives, prepare
+from hvp_utils.metrics import _ranks, auroc  # noqa: F401 (auroc re-exported)
+from hvp_utils.results import Attribution, CostMeter
+from hvp_utils.tasks import PatchingTask
+
+Vector = Float[Tensor, "n_components"]  # noqa: F821
+
+
+def reliability_score(first: Vector, second: Vector, eps: float = 1e-12) -> Vector:
+    """``r = |g''/2| / (|g'| + |g''/2| + eps)``: share of the estimate first order misses."""
+    half = (second / 2).abs()
+    return half / (first.abs() + half + eps)
+
+
+def sign_change(first: Vector, second: Vector) -> Tensor:
+    """First order ``g'`` and second order ``g' + g''/2`` have strictly opposite signs."""
+    return first * (first + second / 2) < 0
+
+
+def straddles(lower: Vector, upper: Vector, threshold: float) -> Tensor:
+    """The interval ``[lower, upper]`` holds effects with ``|x| > threshold`` and with
+    ``|x| <= threshold``: it crosses ``+threshold`` or ``-threshold``."""
+    return ((lower < threshold) & (upper > threshold)) | (
+        (lower < -threshold) & (upper > -threshold)
+    )
+
+
+def interval_maximum(
+    f: Float[Tensor, "nodes n_components"],
+    integrals: Float[Tensor, "intervals n_components"],
+    h: float,
+) -> Vector:
+    """Largest ``|q|`` over all intervals, ``q`` the quadratic with the node values ``f`` at
+    both ends and mean ``integrals / h`` (see the module docstring); never below the nodes'."""
+    f_a, f_b = f[:-1], f[1:]
+    c = 6 * (integrals / h - (f_a + f_b) / 2)
+    safe_c = torch.where(c == 0, torch.ones_like(c), c)
+    vertex = (0.5 + (f_b - f_a) / (2 * safe_c)).clamp(0, 1)
+    q_vertex = f_a + (f_b - f_a) * vertex + c * vertex * (1 - vertex)
+    interior = torch.where(c == 0, f_a.abs(), q_vertex.abs()).amax(0)
+    return torch.maximum(interior, f.abs().amax(0))
+
+
+def path_nodes(samples: int) -> list[float]:
+    """``K`` evenly spaced nodes on [0, 1], both end points included."""
+    if samples < 2:
+        raise ValueError("samples must be at least 2 (both end points of the path)")
+    return [k / (samples - 1) for k in range(samples)]
+
+
+def sample_path(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    nodes: list[float],
+    order: int,
+    ctx: PatchContext,
+    meter: CostMeter,
+    chunk_size: int | None = None,
+) -> list[PathDerivatives]:
+    """Path derivatives up to ``order`` of every component at every node, one sweep."""
+    n = len(comps)
+    stacked = [c for _ in nodes for c in comps]
+    ts = torch.tensor([t for t in nodes for _ in comps], dtype=torch.float64)
+    path = path_derivatives(model, task, stacked, ts, order, ctx, meter, chunk_size)
+    return [path.select(slice(k * n, (k + 1) * n)) for k in range(len(nodes))]
+
+
+def derivative_maximum(
+    pieces: list[PathDerivatives], derivative: int, h: float, refine: bool = True
+) -> tuple[Vector, Vector]:
+    """Estimated ``max_t |g^(derivative)(t)|`` from the samples: (refined, sampled only)."""
+    key, below = f"d{derivative}", f"d{derivative - 1}"
+    f = torch.stack([getattr(p, key) for p in pieces])
+    sampled = f.abs().amax(0)
+    if not refine:
+        return sampled, sampled
+    lower = torch.stack([getattr(p, below) for p in pieces])
+    return interval_maximum(f, lower[1:] - lower[:-1], h), sampled
+
+
+def _bounds(pieces: list[PathDerivatives], order: int, refine: bool) -> dict[str, Tensor]:
+    """Centre, radius and the maxima behind it, for the order-1 or order-2 remainder."""
+    h = 1.0 / (len(pieces) - 1)
+    start = pieces[0]
+    maximum, sampled = derivative_maximum(pieces, order + 1, h, refine)
+    factor = 0.5 if order == 1 else 1.0 / 6.0
+    centre = start.d1 if order == 1 else start.d1 + start.d2 / 2
+    return {
+        "values": centre,
+        "radius": factor * maximum,
+        "max_derivative": maximum,
+        "max_sampled": sampled,
+        "first": start.d1,
+        "second": start.d2,
+    }
+
+
+def error_bounds(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    order: int = 2,
+    samples: int = 3,
+    refine: bool = True,
+    direction: str = "denoising",
+    chunk_size: int | None = None,
+) -> Attribution:
+    """Taylor estimate of order 1 (``g'(0)``) or 2 (``g'(0) + g''(0)/2``) with its Lagrange
+    interval ``values -+ radius``, ``radius = max|g''|/2`` or ``max|g'''|/6`` estimated from
+    ``samples`` nodes on [0, 1] (module docstring).
+
+    ``extras``: ``lower``, ``upper``, ``radius``, ``max_derivative`` (the maximum used),
+    ``max_sampled`` (the plain node maximum), ``first`` = g'(0), ``second`` = g''(0). With
+    ``order=2`` the same sweep also gives the order-1 interval: ``lower1``, ``upper1``.
+    """
+    if order not in (1, 2):
+        raise ValueError("order must be 1 or 2")
+    meter = CostMeter()
+    ctx = prepare(model, task, comps, direction, meter)
+    pieces = sample_path(model, task, comps, path_nodes(samples), order + 1, ctx, meter, chunk_size)
+    parts = _bounds(pieces, order, refine)
+    values, radius = parts.pop("values"), parts["radius"]
+    if order == 2:
+        order1 = _bounds(pieces, 1, refine)
+        parts["lower1"] = order1["values"] - order1["radius"]
+        parts["upper1"] = order1["values"] + order1["radius"]
+    method = f"bounds order {order} K={samples}"
+    return Attribution.build(
+        values, comps, method, meter, lower=values - radius, upper=values + radius, **parts
+    )
+
+
+def reliability(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    tau: float = 0.3,
+    threshold: float | None = None,
+    eps: float = 1e-12,
+    bound_order: int = 1,
+    samples: int = 3,
+    bounds: Attribution | None = None,
+    direction: str = "denoising",
+    chunk_size: int | None = None,
+) -> Attribution:
+    """AtP estimates (``values``) with the reliability score and flags of the module docstring.
+
+    ``extras``: ``scores`` (r_c), ``flags`` (bool, any reason), ``flag_score``, ``flag_sign``,
+    ``flag_threshold`` (all False when ``threshold`` is None), ``first`` = g'(0),
+    ``second`` = g''(0), and with a ``threshold`` the ``lower``/``upper`` interval used.
+    Without a threshold the cost is one second-order pass per component; with one,
+    ``samples`` passes of order ``bound_order + 1`` for the interval of order ``bound_order``.
+    ``bounds`` (an :func:`error_bounds` result on the same components) supplies g'(0),
+    g''(0) and the interval instead, at no further cost.
+    """
+    meter = CostMeter()
+    if bounds is not None:
+        first, second, lower, upper = bounds.first, bounds.second, bounds.lower, bounds.upper
+    else:
+        first, second, lower, upper = _derivatives_and_interval(
+            model, task, comps, threshold, bound_order, samples, direction, chunk_size, meter
+        )
+    extras = {} if threshold is None else {"lower": lower, "upper": upper}
+    scores = reliability_score(first, second, eps)
+    near = torch.zeros(len(comps), dtype=torch.bool)
+    if threshold is not None:
+        near = straddles(lower, upper, threshold)
+    reasons = {
+        "flag_score": scores > tau,
+        "flag_sign": sign_change(first, second),
+        "flag_threshold": near,
+    }
+    flags = reasons["flag_score"] | reasons["flag_sign"] | reasons["flag_threshold"]
+    return Attribution.build(
+        first,
+        comps,
+        "reliability",
+        meter,
+        scores=scores,
+        flags=flags,
+        first=first,
+        second=second,
+        **reasons,
+        **extras,
+    )
+
+
+def _derivatives_and_interval(
+    model, task, comps, threshold, bound_order, samples, direction, chunk_size, meter
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """g'(0), g''(0) and (with a threshold) the interval of order ``bound_order``."""
+    ctx = prepare(model, task, comps, direction, meter)
+    if threshold is None:
+        start = path_derivatives(model, task, comps, 0.0, 2, ctx, meter, chunk_size)
+        return start.d1, start.d2, None, None
+    nodes = path_nodes(samples)
+    pieces = sample_path(model, task, comps, nodes, bound_order + 1, ctx, meter, chunk_size)
+    parts = _bounds(pieces, bound_order, refine=True)
+    lower, upper = parts["values"] - parts["radius"], parts["values"] + parts["radius"]
+    return pieces[0].d1, pieces[0].d2, lower, upper
+
+
+def relative_error(estimate: Tensor, truth: Tensor) -> Tensor:
+    """``|estimate - AP| / |AP|`` (inf where AP is exactly zero and the estimate is not)."""
+    return (estimate - truth).abs() / truth.abs()
+
+
+def detector_report(
+    result: Attribution, truth: Attribution, max_rel_error: float = 0.5, tau: float | None = None
+) -> pd.DataFrame:
+    """The reliability score as a detector of ``|AtP - AP| / |AP| > max_rel_error``:
+    AUROC of ``scores``; precision and recall of ``flags`` (or of ``scores > tau``)."""
+    positive = relative_error(result.first, truth.values) > max_rel_error
+    flags = result.flags if tau is None else result.scores > tau
+    hits = int((flags & positive).sum())
+    row = {
+        "n": len(truth),
+        "positives": int(positive.sum()),
+        "flagged": int(flags.sum()),
+        "auroc": auroc(result.scores, positive),
+        "precision": hits / max(int(flags.sum()), 1),
+        "recall": hits / max(int(positive.sum()), 1),
+    }
+    return pd.DataFrame([row])
+
+
+def coverage_report(bounds: Attribution, truth: Attribution) -> pd.DataFrame:
+    """Share of AP effects inside ``[lower, upper]`` and the interval width relative to
+    ``|AP|`` (median), beside the median width and the largest miss outside the interval."""
+    ap = truth.values
+    inside = (bounds.lower <= ap) & (ap <= bounds.upper)
+    width = bounds.upper - bounds.lower
+    miss = torch.clamp(torch.maximum(bounds.lower - ap, ap - bounds.upper), min=0)
+    row = {
+        "n": len(truth),
+        "coverage": float(inside.double().mean()),
+        "median_rel_width": float((width / ap.abs()).median()),
+        "median_width": float(width.median()),
+        "median_abs_AP": float(ap.abs().median()),
+        "max_miss": float(miss.max()),
+    }
+    return pd.DataFrame([row])
+
+
+def sample_components(comps: list[Component], k: int | None, seed: int = 0) -> list[Component]:
+    """A seeded random subset of ``k`` components in their original order (all if ``k`` is
+    None or not smaller): keeps per-component sweeps over a layer's neurons affordable."""
+    if k is None or k >= len(comps):
+        return list(comps)
+    generator = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(comps), generator=generator)[:k].sort().values
+    return [comps[i] for i in keep.tolist()]

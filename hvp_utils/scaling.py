@@ -1,0 +1,235 @@
+"""How the estimators' cost grows with model size, and how far low precision moves the HVP term.
+
+    python -m hvp_utils.scaling              # cost table, fitted exponents, precision check
+    python -m hvp_utils.scaling --quick      # two small models (a smoke test)
+
+Cost: random-initialised GPT-2-style HookedTransformers (LayerNorm, GELU, learned positions,
+``d_head = 16``, ``d_mlp = 4 d_model``) with the toy-ioi word-level tokenizer, of growing width
+(``d_model`` 64..512 at 4 layers) and depth (2..8 layers at ``d_model`` 128). On each, for
+the IOI task (8 prompt pairs, ``name_swap``), the components are every head output plus 64
+evenly spaced MLP neurons of the middle layer, and each estimator (AP, AtP, HVP diag, HVP
+joint) reports
+
+- wall time (seconds, one call on all components) and its pass counts (forward, backward, hvp);
+- peak tensor memory: the high-water mark of tensor bytes allocated during a call on 64 evenly
+  spaced components (a full replicate chunk: the footprint is per pass, not per component),
+  from ``torch.profiler`` allocation events (tensor storage only, no interpreter overhead).
+
+The scaling exponent is the slope of ``log(seconds)`` against ``log(parameters)`` (least
+squares), per estimator, over all models. Note that the component count grows with size too
+(heads = d_model/16 x layers), so AP and HVP diag grow faster than one
+pass does.
+
+Precision: the second-order term ``g''(0)`` of ``hvp_correction`` (``mode="diag"``) on the
+embedded model in float32, bfloat16 and float16, against float64, as a relative error
+``|x - x64| / max|x64|`` per component (median and max over components).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.profiler import ProfilerActivity, profile
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+import hvp_utils as hu
+from hvp_utils.toy_model import TOY_ARCHITECTURE, TOY_MODEL_DIR, load_tokenizer
+
+WIDTHS = (64, 128, 256, 512)
+DEPTHS = (2, 4, 8)
+BASE_DEPTH, BASE_WIDTH = 4, 128
+N_PROMPTS = 8
+#: Neurons of the middle layer in the component set (all 4 d_model would make AP and HVP diag
+#: on the widest model take ~10 minutes on one core).
+N_NEURONS = 64
+#: Components in the memory measurement: enough for one full replicate chunk of every
+#: estimator, and peak memory is per pass (chunk), not per component count.
+MEMORY_SUBSET = 64
+#: Components whose float64 value exceeds this share of the largest count as clear effects.
+CLEAR_SHARE = 0.05
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+Estimator = Callable[[HookedTransformer, hu.PatchingTask, list], hu.Attribution]
+ESTIMATORS: dict[str, Estimator] = {
+    "AP": lambda m, t, c: hu.activation_patching(m, t, c),
+    "AtP": lambda m, t, c: hu.atp(m, t, c),
+    "HVP diag": lambda m, t, c: hu.hvp_correction(m, t, c, mode="diag"),
+    "HVP joint": lambda m, t, c: hu.hvp_correction(m, t, c, mode="joint"),
+}
+
+
+def random_model(d_model: int, n_layers: int, dtype: torch.dtype = torch.float32):
+    """A random-initialised GPT-2-style model with the toy tokenizer (IOI names one token)."""
+    tokenizer = load_tokenizer(TOY_MODEL_DIR / "tokenizer")
+    size = dict(n_layers=n_layers, d_model=d_model, n_heads=d_model // 16, d_mlp=4 * d_model)
+    cfg = HookedTransformerConfig(
+        **{**TOY_ARCHITECTURE, **size}, d_vocab=len(tokenizer), seed=0, dtype=dtype
+    )
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    return model.eval()
+
+
+def model_grid(quick: bool = False) -> list[tuple[int, int]]:
+    """``(d_model, n_layers)`` pairs: the width sweep at 4 layers, the depth sweep at 128."""
+    if quick:
+        return [(64, 2), (128, 2)]
+    grid = [(w, BASE_DEPTH) for w in WIDTHS] + [(BASE_WIDTH, d) for d in DEPTHS]
+    return list(dict.fromkeys(grid))
+
+
+def scaled_components(model: HookedTransformer, n_neurons: int = N_NEURONS) -> list:
+    """Every head output plus ``n_neurons`` evenly spaced neurons of the middle layer."""
+    neurons = hu.components(model, "neuron", layers=[model.cfg.n_layers // 2])
+    step = max(1, len(neurons) // n_neurons)
+    return hu.components(model, "head_out") + neurons[::step][:n_neurons]
+
+
+def spread_subset(comps: list, n: int = MEMORY_SUBSET) -> list:
+    """``n`` evenly spaced components (every hook represented)."""
+    return comps[:: max(1, len(comps) // n)][:n]
+
+
+def peak_tensor_bytes(fn: Callable[[], object]) -> int:
+    """High-water mark of tensor bytes allocated while ``fn`` runs (torch.profiler events:
+    each op's own allocations, and the frees recorded as ``[memory]`` events)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    changes = []
+    for event in prof.events():
+        size = event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
+        if size:
+            changes.append((event.time_range.start, size))
+    live = peak = 0
+    for _, size in sorted(changes):
+        live += size
+        peak = max(peak, live)
+    return peak
+
+
+def measure(model: HookedTransformer, name: str, estimator: Estimator) -> dict:
+    """Seconds, pass counts and peak tensor memory of one estimator on ``model``."""
+    task = hu.ioi_dataset(model, n_prompts=N_PROMPTS, perturbation="name_swap", seed=0)
+    comps = scaled_components(model)
+    result = estimator(model, task, comps)
+    subset = spread_subset(comps)
+    peak = peak_tensor_bytes(lambda: estimator(model, task, subset))
+    cost = result.cost
+    return {
+        "estimator": name,
+        "components": len(comps),
+        "seconds": cost["seconds"],
+        "forward": cost["forward"],
+        "backward": cost["backward"],
+        "hvp": cost["hvp"],
+        "peak_MB": peak / 2**20,
+    }
+
+
+def cost_table(quick: bool = False) -> pd.DataFrame:
+    """One row per (model size, estimator)."""
+    rows = []
+    for d_model, n_layers in model_grid(quick):
+        model = random_model(d_model, n_layers)
+        n_params = sum(p.numel() for p in model.parameters())
+        for name, estimator in ESTIMATORS.items():
+            row = measure(model, name, estimator)
+            rows.append({"d_model": d_model, "n_layers": n_layers, "params": n_params, **row})
+            print(f"{d_model:4d} x {n_layers}  {name:9s}  {row['seconds']:.3f} s", flush=True)
+    return pd.DataFrame(rows)
+
+
+def scaling_exponents(table: pd.DataFrame) -> pd.DataFrame:
+    """Per estimator, the slope ``b`` of ``log seconds = a + b log params`` (least squares):
+    over all models, over the width and the depth sweep alone, and for seconds per component."""
+    sweeps = {
+        "all": table,
+        "width sweep": table[table.n_layers == BASE_DEPTH],
+        "depth sweep": table[table.d_model == BASE_WIDTH],
+    }
+    columns = {name: _slopes(part, "seconds") for name, part in sweeps.items()}
+    per_component = table.assign(per_component=table.seconds / table.components)
+    columns["per component, all"] = _slopes(per_component, "per_component")
+    return pd.DataFrame(columns)
+
+
+def _slopes(table: pd.DataFrame, column: str) -> pd.Series:
+    """Log-log slope of ``column`` against ``params`` per estimator (NaN below 2 sizes)."""
+
+    def slope(group: pd.DataFrame) -> float:
+        if group.params.nunique() < 2:
+            return float("nan")
+        return float(np.polyfit(np.log(group.params), np.log(group[column]), 1)[0])
+
+    return table.groupby("estimator", sort=False).apply(slope, include_groups=False)
+
+
+def second_order_error(dtypes: tuple[str, ...] = PRECISIONS, n_prompts: int = 8) -> pd.DataFrame:
+    """Error of ``g''(0)`` (hvp_correction diag; head outputs and 64 middle-layer neurons of
+    toy-ioi) in each dtype against float64: the largest ``|x - x64|`` over components as a
+    share of ``max|x64|``, and on components with a clear value (``|x64|`` above 5% of the
+    largest) each one's own relative error ``|x - x64| / |x64|`` (median, max). The same for
+    the first-order term ``g'(0)`` (AtP) to compare."""
+    reference = _derivatives("float64", n_prompts)
+    rows = []
+    for dtype in dtypes:
+        row = {"dtype": dtype}
+        for order, values in _derivatives(dtype, n_prompts).items():
+            truth = reference[order]
+            error = (values - truth).abs()
+            clear = truth.abs() > CLEAR_SHARE * truth.abs().max()
+            own = error[clear] / truth[clear].abs()
+            row[f"{order} max err / max|x|"] = float(error.max() / truth.abs().max())
+            row[f"{order} own rel err, median"] = float(own.median())
+            row[f"{order} own rel err, max"] = float(own.max())
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("dtype")
+
+
+def _derivatives(dtype: str, n_prompts: int) -> dict[str, torch.Tensor]:
+    """``g'(0)`` and ``g''(0)`` per component on toy-ioi in ``dtype`` (as float64)."""
+    model = hu.load_model("toy-ioi", dtype=dtype)
+    task = hu.ioi_dataset(model, n_prompts=n_prompts, perturbation="name_swap", seed=0)
+    result = hu.hvp_correction(model, task, scaled_components(model), mode="diag")
+    return {"g'(0)": result.first.double(), "g''(0)": result.second.double()}
+
+
+def markdown(table: pd.DataFrame, exponents: pd.DataFrame) -> str:
+    """The cost table and the fitted exponents as Markdown."""
+    shown = table.assign(
+        params=(table.params / 1e6).round(2),
+        seconds=table.seconds.round(3),
+        peak_MB=table.peak_MB.round(1),
+    ).rename(columns={"params": "params (M)"})
+    fits = exponents.round(2).reset_index(names="b in time ~ params^b")
+    return to_markdown(shown) + "\n\n" + to_markdown(fits) + "\n"
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table (columns only; no dependency on ``tabulate``)."""
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * frame.shape[1]]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    cli.add_argument("--quick", action="store_true", help="two small models only")
+    cli.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    cli.add_argument("--precision-only", action="store_true", help="skip the cost table")
+    args = cli.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    if not args.precision_only:
+        table = cost_table(args.quick)
+        print(markdown(table, scaling_exponents(table)))
+    print(to_markdown(second_order_error().map(lambda x: f"{x:.1e}").reset_index()))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s, {args.threads} torch thread(s)")
+
+
+if __name__ == "__main__":
+    main()

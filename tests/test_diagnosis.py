@@ -1,0 +1,185 @@
+"""The AtP error split into downstream and local terms, against plain-hook references (float64)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_model
+from reference import component_index, endpoints, path_derivative, path_function
+
+import hvp_utils as hu
+from hvp_utils import components
+from hvp_utils.diagnosis import diagnose, error_shares, output_slice
+
+LOCAL_KINDS = ("head_q", "head_k", "neuron_pre")
+IDENTITY_KINDS = ("head_out", "mlp_out", "neuron", "resid_pos", "head_out_pos")
+
+
+def pick(comps, k=3):
+    return [comps[i] for i in sorted(set(np.linspace(0, len(comps) - 1, k).round().astype(int)))]
+
+
+def layer_comps(model, task, kind, layer=1, k=3):
+    return pick(components(model, kind, layers=[layer], n_positions=task.n_positions), k)
+
+
+def patched_output(model, task, comp, out):
+    """Reference ``o_c``: the output hook on the corrupted run with only the component's
+    slice of its input hook set to the clean value (plain hooks)."""
+    clean, _ = endpoints(model, task, comp)
+    index = component_index(comp, clean.dim())
+    captured = {}
+
+    def patch(act, hook):
+        act = act.clone()
+        act[index] = clean[index]
+        return act
+
+    with torch.no_grad():
+        model.run_with_hooks(
+            task.corrupted_tokens,
+            fwd_hooks=[(comp.hook, patch), (out.hook, lambda act, hook: captured.update(o=act))],
+        )
+        _, corrupt = model.run_with_cache(task.corrupted_tokens, names_filter=out.hook)
+    return captured["o"], corrupt[out.hook]
+
+
+def output_path(model, task, out, o_r, direction):
+    """G(s) = m(corrupted run with the output slice moved to o_r + s * direction)."""
+    mask = out.mask(o_r.shape, o_r.dtype)
+
+    def G(s):
+        def hook(act, hook):
+            return o_r + mask * s * direction
+
+        return task.metric(
+            model.run_with_hooks(task.corrupted_tokens, fwd_hooks=[(out.hook, hook)])
+        )
+
+    return G
+
+
+@pytest.fixture(scope="module")
+def diagnosed(toy64, toy_task):
+    comps = [c for kind in LOCAL_KINDS for c in layer_comps(toy64, toy_task, kind)]
+    return comps, diagnose(toy64, toy_task, comps)
+
+
+def test_split_is_exact_and_matches_ap_and_atp(toy64, toy_task, diagnosed):
+    comps, frame = diagnosed
+    truth = hu.activation_patching(toy64, toy_task, comps).values.numpy()
+    first = hu.atp(toy64, toy_task, comps).values.numpy()
+    np.testing.assert_allclose(frame.AP, truth, atol=1e-12)
+    np.testing.assert_allclose(frame.AtP, first, atol=1e-12)
+    np.testing.assert_allclose(frame.E_down + frame.E_local, truth - first, atol=1e-12)
+    assert frame.E_local.abs().max() > 1e-3, "no local curvature: the test proves nothing"
+
+
+def test_output_side_against_finite_differences_and_autograd(toy64, toy_task, diagnosed):
+    comps, frame = diagnosed
+    for i, comp in enumerate(comps):
+        out = output_slice(toy64, comp)
+        o_c, o_r = patched_output(toy64, toy_task, comp, out)
+        G = output_path(toy64, toy_task, out, o_r, o_c - o_r)
+        step = 1e-5
+        with torch.no_grad():
+            by_fd = float(G(step) - G(-step)) / (2 * step)
+            ap_out = float(G(1.0) - G(0.0))
+        row = frame.iloc[i]
+        assert row.AtP_out == pytest.approx(by_fd, rel=1e-6, abs=1e-9), comp.name
+        assert row.AP == pytest.approx(ap_out, abs=1e-10), comp.name  # D(o_c) - D(o_r) = AP
+        g2 = path_derivative(path_function(toy64, toy_task, comp), 0.0, 2)
+        assert row.second_local + row.second_down == pytest.approx(g2, rel=1e-7, abs=1e-10)
+
+
+def local_curvature_reference(model, task, comp, out, eps=1e-4):
+    """phi''[delta, delta] by a central second difference of the local map, full forwards."""
+    clean, corrupt = endpoints(model, task, comp)
+    index = component_index(comp, clean.dim())
+    delta = torch.zeros_like(corrupt)
+    delta[index] = (clean - corrupt)[index]
+
+    def phi(s):
+        captured = {}
+        model.run_with_hooks(
+            task.corrupted_tokens,
+            fwd_hooks=[
+                (comp.hook, lambda act, hook: corrupt + s * delta),
+                (out.hook, lambda act, hook: captured.update(o=act)),
+            ],
+        )
+        return captured["o"]
+
+    with torch.no_grad():
+        return (phi(eps) - 2 * phi(0.0) + phi(-eps)) / eps**2
+
+
+def test_second_local_against_second_differences(toy64, toy_task, diagnosed):
+    comps, frame = diagnosed
+    for i, comp in enumerate(comps):
+        out = output_slice(toy64, comp)
+        _, o_r = patched_output(toy64, toy_task, comp, out)
+        w = local_curvature_reference(toy64, toy_task, comp, out) * out.mask(o_r.shape, o_r.dtype)
+        o_leaf = o_r.clone().requires_grad_(True)
+        logits = toy64.run_with_hooks(
+            toy_task.corrupted_tokens, fwd_hooks=[(out.hook, lambda act, hook, o=o_leaf: o)]
+        )
+        (grad,) = torch.autograd.grad(toy_task.metric(logits), o_leaf)
+        reference = float((grad * w).sum())
+        assert frame.iloc[i].second_local == pytest.approx(reference, rel=1e-4, abs=1e-8)
+
+
+def test_identity_kinds_have_no_local_error(toy64, toy_task):
+    comps = [c for kind in IDENTITY_KINDS for c in layer_comps(toy64, toy_task, kind, k=1)]
+    frame = diagnose(toy64, toy_task, comps)
+    assert (frame.E_local == 0).all() and (frame.second_local == 0).all()
+    assert (frame.AtP_out == frame.AtP).all()
+    for i, comp in enumerate(comps):
+        g = path_function(toy64, toy_task, comp)
+        assert frame.iloc[i].second_down == pytest.approx(path_derivative(g, 0.0, 2), rel=1e-7)
+
+
+def test_pattern_map_is_linear(toy64, toy_task):
+    comps = layer_comps(toy64, toy_task, "head_pattern", k=2)
+    frame = diagnose(toy64, toy_task, comps)
+    assert (frame.second_local.abs() < 1e-14).all()
+    assert (frame.E_local.abs() < 1e-12).all()
+    assert (frame.E_down - (frame.AP - frame.AtP)).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+def test_grouped_query_keys_feed_their_group(direction):
+    model = tiny_model(
+        seed=5,
+        n_key_value_heads=2,
+        normalization_type="RMS",
+        act_fn="silu",
+        gated_mlp=True,
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+    )
+    task = hu.ioi_dataset(model, n_prompts=4, perturbation="name_swap", seed=1)
+    comps = components(model, "head_k") + components(model, "neuron_pre", layers=[0])[:3]
+    assert output_slice(model, comps[1]).indices == (2, 3)
+    frame = diagnose(model, task, comps, direction=direction)
+    truth = hu.activation_patching(model, task, comps, direction=direction).values.numpy()
+    first = hu.atp(model, task, comps, direction=direction).values.numpy()
+    np.testing.assert_allclose(frame.E_down + frame.E_local, truth - first, atol=1e-12)
+    second = hu.hvp_correction(model, task, comps, direction=direction).second.numpy()
+    np.testing.assert_allclose(frame.second_local + frame.second_down, second, atol=1e-10)
+
+
+def test_error_shares_closed_form(diagnosed):
+    _, frame = diagnosed
+    shares = error_shares(frame)
+    sub = frame[frame.kind == "head_q"]
+    down, local = sub.E_down.abs().sum(), sub.E_local.abs().sum()
+    assert shares.loc["head_q", "down_share"] == pytest.approx(down / (down + local))
+    assert shares.loc["head_q", "n"] == len(sub)
+
+
+def test_solu_pre_activations_are_rejected(toy64, toy_task):
+    model = tiny_model(act_fn="solu_ln")
+    with pytest.raises(ValueError, match="per-neuron local map"):
+        diagnose(model, toy_task, components(model, "neuron_pre", layers=[0])[:2])

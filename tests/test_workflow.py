@@ -1,0 +1,52 @@
+"""Screen-Flag-Fix: the stages do what they say, and the costs add up."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hvp_utils as hu
+from hvp_utils import components
+from hvp_utils.workflow import screen_flag_fix
+
+
+@pytest.fixture(scope="module")
+def heads(toy64):
+    return components(toy64, "head_out")
+
+
+def test_everything_flagged_and_patched_is_activation_patching(toy64, toy_task, heads):
+    result = screen_flag_fix(toy64, toy_task, heads, fix="patch", tau=-1.0)
+    assert bool(result.flagged.all())
+    truth = hu.activation_patching(toy64, toy_task, heads)
+    torch.testing.assert_close(result.values, truth.values)
+    assert set(result.cost["stages"]) == {"screen", "flag", "fix"}
+    assert result.cost["forward"] == sum(s["forward"] for s in result.cost["stages"].values())
+
+
+def test_nothing_fixed_is_atp(toy64, toy_task, heads):
+    result = screen_flag_fix(toy64, toy_task, heads, budget=0)
+    torch.testing.assert_close(result.values, hu.atp(toy64, toy_task, heads).values)
+    assert not bool(result.flagged.any()) and "fix" not in result.cost["stages"]
+
+
+def test_fix_replaces_only_flagged_components(toy64, toy_task, heads):
+    result = screen_flag_fix(toy64, toy_task, heads, fix="hvp", tau=0.2, budget=4)
+    flagged = result.flagged.nonzero().flatten().tolist()
+    assert 0 < len(flagged) <= 4
+    diag = hu.hvp_correction(toy64, toy_task, [heads[i] for i in flagged])
+    torch.testing.assert_close(result.values[flagged], diag.values)
+    others = [i for i in range(len(heads)) if i not in flagged]
+    torch.testing.assert_close(result.values[others], result.screen[others])
+    # the budget keeps the most curved of all flagged components
+    unlimited = screen_flag_fix(toy64, toy_task, heads, fix="hvp", tau=0.2)
+    every = unlimited.flagged.nonzero().flatten().tolist()
+    assert len(every) > len(flagged)
+    curvature = unlimited.curvature.abs()
+    expected = sorted(sorted(every, key=lambda i: -float(curvature[i]))[: len(flagged)])
+    assert flagged == expected
+
+
+def test_bad_fix_is_an_error(toy64, toy_task, heads):
+    with pytest.raises(ValueError, match="unknown fix"):
+        screen_flag_fix(toy64, toy_task, heads, fix="magic")
