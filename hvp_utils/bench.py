@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from hvp_utils.accuracy_cost import default_estimators, pareto_plot, run_estimators
+from hvp_utils.circuits import ap_circuit, circuit_recovery
 from hvp_utils.components import Component, components
 from hvp_utils.models import load_model
 from hvp_utils.tasks import PERTURBATIONS, PatchingTask, ioi_dataset
+from hvp_utils.workflow import screen_flag_fix
 
 KINDS = ("head_out", "head_out_pos", "mlp_out", "neuron", "head_q", "head_k")
 
@@ -45,16 +48,26 @@ def run(model_name: str, n_prompts: int, seed: int, quick: bool, dtype: str) -> 
         for kind in KINDS:
             start = time.perf_counter()
             comps = bench_components(model, task, kind)
-            frame, _ = run_estimators(
-                model, task, comps, default_estimators(quick), perturbation=perturbation, kind=kind
+            grid = default_estimators(quick) + [partial(screen_flag_fix, fix="patch")]
+            frame, results = run_estimators(
+                model, task, comps, grid, perturbation=perturbation, kind=kind
             )
-            frames.append(frame)
+            frames.append(with_circuit_columns(frame, results))
             print(
                 f"{perturbation:>12} {kind:>12}: {len(comps)} components, "
                 f"{time.perf_counter() - start:.0f} s",
                 flush=True,
             )
     return pd.concat(frames, ignore_index=True)
+
+
+def with_circuit_columns(frame: pd.DataFrame, results: dict) -> pd.DataFrame:
+    """Add each method's recovery of AP's circuit: AUROC and precision at the circuit's size."""
+    reference = ap_circuit(results["AP"])
+    found = {m: circuit_recovery(r, reference) for m, r in results.items()}
+    frame["circuit_auroc"] = frame.method.map(lambda m: found[m]["auroc"])
+    frame["circuit_precision"] = frame.method.map(lambda m: found[m]["precision"])
+    return frame
 
 
 def targets(frame: pd.DataFrame) -> str:
@@ -70,6 +83,26 @@ def targets(frame: pd.DataFrame) -> str:
             lines.append(
                 f"- HVP diag vs AtP, {perturbation}/{kind} (AtP NMAE {atp_nmae[kind]:.3f}): "
                 f"NMAE {diag:.3f}, ratio {ratio:.2f} -> {verdict} (target <= 0.5)"
+            )
+    has_circuit = "circuit_auroc" in frame.columns
+    for _, row in frame[frame.method.str.startswith("SFF") & has_circuit].iterrows():
+        ok = row.spearman >= 0.99 and row.circuit_precision == 1.0 and row.x_AP_time <= 0.25
+        lines.append(
+            f"- {row.method}, {row.perturbation}/{row['kind']}: Spearman {row.spearman:.4f}, "
+            f"same top-k circuit {row.circuit_precision:.3f}, {row.x_AP_time:.2f}x AP time -> "
+            f"{'met' if ok else 'missed'} (target at neuron granularity: >= 0.99, 1.0, <= 0.25)"
+        )
+    for (perturbation, kind), group in frame.groupby(["perturbation", "kind"], sort=False):
+        if not has_circuit:
+            break
+        atp_auc = group.loc[group.method == "AtP", "circuit_auroc"].iloc[0]
+        if atp_auc < 0.95:
+            second = group[group.family.isin(["HVP (one point)", "multi-step HVP"])]
+            better = (second.circuit_auroc > atp_auc).all()
+            lines.append(
+                f"- circuit AUROC {perturbation}/{kind}: AtP {atp_auc:.3f} < 0.95; second order "
+                f"{'all higher' if better else 'not all higher'}: "
+                f"{dict(zip(second.method, second.circuit_auroc.round(3), strict=True))}"
             )
     joint = frame[frame.method == "HVP joint"]
     lines.append(

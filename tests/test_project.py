@@ -75,3 +75,12 @@ def test_notebook_does_not_install_or_chdir(path):
     source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
     for forbidden in ("pip install", "os.chdir", "%cd ", "IN_GITHUB", "from_pretrained("):
         assert forbidden not in source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_cell_relies_on_a_trailing_semicolon(path):
+    """nbval's kernel does not honour IPython's trailing ';' output suppression, so a cell that
+    relies on it stores one output under papermill and shows two under nbval."""
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "code" and cell.source.strip():
+            assert not cell.source.rstrip().endswith(";"), cell.source[-80:]
