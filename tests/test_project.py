@@ -84,3 +84,15 @@ def test_no_cell_relies_on_a_trailing_semicolon(path):
     for cell in nbformat.read(path, as_version=4).cells:
         if cell.cell_type == "code" and cell.source.strip():
             assert not cell.source.rstrip().endswith(";"), cell.source[-80:]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_reads_every_parameter(path):
+    """papermill silently skips a parameter line it cannot parse (e.g. '>=' in a comment);
+    the rerun tool would then reject that parameter as unknown."""
+    import papermill
+
+    nb = nbformat.read(path, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assigned = re.findall(r"^(\w+)\s*=", first.source, flags=re.MULTILINE)
+    assert list(papermill.inspect_notebook(str(path))) == assigned
