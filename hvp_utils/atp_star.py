@@ -27,7 +27,13 @@ import torch
 from transformer_lens import HookedTransformer
 
 from hvp_utils.components import Component
-from hvp_utils.engine import PatchContext, component_inner_products, hook_gradients, prepare
+from hvp_utils.engine import (
+    PatchContext,
+    component_inner_products,
+    hook_gradients,
+    local_output,
+    prepare,
+)
 from hvp_utils.results import Attribution, CostMeter
 from hvp_utils.tasks import PatchingTask
 
@@ -48,23 +54,10 @@ def exact_pattern_changes(
     changes = {}
     for hook in sorted({c.hook for c in comps if c.kind in QK_KINDS}):
         layer = int(hook.split(".")[1])
-        source = ctx.base_acts[hook] + ctx.deltas[hook]
-        captured: dict[str, torch.Tensor] = {}
-
-        def replace(act, hook, source=source):
-            return source
-
-        def capture(act, hook, captured=captured):
-            captured["pattern"] = act
-
+        one = torch.ones((), dtype=ctx.deltas[hook].dtype, device=ctx.deltas[hook].device)
         with torch.no_grad():
-            model.run_with_hooks(
-                ctx.base_resid[layer],
-                start_at_layer=layer,
-                stop_at_layer=layer + 1,
-                fwd_hooks=[(hook, replace), (pattern_hook(layer), capture)],
-            )
-        changes[hook] = captured["pattern"] - ctx.base_acts[pattern_hook(layer)]
+            patched = local_output(model, ctx, hook, pattern_hook(layer), one)
+        changes[hook] = patched - ctx.base_acts[pattern_hook(layer)]
         meter.add(forward=1)
     return changes
 

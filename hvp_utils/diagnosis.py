@@ -57,6 +57,7 @@ from hvp_utils.engine import (
     PatchContext,
     component_inner_products,
     hook_gradients,
+    local_output,
     path_derivatives,
     prepare,
 )
@@ -142,30 +143,15 @@ def local_path_expansion(
     """For the whole hook moved along ``a_r + s * delta`` (one partial forward of its layer),
     the output hook's ``o(1) - o(0)``, ``do/ds (0) = J_phi delta`` and
     ``d^2o/ds^2 (0) = phi''[delta, delta]``, each shaped like the output activation."""
-    layer = int(in_hook.split(".")[1])
-    delta, resid = ctx.deltas[in_hook], ctx.base_resid[layer]
+    delta = ctx.deltas[in_hook]
 
-    def local_output(s: Tensor) -> Tensor:
-        captured = {}
-
-        def move(act, hook):
-            return act + s * delta
-
-        def capture(act, hook):
-            captured["o"] = act
-
-        model.run_with_hooks(
-            resid,
-            start_at_layer=layer,
-            stop_at_layer=layer + 1,
-            fwd_hooks=[(in_hook, move), (out_hook, capture)],
-        )
-        return captured["o"]
+    def local_path(scale: Tensor) -> Tensor:
+        return local_output(model, ctx, in_hook, out_hook, scale)
 
     zero, one = (torch.tensor(v, dtype=delta.dtype, device=delta.device) for v in (0.0, 1.0))
-    first = lambda s: torch.func.jvp(local_output, (s,), (one,))[1]  # noqa: E731
+    first = lambda s: torch.func.jvp(local_path, (s,), (one,))[1]  # noqa: E731
     with torch.no_grad():
-        change = local_output(one) - local_output(zero)
+        change = local_path(one) - local_path(zero)
     slope, curvature = torch.func.jvp(first, (zero,), (one,))
     meter.add(forward=2)
     return change, slope.detach(), curvature.detach()

@@ -132,14 +132,43 @@ def replicate_chunks(
     return chunks
 
 
+def stacked_masks(comps: list[Component], members: list[int], like: Tensor) -> Tensor:
+    """The masks of ``comps[i]`` for ``i`` in ``members`` on one hook, broadcast to a common
+    shape and stacked: ``[len(members), 1, ...]`` (axis 1 is the batch)."""
+    masks = [comps[i].mask(like.shape, like.dtype, like.device) for i in members]
+    common = torch.broadcast_shapes(*[m.shape for m in masks])
+    return torch.stack([m.expand(common) for m in masks])
+
+
+def local_output(
+    model: HookedTransformer, ctx: PatchContext, in_hook: str, out_hook: str, scale: Tensor
+) -> Tensor:
+    """``out_hook``'s activation when ``in_hook`` moves to ``a_b + scale * delta`` everywhere,
+    from one partial forward of that single layer (differentiable in ``scale``)."""
+    layer = int(in_hook.split(".")[1])
+    delta, captured = ctx.deltas[in_hook], {}
+
+    def move(act, hook):
+        return act + scale * delta
+
+    def capture(act, hook):
+        captured["out"] = act
+
+    model.run_with_hooks(
+        ctx.base_resid[layer],
+        start_at_layer=layer,
+        stop_at_layer=layer + 1,
+        fwd_hooks=[(in_hook, move), (out_hook, capture)],
+    )
+    return captured["out"]
+
+
 def _replicated_hooks(comps, chunk, s, ctx, n_prompts):
     """Forward hooks adding ``s_r * mask_r * delta`` to replicate ``r`` of each activation."""
     hooks = []
     for hook, local in group_by_hook([comps[i] for i in chunk]).items():
         delta = ctx.deltas[hook]
-        masks = [comps[chunk[j]].mask(delta.shape, delta.dtype, delta.device) for j in local]
-        common = torch.broadcast_shapes(*[m.shape for m in masks])
-        masks = torch.stack([m.expand(common) for m in masks])  # [n_local, 1, ...]
+        masks = stacked_masks(comps, [chunk[j] for j in local], delta)  # [n_local, 1, ...]
         rows = torch.tensor(local, device=delta.device)
 
         def add_perturbation(act, hook=None, masks=masks, rows=rows, delta=delta):
@@ -200,6 +229,27 @@ def path_derivatives(
         meter.add(forward=len(chunk))
         meter.add(**{name: len(chunk) for name in ("backward", "hvp", "third_order")[:order]})
     return PathDerivatives(t=t.detach().cpu(), **out)
+
+
+def path_derivatives_at(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    nodes: list[float],
+    order: int,
+    ctx: PatchContext,
+    meter: CostMeter,
+    chunk_size: int | None = None,
+) -> list[PathDerivatives]:
+    """:func:`path_derivatives` of every component at every node, in one replicated sweep;
+    one :class:`PathDerivatives` per node."""
+    if not nodes:
+        return []
+    n = len(comps)
+    stacked = [c for _ in nodes for c in comps]
+    ts = torch.tensor([t for t in nodes for _ in comps], dtype=torch.float64)
+    path = path_derivatives(model, task, stacked, ts, order, ctx, meter, chunk_size)
+    return [path.select(slice(k * n, (k + 1) * n)) for k in range(len(nodes))]
 
 
 def hook_gradients(

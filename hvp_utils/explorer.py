@@ -24,12 +24,11 @@ import torch
 from transformer_lens import HookedTransformer
 
 from hvp_utils.components import Component
-from hvp_utils.engine import path_derivatives, prepare
+from hvp_utils.engine import path_derivatives, path_derivatives_at, prepare
 from hvp_utils.reliability import (
     derivative_maximum,
     path_nodes,
     reliability_score,
-    sample_path,
     sign_change,
     straddles,
 )
@@ -101,7 +100,7 @@ def path_curves(
     ctx = prepare(model, task, comps, direction, meter)
     ts = np.linspace(0.0, 1.0, n_points).tolist()
     values = _path_values(model, task, comps, ts, ctx, meter)
-    pieces = sample_path(model, task, comps, path_nodes(samples), 3, ctx, meter)
+    pieces = path_derivatives_at(model, task, comps, path_nodes(samples), 3, ctx, meter)
     summary = _summary(comps, pieces, tau, threshold)
     summary.insert(2, "AP", values[-1].numpy())
     rows = []
@@ -143,24 +142,17 @@ def draw_path_panel(ax: plt.Axes, paths: PathCurves, name: str, legend: bool = T
     curve = paths.curves[paths.curves.component == name]
     row = paths.summary.set_index("component").loc[name]
     t = curve.t.to_numpy()
-    ax.fill_between(
-        t,
-        curve.taylor1 - curve.band1,
-        curve.taylor1 + curve.band1,
-        color="C0",
-        alpha=0.12,
-        lw=0,
-        label="order-1 bound",
-    )
-    ax.fill_between(
-        t,
-        curve.taylor2 - curve.band2,
-        curve.taylor2 + curve.band2,
-        color="C1",
-        alpha=0.25,
-        lw=0,
-        label="order-2 bound",
-    )
+    for order, colour, alpha in ((1, "C0", 0.12), (2, "C1", 0.25)):
+        centre, band = curve[f"taylor{order}"], curve[f"band{order}"]
+        ax.fill_between(
+            t,
+            centre - band,
+            centre + band,
+            color=colour,
+            alpha=alpha,
+            lw=0,
+            label=f"order-{order} bound",
+        )
     ax.plot(t, curve.taylor1, color="C0", ls="--", lw=1.2, label="g'(0) t  (AtP)")
     ax.plot(t, curve.taylor2, color="C1", ls="--", lw=1.2, label="+ g''(0) t²/2")
     ax.plot(t, curve.AP_t, color="k", marker="o", ms=3, lw=1, label="g(t) - g(0)  (AP)")

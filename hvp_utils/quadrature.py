@@ -38,10 +38,9 @@ from transformer_lens import HookedTransformer
 
 from hvp_utils.components import Component, group_by_hook
 from hvp_utils.engine import (
-    PathDerivatives,
     component_inner_products,
     hook_gradients,
-    path_derivatives,
+    path_derivatives_at,
     prepare,
     union_masks,
 )
@@ -53,19 +52,6 @@ IG_RULES = ("midpoint", "gauss")
 #: Error order in h = 1/K of each rule (derived in the module docstring, checked in tests).
 ERROR_ORDER = {"taylor": 2, "trapezoid": 4, "radau": 4, "midpoint": 2, "gauss": 4}
 RADAU_NODE, RADAU_WEIGHTS = 0.75, (11 / 27, 16 / 27, 1 / 18)  # g'(a), g'(a + 3h/4), h g''(a)
-
-
-def _derivatives_at(
-    model, task, comps, nodes: list[float], order: int, ctx, meter, chunk_size
-) -> list[PathDerivatives]:
-    """Path derivatives of every component at every node, in one replicated sweep."""
-    n = len(comps)
-    if not nodes:
-        return []
-    stacked = [c for _ in nodes for c in comps]
-    ts = torch.tensor([t for t in nodes for _ in comps], dtype=torch.float64)
-    path = path_derivatives(model, task, stacked, ts, order, ctx, meter, chunk_size)
-    return [path.select(slice(k * n, (k + 1) * n)) for k in range(len(nodes))]
 
 
 def multistep_hvp(
@@ -87,21 +73,21 @@ def multistep_hvp(
     h = 1.0 / steps
     left = [k * h for k in range(steps)]
     if rule == "taylor":
-        pieces = _derivatives_at(model, task, comps, left, 2, ctx, meter, chunk_size)
+        pieces = path_derivatives_at(model, task, comps, left, 2, ctx, meter, chunk_size)
         values = sum(h * p.d1 + h**2 / 2 * p.d2 for p in pieces)
     elif rule == "radau":
         w_left, w_node, w_curve = RADAU_WEIGHTS
-        starts = _derivatives_at(model, task, comps, left, 2, ctx, meter, chunk_size)
+        starts = path_derivatives_at(model, task, comps, left, 2, ctx, meter, chunk_size)
         nodes = [t + RADAU_NODE * h for t in left]
-        inner = _derivatives_at(model, task, comps, nodes, 1, ctx, meter, chunk_size)
+        inner = path_derivatives_at(model, task, comps, nodes, 1, ctx, meter, chunk_size)
         values = sum(
             h * (w_left * a.d1 + w_node * b.d1) + h**2 * w_curve * a.d2
             for a, b in zip(starts, inner, strict=True)
         )
     else:
-        ends = _derivatives_at(model, task, comps, [0.0, 1.0], 2, ctx, meter, chunk_size)
+        ends = path_derivatives_at(model, task, comps, [0.0, 1.0], 2, ctx, meter, chunk_size)
         interior = [k * h for k in range(1, steps)]
-        inner = _derivatives_at(model, task, comps, interior, 1, ctx, meter, chunk_size)
+        inner = path_derivatives_at(model, task, comps, interior, 1, ctx, meter, chunk_size)
         trapezoid = h * ((ends[0].d1 + ends[1].d1) / 2 + sum((p.d1 for p in inner), 0.0))
         values = trapezoid - h**2 / 12 * (ends[1].d2 - ends[0].d2)
     return Attribution.build(values, comps, f"multistep {rule} K={steps}", meter)
@@ -133,7 +119,7 @@ def integrated_gradients(
     nodes, weights = ig_nodes(steps, rule)
     label = f"IG{' joint' if joint else ''}{' gauss' if rule == 'gauss' else ''} K={steps}"
     if not joint:
-        pieces = _derivatives_at(model, task, comps, nodes, 1, ctx, meter, chunk_size)
+        pieces = path_derivatives_at(model, task, comps, nodes, 1, ctx, meter, chunk_size)
         values = sum(w * p.d1 for w, p in zip(weights, pieces, strict=True))
         return Attribution.build(values, comps, label, meter)
     values = torch.zeros(len(comps), dtype=torch.float64)

@@ -43,7 +43,12 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from hvp_utils.components import Component
-from hvp_utils.engine import PatchContext, PathDerivatives, path_derivatives, prepare
+from hvp_utils.engine import (
+    PathDerivatives,
+    path_derivatives,
+    path_derivatives_at,
+    prepare,
+)
 from hvp_utils.metrics import _ranks, auroc  # noqa: F401 (auroc re-exported)
 from hvp_utils.results import Attribution, CostMeter
 from hvp_utils.tasks import PatchingTask
@@ -91,24 +96,6 @@ def path_nodes(samples: int) -> list[float]:
     if samples < 2:
         raise ValueError("samples must be at least 2 (both end points of the path)")
     return [k / (samples - 1) for k in range(samples)]
-
-
-def sample_path(
-    model: HookedTransformer,
-    task: PatchingTask,
-    comps: list[Component],
-    nodes: list[float],
-    order: int,
-    ctx: PatchContext,
-    meter: CostMeter,
-    chunk_size: int | None = None,
-) -> list[PathDerivatives]:
-    """Path derivatives up to ``order`` of every component at every node, one sweep."""
-    n = len(comps)
-    stacked = [c for _ in nodes for c in comps]
-    ts = torch.tensor([t for t in nodes for _ in comps], dtype=torch.float64)
-    path = path_derivatives(model, task, stacked, ts, order, ctx, meter, chunk_size)
-    return [path.select(slice(k * n, (k + 1) * n)) for k in range(len(nodes))]
 
 
 def derivative_maximum(
@@ -163,7 +150,9 @@ def error_bounds(
         raise ValueError("order must be 1 or 2")
     meter = CostMeter()
     ctx = prepare(model, task, comps, direction, meter)
-    pieces = sample_path(model, task, comps, path_nodes(samples), order + 1, ctx, meter, chunk_size)
+    pieces = path_derivatives_at(
+        model, task, comps, path_nodes(samples), order + 1, ctx, meter, chunk_size
+    )
     parts = _bounds(pieces, order, refine)
     values, radius = parts.pop("values"), parts["radius"]
     if order == 2:
@@ -240,7 +229,7 @@ def _derivatives_and_interval(
         start = path_derivatives(model, task, comps, 0.0, 2, ctx, meter, chunk_size)
         return start.d1, start.d2, None, None
     nodes = path_nodes(samples)
-    pieces = sample_path(model, task, comps, nodes, bound_order + 1, ctx, meter, chunk_size)
+    pieces = path_derivatives_at(model, task, comps, nodes, bound_order + 1, ctx, meter, chunk_size)
     parts = _bounds(pieces, bound_order, refine=True)
     lower, upper = parts["values"] - parts["radius"], parts["values"] + parts["radius"]
     return pieces[0].d1, pieces[0].d2, lower, upper

@@ -33,6 +33,7 @@ from hvp_utils.engine import (
     hook_gradients,
     path_derivatives,
     prepare,
+    stacked_masks,
 )
 from hvp_utils.results import Attribution, CostMeter
 from hvp_utils.tasks import PatchingTask
@@ -87,9 +88,7 @@ def _signed_directions(
     directions = {}
     for hook, members in group_by_hook(comps).items():
         delta = ctx.deltas[hook]
-        masks = [comps[i].mask(delta.shape, delta.dtype, delta.device) for i in members]
-        common = torch.broadcast_shapes(*[m.shape for m in masks])
-        stacked = torch.stack([m.expand(common) for m in masks])  # [n_hook, 1, ...]
+        stacked = stacked_masks(comps, members, delta)  # [n_hook, 1, ...]
         hook_signs = signs[:, members].to(delta.dtype).to(delta.device)
         signed_mask = torch.einsum("sn,n...->s...", hook_signs, stacked)  # [S, 1, ...]
         directions[hook] = signed_mask * delta.unsqueeze(0)
