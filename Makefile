@@ -58,24 +58,24 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks
 
 toy-model: $(STAMP)
-	$(PY) -m hvp_utils.toy_model
+	$(PY) -m hvp_utils.core.toy_model
 
 # Re-execute the committed notebooks; write them back only when every one succeeds.
 refresh: $(STAMP)
-	$(PY) -m hvp_utils.notebook_tools refresh $(NOTEBOOKS)
+	$(PY) -m hvp_utils.cli.notebook_tools refresh $(NOTEBOOKS)
 
 # Every notebook on $(MODEL) into runs/<model>/ with manifest.json and summary.html, e.g.
 #   make rerun MODEL=gpt2-small PARAMS="--param dtype=float32" NB=01,04 FORCE=--force
 rerun: $(STAMP)
-	$(PY) -m hvp_utils.rerun --model $(MODEL) $(PARAMS) $(if $(NB),--notebooks $(NB)) $(FORCE)
+	$(PY) -m hvp_utils.cli.rerun --model $(MODEL) $(PARAMS) $(if $(NB),--notebooks $(NB)) $(FORCE)
 
 # Cost of each estimator against model size (random-initialised models; see docs/rerun.md)
 scaling: $(STAMP)
-	$(PY) -m hvp_utils.scaling
+	$(PY) -m hvp_utils.cli.scaling
 
 # Every estimator on the embedded model; writes runs/bench/estimators.csv, pareto.png, targets.md
 bench: $(STAMP)
-	$(PY) -m hvp_utils.bench --out runs/bench
+	$(PY) -m hvp_utils.cli.bench --out runs/bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hvp_utils tests notebooks

@@ -1,90 +1,24 @@
 """hvp_utils: when attribution patching lies, and how to check and correct it.
 
-The helper package behind the notebook suite: models, the IOI task, components, activation
-patching (ground truth), attribution patching and its corrections, and their evaluation.
+The helper package behind the notebook suite, in layers (each imports only those above it):
+
+    core/        components, tasks (IOI prompts, corruptions, metric), results, the patch-path
+                 engine, models, accuracy metrics, the Literal option types
+    estimators/  AP, AtP, AtP*, HVP correction, multi-step HVP, IG, and their registry
+    analysis/    diagnosis (E_down / E_local), reliability and bounds, patch paths,
+                 Screen-Flag-Fix, circuits, accuracy-against-compute runs, reference checks
+    viz/         plots and the patch-path explorer (imports matplotlib; ``from hvp_utils
+                 import viz``)
+    cli/         command-line tools (bench, rerun, scaling, notebook refresh, toy-model
+                 training); notebooks never import them
+
+Everything a notebook needs is importable from here (``import hvp_utils as hu``) or from
+:mod:`hvp_utils.viz`.
 """
 
-import warnings
-
-# transformer-lens 3.x announces HookedTransformer's removal in 4.0 on every model build;
-# the suite pins transformer-lens<4, so the notice is noise (and would land in notebook stderr).
-warnings.filterwarnings(
-    "ignore", message="HookedTransformer is deprecated", category=DeprecationWarning
-)
-
-from hvp_utils.atp_star import atp_star  # noqa: E402
-from hvp_utils.components import KINDS, Component, components  # noqa: E402
-from hvp_utils.estimators import atp  # noqa: E402
-from hvp_utils.metrics import compare, pearson, spearman  # noqa: E402
-from hvp_utils.models import (  # noqa: E402
-    ModelWeightsUnavailableError,
-    UnknownModelError,
-    load_model,
-    resolve_dtype,
-)
-from hvp_utils.patching import activation_patching  # noqa: E402
-from hvp_utils.quadrature import ERROR_ORDER, integrated_gradients, multistep_hvp  # noqa: E402
-from hvp_utils.results import Attribution, CostMeter  # noqa: E402
-from hvp_utils.second_order import hvp_correction  # noqa: E402
-from hvp_utils.tasks import PatchingTask, TaskError, ioi_dataset, task_baseline  # noqa: E402
-
-__all__ = [
-    "ERROR_ORDER",
-    "KINDS",
-    "Attribution",
-    "Component",
-    "CostMeter",
-    "ModelWeightsUnavailableError",
-    "PatchingTask",
-    "TaskError",
-    "UnknownModelError",
-    "activation_patching",
-    "atp",
-    "atp_star",
-    "compare",
-    "components",
-    "hvp_correction",
-    "integrated_gradients",
-    "ioi_dataset",
-    "load_model",
-    "multistep_hvp",
-    "pearson",
-    "resolve_dtype",
-    "spearman",
-    "task_baseline",
-]
-
-# diagnosis and reliability (issue 4)
-from hvp_utils.diagnosis import diagnose, error_shares  # noqa: E402
-from hvp_utils.explorer import PathCurves, explore, path_curves, static_path_figure  # noqa: E402
-from hvp_utils.reliability import (  # noqa: E402
-    auroc,
-    coverage_report,
-    detector_report,
-    error_bounds,
-    reliability,
-    reliability_score,
-    sample_components,
-)
-
-__all__ += [
-    "PathCurves",
-    "auroc",
-    "coverage_report",
-    "detector_report",
-    "diagnose",
-    "error_bounds",
-    "error_shares",
-    "explore",
-    "path_curves",
-    "reliability",
-    "reliability_score",
-    "sample_components",
-    "static_path_figure",
-]
-
-# circuits, Screen-Flag-Fix, model sources (issues 5 and 6)
-from hvp_utils.circuits import (  # noqa: E402
+from hvp_utils.analysis.benchmark import convergence, fitted_orders, pareto_frontier, run_estimators
+from hvp_utils.analysis.checks import check_second_order, path_derivative, path_function
+from hvp_utils.analysis.circuits import (
     ap_circuit,
     circuit_recovery,
     faithfulness,
@@ -92,22 +26,120 @@ from hvp_utils.circuits import (  # noqa: E402
     published_ioi_heads,
     recovery_table,
 )
-from hvp_utils.models import (  # noqa: E402
+from hvp_utils.analysis.diagnosis import diagnose, error_shares
+from hvp_utils.analysis.paths import PathCurves, path_curves
+from hvp_utils.analysis.reliability import (
+    coverage_report,
+    detector_report,
+    error_bounds,
+    flag_reasons,
+    reliability,
+    reliability_score,
+    sample_components,
+)
+from hvp_utils.analysis.screen_flag_fix import screen_flag_fix
+from hvp_utils.core.components import Component, components
+from hvp_utils.core.engine import PatchContext, prepare
+from hvp_utils.core.metrics import auroc, compare, pearson, spearman
+from hvp_utils.core.models import (
     LowPrecisionWarning,
+    ModelWeightsUnavailableError,
+    UnknownModelError,
     UnsupportedArchitectureError,
     load_local_checkpoint,
+    load_model,
+    resolve_dtype,
 )
-from hvp_utils.workflow import screen_flag_fix  # noqa: E402
+from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.tasks import PatchingTask, TaskError, ioi_dataset, task_baseline
+from hvp_utils.core.types import (
+    KINDS,
+    Direction,
+    Fix,
+    HVPMode,
+    IGMode,
+    IGRule,
+    Kind,
+    MultistepRule,
+    Perturbation,
+)
+from hvp_utils.estimators import (
+    ERROR_ORDER,
+    ESTIMATORS,
+    EstimatorSpec,
+    activation_patching,
+    atp,
+    atp_star,
+    estimator,
+    hvp_correction,
+    integrated_gradients,
+    multistep_hvp,
+)
 
-__all__ += [
+__all__ = [
+    "ERROR_ORDER",
+    "ESTIMATORS",
+    "KINDS",
+    "Attribution",
+    "Component",
+    "CostMeter",
+    "Direction",
+    "EstimatorSpec",
+    "Fix",
+    "HVPMode",
+    "IGMode",
+    "IGRule",
+    "Kind",
     "LowPrecisionWarning",
+    "ModelWeightsUnavailableError",
+    "MultistepRule",
+    "PatchContext",
+    "PatchingTask",
+    "PathCurves",
+    "Perturbation",
+    "TaskError",
+    "UnknownModelError",
     "UnsupportedArchitectureError",
+    "activation_patching",
     "ap_circuit",
+    "atp",
+    "atp_star",
+    "auroc",
+    "check_second_order",
     "circuit_recovery",
+    "compare",
+    "components",
+    "convergence",
+    "coverage_report",
+    "detector_report",
+    "diagnose",
+    "error_bounds",
+    "error_shares",
+    "estimator",
     "faithfulness",
+    "fitted_orders",
+    "flag_reasons",
     "head_roles",
+    "hvp_correction",
+    "integrated_gradients",
+    "ioi_dataset",
     "load_local_checkpoint",
+    "load_model",
+    "multistep_hvp",
+    "pareto_frontier",
+    "path_curves",
+    "path_derivative",
+    "path_function",
+    "pearson",
+    "prepare",
     "published_ioi_heads",
     "recovery_table",
+    "reliability",
+    "reliability_score",
+    "resolve_dtype",
+    "run_estimators",
+    "sample_components",
     "screen_flag_fix",
+    "spearman",
+    "task_baseline",
 ]

@@ -7,7 +7,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import hvp_utils
-from hvp_utils.toy_model import TOY_MODEL_DIR, load_tokenizer
+from hvp_utils.core.toy_model import TOY_MODEL_DIR, load_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,14 @@
-"""The independent references live in hvp_utils.checks (notebooks call them too)."""
+"""The independent references live in hvp_utils.analysis.checks (notebooks call them too)."""
 
 import hvp_utils as hu  # noqa: E402
-from hvp_utils.checks import (  # noqa: F401
+from hvp_utils.analysis.checks import (  # noqa: F401
     component_index,
     endpoints,
     path_derivative,
     path_function,
     slice_function,
 )
-from hvp_utils.components import Component  # noqa: E402
+from hvp_utils.core.components import Component  # noqa: E402
 
 
 class SquaredLogitDiff(hu.PatchingTask):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import hvp_utils as hu
-from hvp_utils import circuits, components
+from hvp_utils import components
+from hvp_utils.analysis import circuits
 
 
 def test_auroc_matches_brute_force_pairs():

@@ -10,7 +10,7 @@ from reference import component_index, endpoints, path_derivative, path_function
 
 import hvp_utils as hu
 from hvp_utils import components
-from hvp_utils.diagnosis import diagnose, error_shares, output_slice
+from hvp_utils.analysis.diagnosis import diagnose, error_shares, output_slice
 
 LOCAL_KINDS = ("head_q", "head_k", "neuron_pre")
 IDENTITY_KINDS = ("head_out", "mlp_out", "neuron", "resid_pos", "head_out_pos")

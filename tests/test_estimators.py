@@ -11,9 +11,9 @@ from reference import path_derivative, path_function, quadratic_case, slice_func
 
 import hvp_utils as hu
 from hvp_utils import components
-from hvp_utils.components import Component
-from hvp_utils.engine import path_derivatives, prepare
-from hvp_utils.results import CostMeter
+from hvp_utils.core.components import Component
+from hvp_utils.core.engine import path_derivatives, prepare
+from hvp_utils.core.results import CostMeter
 
 
 def pick(comps, k=4):

@@ -14,14 +14,14 @@ import pytest
 import torch
 
 import hvp_utils
-from hvp_utils.ioi_text import (
+from hvp_utils.core.ioi_text import (
     heldout_prompt_sources,
     ioi_vocab,
     is_heldout_combination,
     sample_prompt,
     training_sentence,
 )
-from hvp_utils.toy_model import encode_batch, train
+from hvp_utils.core.toy_model import encode_batch, train
 
 
 def test_toy_model_loads_offline_in_seconds():

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbval.plugin import get_sanitize_patterns
 
-from hvp_utils.notebook_tools import problems
+from hvp_utils.cli.notebook_tools import problems
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -10,7 +10,7 @@ from reference import path_derivative, path_function, quadratic_case
 
 import hvp_utils as hu
 from hvp_utils import components
-from hvp_utils.reliability import (
+from hvp_utils.analysis.reliability import (
     auroc,
     coverage_report,
     detector_report,

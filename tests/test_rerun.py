@@ -1,5 +1,5 @@
 """Reruns on new models, offline: a local Hugging Face checkpoint end to end through
-``python -m hvp_utils.rerun``, and the inputs the runner must refuse."""
+``python -m hvp_utils.cli.rerun``, and the inputs the runner must refuse."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import hvp_utils
-from hvp_utils import rerun
-from hvp_utils.models import UnsupportedArchitectureError, load_local_checkpoint
-from hvp_utils.toy_model import TOY_MODEL_DIR, load_tokenizer
+from hvp_utils.cli import rerun
+from hvp_utils.core.models import UnsupportedArchitectureError, load_local_checkpoint
+from hvp_utils.core.toy_model import TOY_MODEL_DIR, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_local_checkpoint_matches_the_hugging_face_model(tmp_path, family):
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), reference(tokens).logits, atol=1e-6, rtol=0)
     task = hvp_utils.ioi_dataset(model, n_prompts=4)
-    heads = hvp_utils.components(model, "head_out")
+    heads = hvp_utils.core.components(model, "head_out")
     assert torch.isfinite(hvp_utils.atp(model, task, heads).values).all()
 
 
@@ -83,7 +83,7 @@ def test_rerun_notebook_01_on_a_local_checkpoint(tmp_path):
     command = [
         sys.executable,
         "-m",
-        "hvp_utils.rerun",
+        "hvp_utils.cli.rerun",
         "--model",
         str(path),
         "--notebooks",
@@ -167,5 +167,5 @@ def test_param_values_are_python_literals_else_strings():
 
 
 def test_low_precision_models_warn_about_second_order_results():
-    with pytest.warns(hvp_utils.models.LowPrecisionWarning, match="bfloat16.*float64"):
+    with pytest.warns(hvp_utils.core.models.LowPrecisionWarning, match="bfloat16.*float64"):
         hvp_utils.load_model("toy-ioi", dtype="bfloat16")

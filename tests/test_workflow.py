@@ -7,7 +7,7 @@ import torch
 
 import hvp_utils as hu
 from hvp_utils import components
-from hvp_utils.workflow import screen_flag_fix
+from hvp_utils.analysis.screen_flag_fix import screen_flag_fix
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,14 @@ from functools import partial
 import torch
 from transformer_lens import HookedTransformer
 
-from hvp_utils.components import Component, check_components
-from hvp_utils.estimators import atp
-from hvp_utils.patching import activation_patching
-from hvp_utils.quadrature import multistep_hvp
-from hvp_utils.reliability import reliability_score, sign_change, straddles
-from hvp_utils.results import Attribution
-from hvp_utils.second_order import hvp_correction
-from hvp_utils.tasks import PatchingTask
+from hvp_utils.core.components import Component, check_components
+from hvp_utils.estimators.atp import atp
+from hvp_utils.estimators.patching import activation_patching
+from hvp_utils.estimators.quadrature import multistep_hvp
+from hvp_utils.analysis.reliability import reliability_score, sign_change, straddles
+from hvp_utils.core.results import Attribution
+from hvp_utils.estimators.second_order import hvp_correction
+from hvp_utils.core.tasks import PatchingTask
 
 FIXES = {
     "patch": activation_patching,

@@ -26,16 +26,18 @@ from __future__ import annotations
 import torch
 from transformer_lens import HookedTransformer
 
-from hvp_utils.components import Component
-from hvp_utils.engine import (
+from hvp_utils.core.components import Component
+from hvp_utils.core.engine import (
     PatchContext,
     component_inner_products,
     hook_gradients,
+    context_for,
     local_output,
-    prepare,
 )
-from hvp_utils.results import Attribution, CostMeter
-from hvp_utils.tasks import PatchingTask
+from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import Direction
+from hvp_utils.estimators.registry import describe
 
 QK_KINDS = ("head_q", "head_k")
 
@@ -94,18 +96,32 @@ def atp_star(
     model: HookedTransformer,
     task: PatchingTask,
     comps: list[Component],
+    *,
     graddrop: bool = True,
-    direction: str = "denoising",
+    direction: Direction = "denoising",
+    context: PatchContext | None = None,
 ) -> Attribution:
-    """AtP with the QK fix for query/key components and (optionally) GradDrop."""
+    """AtP with the QK fix for query/key components and (optionally) GradDrop.
+
+    Args:
+        model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
+        graddrop: apply GradDrop (``values`` are then magnitudes signed like the QK fix).
+        direction: ``"denoising"`` (default) or ``"noising"``.
+        context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators
+            (it must cache the attention patterns of the query/key layers).
+
+    Returns:
+        :class:`Attribution`; ``extras``: ``qk_fixed`` and (with GradDrop) ``graddrop``.
+    """
     meter = CostMeter()
     qk_layers = {c.layer for c in comps if c.kind in QK_KINDS}
     extra = tuple(pattern_hook(layer) for layer in qk_layers)
-    ctx = prepare(model, task, comps, direction, meter, extra_hooks=extra)
+    ctx = context_for(model, task, comps, direction, meter, context, extra_hooks=extra)
+    spec = describe("atp_star", graddrop=graddrop, direction=direction)
     changes = exact_pattern_changes(model, ctx, comps, meter)
     qk_fixed = _estimate(model, task, comps, ctx, changes, meter)
     if not graddrop:
-        return Attribution.build(qk_fixed, comps, "AtP* (QK fix)", meter, qk_fixed=qk_fixed)
+        return Attribution.build(qk_fixed, comps, spec, meter, qk_fixed=qk_fixed)
     n_layers = model.cfg.n_layers
     layers = torch.tensor([c.layer for c in comps])
     total = torch.zeros(len(comps), dtype=torch.float64)
@@ -120,4 +136,4 @@ def atp_star(
         total += torch.where(downstream, dropped, qk_fixed).abs()
     magnitude = total / max(n_layers - 1, 1)
     values = torch.where(qk_fixed < 0, -magnitude, magnitude)
-    return Attribution.build(values, comps, "AtP*", meter, qk_fixed=qk_fixed, graddrop=magnitude)
+    return Attribution.build(values, comps, spec, meter, qk_fixed=qk_fixed, graddrop=magnitude)

@@ -1,7 +1,7 @@
 """How the estimators' cost grows with model size, and how far low precision moves the HVP term.
 
-    python -m hvp_utils.scaling              # cost table, fitted exponents, precision check
-    python -m hvp_utils.scaling --quick      # two small models (a smoke test)
+    python -m hvp_utils.cli.scaling              # cost table, fitted exponents, precision check
+    python -m hvp_utils.cli.scaling --quick      # two small models (a smoke test)
 
 Cost: random-initialised GPT-2-style HookedTransformers (LayerNorm, GELU, learned positions,
 ``d_head = 16``, ``d_mlp = 4 d_model``) with the toy-ioi word-level tokenizer, of growing width
@@ -38,7 +38,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import hvp_utils as hu
-from hvp_utils.toy_model import TOY_ARCHITECTURE, TOY_MODEL_DIR, load_tokenizer
+from hvp_utils.core.toy_model import TOY_ARCHITECTURE, TOY_MODEL_DIR, load_tokenizer
 
 WIDTHS = (64, 128, 256, 512)
 DEPTHS = (2, 4, 8)

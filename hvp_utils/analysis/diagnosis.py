@@ -38,7 +38,7 @@ component's layer (``start_at_layer=l, stop_at_layer=l+1``) with the *whole* hoo
 ``a_r + s * delta`` gives every component's local path ``o(s)`` at once, and forward-mode
 differentiation in the scalar ``s`` (``torch.func.jvp``, twice) gives ``J_phi delta`` and
 ``phi''[delta, delta]`` for all of them. The output side is then an ordinary patch path
-(:mod:`hvp_utils.engine`) on the output hook, with ``o_c - o_r`` or ``J_phi delta`` in place
+(:mod:`hvp_utils.core.engine`) on the output hook, with ``o_c - o_r`` or ``J_phi delta`` in place
 of the delta.
 """
 
@@ -52,8 +52,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from hvp_utils.components import Component, check_components, group_by_hook
-from hvp_utils.engine import (
+from hvp_utils.core.components import Component, check_components, group_by_hook
+from hvp_utils.core.engine import (
     PatchContext,
     component_inner_products,
     hook_gradients,
@@ -61,8 +61,8 @@ from hvp_utils.engine import (
     path_derivatives,
     prepare,
 )
-from hvp_utils.results import CostMeter
-from hvp_utils.tasks import PatchingTask
+from hvp_utils.core.results import CostMeter
+from hvp_utils.core.tasks import PatchingTask
 
 #: Input hook suffix -> output hook suffix of the local map (kinds not listed: identity).
 LOCAL_MAPS = {

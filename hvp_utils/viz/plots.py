@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from hvp_utils.results import Attribution
+from hvp_utils.analysis.benchmark import pareto_frontier
+from hvp_utils.analysis.circuits import circuit_recovery
+from hvp_utils.core.results import Attribution
 
 
 def set_style() -> None:
@@ -95,7 +97,7 @@ def head_heatmaps(results: list[Attribution], n_layers: int, n_heads: int, title
 def error_share_bars(shares: pd.DataFrame, col: str = "perturbation") -> sns.FacetGrid:
     """Stacked bars per component kind: share of the total |AP - AtP| carried by the
     downstream term E_down and by the local term E_local (``shares`` from
-    :func:`hvp_utils.diagnosis.error_shares`, with ``kind`` and ``col`` columns)."""
+    :func:`hvp_utils.analysis.diagnosis.error_shares`, with ``kind`` and ``col`` columns)."""
     frame = shares.reset_index()
     grid = sns.FacetGrid(frame, col=col, height=2.8, aspect=1.3, sharey=True)
 
@@ -167,4 +169,88 @@ def interval_plot(frame: pd.DataFrame, ax: plt.Axes | None = None, title: str = 
     ax.scatter(x[outside], data.AP[outside], s=14, color="C3", zorder=3, label="AP outside")
     ax.set(xlabel="components sorted by AP", ylabel="effect", title=title)
     ax.legend(fontsize=7)
+    return ax
+
+
+def pareto_plot(frame: pd.DataFrame, row: str, col: str):
+    """NMAE against wall time (log-log), one point per estimator, one panel per (row, col),
+    with the Pareto frontier (estimators nothing beats on both axes) drawn and labelled."""
+    rows, cols = frame[row].unique(), frame[col].unique()
+    families = list(dict.fromkeys(frame.family))
+    palette = dict(zip(families, sns.color_palette(n_colors=len(families)), strict=True))
+    fig, axes = plt.subplots(
+        len(rows), len(cols), figsize=(3.4 * len(cols), 2.9 * len(rows)), squeeze=False
+    )
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax, sub = axes[i][j], frame[(frame[row] == r) & (frame[col] == c)]
+            sns.scatterplot(
+                sub,
+                x="x_AP_time",
+                y="nmae",
+                hue="family",
+                palette=palette,
+                s=30,
+                ax=ax,
+                legend=False,
+            )
+            front = pareto_frontier(sub[sub.method != "AP"])
+            ax.plot(front.x_AP_time, front.nmae, color="0.3", lw=0.8, ls="--", zorder=0)
+            for _, point in front.iterrows():
+                ax.annotate(
+                    point.method,
+                    (point.x_AP_time, point.nmae),
+                    fontsize=6,
+                    xytext=(3, 2),
+                    textcoords="offset points",
+                )
+            ax.axvline(1.0, color="0.6", lw=0.6)
+            ax.set(
+                xscale="log",
+                yscale="log",
+                title=f"{r} | {c}",
+                xlabel="wall time / AP" if i == len(rows) - 1 else "",
+                ylabel="NMAE vs AP" if j == 0 else "",
+            )
+    handles = [plt.Line2D([], [], marker="o", ls="", color=palette[f]) for f in families]
+    fig.legend(handles, families, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def convergence_plot(frame: pd.DataFrame):
+    """Error against K on log-log axes; the slope is the rule's error order."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    sns.lineplot(frame, x="K", y="max_abs_error", hue="rule", marker="o", ax=ax)
+    ks = np.array(sorted(frame.K.unique()), dtype=float)
+    top = frame.max_abs_error.max()
+    for order, style in ((2, ":"), (4, "--")):
+        ax.plot(
+            ks, top * (ks / ks[0]) ** -order, color="0.5", ls=style, lw=0.8, label=f"slope -{order}"
+        )
+    ax.set(xscale="log", yscale="log", xlabel="steps K", ylabel="max |estimate - AP|")
+    ax.set_xticks(ks, [str(int(k)) for k in ks])
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def roc_plot(estimates: list[Attribution], reference: list[str], ax=None):
+    """ROC curves of every estimator's ranking against the reference circuit."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 3.6))
+    for estimate in estimates:
+        found = circuit_recovery(estimate, reference)
+        sns.lineplot(
+            found["roc"],
+            x="fpr",
+            y="tpr",
+            ax=ax,
+            drawstyle="steps-post",
+            label=f"{estimate.method} ({found['auroc']:.3f})",
+            errorbar=None,
+        )
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.6, ls=":")
+    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="circuit ROC (AUROC)")
+    ax.legend(fontsize=6)
     return ax

@@ -25,17 +25,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-KINDS = (
-    "head_out",
-    "head_out_pos",
-    "mlp_out",
-    "neuron",
-    "resid_pos",
-    "head_q",
-    "head_k",
-    "head_pattern",
-    "neuron_pre",
-)
+from hvp_utils.core.types import KINDS, Kind
+
 
 
 @dataclass(frozen=True)
@@ -69,14 +60,29 @@ class Component:
         return act[tuple(index)]
 
 
+def n_kv_heads(cfg) -> int:
+    """Key/value heads per layer: ``n_key_value_heads`` under grouped-query attention, else
+    ``n_heads``."""
+    return getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+
+
+def query_heads(cfg, kind: str, head: int) -> list[int]:
+    """The query heads whose output a head-indexed component of ``kind`` feeds: the head
+    itself, or for a key/value head under grouped-query attention its whole group
+    ``[head * g, (head + 1) * g)`` with ``g = n_heads / n_kv_heads``."""
+    if kind not in ("head_k", "head_v"):
+        return [head]
+    group = cfg.n_heads // n_kv_heads(cfg)
+    return list(range(head * group, (head + 1) * group))
+
+
 def _heads(model: HookedTransformer, kind: str) -> int:
-    kv = getattr(model.cfg, "n_key_value_heads", None)
-    return kv if kind == "head_k" and kv else model.cfg.n_heads
+    return n_kv_heads(model.cfg) if kind == "head_k" else model.cfg.n_heads
 
 
 def components(
     model: HookedTransformer,
-    kind: str,
+    kind: Kind,
     layers: list[int] | None = None,
     positions: list[int] | None = None,
     n_positions: int | None = None,
@@ -144,7 +150,7 @@ def check_components(comps: list[Component]) -> list[Component]:
     comps = list(comps)
     if not comps:
         raise ValueError(
-            "empty component set: build one with hvp_utils.components(model, kind), e.g. "
+            "empty component set: build one with hvp_utils.core.components(model, kind), e.g. "
             "components(model, 'head_out')"
         )
     names = [c.name for c in comps]

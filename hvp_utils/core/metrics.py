@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from hvp_utils.results import Attribution
+from hvp_utils.core.results import Attribution
 
 
 def _ranks(x: Tensor) -> Tensor:

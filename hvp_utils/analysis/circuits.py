@@ -20,11 +20,11 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from hvp_utils.components import Component, check_components, group_by_hook
-from hvp_utils.ioi_text import DATA_DIR
-from hvp_utils.metrics import auroc
-from hvp_utils.results import Attribution
-from hvp_utils.tasks import PatchingTask, check_finite
+from hvp_utils.core.components import Component, check_components, group_by_hook
+from hvp_utils.core.ioi_text import DATA_DIR
+from hvp_utils.core.metrics import auroc
+from hvp_utils.core.results import Attribution
+from hvp_utils.core.tasks import PatchingTask, check_finite
 
 PUBLISHED_HEADS_FILE = DATA_DIR / "ioi" / "gpt2_small_ioi_heads.csv"
 
@@ -219,26 +219,3 @@ def _role(row: dict, min_attention: float) -> str:
         return "IO gatherer at S2"
     return "other"
 
-
-def roc_plot(estimates: list[Attribution], reference: list[str], ax=None):
-    """ROC curves of every estimator's ranking against the reference circuit."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(4.2, 3.6))
-    for estimate in estimates:
-        found = circuit_recovery(estimate, reference)
-        sns.lineplot(
-            found["roc"],
-            x="fpr",
-            y="tpr",
-            ax=ax,
-            drawstyle="steps-post",
-            label=f"{estimate.method} ({found['auroc']:.3f})",
-            errorbar=None,
-        )
-    ax.plot([0, 1], [0, 1], color="0.6", lw=0.6, ls=":")
-    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="circuit ROC (AUROC)")
-    ax.legend(fontsize=6)
-    return ax

@@ -23,9 +23,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from hvp_utils.ioi_text import IOIPrompt, ioi_vocab, sample_heldout_prompts
+from hvp_utils.core.types import PERTURBATIONS, Perturbation
+from hvp_utils.core.ioi_text import IOIPrompt, ioi_vocab, sample_heldout_prompts
 
-PERTURBATIONS = ("name_swap", "random_token")
 #: Words of the held-out IOI templates; every default prompt has this many words.
 DEFAULT_PROMPT_WORDS = 14
 
@@ -166,7 +166,7 @@ def random_token_ids(model: HookedTransformer, rng: random.Random, k: int) -> li
 def ioi_dataset(
     model: HookedTransformer,
     n_prompts: int = 32,
-    perturbation: str = "name_swap",
+    perturbation: Perturbation = "name_swap",
     seed: int = 0,
     names: list[str] | None = None,
 ) -> PatchingTask:

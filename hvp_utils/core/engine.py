@@ -20,6 +20,7 @@ i.e. one backward pass gives every replicate's first derivative and one double b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,11 +29,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from hvp_utils.components import Component, check_components, group_by_hook
-from hvp_utils.results import CostMeter
-from hvp_utils.tasks import PatchingTask, check_finite
+from hvp_utils.core.components import Component, check_components, group_by_hook
+from hvp_utils.core.results import CostMeter
+from hvp_utils.core.types import DIRECTIONS, Direction, check_choice
+from hvp_utils.core.tasks import PatchingTask, check_finite
 
-DIRECTIONS = ("denoising", "noising")
 #: Token budget of one replicated forward pass, without and with an autograd graph.
 TOKENS_PER_PASS = {0: 4096, 1: 4096, 2: 2048, 3: 1024}
 #: Show a progress bar from this many chunks on.
@@ -49,14 +50,14 @@ class PatchContext:
     deltas: dict[str, Tensor]
     base_metric: float
     source_metric: float
-    direction: str
+    direction: Direction
 
 
 def prepare(
     model: HookedTransformer,
     task: PatchingTask,
     comps: list[Component],
-    direction: str = "denoising",
+    direction: Direction = "denoising",
     meter: CostMeter | None = None,
     extra_hooks: tuple[str, ...] = (),
 ) -> PatchContext:
@@ -67,8 +68,7 @@ def prepare(
     Denoising patches clean activations into the corrupted run (base = corrupted);
     noising patches corrupted activations into the clean run (base = clean).
     """
-    if direction not in DIRECTIONS:
-        raise ValueError(f"unknown direction {direction!r}; use one of {DIRECTIONS}")
+    check_choice(direction, DIRECTIONS, "direction")
     check_components(comps)
     hooks = set(group_by_hook(comps)) | set(extra_hooks)
     resid_hooks = {f"blocks.{layer}.hook_resid_pre": layer for layer in {c.layer for c in comps}}
@@ -100,6 +100,37 @@ def prepare(
     )
 
 
+def context_for(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    direction: Direction,
+    meter: CostMeter,
+    context: PatchContext | None = None,
+    extra_hooks: tuple[str, ...] = (),
+) -> PatchContext:
+    """``context`` when one is shared between estimators (checked to cover ``comps`` and
+    ``direction``; its two forward passes are then not counted again), else :func:`prepare`."""
+    if context is None:
+        return prepare(model, task, comps, direction, meter, extra_hooks)
+    check_components(comps)
+    if context.direction != direction:
+        raise ValueError(
+            f"the shared context was prepared for {context.direction!r}, not {direction!r}; "
+            "prepare one per direction"
+        )
+    needed = set(group_by_hook(comps)) | set(extra_hooks)
+    missing = sorted(needed - set(context.deltas))
+    missing += [f"residual stream at layer {layer}" for layer in
+                sorted({c.layer for c in comps} - set(context.base_resid))]
+    if missing:
+        raise ValueError(
+            f"the shared context lacks {missing}; build it with prepare(model, task, comps, "
+            "direction, extra_hooks=...) over every component the estimators will see"
+        )
+    return context
+
+
 @dataclass
 class PathDerivatives:
     """g, g', g'' and g''' of each component path at its t (None where not asked)."""
@@ -119,17 +150,54 @@ class PathDerivatives:
 
 
 def replicate_chunks(
-    comps: list[Component], rows_per_replicate: int, order: int, chunk_size: int | None
+    keys: Sequence[int],
+    rows_per_replicate: int,
+    order: int,
+    chunk_size: int | None = None,
 ) -> list[list[int]]:
-    """Indices of ``comps`` in chunks that fit the token budget of one pass, one layer each
-    (so each pass starts at its layer from the cached base residual stream)."""
+    """Indices ``0..len(keys)-1`` in chunks of at most ``chunk_size`` replicates; indices with
+    different ``keys`` (e.g. the components' layers, so each pass starts at its layer from the
+    cached base residual stream) never share a chunk.
+
+    ``chunk_size=None`` fills the token budget of one pass with an autograd graph of ``order``
+    (:data:`TOKENS_PER_PASS`), ``rows_per_replicate`` tokens per replicate.
+    """
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1 (got {chunk_size})")
     if chunk_size is None:
         chunk_size = max(1, TOKENS_PER_PASS[min(order, 3)] // rows_per_replicate)
     chunks = []
-    for layer in sorted({c.layer for c in comps}):
-        members = [i for i, c in enumerate(comps) if c.layer == layer]
+    for key in sorted(set(keys)):
+        members = [i for i, k in enumerate(keys) if k == key]
         chunks += [members[i : i + chunk_size] for i in range(0, len(members), chunk_size)]
     return chunks
+
+
+def progress(chunks: list, desc: str):
+    """``chunks`` with a progress bar when there are many of them."""
+    return tqdm(chunks, desc=desc, leave=False, disable=len(chunks) < PROGRESS_MIN_CHUNKS)
+
+
+def replicated_metric(
+    model: HookedTransformer,
+    task: PatchingTask,
+    start: Tensor,
+    replicates: int,
+    fwd_hooks: list,
+    layer: int | None = None,
+) -> Float[Tensor, "replicates"]:  # noqa: F821
+    """The metric of each of ``replicates`` copies of the prompt batch in one forward pass.
+
+    ``start`` is the token batch ``[batch, pos]`` (``layer=None``) or the residual stream
+    entering ``layer`` ``[batch, pos, d_model]``; it is repeated replicate-major (rows
+    ``r * batch ... (r + 1) * batch - 1`` are replicate ``r``), and ``fwd_hooks`` tell the
+    replicates apart. Returns ``m_r``, the metric averaged over the prompts of replicate ``r``,
+    differentiable where the hooks are. Every batched pass of the package runs through here.
+    """
+    repeats = (replicates,) + (1,) * (start.dim() - 1)
+    output = model.run_with_hooks(start.repeat(*repeats), start_at_layer=layer, fwd_hooks=fwd_hooks)
+    per_prompt = task.metric_per_prompt(output)
+    return check_finite(per_prompt.view(replicates, task.n_prompts).mean(1), "metric")
 
 
 def stacked_masks(comps: list[Component], members: list[int], like: Tensor) -> Tensor:
@@ -200,27 +268,20 @@ def path_derivatives(
     if t.shape != (n,):
         raise ValueError(f"t has shape {tuple(t.shape)}; expected a scalar or ({n},)")
     out = {k: torch.zeros(n, dtype=torch.float64) for k in ("g", "d1", "d2", "d3")[: order + 1]}
-    chunks = replicate_chunks(comps, n_prompts * task.n_positions, order, chunk_size)
-    bar = tqdm(
-        chunks,
-        desc=f"patch paths (order {order})",
-        leave=False,
-        disable=len(chunks) < PROGRESS_MIN_CHUNKS,
-    )
-    for chunk in bar:
+    layers = [c.layer for c in comps]
+    chunks = replicate_chunks(layers, n_prompts * task.n_positions, order, chunk_size)
+    for chunk in progress(chunks, f"patch paths (order {order})"):
         s = (
             t[chunk]
             .to(dtype=dtype, device=ctx.base_tokens.device)
             .detach()
             .requires_grad_(order > 0)
         )
-        layer = comps[chunk[0]].layer
-        resid = ctx.base_resid[layer].repeat(len(chunk), 1, 1)
+        layer = layers[chunk[0]]
         hooks = _replicated_hooks(comps, chunk, s, ctx, n_prompts)
         with torch.set_grad_enabled(order > 0):
-            logits = model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=hooks)
-            values = task.metric_per_prompt(logits).view(len(chunk), n_prompts).mean(1)
-            derivs = [check_finite(values, "metric")]
+            values = replicated_metric(model, task, ctx.base_resid[layer], len(chunk), hooks, layer)
+            derivs = [values]
             for k in range(order):
                 (grad,) = torch.autograd.grad(derivs[-1].sum(), s, create_graph=k + 1 < order)
                 derivs.append(grad)
@@ -294,11 +355,10 @@ def hook_gradients(
     fwd_hooks = [(h, perturb) for h in hooks]
     fwd_hooks += [(h, lambda act, hook: act.detach()) for h in frozen_hooks]
     layer = min(ctx.base_resid)
-    resid = ctx.base_resid[layer].repeat(replicates, 1, 1)
     with torch.enable_grad():
-        logits = model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=fwd_hooks)
-        per_replicate = task.metric_per_prompt(logits).view(replicates, n_prompts).mean(1)
-        check_finite(per_replicate, "metric")
+        per_replicate = replicated_metric(
+            model, task, ctx.base_resid[layer], replicates, fwd_hooks, layer
+        )
         leaves = [zeros[h] for h in hooks]
         grads = torch.autograd.grad(
             per_replicate.sum(), leaves, create_graph=directions is not None, allow_unused=True

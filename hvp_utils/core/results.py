@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from jaxtyping import Float
 from torch import Tensor
 
-from hvp_utils.components import Component
+from hvp_utils.core.components import Component
+
+if TYPE_CHECKING:
+    from hvp_utils.estimators.registry import EstimatorSpec
 
 
 class CostMeter:
@@ -36,6 +40,8 @@ class CostMeter:
 class Attribution:
     """Per-component estimates of the patching effect, their names and what they cost.
 
+    ``method`` is the label for people, ``key`` the stable identifier (unique per estimator
+    and options, see :mod:`hvp_utils.estimators.registry`), ``family`` the estimator family.
     ``values[i]`` estimates ``Delta_c = g_c(1) - g_c(0)`` for component ``names[i]``;
     ``extras`` holds further per-component tensors (e.g. ``lower``/``upper`` bounds).
     """
@@ -46,9 +52,24 @@ class Attribution:
     cost: dict
     kinds: list[str] = field(default_factory=list)
     extras: dict[str, Tensor] = field(default_factory=dict)
+    key: str = ""
+    family: str = "other"
 
     @classmethod
-    def build(cls, values: Tensor, comps: list[Component], method: str, meter: CostMeter, **extras):
+    def build(
+        cls,
+        values: Tensor,
+        comps: list[Component],
+        spec: EstimatorSpec | str,
+        meter: CostMeter,
+        **extras: Tensor,
+    ) -> Attribution:
+        """The result of an estimator described by ``spec`` (a registry spec, or a plain
+        label for an ad-hoc method), with the cost measured by ``meter``."""
+        if isinstance(spec, str):
+            method, key, family = spec, spec, "other"
+        else:
+            method, key, family = spec.label, spec.key, spec.family
         return cls(
             values=values.detach(),
             names=[c.name for c in comps],
@@ -56,6 +77,8 @@ class Attribution:
             cost=meter.as_dict(),
             kinds=[c.kind for c in comps],
             extras={k: v.detach() for k, v in extras.items()},
+            key=key,
+            family=family,
         )
 
     def __len__(self) -> int:
@@ -77,6 +100,8 @@ class Attribution:
                 "component": self.names,
                 "kind": self.kinds or [""] * len(self.names),
                 "method": self.method,
+                "key": self.key,
+                "family": self.family,
                 "value": self.values.double().cpu().numpy(),
             }
         )

@@ -1,7 +1,7 @@
 """Independent references a learner can call from a notebook (ARENA-style checks).
 
 They rebuild one component's patch path with plain TransformerLens hooks, without the
-replicated engine of :mod:`hvp_utils.engine`, and differentiate it with
+replicated engine of :mod:`hvp_utils.core.engine`, and differentiate it with
 ``torch.autograd.functional`` and finite differences. The test suite uses the same functions.
 """
 
@@ -11,9 +11,9 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from hvp_utils.components import Component
-from hvp_utils.results import Attribution
-from hvp_utils.tasks import PatchingTask
+from hvp_utils.core.components import Component
+from hvp_utils.core.results import Attribution
+from hvp_utils.core.tasks import PatchingTask
 
 
 def component_index(comp: Component, ndim: int) -> tuple:

@@ -1,7 +1,7 @@
 """Keeping the committed notebooks clean and their outputs fresh.
 
-    python -m hvp_utils.notebook_tools refresh notebooks/0*.ipynb   # make refresh
-    python -m hvp_utils.notebook_tools check notebooks/0*.ipynb     # exit 1 if unclean
+    python -m hvp_utils.cli.notebook_tools refresh notebooks/0*.ipynb   # make refresh
+    python -m hvp_utils.cli.notebook_tools check notebooks/0*.ipynb     # exit 1 if unclean
 
 ``refresh`` re-executes every notebook with papermill into a temporary folder and writes them
 back only when all of them succeed, with volatile metadata stripped (outputs and execution

@@ -1,7 +1,7 @@
 """Rerun the notebook sequence on another model: one command, a manifest and a summary page.
 
-    python -m hvp_utils.rerun --model gpt2-small --param dtype=float32 --notebooks 01,04
-    python -m hvp_utils.rerun --model /path/to/hf-checkpoint --param n_prompts=8
+    python -m hvp_utils.cli.rerun --model gpt2-small --param dtype=float32 --notebooks 01,04
+    python -m hvp_utils.cli.rerun --model /path/to/hf-checkpoint --param n_prompts=8
 
 Every numbered notebook (``notebooks/[0-9][0-9]_*.ipynb``) runs with papermill (kernel
 ``python3``, working directory ``notebooks/``) into ``runs/<model-slug>/``. Next to the executed
@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 KERNEL = "python3"
@@ -130,7 +130,7 @@ def check_parameters(params: dict, notebooks: list[Path]) -> dict[Path, list[str
 
 def model_slug(model: str) -> str:
     """Folder name for a model: a checkpoint directory's name, or the name made path-safe."""
-    from hvp_utils.models import is_local_checkpoint
+    from hvp_utils.core.models import is_local_checkpoint
 
     name = Path(model).expanduser().resolve().name if is_local_checkpoint(model) else model
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
@@ -138,7 +138,7 @@ def model_slug(model: str) -> str:
 
 def resolve_model(model: str) -> str:
     """The model as notebooks receive it: a checkpoint as an absolute path; a name checked."""
-    from hvp_utils.models import TOY_MODEL_NAME, is_local_checkpoint, official_model_name
+    from hvp_utils.core.models import TOY_MODEL_NAME, is_local_checkpoint, official_model_name
 
     if is_local_checkpoint(model):
         return str(Path(model).expanduser().resolve())
@@ -405,7 +405,7 @@ def prepare_run(args: argparse.Namespace) -> tuple[list[Job], list[str], dict, P
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     cli = argparse.ArgumentParser(
-        prog="python -m hvp_utils.rerun", description=__doc__.split("\n")[0]
+        prog="python -m hvp_utils.cli.rerun", description=__doc__.split("\n")[0]
     )
     cli.add_argument("--model", required=True, help="toy-ioi, a TransformerLens name, or a path")
     cli.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")

@@ -2,7 +2,7 @@
 activation patching, and time them in the same process.
 
 Every estimator has the signature ``(model, task, comps)`` once its own options are bound with
-:func:`functools.partial`, and returns an :class:`~hvp_utils.results.Attribution`, so this
+:func:`functools.partial`, and returns an :class:`~hvp_utils.core.results.Attribution`, so this
 module never special-cases a method.
 """
 
@@ -11,21 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from transformer_lens import HookedTransformer
 
-from hvp_utils.atp_star import atp_star
-from hvp_utils.components import Component
-from hvp_utils.estimators import atp
-from hvp_utils.metrics import compare
-from hvp_utils.patching import activation_patching
-from hvp_utils.quadrature import ERROR_ORDER, integrated_gradients, multistep_hvp
-from hvp_utils.results import Attribution
-from hvp_utils.second_order import hvp_correction
-from hvp_utils.tasks import PatchingTask
+from hvp_utils.estimators.atp_star import atp_star
+from hvp_utils.core.components import Component
+from hvp_utils.estimators.atp import atp
+from hvp_utils.core.metrics import compare
+from hvp_utils.estimators.patching import activation_patching
+from hvp_utils.estimators.quadrature import ERROR_ORDER, integrated_gradients, multistep_hvp
+from hvp_utils.core.results import Attribution
+from hvp_utils.estimators.second_order import hvp_correction
+from hvp_utils.core.tasks import PatchingTask
 
 Estimator = Callable[[HookedTransformer, PatchingTask, list[Component]], Attribution]
 
@@ -154,53 +152,7 @@ def fitted_orders(frame: pd.DataFrame, value: str = "max_abs_error") -> pd.DataF
     return pd.DataFrame(rows).set_index("rule")
 
 
-def pareto_plot(frame: pd.DataFrame, row: str, col: str):
-    """NMAE against wall time (log-log), one point per estimator, one panel per (row, col),
-    with the Pareto frontier (estimators nothing beats on both axes) drawn and labelled."""
-    rows, cols = frame[row].unique(), frame[col].unique()
-    families = list(dict.fromkeys(frame.family))
-    palette = dict(zip(families, sns.color_palette(n_colors=len(families)), strict=True))
-    fig, axes = plt.subplots(
-        len(rows), len(cols), figsize=(3.4 * len(cols), 2.9 * len(rows)), squeeze=False
-    )
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
-            ax, sub = axes[i][j], frame[(frame[row] == r) & (frame[col] == c)]
-            sns.scatterplot(
-                sub,
-                x="x_AP_time",
-                y="nmae",
-                hue="family",
-                palette=palette,
-                s=30,
-                ax=ax,
-                legend=False,
-            )
-            front = _frontier(sub[sub.method != "AP"])
-            ax.plot(front.x_AP_time, front.nmae, color="0.3", lw=0.8, ls="--", zorder=0)
-            for _, point in front.iterrows():
-                ax.annotate(
-                    point.method,
-                    (point.x_AP_time, point.nmae),
-                    fontsize=6,
-                    xytext=(3, 2),
-                    textcoords="offset points",
-                )
-            ax.axvline(1.0, color="0.6", lw=0.6)
-            ax.set(
-                xscale="log",
-                yscale="log",
-                title=f"{r} | {c}",
-                xlabel="wall time / AP" if i == len(rows) - 1 else "",
-                ylabel="NMAE vs AP" if j == 0 else "",
-            )
-    handles = [plt.Line2D([], [], marker="o", ls="", color=palette[f]) for f in families]
-    fig.legend(handles, families, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def _frontier(frame: pd.DataFrame) -> pd.DataFrame:
+def pareto_frontier(frame: pd.DataFrame) -> pd.DataFrame:
     """Estimators that no other estimator beats on both time and NMAE."""
     ordered = frame.sort_values(["x_AP_time", "nmae"])
     best, keep = np.inf, []
@@ -210,19 +162,3 @@ def _frontier(frame: pd.DataFrame) -> pd.DataFrame:
             keep.append(index)
     return ordered.loc[keep]
 
-
-def convergence_plot(frame: pd.DataFrame):
-    """Error against K on log-log axes; the slope is the rule's error order."""
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    sns.lineplot(frame, x="K", y="max_abs_error", hue="rule", marker="o", ax=ax)
-    ks = np.array(sorted(frame.K.unique()), dtype=float)
-    top = frame.max_abs_error.max()
-    for order, style in ((2, ":"), (4, "--")):
-        ax.plot(
-            ks, top * (ks / ks[0]) ** -order, color="0.5", ls=style, lw=0.8, label=f"slope -{order}"
-        )
-    ax.set(xscale="log", yscale="log", xlabel="steps K", ylabel="max |estimate - AP|")
-    ax.set_xticks(ks, [str(int(k)) for k in ks])
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig

@@ -9,7 +9,7 @@ Hessian-vector product (Pearlmutter's trick: differentiate ``<grad m, delta_c>``
 so the correction costs one extra backward pass per *direction*. Three ways to spend it:
 
 - ``mode="diag"``: one direction per component, exact ``g_c''(0)``. Directions share passes
-  by replicating the prompt batch (see :mod:`hvp_utils.engine`); cost grows with the number
+  by replicating the prompt batch (see :mod:`hvp_utils.core.engine`); cost grows with the number
   of components, like activation patching.
 - ``mode="joint"``: one direction for the whole set, ``v = sum_c delta_c``, and
   ``correction_c = <delta_c, (H v)_c> / 2``. One extra backward pass in all, but
@@ -25,58 +25,73 @@ from __future__ import annotations
 import torch
 from transformer_lens import HookedTransformer
 
-from hvp_utils.components import Component, group_by_hook
-from hvp_utils.engine import (
+from hvp_utils.core.components import Component, group_by_hook
+from hvp_utils.core.engine import (
     TOKENS_PER_PASS,
     PatchContext,
     component_inner_products,
     hook_gradients,
+    context_for,
     path_derivatives,
-    prepare,
     stacked_masks,
 )
-from hvp_utils.results import Attribution, CostMeter
-from hvp_utils.tasks import PatchingTask
+from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import HVP_MODES, Direction, HVPMode, check_choice
+from hvp_utils.estimators.registry import describe
 
-MODES = ("diag", "joint", "hutchinson")
 
 
 def hvp_correction(
     model: HookedTransformer,
     task: PatchingTask,
     comps: list[Component],
-    mode: str = "diag",
-    samples: int = 16,
+    *,
+    mode: HVPMode = "diag",
+    n_probes: int = 16,
     seed: int = 0,
-    direction: str = "denoising",
+    direction: Direction = "denoising",
     chunk_size: int | None = None,
+    context: PatchContext | None = None,
 ) -> Attribution:
     """AtP plus half the second derivative of each patch path: ``g'(0) + g''(0) / 2``.
 
-    ``extras``: ``first`` (= AtP) and ``second`` (the estimate of ``g''(0)`` used).
+    Args:
+        model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
+        mode: ``"diag"`` (exact ``g''(0)``, one HVP direction per component), ``"joint"``
+            (one direction for the whole set, cross terms included) or ``"hutchinson"``
+            (``n_probes`` random-sign directions; the cross terms cancel in expectation).
+        n_probes: Hutchinson probes (``mode="hutchinson"`` only).
+        seed: seed of the Hutchinson signs.
+        direction: ``"denoising"`` (default) or ``"noising"``.
+        chunk_size: replicates of the prompt batch per pass (components for ``diag``, probes
+            for ``hutchinson``); the values do not depend on it.
+        context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
+
+    Returns:
+        :class:`Attribution` with ``values = first + second / 2``; ``extras``: ``first``
+        (= AtP) and ``second`` (the estimate of ``g''(0)`` used).
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+    check_choice(mode, HVP_MODES, "mode")
     meter = CostMeter()
-    ctx = prepare(model, task, comps, direction, meter)
+    ctx = context_for(model, task, comps, direction, meter, context)
     if mode == "diag":
         path = path_derivatives(model, task, comps, 0.0, 2, ctx, meter, chunk_size)
         first, second = path.d1, path.d2
     else:
-        signs = _direction_signs(len(comps), mode, samples, seed)
+        signs = _direction_signs(len(comps), mode, n_probes, seed)
         first, second = _shared_direction_hvp(model, task, comps, ctx, signs, meter)
-    name = {"diag": "HVP diag", "joint": "HVP joint", "hutchinson": f"HVP hutchinson S={samples}"}
-    return Attribution.build(
-        first + second / 2, comps, name[mode], meter, first=first, second=second
-    )
+    options = {"n_probes": n_probes, "seed": seed} if mode == "hutchinson" else {}
+    spec = describe("hvp", mode=mode, direction=direction, **options)
+    return Attribution.build(first + second / 2, comps, spec, meter, first=first, second=second)
 
 
-def _direction_signs(n: int, mode: str, samples: int, seed: int) -> torch.Tensor:
+def _direction_signs(n: int, mode: HVPMode, samples: int, seed: int) -> torch.Tensor:
     """``[S, n]`` signs: all ones for ``joint``; seeded Rademacher signs for ``hutchinson``."""
     if mode == "joint":
         return torch.ones(1, n, dtype=torch.float64)
     if samples < 1:
-        raise ValueError("hutchinson needs samples >= 1")
+        raise ValueError("hutchinson needs n_probes >= 1")
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, 2, (samples, n), generator=generator).double() * 2 - 1
 

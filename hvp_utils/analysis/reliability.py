@@ -42,16 +42,16 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from hvp_utils.components import Component
-from hvp_utils.engine import (
+from hvp_utils.core.components import Component
+from hvp_utils.core.engine import (
     PathDerivatives,
     path_derivatives,
     path_derivatives_at,
     prepare,
 )
-from hvp_utils.metrics import _ranks, auroc  # noqa: F401 (auroc re-exported)
-from hvp_utils.results import Attribution, CostMeter
-from hvp_utils.tasks import PatchingTask
+from hvp_utils.core.metrics import _ranks, auroc  # noqa: F401 (auroc re-exported)
+from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.tasks import PatchingTask
 
 Vector = Float[Tensor, "n_components"]  # noqa: F821
 
@@ -73,6 +73,37 @@ def straddles(lower: Vector, upper: Vector, threshold: float) -> Tensor:
     return ((lower < threshold) & (upper > threshold)) | (
         (lower < -threshold) & (upper > -threshold)
     )
+
+
+def flag_reasons(
+    first: Vector,
+    second: Vector,
+    *,
+    tau: float,
+    lower: Vector | None = None,
+    upper: Vector | None = None,
+    threshold: float | None = None,
+    eps: float = 1e-12,
+) -> dict[str, Tensor]:
+    """Why first order cannot be trusted, per component (see the module docstring):
+
+    ``flag_score`` = ``r_c > tau``; ``flag_sign`` = :func:`sign_change`; ``flag_threshold`` =
+    the interval ``[lower, upper]`` straddles ``threshold`` (all False without a threshold);
+    ``flags`` = any of the three; ``scores`` = ``r_c``.
+    """
+    scores = reliability_score(first, second, eps)
+    near = torch.zeros(len(first), dtype=torch.bool)
+    if threshold is not None:
+        if lower is None or upper is None:
+            raise ValueError("a threshold needs the interval: pass lower= and upper=")
+        near = straddles(lower, upper, threshold)
+    reasons = {
+        "flag_score": scores > tau,
+        "flag_sign": sign_change(first, second),
+        "flag_threshold": near,
+    }
+    flags = reasons["flag_score"] | reasons["flag_sign"] | reasons["flag_threshold"]
+    return {"scores": scores, "flags": flags, **reasons}
 
 
 def interval_maximum(

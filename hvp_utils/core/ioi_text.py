@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 IOI_VOCAB_FILE = DATA_DIR / "ioi" / "ioi_vocab.json"
 
 #: One in this many (template, IO, S) combinations of a training template is held out.

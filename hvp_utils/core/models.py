@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from hvp_utils.toy_model import TOY_MODEL_DIR, load_toy_model
+from hvp_utils.core.toy_model import TOY_MODEL_DIR, load_toy_model
 
 TOY_MODEL_NAME = "toy-ioi"
 #: HookedTransformer weight processing for local checkpoints: off by default, like toy-ioi, so
@@ -37,7 +37,7 @@ _DTYPES = {
 }
 
 
-#: Measured by ``python -m hvp_utils.scaling`` on toy-ioi (see docs/rerun.md): the error of
+#: Measured by ``python -m hvp_utils.cli.scaling`` on toy-ioi (see docs/rerun.md): the error of
 #: hvp_correction's second-order term g''(0) against float64, as a share of each clear
 #: component's own value (max over components).
 LOW_PRECISION_G2_ERROR = {torch.bfloat16: 1.9e-2, torch.float16: 1.8e-3}

@@ -1,6 +1,6 @@
 """``make bench``: every estimator on the embedded model, both perturbations, six component kinds.
 
-    python -m hvp_utils.bench [--model toy-ioi] [--n-prompts 32] [--quick] [--out runs/bench]
+    python -m hvp_utils.cli.bench [--model toy-ioi] [--n-prompts 32] [--quick] [--out runs/bench]
 
 Writes ``estimators.csv`` (one row per kind, perturbation and estimator: compare() metrics,
 pass counts, wall time as ratios to AtP and to AP measured in the same process),
@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from hvp_utils.accuracy_cost import default_estimators, pareto_plot, run_estimators
-from hvp_utils.circuits import ap_circuit, circuit_recovery
-from hvp_utils.components import Component, components
-from hvp_utils.models import load_model
-from hvp_utils.tasks import PERTURBATIONS, PatchingTask, ioi_dataset
-from hvp_utils.workflow import screen_flag_fix
+from hvp_utils.analysis.benchmark import default_estimators, pareto_plot, run_estimators
+from hvp_utils.analysis.circuits import ap_circuit, circuit_recovery
+from hvp_utils.core.components import Component, components
+from hvp_utils.core.models import load_model
+from hvp_utils.core.tasks import PERTURBATIONS, PatchingTask, ioi_dataset
+from hvp_utils.analysis.screen_flag_fix import screen_flag_fix
 
 KINDS = ("head_out", "head_out_pos", "mlp_out", "neuron", "head_q", "head_k")
 

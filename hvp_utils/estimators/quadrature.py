@@ -25,7 +25,7 @@ With ``K`` steps of width ``h = 1/K`` and nodes ``t_k = k h``:
   ``t_k + h (1/2 -+ 1/(2 sqrt 3))`` with weights ``h/2``: **order 4**, still gradients only.
 
 Per-component rules replicate the batch once per (component, node): their cost grows with
-the number of components. ``integrated_gradients(..., joint=True)`` instead interpolates all
+the number of components. ``integrated_gradients(..., mode="joint")`` instead interpolates all
 components of one hook point together (as EAP-IG and sparse feature circuits do): ``K``
 passes per hook whatever the number of components, at the price of the interactions
 between components of the same hook.
@@ -36,19 +36,29 @@ from __future__ import annotations
 import torch
 from transformer_lens import HookedTransformer
 
-from hvp_utils.components import Component, group_by_hook
-from hvp_utils.engine import (
+from hvp_utils.core.components import Component, group_by_hook
+from hvp_utils.core.engine import (
     component_inner_products,
     hook_gradients,
+    PatchContext,
+    context_for,
     path_derivatives_at,
-    prepare,
     union_masks,
 )
-from hvp_utils.results import Attribution, CostMeter
-from hvp_utils.tasks import PatchingTask
+from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import (
+    IG_MODES,
+    IG_RULES,
+    MULTISTEP_RULES,
+    Direction,
+    IGMode,
+    IGRule,
+    MultistepRule,
+    check_choice,
+)
+from hvp_utils.estimators.registry import describe
 
-RULES = ("taylor", "trapezoid", "radau")
-IG_RULES = ("midpoint", "gauss")
 #: Error order in h = 1/K of each rule (derived in the module docstring, checked in tests).
 ERROR_ORDER = {"taylor": 2, "trapezoid": 4, "radau": 4, "midpoint": 2, "gauss": 4}
 RADAU_NODE, RADAU_WEIGHTS = 0.75, (11 / 27, 16 / 27, 1 / 18)  # g'(a), g'(a + 3h/4), h g''(a)
@@ -58,18 +68,32 @@ def multistep_hvp(
     model: HookedTransformer,
     task: PatchingTask,
     comps: list[Component],
+    *,
     steps: int = 2,
-    rule: str = "trapezoid",
-    direction: str = "denoising",
+    rule: MultistepRule = "trapezoid",
+    direction: Direction = "denoising",
     chunk_size: int | None = None,
+    context: PatchContext | None = None,
 ) -> Attribution:
-    """K-step quadrature of ``int_0^1 g_c'`` using ``g'`` and ``g''`` (see module docstring)."""
-    if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; use one of {RULES}")
+    """K-step quadrature of ``int_0^1 g_c'`` using ``g'`` and ``g''`` (see module docstring).
+
+    Args:
+        model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
+        steps: the number of steps ``K`` (step width ``h = 1/K``).
+        rule: ``"taylor"`` (order 2), ``"trapezoid"`` (order 4, evaluates t = 1) or
+            ``"radau"`` (order 4, never touches t = 1).
+        direction: ``"denoising"`` (default) or ``"noising"``.
+        chunk_size: replicates of the prompt batch per pass; the values do not depend on it.
+        context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
+
+    Returns:
+        :class:`Attribution` with the quadrature estimate of ``g_c(1) - g_c(0)``.
+    """
+    check_choice(rule, MULTISTEP_RULES, "rule")
     if steps < 1:
         raise ValueError("steps must be at least 1")
     meter = CostMeter()
-    ctx = prepare(model, task, comps, direction, meter)
+    ctx = context_for(model, task, comps, direction, meter, context)
     h = 1.0 / steps
     left = [k * h for k in range(steps)]
     if rule == "taylor":
@@ -90,35 +114,38 @@ def multistep_hvp(
         inner = path_derivatives_at(model, task, comps, interior, 1, ctx, meter, chunk_size)
         trapezoid = h * ((ends[0].d1 + ends[1].d1) / 2 + sum((p.d1 for p in inner), 0.0))
         values = trapezoid - h**2 / 12 * (ends[1].d2 - ends[0].d2)
-    return Attribution.build(values, comps, f"multistep {rule} K={steps}", meter)
+    spec = describe("multistep", steps=steps, rule=rule, direction=direction)
+    return Attribution.build(values, comps, spec, meter)
 
 
 def integrated_gradients(
     model: HookedTransformer,
     task: PatchingTask,
     comps: list[Component],
+    *,
     steps: int = 2,
-    joint: bool = False,
-    rule: str = "midpoint",
-    direction: str = "denoising",
+    rule: IGRule = "midpoint",
+    mode: IGMode = "per_component",
+    direction: Direction = "denoising",
     chunk_size: int | None = None,
+    context: PatchContext | None = None,
 ) -> Attribution:
     """Integrated Gradients, ``sum_nodes w g_c'(t)``: midpoint rule ``h sum_k g_c'(t_k + h/2)``
     or two-point Gauss-Legendre per step (``rule="gauss"``).
 
-    ``joint=True``: every component of a hook point moves together along
+    ``mode="joint"``: every component of a hook point moves together along
     ``a_h(t) = a_h^b + t * sum_{c on h} delta_c`` and ``IG_c = h sum_k <grad_{a_h} m, delta_c>``
     at the midpoints; ``K`` replicated passes per hook.
     """
     if steps < 1:
         raise ValueError("steps must be at least 1")
-    if rule not in IG_RULES:
-        raise ValueError(f"unknown rule {rule!r}; use one of {IG_RULES}")
+    check_choice(rule, IG_RULES, "rule")
+    check_choice(mode, IG_MODES, "mode")
     meter = CostMeter()
-    ctx = prepare(model, task, comps, direction, meter)
+    ctx = context_for(model, task, comps, direction, meter, context)
     nodes, weights = ig_nodes(steps, rule)
-    label = f"IG{' joint' if joint else ''}{' gauss' if rule == 'gauss' else ''} K={steps}"
-    if not joint:
+    label = describe("ig", steps=steps, rule=rule, mode=mode, direction=direction)
+    if mode == "per_component":
         pieces = path_derivatives_at(model, task, comps, nodes, 1, ctx, meter, chunk_size)
         values = sum(w * p.d1 for w, p in zip(weights, pieces, strict=True))
         return Attribution.build(values, comps, label, meter)
@@ -137,7 +164,7 @@ def integrated_gradients(
     return Attribution.build(values, comps, label, meter)
 
 
-def ig_nodes(steps: int, rule: str) -> tuple[list[float], list[float]]:
+def ig_nodes(steps: int, rule: IGRule) -> tuple[list[float], list[float]]:
     """Quadrature nodes and weights on [0, 1] for K steps of the midpoint or Gauss rule."""
     h = 1.0 / steps
     if rule == "midpoint":

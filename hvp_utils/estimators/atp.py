@@ -1,0 +1,45 @@
+"""Attribution patching (AtP): the first-order Taylor estimate of every patch path at t = 0.
+
+    AtP_c = g_c'(0) = < grad_{a_c} m(x_base), delta_c >
+
+One forward and one backward pass on the base input give it for every component at once
+(plus the two forward passes that cache the clean and corrupted activations).
+"""
+
+from __future__ import annotations
+
+from transformer_lens import HookedTransformer
+
+from hvp_utils.core.components import Component, group_by_hook
+from hvp_utils.core.engine import PatchContext, component_inner_products, context_for, hook_gradients
+from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import Direction
+from hvp_utils.estimators.registry import describe
+
+
+def atp(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    *,
+    direction: Direction = "denoising",
+    context: PatchContext | None = None,
+) -> Attribution:
+    """Attribution patching: ``<grad_{a_c} m(x_base), delta_c>`` for every component.
+
+    Args:
+        model: the model (weights frozen).
+        task: clean and corrupted prompts and the metric.
+        comps: the components to attribute (see :func:`hvp_utils.components`).
+        direction: ``"denoising"`` (clean into corrupted, default) or ``"noising"``.
+        context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
+
+    Returns:
+        :class:`Attribution` with ``values[i] = g_i'(0)``.
+    """
+    meter = CostMeter()
+    ctx = context_for(model, task, comps, direction, meter, context)
+    grads, _ = hook_gradients(model, task, ctx, list(group_by_hook(comps)), meter)
+    values = component_inner_products(comps, grads, ctx)[0]
+    return Attribution.build(values.cpu(), comps, describe("atp", direction=direction), meter)

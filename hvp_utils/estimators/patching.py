@@ -1,0 +1,46 @@
+"""Activation patching (AP), the ground truth every estimator is measured against.
+
+    Delta_c = g_c(1) - g_c(0) = m(x_base with a_c <- a_c^source) - m(x_base)
+
+Denoising (default) patches the clean activation into the corrupted run. N components cost
+N forward passes over the prompt batch, run as a few replicated (batched) forward passes.
+"""
+
+from __future__ import annotations
+
+from transformer_lens import HookedTransformer
+
+from hvp_utils.core.components import Component
+from hvp_utils.core.engine import PatchContext, context_for, path_derivatives
+from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import Direction
+from hvp_utils.estimators.registry import describe
+
+
+def activation_patching(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    *,
+    direction: Direction = "denoising",
+    chunk_size: int | None = None,
+    context: PatchContext | None = None,
+) -> Attribution:
+    """Exact patching effect ``g_c(1) - g_c(0)`` of every component.
+
+    Args:
+        model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
+        direction: ``"denoising"`` (clean into corrupted, default) or ``"noising"``.
+        chunk_size: patched copies of the prompt batch per forward pass (default: as many as
+            fit a fixed token budget); the values do not depend on it.
+        context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
+
+    Returns:
+        :class:`Attribution` with ``values[i] = g_i(1) - g_i(0)``.
+    """
+    meter = CostMeter()
+    ctx = context_for(model, task, comps, direction, meter, context)
+    path = path_derivatives(model, task, comps, 1.0, 0, ctx, meter, chunk_size)
+    spec = describe("ap", direction=direction)
+    return Attribution.build(path.g - ctx.base_metric, comps, spec, meter)
