@@ -58,7 +58,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks
 
 toy-model: $(STAMP)
-	$(PY) -m hvp_utils.core.toy_model
+	$(PY) -m hvp_utils.cli.train_toy
 
 # Re-execute the committed notebooks; write them back only when every one succeeds.
 refresh: $(STAMP)

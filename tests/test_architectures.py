@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_model
-from reference import path_derivative, path_function, slice_function
+from reference import path_derivative, path_function, qk_fixed_reference, slice_function
 
 import hvp_utils as hu
 from hvp_utils import components
@@ -51,17 +51,18 @@ def all_estimators(model, task, comps):
         hu.atp(model, task, comps),
         hu.hvp_correction(model, task, comps, mode="diag"),
         hu.hvp_correction(model, task, comps, mode="joint"),
-        hu.hvp_correction(model, task, comps, mode="hutchinson", samples=4),
+        hu.hvp_correction(model, task, comps, mode="hutchinson", n_probes=4),
         hu.multistep_hvp(model, task, comps, steps=2, rule="taylor"),
         hu.multistep_hvp(model, task, comps, steps=1, rule="radau"),
         hu.multistep_hvp(model, task, comps, steps=1, rule="trapezoid"),
         hu.integrated_gradients(model, task, comps, steps=2),
-        hu.integrated_gradients(model, task, comps, steps=2, joint=True),
+        hu.integrated_gradients(model, task, comps, steps=2, mode="joint"),
+        hu.atp_star(model, task, comps, graddrop=False),
         hu.atp_star(model, task, comps),
     ]
 
 
-@pytest.mark.parametrize("kind", ["head_out", "mlp_out", "head_q", "head_k"])
+@pytest.mark.parametrize("kind", ["head_out", "mlp_out", "head_q", "head_k", "head_pattern"])
 def test_every_estimator_runs_and_is_right(family, kind):
     model, task = family
     comps = components(model, kind, n_positions=task.n_positions)
@@ -81,9 +82,13 @@ def test_every_estimator_runs_and_is_right(family, kind):
     second = float(((x_c - x_r) * h_delta).sum())
     diag = estimates[1]
     assert float(diag.second[comps.index(comp)]) == pytest.approx(second, rel=1e-6, abs=1e-9)
-    # quadrature rules against the same path differentiated by plain autograd
+    # first-order and quadrature rules against the same path differentiated by plain autograd
     d = {(t, k): path_derivative(g, t, k) for t in (0.0, 0.25, 0.5, 0.75, 1.0) for k in (1, 2)}
+    qk_fix = qk_fixed_reference(model, task, comp) if kind in ("head_q", "head_k") else d[0.0, 1]
     expected = {
+        "AtP": d[0.0, 1],
+        "HVP diag": d[0.0, 1] + d[0.0, 2] / 2,
+        "AtP* (QK fix)": qk_fix,
         "multistep radau K=1": 11 / 27 * d[0.0, 1] + 16 / 27 * d[0.75, 1] + d[0.0, 2] / 18,
         "multistep trapezoid K=1": (d[0.0, 1] + d[1.0, 1]) / 2 - (d[1.0, 2] - d[0.0, 2]) / 12,
         "multistep taylor K=2": (d[0.0, 1] + d[0.5, 1]) / 2 + (d[0.0, 2] + d[0.5, 2]) / 8,

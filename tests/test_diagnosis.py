@@ -66,13 +66,50 @@ def diagnosed(toy64, toy_task):
     return comps, diagnose(toy64, toy_task, comps)
 
 
-def test_split_is_exact_and_matches_ap_and_atp(toy64, toy_task, diagnosed):
+def local_error_reference(model, task, comp, out, direction="denoising", eps=1e-5):
+    """``E_local = <grad D(o_r), (o_c - o_r) - J_phi delta>`` from plain hooks: the local map
+    ``phi(s)`` read at the output hook while the input hook moves along ``a_r + s delta``
+    (full forwards), ``J_phi delta`` by a central difference, ``grad D`` by autograd."""
+    clean, corrupt = endpoints(model, task, comp)
+    denoising = direction == "denoising"
+    tokens = task.corrupted_tokens if denoising else task.clean_tokens
+    base, source = (corrupt, clean) if denoising else (clean, corrupt)
+    index = component_index(comp, clean.dim())
+    delta = torch.zeros_like(base)
+    delta[index] = (source - base)[index]
+
+    def phi(s):
+        captured = {}
+        model.run_with_hooks(
+            tokens,
+            fwd_hooks=[
+                (comp.hook, lambda act, hook: base + s * delta),
+                (out.hook, lambda act, hook: captured.update(o=act)),
+            ],
+        )
+        return captured["o"]
+
+    with torch.no_grad():
+        o_r, o_c = phi(0.0), phi(1.0)
+        slope = (phi(eps) - phi(-eps)) / (2 * eps)
+    o_leaf = o_r.clone().requires_grad_(True)
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(out.hook, lambda act, hook: o_leaf)])
+    (grad,) = torch.autograd.grad(task.metric(logits), o_leaf)
+    mask = out.mask(o_r.shape, o_r.dtype)
+    return float((grad * mask * ((o_c - o_r) - slope)).sum())
+
+
+def test_ap_atp_and_local_error_against_plain_hooks(toy64, toy_task, diagnosed):
     comps, frame = diagnosed
-    truth = hu.activation_patching(toy64, toy_task, comps).values.numpy()
-    first = hu.atp(toy64, toy_task, comps).values.numpy()
-    np.testing.assert_allclose(frame.AP, truth, atol=1e-12)
-    np.testing.assert_allclose(frame.AtP, first, atol=1e-12)
-    np.testing.assert_allclose(frame.E_down + frame.E_local, truth - first, atol=1e-12)
+    for i, comp in enumerate(comps):
+        g = path_function(toy64, toy_task, comp)
+        row = frame.iloc[i]
+        with torch.no_grad():
+            ap = float(g(torch.tensor(1.0)) - g(torch.tensor(0.0)))
+        assert row.AP == pytest.approx(ap, abs=1e-10), comp.name
+        assert row.AtP == pytest.approx(path_derivative(g, 0.0, 1), rel=1e-9, abs=1e-12)
+        reference = local_error_reference(toy64, toy_task, comp, output_slice(toy64, comp))
+        assert row.E_local == pytest.approx(reference, rel=1e-5, abs=1e-9), comp.name
     assert frame.E_local.abs().max() > 1e-3, "no local curvature: the test proves nothing"
 
 
@@ -144,8 +181,10 @@ def test_pattern_map_is_linear(toy64, toy_task):
     comps = layer_comps(toy64, toy_task, "head_pattern", k=2)
     frame = diagnose(toy64, toy_task, comps)
     assert (frame.second_local.abs() < 1e-14).all()
-    assert (frame.E_local.abs() < 1e-12).all()
-    assert (frame.E_down - (frame.AP - frame.AtP)).abs().max() < 1e-12
+    for i, comp in enumerate(comps):
+        reference = local_error_reference(toy64, toy_task, comp, output_slice(toy64, comp))
+        assert abs(reference) < 1e-8, comp.name  # the plain-hook map is linear too
+        assert abs(frame.iloc[i].E_local) < 1e-12, comp.name
 
 
 @pytest.mark.parametrize("direction", ["denoising", "noising"])
@@ -163,11 +202,14 @@ def test_grouped_query_keys_feed_their_group(direction):
     comps = components(model, "head_k") + components(model, "neuron_pre", layers=[0])[:3]
     assert output_slice(model, comps[1]).indices == (2, 3)
     frame = diagnose(model, task, comps, direction=direction)
-    truth = hu.activation_patching(model, task, comps, direction=direction).values.numpy()
-    first = hu.atp(model, task, comps, direction=direction).values.numpy()
-    np.testing.assert_allclose(frame.E_down + frame.E_local, truth - first, atol=1e-12)
-    second = hu.hvp_correction(model, task, comps, direction=direction).second.numpy()
-    np.testing.assert_allclose(frame.second_local + frame.second_down, second, atol=1e-10)
+    for i, comp in enumerate(comps):
+        reference = local_error_reference(model, task, comp, output_slice(model, comp), direction)
+        assert frame.iloc[i].E_local == pytest.approx(reference, rel=1e-5, abs=1e-9), comp.name
+        g = path_function(model, task, comp, direction)
+        assert frame.iloc[i].AtP == pytest.approx(path_derivative(g, 0.0, 1), rel=1e-9, abs=1e-12)
+        g2 = path_derivative(g, 0.0, 2)
+        total = frame.iloc[i].second_local + frame.iloc[i].second_down
+        assert total == pytest.approx(g2, rel=1e-7, abs=1e-10), comp.name
 
 
 def test_error_shares_closed_form(diagnosed):

@@ -1,13 +1,26 @@
-"""Second-order estimators against independent references (float64)."""
+"""Estimators against independent references (float64): plain TransformerLens hooks,
+torch.autograd, torch.autograd.functional and finite differences."""
 
 from __future__ import annotations
 
-import math
+import inspect
 
 import numpy as np
 import pytest
 import torch
-from reference import path_derivative, path_function, quadratic_case, slice_function
+from reference import (
+    BAD_OPTION_ERRORS,
+    atp_reference,
+    component_index,
+    graddrop_reference,
+    hook_gradients_reference,
+    path_derivative,
+    path_function,
+    qk_fixed_reference,
+    quadratic_case,
+    slice_function,
+    whole_hook_function,
+)
 
 import hvp_utils as hu
 from hvp_utils import components
@@ -70,12 +83,27 @@ def test_second_order_is_exact_for_a_quadratic_metric(tiny64, tiny_task):
         torch.testing.assert_close(estimate.values, truth.values[:n], atol=1e-9, rtol=1e-9)
 
 
-def test_joint_on_one_component_equals_diag(toy64, toy_task):
-    for comp in components(toy64, "mlp_out")[:2] + components(toy64, "head_out")[10:11]:
-        diag = hu.hvp_correction(toy64, toy_task, [comp], mode="diag")
-        joint = hu.hvp_correction(toy64, toy_task, [comp], mode="joint")
-        torch.testing.assert_close(joint.values, diag.values, atol=1e-9, rtol=1e-9)
-    joint = hu.hvp_correction(toy64, toy_task, components(toy64, "head_out"), mode="joint")
+def test_joint_hvp_matches_a_whole_hook_hessian_vector_product(toy64, toy_task):
+    """Every head of two layers: v = the whole delta of both hooks, and the joint second term
+    is <delta_c, (H v)_c> with H the Hessian in both hooks jointly (cross terms included,
+    within a hook and across the two)."""
+    comps = components(toy64, "head_out", layers=[1, 2])
+    joint = hu.hvp_correction(toy64, toy_task, comps, mode="joint")
+    hooks = sorted({c.hook for c in comps})
+    phi, zeros, v = whole_hook_function(toy64, toy_task, hooks)
+    _, h_v = torch.autograd.functional.hvp(phi, zeros, v)
+    expected = torch.tensor(
+        [
+            float((v[hooks.index(c.hook)] * h_v[hooks.index(c.hook)])[component_index(c, 4)].sum())
+            for c in comps
+        ],
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(joint.second, expected, rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(joint.first, hook_gradients_reference(toy64, toy_task, comps))
+    torch.testing.assert_close(joint.values, joint.first + expected / 2, rtol=1e-7, atol=1e-10)
+    diag = hu.hvp_correction(toy64, toy_task, comps, mode="diag").second
+    assert (joint.second - diag).abs().max() > 1e-3, "no cross terms: the test proves nothing"
     assert joint.cost["hvp"] == 1 and joint.cost["backward"] == 1
 
 
@@ -83,12 +111,13 @@ def test_hutchinson_mean_approaches_diag(toy64, toy_task):
     comps = components(toy64, "head_out", layers=[0, 1])
     diag = hu.hvp_correction(toy64, toy_task, comps, mode="diag").second
     errors = {}
-    for samples in (4, 64):
+    for n_probes in (4, 64):
         runs = [
-            hu.hvp_correction(toy64, toy_task, comps, mode="hutchinson", samples=samples, seed=s)
+            hu.hvp_correction(toy64, toy_task, comps, mode="hutchinson", n_probes=n_probes, seed=s)
             for s in range(3)
         ]
-        errors[samples] = np.mean([float((r.second - diag).abs().mean()) for r in runs])
+        errors[n_probes] = np.mean([float((r.second - diag).abs().mean()) for r in runs])
+        assert all(r.cost["hvp"] == n_probes for r in runs)
     joint = hu.hvp_correction(toy64, toy_task, comps, mode="joint").second
     assert errors[64] < errors[4] / 2.5  # variance ~ 1/S: error ~ 1/sqrt(S), 4x here
     assert errors[64] < float((joint - diag).abs().mean())
@@ -140,7 +169,7 @@ def test_quadrature_error_order(rule, method, toy64, curved):
 
 def test_joint_ig_interpolates_a_hook_together(toy64, toy_task):
     comps = components(toy64, "head_out", layers=[1])
-    joint = hu.integrated_gradients(toy64, toy_task, comps, steps=50, joint=True)
+    joint = hu.integrated_gradients(toy64, toy_task, comps, steps=50, mode="joint")
     # completeness: the per-component joint IG values add up to patching the whole hook
     whole = hu.activation_patching(
         toy64, toy_task, [Component("attn1", "custom", "blocks.1.attn.hook_z", 1, ())]
@@ -149,63 +178,47 @@ def test_joint_ig_interpolates_a_hook_together(toy64, toy_task):
     assert joint.cost["forward"] == 2 + 50 and joint.cost["backward"] == 50
 
 
-def pattern_after(model, tokens, layer: int, replace: tuple[str, torch.Tensor] | None = None):
-    """The attention pattern of ``layer`` on ``tokens``, optionally with one hook replaced."""
-    captured = {}
-    hooks = [(f"blocks.{layer}.attn.hook_pattern", lambda act, hook: captured.update(p=act))]
-    if replace is not None:
-        hooks.append((replace[0], lambda act, hook: replace[1]))
-    with torch.no_grad():
-        model.run_with_hooks(tokens, fwd_hooks=hooks)
-    return captured["p"]
-
-
 def test_atp_star_qk_fix_linearises_only_after_the_pattern(toy64, toy_task):
-    comps = components(toy64, "head_q", layers=[1])
+    comps = components(toy64, "head_q", layers=[1]) + components(toy64, "head_k", layers=[2])
     star = hu.atp_star(toy64, toy_task, comps, graddrop=False)
-    pattern_hook = "blocks.1.attn.hook_pattern"
-    base = pattern_after(toy64, toy_task.corrupted_tokens, 1)
-    for i, comp in enumerate(comps[:4]):
-        # reference: the head's exact new pattern, then the derivative along the pattern path
-        clean_q = toy64.run_with_cache(toy_task.clean_tokens, names_filter=comp.hook)[1][comp.hook]
-        corrupt_q = toy64.run_with_cache(toy_task.corrupted_tokens, names_filter=comp.hook)[1][
-            comp.hook
-        ]
-        head = dict(comp.select)[2]
-        patched_q = corrupt_q.clone()
-        patched_q[:, :, head] = clean_q[:, :, head]
-        change = pattern_after(toy64, toy_task.corrupted_tokens, 1, (comp.hook, patched_q)) - base
-
-        def g(t, change=change):
-            logits = toy64.run_with_hooks(
-                toy_task.corrupted_tokens,
-                fwd_hooks=[(pattern_hook, lambda act, hook: base + t * change)],
-            )
-            return toy_task.metric(logits)
-
-        assert float(star.values[i]) == pytest.approx(path_derivative(g, 0.0, 1), abs=1e-8)
+    for i in (0, 3, 8, 13):
+        reference = qk_fixed_reference(toy64, toy_task, comps[i])
+        assert float(star.values[i]) == pytest.approx(reference, abs=1e-8), comps[i].name
     plain = hu.atp(toy64, toy_task, comps)
-    assert (star.values - plain.values).abs().max() > 1e-3
+    assert (star.values - plain.values).abs().max() > 1e-3, "the QK fix changed nothing"
 
 
-def test_atp_star_equals_atp_away_from_queries_and_keys(toy64, toy_task):
-    comps = components(toy64, "head_out")
-    star = hu.atp_star(toy64, toy_task, comps, graddrop=False)
-    torch.testing.assert_close(star.values, hu.atp(toy64, toy_task, comps).values)
+def test_atp_star_on_attention_patterns_alone_and_mixed_with_queries(toy64, toy_task):
+    """head_pattern components keep plain AtP (the pattern is already after the softmax);
+    they used to fail with a KeyError on the pattern hook, alone or beside head_q."""
+    patterns = components(toy64, "head_pattern", layers=[1])[:4]
+    queries = components(toy64, "head_q", layers=[1])[:2]
+    plain = torch.tensor([atp_reference(toy64, toy_task, c) for c in patterns])
+    qk = torch.tensor([qk_fixed_reference(toy64, toy_task, c) for c in queries])
+    alone = hu.atp_star(toy64, toy_task, patterns, graddrop=False)
+    torch.testing.assert_close(alone.values, plain.double(), rtol=1e-7, atol=1e-9)
+    mixed = hu.atp_star(toy64, toy_task, patterns + queries, graddrop=False)
+    torch.testing.assert_close(mixed.values, torch.cat([plain, qk]).double(), rtol=1e-7, atol=1e-9)
+    dropped = hu.atp_star(toy64, toy_task, patterns)
+    expected = graddrop_reference(toy64, toy_task, patterns)
+    torch.testing.assert_close(dropped.graddrop, expected, rtol=1e-7, atol=1e-10)
+    mixed_dropped = hu.atp_star(toy64, toy_task, patterns + queries)
+    torch.testing.assert_close(mixed_dropped.graddrop[:4], expected, rtol=1e-7, atol=1e-10)
 
 
-def test_graddrop_closed_form_for_the_last_layer(toy64, toy_task):
-    comps = components(toy64, "head_out")
-    star = hu.atp_star(toy64, toy_task, comps, graddrop=True)
-    plain = hu.atp(toy64, toy_task, comps).values
+def test_graddrop_matches_plain_hooks_with_detached_layers(toy64, toy_task):
+    heads = components(toy64, "head_out")
+    comps = [heads[i] for i in (3, 12, 21, 30)]  # one head in each of the 4 layers
+    star = hu.atp_star(toy64, toy_task, comps)
+    expected = graddrop_reference(toy64, toy_task, comps)
+    plain = hook_gradients_reference(toy64, toy_task, comps)
+    torch.testing.assert_close(star.graddrop, expected, rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(star.qk_fixed, plain, rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(star.values, torch.sign(plain) * expected, rtol=1e-7, atol=1e-10)
     n_layers = toy64.cfg.n_layers
-    last = [i for i, c in enumerate(comps) if c.layer == n_layers - 1]
-    expected = n_layers / (n_layers - 1) * plain[last].abs()
-    torch.testing.assert_close(star.graddrop[last], expected)
-    earlier = [i for i, c in enumerate(comps) if c.layer == 0]
-    assert not torch.allclose(
-        star.graddrop[earlier], n_layers / (n_layers - 1) * plain[earlier].abs()
-    )
+    undropped = n_layers / (n_layers - 1) * plain.abs()
+    assert (expected[:2] - undropped[:2]).abs().min() > 1e-2, "dropping changed nothing"
+    assert star.cost["backward"] == n_layers  # the base run and one per later layer
 
 
 def test_compare_against_closed_forms():
@@ -224,12 +237,60 @@ def test_compare_against_closed_forms():
     assert row.topk_recall == 0.5  # top-2 by |AP|: c4, c2; by |est|: c4, c0
 
 
-def test_bad_modes_and_rules(toy64, toy_task):
+ESTIMATOR_FUNCTIONS = {
+    "ap": hu.activation_patching,
+    "atp": hu.atp,
+    "atp_star": hu.atp_star,
+    "hvp": hu.hvp_correction,
+    "multistep": hu.multistep_hvp,
+    "ig": hu.integrated_gradients,
+}
+#: One bad value per Literal option: (function, options, ValueError message without a checker).
+BAD_LITERALS = {
+    "hvp-mode": (hu.hvp_correction, {"mode": "full"}, "unknown mode"),
+    "ig-mode": (hu.integrated_gradients, {"mode": "jointly"}, "unknown mode"),
+    "multistep-rule": (hu.multistep_hvp, {"rule": "simpson"}, "unknown rule"),
+    "ig-rule": (hu.integrated_gradients, {"rule": "simpson"}, "unknown rule"),
+    **{
+        f"{name}-direction": (func, {"direction": "sideways"}, None)
+        for name, func in ESTIMATOR_FUNCTIONS.items()
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LITERALS))
+def test_a_bad_literal_option_is_refused(case, toy64, toy_task):
+    func, options, message = BAD_LITERALS[case]
     comps = components(toy64, "mlp_out")
-    with pytest.raises(ValueError, match="unknown mode"):
-        hu.hvp_correction(toy64, toy_task, comps, mode="full")
-    with pytest.raises(ValueError, match="unknown rule"):
-        hu.multistep_hvp(toy64, toy_task, comps, rule="simpson")
+    bad = next(iter(options.values()))
+    with pytest.raises(BAD_OPTION_ERRORS, match=bad):
+        func(toy64, toy_task, comps, **options)
+    if message is not None:  # and without a type checker, the estimator's own check
+        with pytest.raises(ValueError, match=message):
+            inspect.unwrap(func)(toy64, toy_task, comps, **options)
+
+
+def test_a_bad_direction_or_kind_is_refused_by_prepare_and_components(toy64, toy_task):
+    comps = components(toy64, "mlp_out")
+    with pytest.raises(BAD_OPTION_ERRORS, match="sideways"):
+        prepare(toy64, toy_task, comps, "sideways")
+    with pytest.raises(ValueError, match="unknown direction"):
+        inspect.unwrap(prepare)(toy64, toy_task, comps, "sideways")
+    with pytest.raises(BAD_OPTION_ERRORS, match="attention"):
+        components(toy64, "attention")
+    with pytest.raises(ValueError, match="unknown component kind"):
+        inspect.unwrap(components)(toy64, "attention")
+
+
+def test_bad_counts_and_empty_sets(toy64, toy_task):
+    comps = components(toy64, "mlp_out")
     with pytest.raises(ValueError, match="empty component set"):
         hu.hvp_correction(toy64, toy_task, [])
-    assert math.isfinite(float(hu.hvp_correction(toy64, toy_task, comps).values.sum()))
+    with pytest.raises(ValueError, match="n_probes"):
+        hu.hvp_correction(toy64, toy_task, comps, mode="hutchinson", n_probes=0)
+    with pytest.raises(ValueError, match="steps"):
+        hu.multistep_hvp(toy64, toy_task, comps, steps=0)
+    with pytest.raises(ValueError, match="steps"):
+        hu.integrated_gradients(toy64, toy_task, comps, steps=0)
+    with pytest.raises(TypeError):  # options are keyword-only
+        hu.hvp_correction(toy64, toy_task, comps, "joint")

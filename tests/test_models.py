@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import hvp_utils
+from hvp_utils.cli.train_toy import train
 from hvp_utils.core.ioi_text import (
     heldout_prompt_sources,
     ioi_vocab,
@@ -21,7 +22,7 @@ from hvp_utils.core.ioi_text import (
     sample_prompt,
     training_sentence,
 )
-from hvp_utils.core.toy_model import encode_batch, train
+from hvp_utils.core.toy_model import encode_batch
 
 
 def test_toy_model_loads_offline_in_seconds():

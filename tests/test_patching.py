@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from transformer_lens import patching
@@ -102,22 +104,28 @@ def test_neuron_patching_matches_transformer_lens(toy64, toy_task):
     torch.testing.assert_close(ours.values, reference.double() - base, atol=1e-5, rtol=0)
 
 
-def path_metric(model, task, comp, t: float) -> float:
-    """g_c(t) by a plain hook (independent of the engine): a <- a_r + t (a_c - a_r) on c."""
-    _, clean_cache = model.run_with_cache(task.clean_tokens, names_filter=comp.hook)
-    _, corrupt_cache = model.run_with_cache(task.corrupted_tokens, names_filter=comp.hook)
-    clean, corrupt = clean_cache[comp.hook], corrupt_cache[comp.hook]
-    index = [slice(None)] * clean.dim()
+def path_metric(model, task, comp, t: float, direction: str = "denoising") -> float:
+    """g_c(t) by a plain hook (independent of the engine): a <- a_b + t (a_s - a_b) on c, with
+    base b = corrupted and source s = clean when denoising (the reverse when noising)."""
+    base_tokens, source_tokens = (
+        (task.corrupted_tokens, task.clean_tokens)
+        if direction == "denoising"
+        else (task.clean_tokens, task.corrupted_tokens)
+    )
+    _, source_cache = model.run_with_cache(source_tokens, names_filter=comp.hook)
+    _, base_cache = model.run_with_cache(base_tokens, names_filter=comp.hook)
+    source, base = source_cache[comp.hook], base_cache[comp.hook]
+    index = [slice(None)] * source.dim()
     for axis, i in comp.select:
         index[axis] = i
     index = tuple(index)
 
     def hook(act, hook):
         act = act.clone()
-        act[index] = corrupt[index] + t * (clean[index] - corrupt[index])
+        act[index] = base[index] + t * (source[index] - base[index])
         return act
 
-    logits = model.run_with_hooks(task.corrupted_tokens, fwd_hooks=[(comp.hook, hook)])
+    logits = model.run_with_hooks(base_tokens, fwd_hooks=[(comp.hook, hook)])
     return task.metric(logits).item()
 
 
@@ -164,20 +172,74 @@ def test_atp_costs_one_backward(toy64, toy_task):
     assert ap.cost["forward"] == 2 + 32 and ap.cost["backward"] == 0
 
 
-def test_noising_direction_patches_corrupted_into_clean(toy64, toy_task):
-    comps = components(toy64, "mlp_out")
+def test_noising_direction_matches_transformer_lens(toy64, toy_task):
+    """Noising patches corrupted activations into the clean run: TransformerLens's patching
+    with the corrupted cache on clean tokens, and finite differences along that path."""
+    comps = components(toy64, "mlp_out") + components(toy64, "head_out", layers=[2])[:3]
     noising = activation_patching(toy64, toy_task, comps, direction="noising")
-    swapped = hvp_utils.PatchingTask(
-        toy_task.corrupted_tokens, toy_task.clean_tokens, toy_task.answer_tokens
+    _, corrupted_cache = toy64.run_with_cache(toy_task.corrupted_tokens)
+    reference = patching.generic_activation_patch(
+        toy64,
+        toy_task.clean_tokens,
+        corrupted_cache,
+        toy_task.metric,
+        whole_activation_setter,
+        "mlp_out",
+        index_axis_names=["layer"],
     )
-    denoising_of_swapped = activation_patching(toy64, swapped, comps)
-    torch.testing.assert_close(noising.values, denoising_of_swapped.values)
+    base = toy_task.metric(toy64(toy_task.clean_tokens)).item()
+    n_mlp = toy64.cfg.n_layers
+    torch.testing.assert_close(noising.values[:n_mlp], reference.double() - base, atol=1e-5, rtol=0)
+    for i, comp in enumerate(comps):
+        ap = path_metric(toy64, toy_task, comp, 1.0, "noising") - base
+        assert float(noising.values[i]) == pytest.approx(ap, abs=1e-9), comp.name
+    denoising = activation_patching(toy64, toy_task, comps)
+    assert (noising.values + denoising.values).abs().max() > 1e-3, "noising = -denoising"
+    slopes = atp(toy64, toy_task, comps, direction="noising")
+    step = 1e-4
+    for i, comp in enumerate(comps):
+        up, down = (path_metric(toy64, toy_task, comp, s, "noising") for s in (step, -step))
+        assert float(slopes.values[i]) == pytest.approx((up - down) / (2 * step), abs=1e-6)
 
 
 def test_result_frame(toy64, toy_task):
     result = atp(toy64, toy_task, components(toy64, "head_out"))
     frame = result.to_frame()
-    assert list(frame.columns[:4]) == ["component", "kind", "method", "value"]
+    assert list(frame.columns[:3]) == ["component", "kind", "method"]
+    assert {"key", "family", "value"} <= set(frame.columns)
     assert len(frame) == toy64.cfg.n_layers * toy64.cfg.n_heads
+    assert set(frame.method) == {"AtP"} and set(frame.kind) == {"head_out"}
     assert frame.attrs["cost"]["backward"] == 1
     assert result["L0H0"] == pytest.approx(frame.value.iloc[0])
+    assert list(frame.value) == result.values.tolist()
+
+
+def test_a_shared_context_gives_the_same_values_and_saves_its_passes(toy64, toy_task):
+    comps = components(toy64, "head_out", layers=[1, 2])
+    context = hvp_utils.prepare(toy64, toy_task, comps)
+    for estimator in (
+        atp,
+        partial(hvp_utils.hvp_correction, mode="diag"),
+        partial(hvp_utils.hvp_correction, mode="hutchinson", n_probes=3),
+        activation_patching,
+    ):
+        alone = estimator(toy64, toy_task, comps)
+        shared = estimator(toy64, toy_task, comps, context=context)
+        torch.testing.assert_close(shared.values, alone.values, rtol=1e-12, atol=1e-12)
+        assert shared.cost["forward"] == alone.cost["forward"] - 2
+        assert shared.key == alone.key
+    subset = atp(toy64, toy_task, comps[10:13], context=context)
+    torch.testing.assert_close(subset.values, atp(toy64, toy_task, comps[10:13]).values)
+
+
+def test_a_shared_context_that_does_not_fit_is_refused(toy64, toy_task):
+    heads = components(toy64, "head_out", layers=[1])
+    context = hvp_utils.prepare(toy64, toy_task, heads)
+    with pytest.raises(ValueError, match=r"lacks \['blocks.2.hook_mlp_out', 'residual stream"):
+        atp(toy64, toy_task, components(toy64, "mlp_out", layers=[2]), context=context)
+    with pytest.raises(ValueError, match="prepared for 'denoising', not 'noising'"):
+        activation_patching(toy64, toy_task, heads, direction="noising", context=context)
+    queries = components(toy64, "head_q", layers=[1])
+    without_patterns = hvp_utils.prepare(toy64, toy_task, queries)
+    with pytest.raises(ValueError, match="blocks.1.attn.hook_pattern"):
+        hvp_utils.atp_star(toy64, toy_task, queries, context=without_patterns)

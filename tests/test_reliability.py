@@ -6,12 +6,11 @@ import math
 
 import pytest
 import torch
-from reference import path_derivative, path_function, quadratic_case
+from reference import BAD_OPTION_ERRORS, path_derivative, path_function, quadratic_case
 
 import hvp_utils as hu
-from hvp_utils import components
+from hvp_utils import components, viz
 from hvp_utils.analysis.reliability import (
-    auroc,
     coverage_report,
     detector_report,
     error_bounds,
@@ -21,6 +20,7 @@ from hvp_utils.analysis.reliability import (
     sign_change,
     straddles,
 )
+from hvp_utils.core.metrics import auroc
 
 
 def t64(*values):
@@ -97,10 +97,10 @@ def quadratic(tiny64, tiny_task):
 
 def test_bounds_are_exact_on_a_quadratic_metric(tiny64, quadratic):
     task, comps, truth = quadratic
-    second = error_bounds(tiny64, task, comps, order=2, samples=2)
+    second = error_bounds(tiny64, task, comps, order=2, n_nodes=2)
     torch.testing.assert_close(second.values, truth.values, atol=1e-10, rtol=1e-10)
     assert second.radius.abs().max() < 1e-10  # g''' = 0: a zero-width interval
-    first = error_bounds(tiny64, task, comps, order=1, samples=3)
+    first = error_bounds(tiny64, task, comps, order=1, n_nodes=3)
     # g'' is constant, so Delta - g'(0) = g''/2 exactly: AP sits on the interval's edge
     edge = torch.where(first.second > 0, first.upper, first.lower)
     torch.testing.assert_close(edge, truth.values, atol=1e-10, rtol=1e-10)
@@ -115,15 +115,15 @@ def test_bounds_are_exact_on_a_quadratic_metric(tiny64, quadratic):
 def test_bounds_use_the_lagrange_factors(toy64, toy_task):
     comps = components(toy64, "mlp_out")[:2]
     for order, factor in ((1, 1 / 2), (2, 1 / 6)):
-        plain = error_bounds(toy64, toy_task, comps, order=order, samples=3, refine=False)
+        plain = error_bounds(toy64, toy_task, comps, order=order, n_nodes=3, refine=False)
         g = [path_function(toy64, toy_task, c) for c in comps]
         maxima = t64(
             *[max(abs(path_derivative(f, t, order + 1)) for t in (0.0, 0.5, 1.0)) for f in g]
         )
         torch.testing.assert_close(plain.radius, factor * maxima, rtol=1e-7, atol=1e-12)
-        refined = error_bounds(toy64, toy_task, comps, order=order, samples=3)
+        refined = error_bounds(toy64, toy_task, comps, order=order, n_nodes=3)
         assert (refined.radius >= plain.radius - 1e-15).all()
-    with pytest.raises(ValueError, match="order must be"):
+    with pytest.raises(BAD_OPTION_ERRORS):
         error_bounds(toy64, toy_task, comps, order=3)
 
 
@@ -134,7 +134,7 @@ def test_detector_and_coverage_on_the_embedded_model(toy64, toy_task):
     report = detector_report(scored, truth).iloc[0]
     assert 0 < report.positives < len(comps)
     assert report.auroc > 0.7, report
-    bounds = error_bounds(toy64, toy_task, comps, order=2, samples=3)
+    bounds = error_bounds(toy64, toy_task, comps, order=2, n_nodes=3)
     assert coverage_report(bounds, truth).iloc[0].coverage >= 0.95
 
 
@@ -147,7 +147,29 @@ def test_path_curves_static_figure_and_explorer(toy64, toy_task):
     for i, comp in enumerate(comps):
         assert end.loc[comp.name, "AP_t"] == pytest.approx(float(truth.values[i]), abs=1e-10)
         assert end.loc[comp.name, "taylor1"] == pytest.approx(float(first.values[i]), abs=1e-10)
-    fig = hu.static_path_figure(paths, ncols=3)
+    fig = viz.static_path_figure(paths, ncols=3)
     assert sum(ax.get_visible() for ax in fig.axes) == len(comps)
-    widget = hu.explore(paths)
+    widget = viz.explore(paths)
     assert widget.children[0].options == tuple(c.name for c in comps)
+
+
+def test_flag_reasons_closed_forms():
+    first, second = t64(1.0, 1.0, -2.0, 2.0), t64(-3.0, 0.2, 1.0, 0.1)
+    reasons = hu.flag_reasons(first, second, tau=0.3)
+    assert reasons["flag_score"].tolist() == [True, False, False, False]
+    assert reasons["flag_sign"].tolist() == [True, False, False, False]
+    assert not reasons["flag_threshold"].any()
+    lower, upper = first - 0.5, first + 0.5
+    near = hu.flag_reasons(first, second, tau=0.3, lower=lower, upper=upper, threshold=1.8)
+    assert near["flag_threshold"].tolist() == [False, False, True, True]
+    assert near["flags"].tolist() == [True, False, True, True]
+    with pytest.raises(ValueError, match="needs the interval"):
+        hu.flag_reasons(first, second, tau=0.3, threshold=1.0)
+
+
+def test_path_nodes_need_both_end_points():
+    from hvp_utils.analysis.reliability import path_nodes
+
+    assert path_nodes(3) == [0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="n_nodes"):
+        path_nodes(1)

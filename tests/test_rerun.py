@@ -64,7 +64,7 @@ def test_local_checkpoint_matches_the_hugging_face_model(tmp_path, family):
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), reference(tokens).logits, atol=1e-6, rtol=0)
     task = hvp_utils.ioi_dataset(model, n_prompts=4)
-    heads = hvp_utils.core.components(model, "head_out")
+    heads = hvp_utils.components(model, "head_out")
     assert torch.isfinite(hvp_utils.atp(model, task, heads).values).all()
 
 

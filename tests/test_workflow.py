@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference import BAD_OPTION_ERRORS
 
 import hvp_utils as hu
 from hvp_utils import components
@@ -20,8 +21,18 @@ def test_everything_flagged_and_patched_is_activation_patching(toy64, toy_task, 
     assert bool(result.flagged.all())
     truth = hu.activation_patching(toy64, toy_task, heads)
     torch.testing.assert_close(result.values, truth.values)
-    assert set(result.cost["stages"]) == {"screen", "flag", "fix"}
-    assert result.cost["forward"] == sum(s["forward"] for s in result.cost["stages"].values())
+    stages = result.cost["stages"]
+    assert set(stages) == {"screen_flag", "fix"}
+    assert result.cost["forward"] == sum(s["forward"] for s in stages.values())
+    # one Hutchinson pass screens and flags (no separate AtP run), in one prepared context
+    alone = hu.hvp_correction(toy64, toy_task, heads, mode="hutchinson", n_probes=8)
+    for passes in ("forward", "backward", "hvp"):
+        assert stages["screen_flag"][passes] == alone.cost[passes]
+    assert stages["fix"]["forward"] == truth.cost["forward"] - 2  # no second prepare
+    torch.testing.assert_close(result.screen, hu.atp(toy64, toy_task, heads).values)
+    assert (
+        result.key == "sff[tau=-1.0]" and result.method == "SFF (patch)" and result.family == "SFF"
+    )
 
 
 def test_nothing_fixed_is_atp(toy64, toy_task, heads):
@@ -48,5 +59,5 @@ def test_fix_replaces_only_flagged_components(toy64, toy_task, heads):
 
 
 def test_bad_fix_is_an_error(toy64, toy_task, heads):
-    with pytest.raises(ValueError, match="unknown fix"):
+    with pytest.raises(BAD_OPTION_ERRORS):
         screen_flag_fix(toy64, toy_task, heads, fix="magic")

@@ -1,104 +1,108 @@
 """Accuracy against compute: run many estimators on the same components, measure each against
 activation patching, and time them in the same process.
 
-Every estimator has the signature ``(model, task, comps)`` once its own options are bound with
-:func:`functools.partial`, and returns an :class:`~hvp_utils.core.results.Attribution`, so this
-module never special-cases a method.
+Estimators are :class:`~hvp_utils.estimators.registry.EstimatorSpec` objects from the registry
+(``estimator("ig", steps=4)``): each returns an :class:`~hvp_utils.core.results.Attribution`
+with a unique ``key``, a ``label`` and a ``family``, so this module never special-cases a
+method and never reads meaning out of a label.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from functools import partial
 
 import numpy as np
 import pandas as pd
 from transformer_lens import HookedTransformer
 
-from hvp_utils.estimators.atp_star import atp_star
 from hvp_utils.core.components import Component
-from hvp_utils.estimators.atp import atp
 from hvp_utils.core.metrics import compare
-from hvp_utils.estimators.patching import activation_patching
-from hvp_utils.estimators.quadrature import ERROR_ORDER, integrated_gradients, multistep_hvp
 from hvp_utils.core.results import Attribution
-from hvp_utils.estimators.second_order import hvp_correction
 from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.estimators import ERROR_ORDER, estimator
+from hvp_utils.estimators.registry import RUNTIME_OPTIONS, EstimatorSpec
 
-Estimator = Callable[[HookedTransformer, PatchingTask, list[Component]], Attribution]
-
-
-def estimator_family(method: str) -> str:
-    """Coarse family of a method label, for colouring plots."""
-    for prefix, family in (
-        ("AtP*", "AtP*"),
-        ("AtP", "AtP"),
-        ("HVP", "HVP (one point)"),
-        ("multistep", "multi-step HVP"),
-        ("IG joint", "IG (joint per hook)"),
-        ("IG", "IG (per component)"),
-        ("AP", "AP"),
-    ):
-        if method.startswith(prefix):
-            return family
-    return "other"
+#: Pass counts copied into each row of :func:`run_estimators`.
+PASS_COLUMNS = ("forward", "backward", "hvp")
 
 
-def default_estimators(quick: bool = False) -> list[Estimator]:
+def default_estimators(quick: bool = False) -> list[EstimatorSpec]:
     """The estimator grid of notebook 05 and ``make bench`` (``quick``: a smaller grid)."""
-    grid: list[Estimator] = [
-        atp,
-        atp_star,
-        partial(hvp_correction, mode="diag"),
-        partial(hvp_correction, mode="joint"),
-        partial(hvp_correction, mode="hutchinson", samples=16),
-        partial(multistep_hvp, steps=1, rule="radau"),
-        partial(multistep_hvp, steps=2, rule="radau"),
-        partial(multistep_hvp, steps=2, rule="taylor"),
-        partial(multistep_hvp, steps=1, rule="trapezoid"),
-        partial(integrated_gradients, steps=1),
-        partial(integrated_gradients, steps=2),
-        partial(integrated_gradients, steps=4),
-        partial(integrated_gradients, steps=1, rule="gauss"),
-        partial(integrated_gradients, steps=2, joint=True),
-        partial(integrated_gradients, steps=8, joint=True),
+    grid = [
+        estimator("atp"),
+        estimator("atp_star"),
+        estimator("hvp", mode="diag"),
+        estimator("hvp", mode="joint"),
+        estimator("hvp", mode="hutchinson", n_probes=16),
+        estimator("multistep", steps=1, rule="radau"),
+        estimator("multistep", steps=2, rule="radau"),
+        estimator("multistep", steps=2, rule="taylor"),
+        estimator("multistep", steps=1, rule="trapezoid"),
+        estimator("ig", steps=1),
+        estimator("ig", steps=2),
+        estimator("ig", steps=4),
+        estimator("ig", steps=1, rule="gauss"),
+        estimator("ig", steps=2, mode="joint"),
+        estimator("ig", steps=8, mode="joint"),
     ]
     if not quick:
         grid += [
-            partial(multistep_hvp, steps=4, rule="taylor"),
-            partial(multistep_hvp, steps=2, rule="trapezoid"),
-            partial(integrated_gradients, steps=8),
-            partial(integrated_gradients, steps=2, rule="gauss"),
+            estimator("multistep", steps=4, rule="taylor"),
+            estimator("multistep", steps=2, rule="trapezoid"),
+            estimator("ig", steps=8),
+            estimator("ig", steps=2, rule="gauss"),
         ]
     return grid
+
+
+def spec_columns(spec: EstimatorSpec) -> dict:
+    """The spec as table columns: ``key``, ``estimator`` (registry name), ``family`` and one
+    ``opt_<name>`` column per option (runtime options left out)."""
+    options = {f"opt_{k}": v for k, v in spec.settings.items() if k not in RUNTIME_OPTIONS}
+    return {"key": spec.key, "estimator": spec.name, "family": spec.family, **options}
 
 
 def run_estimators(
     model: HookedTransformer,
     task: PatchingTask,
     comps: list[Component],
-    estimators: list[Estimator] | None = None,
+    estimators: list[EstimatorSpec] | None = None,
+    *,
     truth: Attribution | None = None,
-    **labels,
+    **labels: object,
 ) -> tuple[pd.DataFrame, dict[str, Attribution]]:
-    """Run each estimator once; one row each with :func:`compare` metrics, pass counts, and
-    wall time as ratios to AtP and to AP (all measured here, in this process)."""
-    truth = truth or activation_patching(model, task, comps)
-    results = {"AP": truth}
-    for estimator in estimators or default_estimators():
-        result = estimator(model, task, comps)
-        results[result.method] = result
+    """Run each estimator once and measure it against activation patching.
+
+    Args:
+        model, task, comps: as for every estimator.
+        estimators: registry specs (default: :func:`default_estimators`); keys must differ.
+        truth: an AP result on ``comps`` (computed here when None, and timed here).
+        labels: constant columns added to every row (e.g. ``perturbation=..., kind=...``).
+
+    Returns:
+        ``(frame, results)``: one row per estimator (AP first) with the :func:`compare`
+        metrics, the spec columns of :func:`spec_columns`, pass counts, and wall time as
+        ratios to AtP (``x_AtP_time``, NaN without an AtP row) and to AP (``x_AP_time``), all
+        measured in this process; ``results`` maps each key to its :class:`Attribution`.
+    """
+    specs = [estimator("ap"), *(estimators or default_estimators())]
+    keys = [spec.key for spec in specs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(f"estimators {repeated} appear twice; give each its own options")
+    results = {"ap": truth if truth is not None else specs[0](model, task, comps)}
+    for spec in specs[1:]:
+        results[spec.key] = spec(model, task, comps)
+    truth = results["ap"]
     rows = []
-    for result in results.values():
+    for spec in specs:
+        result = results[spec.key]
         row = compare(result, truth).reset_index().iloc[0].to_dict()
-        row.update({k: result.cost[k] for k in ("forward", "backward", "hvp")})
-        rows.append(row)
+        row.update({k: result.cost[k] for k in PASS_COLUMNS})
+        rows.append({**spec_columns(spec), **row})
     frame = pd.DataFrame(rows)
-    frame["x_AtP_time"] = (
-        frame.seconds / results["AtP"].cost["seconds"] if "AtP" in results else np.nan
-    )
+    atp_key = estimator("atp").key
+    atp_seconds = results[atp_key].cost["seconds"] if atp_key in results else np.nan
+    frame["x_AtP_time"] = frame.seconds / atp_seconds
     frame["x_AP_time"] = frame.seconds / truth.cost["seconds"]
-    frame["family"] = frame.method.map(estimator_family)
     for key, value in labels.items():
         frame[key] = value
     return frame, results
@@ -113,20 +117,19 @@ def convergence(
     chunk_size: int | None = None,
 ) -> pd.DataFrame:
     """NMAE against AP of every quadrature rule at each K, with the derived error order."""
-    truth = truth or activation_patching(model, task, comps, chunk_size=chunk_size)
-    multi = partial(multistep_hvp, model, task, comps, chunk_size=chunk_size)
-    ig = partial(integrated_gradients, model, task, comps, chunk_size=chunk_size)
-    runs = {
-        "taylor": lambda k: multi(steps=k, rule="taylor"),
-        "trapezoid": lambda k: multi(steps=k, rule="trapezoid"),
-        "radau": lambda k: multi(steps=k, rule="radau"),
-        "midpoint": lambda k: ig(steps=k),
-        "gauss": lambda k: ig(steps=k, rule="gauss"),
+    if truth is None:
+        truth = estimator("ap")(model, task, comps, chunk_size=chunk_size)
+    rules = {
+        "taylor": estimator("multistep", rule="taylor"),
+        "trapezoid": estimator("multistep", rule="trapezoid"),
+        "radau": estimator("multistep", rule="radau"),
+        "midpoint": estimator("ig", rule="midpoint"),
+        "gauss": estimator("ig", rule="gauss"),
     }
     rows = []
-    for rule, run in runs.items():
+    for rule, spec in rules.items():
         for k in steps:
-            result = run(k)
+            result = spec.bind(steps=k)(model, task, comps, chunk_size=chunk_size)
             error = (result.values - truth.values).abs()
             rows.append(
                 {
@@ -161,4 +164,3 @@ def pareto_frontier(frame: pd.DataFrame) -> pd.DataFrame:
             best = r.nmae
             keep.append(index)
     return ordered.loc[keep]
-

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
+from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from hvp_utils.core.components import Component
 from hvp_utils.core.results import Attribution
 from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import DIRECTIONS, Direction, check_choice
 
 
 def component_index(comp: Component, ndim: int) -> tuple:
@@ -24,18 +26,38 @@ def component_index(comp: Component, ndim: int) -> tuple:
     return tuple(index)
 
 
-def endpoints(model: HookedTransformer, task: PatchingTask, comp: Component):
-    """Clean and corrupted activations at the component's hook."""
+def endpoints(
+    model: HookedTransformer, task: PatchingTask, comp: Component
+) -> tuple[Tensor, Tensor]:
+    """Clean and corrupted activations at the component's hook (full hook tensors)."""
     with torch.no_grad():
         _, clean = model.run_with_cache(task.clean_tokens, names_filter=comp.hook)
         _, corrupt = model.run_with_cache(task.corrupted_tokens, names_filter=comp.hook)
     return clean[comp.hook], corrupt[comp.hook]
 
 
-def slice_function(model: HookedTransformer, task: PatchingTask, comp: Component):
-    """``phi(x) = m(corrupted run with the component's slice set to x)``, with ``x_r``, ``x_c``."""
+def slice_function(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comp: Component,
+    direction: Direction = "denoising",
+):
+    """The metric as a function of the component's slice on the base run.
+
+    Args:
+        model, task, comp: the model, the task and one component.
+        direction: ``"denoising"`` (base: the corrupted run, source: the clean run) or
+            ``"noising"`` (base: clean, source: corrupted).
+
+    Returns:
+        ``(phi, x_r, x_c)``: ``phi(x) = m(base run with the slice set to x)``, the slice on
+        the base run ``x_r`` and on the source run ``x_c``.
+    """
+    check_choice(direction, DIRECTIONS, "direction")
     clean, corrupt = endpoints(model, task, comp)
     index = component_index(comp, clean.dim())
+    base_tokens = task.corrupted_tokens if direction == "denoising" else task.clean_tokens
+    base, source = (corrupt, clean) if direction == "denoising" else (clean, corrupt)
 
     def phi(x):
         def hook(act, hook):
@@ -43,15 +65,20 @@ def slice_function(model: HookedTransformer, task: PatchingTask, comp: Component
             act[index] = x
             return act
 
-        logits = model.run_with_hooks(task.corrupted_tokens, fwd_hooks=[(comp.hook, hook)])
+        logits = model.run_with_hooks(base_tokens, fwd_hooks=[(comp.hook, hook)])
         return task.metric(logits)
 
-    return phi, corrupt[index], clean[index]
+    return phi, base[index], source[index]
 
 
-def path_function(model: HookedTransformer, task: PatchingTask, comp: Component):
-    """``g(t) = phi(x_r + t (x_c - x_r))``, differentiable in ``t``."""
-    phi, x_r, x_c = slice_function(model, task, comp)
+def path_function(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comp: Component,
+    direction: Direction = "denoising",
+):
+    """``g(t) = phi(x_r + t (x_c - x_r))``, differentiable in ``t`` (see :func:`slice_function`)."""
+    phi, x_r, x_c = slice_function(model, task, comp, direction)
     return lambda t: phi(x_r + t * (x_c - x_r))
 
 
@@ -71,20 +98,22 @@ def check_second_order(
     estimate: Attribution,
     step: float = 1e-4,
     rtol: float = 1e-6,
+    direction: Direction = "denoising",
 ) -> pd.DataFrame:
     """Compare ``estimate.first``/``.second`` (g'(0), g''(0) from :func:`hvp_correction`) with
 
     - ``<delta, H delta>`` from ``torch.autograd.functional.hvp`` on the component's slice,
     - central finite differences of the gradient, ``(g'(h) - g'(-h)) / 2h``.
 
+    on each component's own patch path in ``direction`` (the estimate's direction).
     Raises ``AssertionError`` naming the first component that disagrees beyond ``rtol``.
     """
     rows = []
     for comp in comps:
         i = estimate.names.index(comp.name)
-        phi, x_r, x_c = slice_function(model, task, comp)
+        phi, x_r, x_c = slice_function(model, task, comp, direction)
         _, h_delta = torch.autograd.functional.hvp(phi, x_r, x_c - x_r)
-        g = path_function(model, task, comp)
+        g = path_function(model, task, comp, direction)
         rows.append(
             {
                 "component": comp.name,

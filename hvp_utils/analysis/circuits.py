@@ -19,12 +19,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
 
 from hvp_utils.core.components import Component, check_components, group_by_hook
+from hvp_utils.core.engine import progress, replicate_chunks, replicated_metric
 from hvp_utils.core.ioi_text import DATA_DIR
 from hvp_utils.core.metrics import auroc
 from hvp_utils.core.results import Attribution
-from hvp_utils.core.tasks import PatchingTask, check_finite
+from hvp_utils.core.tasks import PatchingTask
 
 PUBLISHED_HEADS_FILE = DATA_DIR / "ioi" / "gpt2_small_ioi_heads.csv"
 
@@ -105,11 +107,21 @@ def faithfulness(
     ranking: Attribution | list[Component],
     comps: list[Component],
     sizes: list[int] | None = None,
+    *,
+    chunk_size: int | None = None,
 ) -> pd.DataFrame:
     """``m(top-k kept, the rest of comps mean-ablated) / m(full model)`` on the clean prompts.
 
-    ``ranking``: an estimate (components ranked by |value|) or an explicit ordered list.
-    Every size runs as one replicate of a single batched forward pass.
+    Args:
+        model, task: the model and the task (its clean prompts and metric).
+        ranking: an estimate (components ranked by |value|) or an explicit ordered list.
+        comps: the components that are kept or ablated.
+        sizes: the circuit sizes ``k`` (default: about 16 sizes from 0 to ``len(comps)``).
+        chunk_size: sizes per forward pass (None: the engine's token budget).
+
+    Returns:
+        One row per size: ``size``, ``metric`` (of the ablated model) and ``faithfulness``.
+        Each size is one replicate of :func:`~hvp_utils.core.engine.replicated_metric`.
     """
     check_components(comps)
     order = _order(ranking, comps)
@@ -123,21 +135,18 @@ def faithfulness(
             kept[c.hook][r : r + 1] = torch.maximum(
                 kept[c.hook][r : r + 1], c.mask(means[c.hook].shape, means[c.hook].dtype)
             )
-    n = task.n_prompts
-
-    def ablate(act, hook):
-        act = act.view(len(sizes), n, *act.shape[1:])
-        mask = kept[hook.name].unsqueeze(1).to(act.device)
-        mean = means[hook.name].unsqueeze(0)
-        return (mean + mask * (act - mean)).view(len(sizes) * n, *act.shape[2:])
-
+    rows = task.clean_tokens.numel()
+    chunks = replicate_chunks([0] * len(sizes), rows, order=0, chunk_size=chunk_size)
     with torch.no_grad():
         full = task.metric(model(task.clean_tokens))
-        logits = model.run_with_hooks(
-            task.clean_tokens.repeat(len(sizes), 1), fwd_hooks=[(h, ablate) for h in hooks]
+        kept_metric = torch.cat(
+            [
+                replicated_metric(
+                    model, task, task.clean_tokens, len(chunk), _ablation(kept, means, chunk)
+                )
+                for chunk in progress(chunks, "faithfulness")
+            ]
         )
-        kept_metric = task.metric_per_prompt(logits).view(len(sizes), n).mean(1)
-    check_finite(kept_metric, "faithfulness metric")
     return pd.DataFrame(
         {
             "size": sizes,
@@ -145,6 +154,20 @@ def faithfulness(
             "faithfulness": (kept_metric / full).double().cpu().numpy(),
         }
     )
+
+
+def _ablation(kept: dict[str, Tensor], means: dict[str, Tensor], chunk: list[int]) -> list:
+    """Forward hooks that mean-ablate, in replicate ``r`` of the chunk, every entry outside
+    the kept mask of size ``chunk[r]``: ``act <- mean + kept * (act - mean)``."""
+
+    def ablate(act, hook):
+        replicates = len(chunk)
+        act = act.view(replicates, -1, *act.shape[1:])
+        mask = kept[hook.name][chunk].unsqueeze(1).to(act.device)
+        mean = means[hook.name].unsqueeze(0)
+        return (mean + mask * (act - mean)).view(-1, *act.shape[2:])
+
+    return [(hook, ablate) for hook in kept]
 
 
 def _order(ranking: Attribution | list[Component], comps: list[Component]) -> list[int]:
@@ -187,7 +210,7 @@ def head_roles(
         )
     rows = []
     for layer in range(model.cfg.n_layers):
-        pattern: Float[Tensor, "batch head q k"] = cache[f"blocks.{layer}.attn.hook_pattern"]
+        pattern: Float[Tensor, "batch head q k"] = cache[get_act_name("pattern", layer)]
         end = pattern[:, :, -1, :]
         at_s2 = pattern[rows_index, :, slots["S2"], :]
         for head in range(model.cfg.n_heads):
@@ -218,4 +241,3 @@ def _role(row: dict, min_attention: float) -> str:
     if row["S2->IO"] >= min_attention:
         return "IO gatherer at S2"
     return "other"
-

@@ -27,8 +27,8 @@ Local maps, per component kind:
 - ``neuron_pre`` -> ``hook_post`` of the same neuron (the activation function; for gated
   MLPs ``act(pre) * pre_linear`` with ``pre_linear`` kept);
 - ``head_pattern`` -> ``hook_z`` too, but ``z = pattern @ v`` is *linear* in the pattern
-  (which is already post-softmax), so ``phi'' = 0`` and ``E_local = 0`` exactly. DESIGN.md
-  lists the pattern among the softmax kinds; mathematically its local map has no curvature;
+  (which is already post-softmax), so ``phi'' = 0`` and ``E_local = 0`` exactly: the pattern
+  sits after the softmax, so its local map has no curvature;
 - ``head_out``, ``head_out_pos``, ``neuron``, ``mlp_out``, ``resid_pos`` and anything else:
   the identity, so ``AtP_out = AtP``, ``E_local = 0`` and ``second_local = 0`` exactly.
 
@@ -51,8 +51,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
 
-from hvp_utils.core.components import Component, check_components, group_by_hook
+from hvp_utils.core.components import Component, check_components, group_by_hook, query_heads
 from hvp_utils.core.engine import (
     PatchContext,
     component_inner_products,
@@ -63,14 +64,10 @@ from hvp_utils.core.engine import (
 )
 from hvp_utils.core.results import CostMeter
 from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import Direction
 
-#: Input hook suffix -> output hook suffix of the local map (kinds not listed: identity).
-LOCAL_MAPS = {
-    "head_q": "attn.hook_z",
-    "head_k": "attn.hook_z",
-    "head_pattern": "attn.hook_z",
-    "neuron_pre": "mlp.hook_post",
-}
+#: Component kind -> ``get_act_name`` of its local map's output (kinds not listed: identity).
+LOCAL_MAPS = {"head_q": "z", "head_k": "z", "head_pattern": "z", "neuron_pre": "post"}
 COLUMNS = (
     "component",
     "kind",
@@ -110,7 +107,7 @@ class OutputSlice(Component):
 def output_hook(comp: Component) -> str:
     """The hook holding the output ``o`` of the component's local map (its own for identity)."""
     suffix = LOCAL_MAPS.get(comp.kind)
-    return comp.hook if suffix is None else f"blocks.{comp.layer}.{suffix}"
+    return comp.hook if suffix is None else get_act_name(suffix, comp.layer)
 
 
 def output_slice(model: HookedTransformer, comp: Component) -> Component:
@@ -118,13 +115,12 @@ def output_slice(model: HookedTransformer, comp: Component) -> Component:
     query/key/pattern feeds (axis 2 of ``hook_z``), the neuron a pre-activation feeds."""
     if comp.kind not in LOCAL_MAPS:
         return comp
-    index = dict(comp.select)[2 if comp.kind in ("head_q", "head_k", "neuron_pre") else 1]
-    heads = (index,)
-    if comp.kind == "head_k":
-        n_kv = getattr(model.cfg, "n_key_value_heads", None) or model.cfg.n_heads
-        group = model.cfg.n_heads // n_kv
-        heads = tuple(range(index * group, (index + 1) * group))
-    return OutputSlice(comp.name, comp.kind, output_hook(comp), comp.layer, (), 2, heads)
+    index = dict(comp.select)[1 if comp.kind == "head_pattern" else 2]
+    if comp.kind == "neuron_pre":
+        indices = (index,)
+    else:
+        indices = tuple(query_heads(model.cfg, comp.kind, index))
+    return OutputSlice(comp.name, comp.kind, output_hook(comp), comp.layer, (), 2, indices)
 
 
 def _check_local_map(model: HookedTransformer, comps: list[Component]) -> None:
@@ -138,7 +134,13 @@ def _check_local_map(model: HookedTransformer, comps: list[Component]) -> None:
 
 
 def local_path_expansion(
-    model: HookedTransformer, ctx: PatchContext, in_hook: str, out_hook: str, meter: CostMeter
+    model: HookedTransformer,
+    ctx: PatchContext,
+    in_hook: str,
+    out_hook: str,
+    meter: CostMeter,
+    *,
+    layer: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """For the whole hook moved along ``a_r + s * delta`` (one partial forward of its layer),
     the output hook's ``o(1) - o(0)``, ``do/ds (0) = J_phi delta`` and
@@ -146,7 +148,7 @@ def local_path_expansion(
     delta = ctx.deltas[in_hook]
 
     def local_path(scale: Tensor) -> Tensor:
-        return local_output(model, ctx, in_hook, out_hook, scale)
+        return local_output(model, ctx, in_hook, out_hook, scale, layer=layer)
 
     zero, one = (torch.tensor(v, dtype=delta.dtype, device=delta.device) for v in (0.0, 1.0))
     first = lambda s: torch.func.jvp(local_path, (s,), (one,))[1]  # noqa: E731
@@ -164,10 +166,12 @@ def _with_deltas(ctx: PatchContext, hook: str, delta: Tensor) -> PatchContext:
 
 def _local_terms(model, task, ctx, comps, members, grads, meter) -> dict[str, Tensor]:
     """AtP_out, second_local and second_down of the components ``members`` of one input hook."""
-    in_hook = comps[members[0]].hook
+    first = comps[members[0]]
     outs = [output_slice(model, comps[i]) for i in members]
     out_hook = outs[0].hook
-    change, slope, curvature = local_path_expansion(model, ctx, in_hook, out_hook, meter)
+    change, slope, curvature = local_path_expansion(
+        model, ctx, first.hook, out_hook, meter, layer=first.layer
+    )
     field = {out_hook: grads[out_hook]}
     atp_out = component_inner_products(outs, field, _with_deltas(ctx, out_hook, change))[0]
     local = component_inner_products(outs, field, _with_deltas(ctx, out_hook, curvature))[0]
@@ -179,7 +183,8 @@ def diagnose(
     model: HookedTransformer,
     task: PatchingTask,
     comps: list[Component],
-    direction: str = "denoising",
+    *,
+    direction: Direction = "denoising",
 ) -> pd.DataFrame:
     """One row per component: ``AP``, ``AtP``, ``AtP_out``, ``E_down = AP - AtP_out``,
     ``E_local = AtP_out - AtP``, ``second_local = <grad D, phi''[delta, delta]>`` and

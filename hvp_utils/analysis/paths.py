@@ -7,8 +7,8 @@ so ``G(1)`` is AP) is drawn with
     second order  T2(t) = g'(0) t + g''(0) t^2 / 2      band  T2 -+ M3 t^3 / 6,
 
 the Lagrange remainders on ``[0, t]`` with ``M2 = max|g''|`` and ``M3 = max|g'''|`` estimated
-as in :mod:`hvp_utils.analysis.reliability` (at ``t = 1`` the bands are the error bounds of AtP and of
-the second-order estimate). :func:`path_curves` computes everything once;
+as in :mod:`hvp_utils.analysis.reliability` (at ``t = 1`` the bands are the error bounds of
+AtP and of the second-order estimate). :func:`path_curves` computes everything once;
 the explorer in :mod:`hvp_utils.viz.explorer` draws it.
 """
 
@@ -22,16 +22,16 @@ import torch
 from transformer_lens import HookedTransformer
 
 from hvp_utils.analysis.reliability import (
+    REASON_NAMES,
     derivative_maximum,
+    flag_reasons,
     path_nodes,
-    reliability_score,
-    sign_change,
-    straddles,
 )
 from hvp_utils.core.components import Component
-from hvp_utils.core.engine import path_derivatives, path_derivatives_at, prepare
+from hvp_utils.core.engine import PatchContext, context_for, path_derivatives, path_derivatives_at
 from hvp_utils.core.results import CostMeter
 from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import Direction
 
 
 @dataclass
@@ -45,11 +45,11 @@ class PathCurves:
     threshold: float | None
 
 
-def _path_values(model, task, comps, ts, ctx, meter) -> torch.Tensor:
+def _path_values(model, task, comps, ts, ctx, meter, chunk_size) -> torch.Tensor:
     """``g_c(t) - g_c(0)`` for every component and every ``t``: ``[len(ts), n]``."""
     stacked = [c for _ in ts for c in comps]
     t = torch.tensor([x for x in ts for _ in comps], dtype=torch.float64)
-    values = path_derivatives(model, task, stacked, t, 0, ctx, meter).g
+    values = path_derivatives(model, task, stacked, t, 0, ctx, meter, chunk_size).g
     return values.view(len(ts), len(comps)) - ctx.base_metric
 
 
@@ -59,13 +59,10 @@ def _summary(comps, pieces, tau, threshold) -> pd.DataFrame:
     m2, _ = derivative_maximum(pieces, 2, h)
     m3, _ = derivative_maximum(pieces, 3, h)
     first, second = start.d1, start.d2
-    score = reliability_score(first, second)
-    near = (
-        torch.zeros(len(comps), dtype=torch.bool)
-        if threshold is None
-        else straddles(first - m2 / 2, first + m2 / 2, threshold)
+    reasons = flag_reasons(
+        first, second, tau=tau, lower=first - m2 / 2, upper=first + m2 / 2, threshold=threshold
     )
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "component": [c.name for c in comps],
             "kind": [c.kind for c in comps],
@@ -74,31 +71,49 @@ def _summary(comps, pieces, tau, threshold) -> pd.DataFrame:
             "g2": second.numpy(),
             "M2": m2.numpy(),
             "M3": m3.numpy(),
-            "score": score.numpy(),
-            "flag_score": (score > tau).numpy(),
-            "flag_sign": sign_change(first, second).numpy(),
-            "flag_threshold": near.numpy(),
+            "score": reasons["scores"].numpy(),
         }
     )
+    for column in REASON_NAMES:
+        frame[column] = reasons[column].numpy()
+    return frame
 
 
 def path_curves(
     model: HookedTransformer,
     task: PatchingTask,
     comps: list[Component],
+    *,
     n_points: int = 11,
-    samples: int = 3,
+    n_nodes: int = 3,
     tau: float = 0.3,
     threshold: float | None = None,
-    direction: str = "denoising",
+    direction: Direction = "denoising",
+    chunk_size: int | None = None,
+    context: PatchContext | None = None,
 ) -> PathCurves:
-    """AP at ``n_points`` strengths on [0, 1] and the Taylor lines and bands of each component
-    (one order-0 sweep over all (component, t) and one order-3 sweep at ``samples`` nodes)."""
+    """AP at ``n_points`` strengths on [0, 1] and the Taylor lines and bands of each component.
+
+    Args:
+        model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
+        n_points: evenly spaced strengths ``t`` at which ``g(t) - g(0)`` is patched exactly.
+        n_nodes: nodes of the order-3 sweep that estimates ``M2`` and ``M3``.
+        tau, threshold: the flags, as in :func:`~hvp_utils.analysis.reliability.reliability`
+            (the threshold is tested against the order-1 band at ``t = 1``).
+        direction: ``"denoising"`` (default) or ``"noising"``.
+        chunk_size: replicates of the prompt batch per pass.
+        context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
+
+    Returns:
+        :class:`PathCurves` (one order-0 sweep over all (component, t), one order-3 sweep at
+        ``n_nodes`` nodes); ``summary.attrs["cost"]`` holds the cost.
+    """
     meter = CostMeter()
-    ctx = prepare(model, task, comps, direction, meter)
+    ctx = context_for(model, task, comps, direction, meter, context)
     ts = np.linspace(0.0, 1.0, n_points).tolist()
-    values = _path_values(model, task, comps, ts, ctx, meter)
-    pieces = path_derivatives_at(model, task, comps, path_nodes(samples), 3, ctx, meter)
+    values = _path_values(model, task, comps, ts, ctx, meter, chunk_size)
+    nodes = path_nodes(n_nodes)
+    pieces = path_derivatives_at(model, task, comps, nodes, 3, ctx, meter, chunk_size)
     summary = _summary(comps, pieces, tau, threshold)
     summary.insert(2, "AP", values[-1].numpy())
     rows = []

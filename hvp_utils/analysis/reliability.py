@@ -19,12 +19,13 @@ A component is *flagged* when any of three reasons holds (each kept as its own e
     order 1:  |Delta_c - g'(0)|              <= 1/2 max_[0,1] |g''|,
     order 2:  |Delta_c - g'(0) - g''(0)/2|   <= 1/6 max_[0,1] |g'''|.
 
-The maxima are estimated from the path derivatives at ``K`` evenly spaced nodes including
-both end points (``t_k = k/(K-1)``). A maximum read off samples alone is a *lower* estimate:
-it misses a peak between two nodes. The same sweep also knows, exactly, the mean of the
-derivative over every interval, because ``int_a^b g^(j+1) = g^(j)(b) - g^(j)(a)``. With
-``refine=True`` (default) each interval's maximum is that of the quadratic ``q`` matching
-``f = g^(j+1)`` at both nodes and its exact mean (with ``u = (t - a)/h``):
+The maxima are estimated from the path derivatives at ``K`` (``n_nodes``) evenly spaced
+nodes including both end points (``t_k = k/(K-1)``). A maximum read off the nodes alone is a
+*lower* estimate: it misses a peak between two nodes. The same sweep also knows, exactly,
+the mean of the derivative over every interval, because
+``int_a^b g^(j+1) = g^(j)(b) - g^(j)(a)``. With ``refine=True`` (default) each interval's
+maximum is that of the quadratic ``q`` matching ``f = g^(j+1)`` at both nodes and
+its exact mean (with ``u = (t - a)/h``):
 
     q(u) = f(a) + (f(b) - f(a)) u + c u (1 - u),   c = 6 (mean - (f(a) + f(b)) / 2),
 
@@ -36,6 +37,8 @@ Order 1 thus needs ``g'`` and ``g''`` at the nodes (second-order passes), order 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pandas as pd
 import torch
 from jaxtyping import Float
@@ -44,14 +47,16 @@ from transformer_lens import HookedTransformer
 
 from hvp_utils.core.components import Component
 from hvp_utils.core.engine import (
+    PatchContext,
     PathDerivatives,
+    context_for,
     path_derivatives,
     path_derivatives_at,
-    prepare,
 )
-from hvp_utils.core.metrics import _ranks, auroc  # noqa: F401 (auroc re-exported)
+from hvp_utils.core.metrics import auroc
 from hvp_utils.core.results import Attribution, CostMeter
 from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import Direction
 
 Vector = Float[Tensor, "n_components"]  # noqa: F821
 
@@ -106,6 +111,24 @@ def flag_reasons(
     return {"scores": scores, "flags": flags, **reasons}
 
 
+#: Each flag reason of :func:`flag_reasons` and its short name for people.
+REASON_NAMES = {"flag_score": "r>tau", "flag_sign": "sign", "flag_threshold": "threshold"}
+
+
+def reasons_text(row) -> str:
+    """``"flagged: r>tau, sign"`` from a row (or mapping) holding the flag reason columns of
+    :func:`flag_reasons`; ``"ok"`` when none holds."""
+    on = [short for column, short in REASON_NAMES.items() if bool(row[column])]
+    return "flagged: " + ", ".join(on) if on else "ok"
+
+
+def path_nodes(n_nodes: int) -> list[float]:
+    """``K = n_nodes`` evenly spaced nodes ``t_k = k / (K - 1)`` on [0, 1], ends included."""
+    if n_nodes < 2:
+        raise ValueError(f"n_nodes must be at least 2 (both end points of the path), got {n_nodes}")
+    return [k / (n_nodes - 1) for k in range(n_nodes)]
+
+
 def interval_maximum(
     f: Float[Tensor, "nodes n_components"],
     integrals: Float[Tensor, "intervals n_components"],
@@ -120,13 +143,6 @@ def interval_maximum(
     q_vertex = f_a + (f_b - f_a) * vertex + c * vertex * (1 - vertex)
     interior = torch.where(c == 0, f_a.abs(), q_vertex.abs()).amax(0)
     return torch.maximum(interior, f.abs().amax(0))
-
-
-def path_nodes(samples: int) -> list[float]:
-    """``K`` evenly spaced nodes on [0, 1], both end points included."""
-    if samples < 2:
-        raise ValueError("samples must be at least 2 (both end points of the path)")
-    return [k / (samples - 1) for k in range(samples)]
 
 
 def derivative_maximum(
@@ -163,34 +179,49 @@ def error_bounds(
     model: HookedTransformer,
     task: PatchingTask,
     comps: list[Component],
-    order: int = 2,
-    samples: int = 3,
+    *,
+    order: Literal[1, 2] = 2,
+    n_nodes: int = 3,
     refine: bool = True,
-    direction: str = "denoising",
+    direction: Direction = "denoising",
     chunk_size: int | None = None,
+    context: PatchContext | None = None,
 ) -> Attribution:
-    """Taylor estimate of order 1 (``g'(0)``) or 2 (``g'(0) + g''(0)/2``) with its Lagrange
-    interval ``values -+ radius``, ``radius = max|g''|/2`` or ``max|g'''|/6`` estimated from
-    ``samples`` nodes on [0, 1] (module docstring).
+    """Taylor estimate of order 1 or 2 with its Lagrange error interval.
 
-    ``extras``: ``lower``, ``upper``, ``radius``, ``max_derivative`` (the maximum used),
-    ``max_sampled`` (the plain node maximum), ``first`` = g'(0), ``second`` = g''(0). With
-    ``order=2`` the same sweep also gives the order-1 interval: ``lower1``, ``upper1``.
+    ``values = g'(0)`` (order 1) or ``g'(0) + g''(0)/2`` (order 2), and the interval
+    ``values -+ radius`` with ``radius = max|g''| / 2`` or ``max|g'''| / 6`` on [0, 1],
+    the maxima estimated from ``n_nodes`` evenly spaced nodes (module docstring).
+
+    Args:
+        model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
+        order: 1 (the interval of AtP) or 2 (of the second-order estimate).
+        n_nodes: nodes ``K >= 2`` on [0, 1]; each costs one pass of order ``order + 1``.
+        refine: bound each interval's maximum with the quadratic through its node values and
+            exact mean (True), or take the node maximum only (False).
+        direction: ``"denoising"`` (default) or ``"noising"``.
+        chunk_size: replicates of the prompt batch per pass; the values do not depend on it.
+        context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
+
+    Returns:
+        :class:`Attribution`; ``extras``: ``lower``, ``upper``, ``radius``,
+        ``max_derivative`` (the maximum used), ``max_sampled`` (the node maximum),
+        ``first`` = g'(0), ``second`` = g''(0); with ``order=2`` also the order-1 interval
+        ``lower1``, ``upper1`` from the same sweep.
     """
     if order not in (1, 2):
-        raise ValueError("order must be 1 or 2")
+        raise ValueError(f"order must be 1 or 2, got {order!r}")
     meter = CostMeter()
-    ctx = prepare(model, task, comps, direction, meter)
-    pieces = path_derivatives_at(
-        model, task, comps, path_nodes(samples), order + 1, ctx, meter, chunk_size
-    )
+    ctx = context_for(model, task, comps, direction, meter, context)
+    nodes = path_nodes(n_nodes)
+    pieces = path_derivatives_at(model, task, comps, nodes, order + 1, ctx, meter, chunk_size)
     parts = _bounds(pieces, order, refine)
     values, radius = parts.pop("values"), parts["radius"]
     if order == 2:
         order1 = _bounds(pieces, 1, refine)
         parts["lower1"] = order1["values"] - order1["radius"]
         parts["upper1"] = order1["values"] + order1["radius"]
-    method = f"bounds order {order} K={samples}"
+    method = f"bounds order {order} K={n_nodes}"
     return Attribution.build(
         values, comps, method, meter, lower=values - radius, upper=values + radius, **parts
     )
@@ -200,66 +231,63 @@ def reliability(
     model: HookedTransformer,
     task: PatchingTask,
     comps: list[Component],
+    *,
     tau: float = 0.3,
     threshold: float | None = None,
     eps: float = 1e-12,
-    bound_order: int = 1,
-    samples: int = 3,
+    bound_order: Literal[1, 2] = 1,
+    n_nodes: int = 3,
     bounds: Attribution | None = None,
-    direction: str = "denoising",
+    direction: Direction = "denoising",
     chunk_size: int | None = None,
+    context: PatchContext | None = None,
 ) -> Attribution:
-    """AtP estimates (``values``) with the reliability score and flags of the module docstring.
+    """AtP estimates with the reliability score ``r_c`` and the flags of :func:`flag_reasons`.
 
-    ``extras``: ``scores`` (r_c), ``flags`` (bool, any reason), ``flag_score``, ``flag_sign``,
-    ``flag_threshold`` (all False when ``threshold`` is None), ``first`` = g'(0),
-    ``second`` = g''(0), and with a ``threshold`` the ``lower``/``upper`` interval used.
-    Without a threshold the cost is one second-order pass per component; with one,
-    ``samples`` passes of order ``bound_order + 1`` for the interval of order ``bound_order``.
-    ``bounds`` (an :func:`error_bounds` result on the same components) supplies g'(0),
-    g''(0) and the interval instead, at no further cost.
+    Args:
+        model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
+        tau: flag components whose score ``r_c`` exceeds it.
+        threshold: the circuit selection threshold on ``|effect|``; with one, also flag the
+            components whose error interval straddles it (None: no such flag).
+        eps: added to the score's denominator.
+        bound_order: order of the interval used with a ``threshold`` (1: AtP's own).
+        n_nodes: nodes of that interval (see :func:`error_bounds`).
+        bounds: an :func:`error_bounds` result on the same components; it supplies g'(0),
+            g''(0) and the interval at no further cost.
+        direction, chunk_size, context: as for :func:`error_bounds`.
+
+    Returns:
+        :class:`Attribution` with ``values = g'(0)`` (AtP); ``extras``: ``scores``,
+        ``flags`` (any reason), ``flag_score``, ``flag_sign``, ``flag_threshold``,
+        ``first``, ``second`` and, with a ``threshold``, the ``lower``/``upper`` used.
+        Without a threshold the cost is one second-order pass per component; with one,
+        ``n_nodes`` passes of order ``bound_order + 1``.
     """
     meter = CostMeter()
     if bounds is not None:
         first, second, lower, upper = bounds.first, bounds.second, bounds.lower, bounds.upper
     else:
+        ctx = context_for(model, task, comps, direction, meter, context)
         first, second, lower, upper = _derivatives_and_interval(
-            model, task, comps, threshold, bound_order, samples, direction, chunk_size, meter
+            model, task, comps, ctx, threshold, bound_order, n_nodes, chunk_size, meter
         )
+    reasons = flag_reasons(
+        first, second, tau=tau, lower=lower, upper=upper, threshold=threshold, eps=eps
+    )
     extras = {} if threshold is None else {"lower": lower, "upper": upper}
-    scores = reliability_score(first, second, eps)
-    near = torch.zeros(len(comps), dtype=torch.bool)
-    if threshold is not None:
-        near = straddles(lower, upper, threshold)
-    reasons = {
-        "flag_score": scores > tau,
-        "flag_sign": sign_change(first, second),
-        "flag_threshold": near,
-    }
-    flags = reasons["flag_score"] | reasons["flag_sign"] | reasons["flag_threshold"]
     return Attribution.build(
-        first,
-        comps,
-        "reliability",
-        meter,
-        scores=scores,
-        flags=flags,
-        first=first,
-        second=second,
-        **reasons,
-        **extras,
+        first, comps, "reliability", meter, first=first, second=second, **reasons, **extras
     )
 
 
 def _derivatives_and_interval(
-    model, task, comps, threshold, bound_order, samples, direction, chunk_size, meter
+    model, task, comps, ctx, threshold, bound_order, n_nodes, chunk_size, meter
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     """g'(0), g''(0) and (with a threshold) the interval of order ``bound_order``."""
-    ctx = prepare(model, task, comps, direction, meter)
     if threshold is None:
         start = path_derivatives(model, task, comps, 0.0, 2, ctx, meter, chunk_size)
         return start.d1, start.d2, None, None
-    nodes = path_nodes(samples)
+    nodes = path_nodes(n_nodes)
     pieces = path_derivatives_at(model, task, comps, nodes, bound_order + 1, ctx, meter, chunk_size)
     parts = _bounds(pieces, bound_order, refine=True)
     lower, upper = parts["values"] - parts["radius"], parts["values"] + parts["radius"]

@@ -1,18 +1,20 @@
 """Screen-Flag-Fix: spend exact or second-order compute only where first order is unreliable.
 
-1. **Screen** every component with AtP: ``g_c'(0)`` from one backward pass.
-2. **Flag** with curvature whose cost does not grow with the number of components: a
-   Hutchinson estimate of every ``g_c''(0)`` from ``S`` random-sign Hessian-vector products
-   (one replicated pass). A component is flagged when its reliability score
-   ``r_c = |g''/2| / (|g'| + |g''/2|)`` exceeds ``tau``, when first and second order disagree
-   in sign, or when its interval ``g' +- margin * |g''|/2`` straddles the selection threshold
-   (default: ``fraction`` of the largest |AtP|), so that it could fall on either side of the
-   circuit's cut. ``margin`` widens the interval because ``g''`` varies along the path.
-3. **Fix** only the flagged ones (at most ``budget``, largest ``|g''|/2`` first) with exact
+1. **Screen and flag** in one replicated pass: its base replicate gives AtP, ``g_c'(0)``, for
+   every component, and ``S`` random-sign Hessian-vector products beside it give a
+   Hutchinson estimate of every ``g_c''(0)``, at a cost that does not grow with the number
+   of components. A component is flagged (:func:`~hvp_utils.analysis.reliability.flag_reasons`)
+   when its reliability score ``r_c = |g''/2| / (|g'| + |g''/2|)`` exceeds ``tau``, when
+   first and second order disagree in sign, or when its interval
+   ``g' -+ margin * |g''| / 2`` straddles the selection threshold (default: ``fraction`` of
+   the largest |AtP|), so that it could fall on either side of the circuit's cut.
+   ``margin`` widens the interval because ``g''`` varies along the path.
+2. **Fix** only the flagged ones (at most ``budget``, largest ``|g''|/2`` first) with exact
    activation patching (``fix="patch"``), the per-component HVP correction (``"hvp"``) or
-   the order-4 Hermite-Radau multi-step rule (``"multistep"``).
+   the order-4 Hermite-Radau multi-step rule (``"multistep"``), in the same prepared
+   context as the screen.
 
-The result's ``cost`` adds up all three stages and keeps each one under ``cost["stages"]``.
+The result's ``cost`` adds up both stages and keeps each one under ``cost["stages"]``.
 """
 
 from __future__ import annotations
@@ -22,73 +24,108 @@ from functools import partial
 import torch
 from transformer_lens import HookedTransformer
 
+from hvp_utils.analysis.reliability import flag_reasons
 from hvp_utils.core.components import Component, check_components
-from hvp_utils.estimators.atp import atp
+from hvp_utils.core.engine import PatchContext, context_for
+from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import FIXES, Direction, Fix, check_choice
 from hvp_utils.estimators.patching import activation_patching
 from hvp_utils.estimators.quadrature import multistep_hvp
-from hvp_utils.analysis.reliability import reliability_score, sign_change, straddles
-from hvp_utils.core.results import Attribution
+from hvp_utils.estimators.registry import describe, register
 from hvp_utils.estimators.second_order import hvp_correction
-from hvp_utils.core.tasks import PatchingTask
 
-FIXES = {
+FIX_ESTIMATORS = {
     "patch": activation_patching,
     "hvp": partial(hvp_correction, mode="diag"),
     "multistep": partial(multistep_hvp, steps=1, rule="radau"),
 }
+STAGES = ("screen_flag", "fix")
 
 
 def screen_flag_fix(
     model: HookedTransformer,
     task: PatchingTask,
     comps: list[Component],
-    fix: str = "patch",
+    *,
+    fix: Fix = "patch",
     budget: int | float | None = None,
     tau: float = 0.3,
     threshold: float | None = None,
     fraction: float = 0.1,
     margin: float = 2.0,
-    samples: int = 8,
+    n_probes: int = 8,
     seed: int = 0,
-    direction: str = "denoising",
+    direction: Direction = "denoising",
     chunk_size: int | None = None,
+    context: PatchContext | None = None,
 ) -> Attribution:
     """AtP everywhere, corrected on the flagged components only (see the module docstring).
 
-    ``budget``: the most components fixed, as a count or a fraction of ``comps``.
-    Extras: ``flagged`` (bool), ``scores``, ``screen`` (AtP), ``curvature`` (Hutchinson g'').
+    Args:
+        model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
+        fix: ``"patch"``, ``"hvp"`` or ``"multistep"``: what replaces AtP where flagged.
+        budget: the most components fixed, as a count or a fraction (< 1) of ``comps``.
+        tau: flag components whose reliability score exceeds it.
+        threshold: the circuit's cut on ``|effect|`` (None: ``fraction`` of the largest |AtP|).
+        fraction: see ``threshold``.
+        margin: the interval ``g' -+ margin * |g''| / 2`` tested against the threshold.
+        n_probes: Hutchinson probes ``S`` of the flag stage; ``seed`` seeds their signs.
+        direction: ``"denoising"`` (default) or ``"noising"``.
+        chunk_size: replicates of the prompt batch per pass.
+        context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
+
+    Returns:
+        :class:`Attribution` with AtP where not fixed and the fix elsewhere; ``extras``:
+        ``flagged`` (bool: fixed), ``scores``, ``screen`` (AtP), ``curvature``
+        (Hutchinson g''); ``cost["stages"]`` holds ``screen_flag`` and ``fix``.
     """
-    if fix not in FIXES:
-        raise ValueError(f"unknown fix {fix!r}; use one of {sorted(FIXES)}")
+    check_choice(fix, FIXES, "fix")
     comps = check_components(comps)
-    screen = atp(model, task, comps, direction=direction)
-    flag = hvp_correction(
-        model, task, comps, mode="hutchinson", samples=samples, seed=seed, direction=direction
+    meter = CostMeter()
+    ctx = context_for(model, task, comps, direction, meter, context)
+    screen = hvp_correction(
+        model,
+        task,
+        comps,
+        mode="hutchinson",
+        n_probes=n_probes,
+        seed=seed,
+        direction=direction,
+        chunk_size=chunk_size,
+        context=ctx,
     )
-    first, second = screen.values, flag.second
-    scores = reliability_score(first, second)
+    stages = {"screen_flag": _merged(meter.as_dict(), screen.cost)}
+    first, second = screen.first, screen.second
     cut = fraction * float(first.abs().max()) if threshold is None else threshold
     spread = margin * second.abs() / 2
-    flagged = (
-        (scores > tau) | sign_change(first, second) | straddles(first - spread, first + spread, cut)
+    reasons = flag_reasons(
+        first, second, tau=tau, lower=first - spread, upper=first + spread, threshold=cut
     )
-    chosen = _within_budget(flagged, second.abs(), budget, len(comps))
-    values, stages = first.clone(), {"screen": screen.cost, "flag": flag.cost}
+    chosen = _within_budget(reasons["flags"], second.abs(), budget, len(comps))
+    values = first.clone()
     if chosen:
+        fixer = FIX_ESTIMATORS[fix]
         subset = [comps[i] for i in chosen]
-        fixed = FIXES[fix](model, task, subset, direction=direction, chunk_size=chunk_size)
+        fixed = fixer(model, task, subset, direction=direction, chunk_size=chunk_size, context=ctx)
         values[chosen] = fixed.values
         stages["fix"] = fixed.cost
     selected = torch.zeros(len(comps), dtype=torch.bool)
     selected[chosen] = True
-    return Attribution(
-        values=values,
-        names=[c.name for c in comps],
-        method=f"SFF ({fix})",
-        cost=_total_cost(stages),
-        kinds=[c.kind for c in comps],
-        extras={"flagged": selected, "scores": scores, "screen": first, "curvature": second},
+    options = {"fix": fix, "tau": tau, "n_probes": n_probes, "seed": seed, "direction": direction}
+    options |= {"budget": budget, "threshold": threshold, "fraction": fraction, "margin": margin}
+    result = Attribution.build(
+        values,
+        comps,
+        describe("sff", **options),
+        CostMeter(),
+        flagged=selected,
+        scores=reasons["scores"],
+        screen=first,
+        curvature=second,
     )
+    result.cost = _total_cost(stages)
+    return result
 
 
 def _within_budget(flagged, priority, budget, n) -> list[int]:
@@ -100,8 +137,16 @@ def _within_budget(flagged, priority, budget, n) -> list[int]:
     return sorted(order[:limit])
 
 
-def _total_cost(stages: dict[str, dict]) -> dict:
+def _merged(*costs: dict) -> dict:
+    """Pass counts and seconds of several cost dicts added up."""
     keys = ("seconds", "forward", "backward", "hvp", "third_order")
-    total = {k: sum(stage.get(k, 0) for stage in stages.values()) for k in keys}
+    return {k: sum(cost.get(k, 0) for cost in costs) for k in keys}
+
+
+def _total_cost(stages: dict[str, dict]) -> dict:
+    total = _merged(*stages.values())
     total["stages"] = {name: dict(cost) for name, cost in stages.items()}
     return total
+
+
+register("sff", screen_flag_fix, lambda o: f"SFF ({o['fix']})", "SFF")

@@ -54,13 +54,13 @@ MEMORY_SUBSET = 64
 CLEAR_SHARE = 0.05
 PRECISIONS = ("float32", "bfloat16", "float16")
 
-Estimator = Callable[[HookedTransformer, hu.PatchingTask, list], hu.Attribution]
-ESTIMATORS: dict[str, Estimator] = {
-    "AP": lambda m, t, c: hu.activation_patching(m, t, c),
-    "AtP": lambda m, t, c: hu.atp(m, t, c),
-    "HVP diag": lambda m, t, c: hu.hvp_correction(m, t, c, mode="diag"),
-    "HVP joint": lambda m, t, c: hu.hvp_correction(m, t, c, mode="joint"),
-}
+#: The estimators whose cost is measured against model size.
+MEASURED = (
+    hu.estimator("ap"),
+    hu.estimator("atp"),
+    hu.estimator("hvp", mode="diag"),
+    hu.estimator("hvp", mode="joint"),
+)
 
 
 def random_model(d_model: int, n_layers: int, dtype: torch.dtype = torch.float32):
@@ -111,7 +111,7 @@ def peak_tensor_bytes(fn: Callable[[], object]) -> int:
     return peak
 
 
-def measure(model: HookedTransformer, name: str, estimator: Estimator) -> dict:
+def measure(model: HookedTransformer, estimator: hu.EstimatorSpec) -> dict:
     """Seconds, pass counts and peak tensor memory of one estimator on ``model``."""
     task = hu.ioi_dataset(model, n_prompts=N_PROMPTS, perturbation="name_swap", seed=0)
     comps = scaled_components(model)
@@ -120,7 +120,7 @@ def measure(model: HookedTransformer, name: str, estimator: Estimator) -> dict:
     peak = peak_tensor_bytes(lambda: estimator(model, task, subset))
     cost = result.cost
     return {
-        "estimator": name,
+        "estimator": estimator.label,
         "components": len(comps),
         "seconds": cost["seconds"],
         "forward": cost["forward"],
@@ -136,10 +136,13 @@ def cost_table(quick: bool = False) -> pd.DataFrame:
     for d_model, n_layers in model_grid(quick):
         model = random_model(d_model, n_layers)
         n_params = sum(p.numel() for p in model.parameters())
-        for name, estimator in ESTIMATORS.items():
-            row = measure(model, name, estimator)
+        for estimator in MEASURED:
+            row = measure(model, estimator)
             rows.append({"d_model": d_model, "n_layers": n_layers, "params": n_params, **row})
-            print(f"{d_model:4d} x {n_layers}  {name:9s}  {row['seconds']:.3f} s", flush=True)
+            print(
+                f"{d_model:4d} x {n_layers}  {estimator.label:9s}  {row['seconds']:.3f} s",
+                flush=True,
+            )
     return pd.DataFrame(rows)
 
 

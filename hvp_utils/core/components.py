@@ -18,21 +18,35 @@ against the activation, selects it:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
 
-from hvp_utils.core.types import KINDS, Kind
+from hvp_utils.core.types import KINDS, Kind, check_choice
 
+#: Per kind: the activation name for ``get_act_name``, the name suffix, and the axes of the
+#: component's (head or neuron, position) indices in that activation.
+_HEAD_KINDS = {"head_out": ("z", ""), "head_q": ("q", ".q"), "head_k": ("k", ".k")}
+_NEURON_KINDS = {"neuron": ("post", ""), "neuron_pre": ("pre", ".pre")}
 
 
 @dataclass(frozen=True)
 class Component:
     """A slice of one hook's activation: ``act[:, ...][select]`` with ``select`` as
-    ((axis, index), ...) on the activation's axes (axis 0 is the batch)."""
+    ((axis, index), ...) on the activation's axes (axis 0 is the batch).
+
+    Attributes:
+        name: unique display name (``L3H2``, ``MLP1``, ...).
+        kind: one of :data:`~hvp_utils.core.types.KINDS`, or any label for a custom slice.
+        hook: the TransformerLens hook whose activation holds the slice.
+        layer: the block the hook belongs to (the engine starts its passes there).
+        select: the fixed ``(axis, index)`` pairs.
+    """
 
     name: str
     kind: str
@@ -41,7 +55,16 @@ class Component:
     select: tuple[tuple[int, int], ...]
 
     def mask(self, act_shape: tuple[int, ...], dtype=torch.float32, device=None) -> Tensor:
-        """0/1 tensor broadcastable to ``act_shape`` (batch axis of size 1)."""
+        """The 0/1 indicator of the component in an activation of shape ``act_shape``.
+
+        Args:
+            act_shape: the activation's shape (batch first).
+            dtype, device: of the mask.
+
+        Returns:
+            ``mask`` broadcastable to ``act_shape`` (size 1 on every axis not in ``select``)
+            with ``mask[index] = 1`` exactly at the selected indices.
+        """
         shape = [1] * len(act_shape)
         for axis, _ in self.select:
             shape[axis] = act_shape[axis]
@@ -53,7 +76,14 @@ class Component:
         return mask
 
     def take(self, act: Float[Tensor, "batch ..."]) -> Tensor:
-        """The component's entries of ``act`` (batch axis kept)."""
+        """The component's entries of an activation.
+
+        Args:
+            act: an activation at :attr:`hook` (or anything shaped like it), batch first.
+
+        Returns:
+            ``act[select]``: the selected axes indexed away, every other axis kept.
+        """
         index: list = [slice(None)] * act.dim()
         for axis, i in self.select:
             index[axis] = i
@@ -61,23 +91,51 @@ class Component:
 
 
 def n_kv_heads(cfg) -> int:
-    """Key/value heads per layer: ``n_key_value_heads`` under grouped-query attention, else
-    ``n_heads``."""
+    """Key/value heads per layer.
+
+    Args:
+        cfg: a ``HookedTransformerConfig``.
+
+    Returns:
+        ``cfg.n_key_value_heads`` under grouped-query attention, else ``cfg.n_heads``.
+    """
     return getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
 
 
 def query_heads(cfg, kind: str, head: int) -> list[int]:
-    """The query heads whose output a head-indexed component of ``kind`` feeds: the head
-    itself, or for a key/value head under grouped-query attention its whole group
-    ``[head * g, (head + 1) * g)`` with ``g = n_heads / n_kv_heads``."""
+    """The query heads whose output a head-indexed component feeds.
+
+    Args:
+        cfg: a ``HookedTransformerConfig``.
+        kind: the component kind (``head_k``/``head_v`` index key/value heads).
+        head: the component's head index.
+
+    Returns:
+        ``[head]``, or for a key/value head under grouped-query attention its whole group
+        ``[head * g, (head + 1) * g)`` with ``g = n_heads / n_kv_heads``.
+    """
     if kind not in ("head_k", "head_v"):
         return [head]
     group = cfg.n_heads // n_kv_heads(cfg)
     return list(range(head * group, (head + 1) * group))
 
 
-def _heads(model: HookedTransformer, kind: str) -> int:
-    return n_kv_heads(model.cfg) if kind == "head_k" else model.cfg.n_heads
+HEAD_NAME = re.compile(r"^L(?P<layer>\d+)H(?P<head>\d+)")
+
+
+def head_of(name: str) -> tuple[int, int]:
+    """The (layer, head) of a head component's name (``L3H2``, ``L3H2.q``, ``L3H2@5``).
+
+    Args:
+        name: a name made by :func:`components` for a head-indexed kind.
+
+    Returns:
+        ``(layer, head)``; a ``ValueError`` for a name that is not a head's.
+    """
+    match = HEAD_NAME.match(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a head component's name (L<layer>H<head>...)")
+    return int(match["layer"]), int(match["head"])
 
 
 def components(
@@ -89,11 +147,18 @@ def components(
 ) -> list[Component]:
     """Every component of ``kind`` in ``model`` (optionally only some layers/positions).
 
-    Per-position kinds (``head_out_pos``, ``resid_pos``) need ``positions`` or
-    ``n_positions`` (the task's sequence length).
+    Args:
+        model: the model whose hooks the components live on.
+        kind: one of :data:`~hvp_utils.core.types.KINDS` (table in the module docstring).
+        layers: the layers to include (default: all).
+        positions: the positions of per-position kinds (``head_out_pos``, ``resid_pos``).
+        n_positions: instead of ``positions``, all of ``0..n_positions-1`` (the task's
+            sequence length); per-position kinds need one of the two.
+
+    Returns:
+        The components, layer by layer (within a layer: head or neuron, then position).
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown component kind {kind!r}; use one of {KINDS}")
+    check_choice(kind, KINDS, "component kind")
     layers = list(range(model.cfg.n_layers)) if layers is None else layers
     if kind in ("head_out_pos", "resid_pos"):
         if positions is None and n_positions is None:
@@ -105,48 +170,53 @@ def components(
     return comps
 
 
-def _layer_components(model, kind: str, layer: int, positions) -> list[Component]:
+def _layer_components(
+    model: HookedTransformer, kind: Kind, layer: int, positions: list[int] | None
+) -> list[Component]:
+    """The components of ``kind`` in one layer."""
     cfg = model.cfg
-    if kind in ("head_out", "head_q", "head_k"):
-        hook = {"head_out": "hook_z", "head_q": "hook_q", "head_k": "hook_k"}[kind]
-        suffix = {"head_out": "", "head_q": ".q", "head_k": ".k"}[kind]
+    if kind in _HEAD_KINDS:
+        act, suffix = _HEAD_KINDS[kind]
+        heads = n_kv_heads(cfg) if kind == "head_k" else cfg.n_heads
+        hook = get_act_name(act, layer)
         return [
-            Component(
-                f"L{layer}H{h}{suffix}", kind, f"blocks.{layer}.attn.{hook}", layer, ((2, h),)
-            )
-            for h in range(_heads(model, kind))
+            Component(f"L{layer}H{h}{suffix}", kind, hook, layer, ((2, h),)) for h in range(heads)
         ]
     if kind == "head_out_pos":
+        hook = get_act_name("z", layer)
         return [
-            Component(
-                f"L{layer}H{h}@{p}", kind, f"blocks.{layer}.attn.hook_z", layer, ((1, p), (2, h))
-            )
+            Component(f"L{layer}H{h}@{p}", kind, hook, layer, ((1, p), (2, h)))
             for h in range(cfg.n_heads)
             for p in positions
         ]
     if kind == "head_pattern":
+        hook = get_act_name("pattern", layer)
         return [
-            Component(
-                f"L{layer}H{h}.pattern", kind, f"blocks.{layer}.attn.hook_pattern", layer, ((1, h),)
-            )
+            Component(f"L{layer}H{h}.pattern", kind, hook, layer, ((1, h),))
             for h in range(cfg.n_heads)
         ]
     if kind == "mlp_out":
-        return [Component(f"MLP{layer}", kind, f"blocks.{layer}.hook_mlp_out", layer, ())]
-    if kind in ("neuron", "neuron_pre"):
-        hook, suffix = ("hook_post", "") if kind == "neuron" else ("hook_pre", ".pre")
+        return [Component(f"MLP{layer}", kind, get_act_name("mlp_out", layer), layer, ())]
+    if kind in _NEURON_KINDS:
+        act, suffix = _NEURON_KINDS[kind]
+        hook = get_act_name(act, layer)
         return [
-            Component(f"L{layer}N{i}{suffix}", kind, f"blocks.{layer}.mlp.{hook}", layer, ((2, i),))
+            Component(f"L{layer}N{i}{suffix}", kind, hook, layer, ((2, i),))
             for i in range(cfg.d_mlp)
         ]
-    return [
-        Component(f"R{layer}@{p}", kind, f"blocks.{layer}.hook_resid_pre", layer, ((1, p),))
-        for p in positions
-    ]
+    hook = get_act_name("resid_pre", layer)
+    return [Component(f"R{layer}@{p}", kind, hook, layer, ((1, p),)) for p in positions]
 
 
 def check_components(comps: list[Component]) -> list[Component]:
-    """Reject an empty component set or duplicated names."""
+    """Reject an empty component set or repeated names.
+
+    Args:
+        comps: the components an estimator was given.
+
+    Returns:
+        ``comps`` as a list; raises ``ValueError`` when it is empty or a name repeats.
+    """
     comps = list(comps)
     if not comps:
         raise ValueError(
@@ -160,7 +230,15 @@ def check_components(comps: list[Component]) -> list[Component]:
 
 
 def group_by_hook(comps: list[Component]) -> dict[str, list[int]]:
-    """Hook name -> indices (into ``comps``) of the components on that hook."""
+    """The components grouped by hook.
+
+    Args:
+        comps: components on any hooks.
+
+    Returns:
+        ``{hook: [i, ...]}``, the indices into ``comps`` of the components on each hook, in
+        order of first appearance.
+    """
     groups: dict[str, list[int]] = {}
     for i, c in enumerate(comps):
         groups.setdefault(c.hook, []).append(i)

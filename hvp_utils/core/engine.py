@@ -16,23 +16,30 @@ carries only component ``r``'s perturbation ``s_r * delta_r``. With
 
 i.e. one backward pass gives every replicate's first derivative and one double backward
 (a Hessian-vector product with the all-ones vector on a diagonal Hessian) every second one.
+
+Every batched pass runs through :func:`replicated_metric`, in chunks of replicates from
+:func:`replicate_chunks` (the ``chunk_size`` of every estimator): :func:`path_derivatives` for
+per-component paths, :func:`hook_gradients` for gradients (and Hessian-vector products) with
+respect to whole hooks. Chunking changes the memory of a pass, never a value or a pass count.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
 
 from hvp_utils.core.components import Component, check_components, group_by_hook
 from hvp_utils.core.results import CostMeter
-from hvp_utils.core.types import DIRECTIONS, Direction, check_choice
 from hvp_utils.core.tasks import PatchingTask, check_finite
+from hvp_utils.core.types import DIRECTIONS, Direction, check_choice
 
 #: Token budget of one replicated forward pass, without and with an autograd graph.
 TOKENS_PER_PASS = {0: 4096, 1: 4096, 2: 2048, 3: 1024}
@@ -42,14 +49,23 @@ PROGRESS_MIN_CHUNKS = 100
 
 @dataclass
 class PatchContext:
-    """Base tokens, base activations and deltas (source minus base) at each needed hook."""
+    """What every patch path needs, cached once per (task, direction).
+
+    Attributes:
+        base_tokens: the base input (corrupted when denoising, clean when noising).
+        base_resid: ``{layer: residual stream entering layer}`` on the base input, at each
+            component's layer (passes start there).
+        base_acts: ``{hook: a_h^b}``, the base activation at each needed hook.
+        deltas: ``{hook: a_h^s - a_h^b}``, source minus base activation.
+        base_metric: ``m(x_base)``.
+        direction: ``"denoising"`` or ``"noising"``.
+    """
 
     base_tokens: Tensor
     base_resid: dict[int, Tensor]
     base_acts: dict[str, Tensor]
     deltas: dict[str, Tensor]
     base_metric: float
-    source_metric: float
     direction: Direction
 
 
@@ -61,17 +77,27 @@ def prepare(
     meter: CostMeter | None = None,
     extra_hooks: tuple[str, ...] = (),
 ) -> PatchContext:
-    """Run the clean and corrupted inputs once and cache what the paths need
-    (activations at the components' hooks and ``extra_hooks``, and the base residual stream
-    at each component's layer).
+    """Run the clean and corrupted inputs once and cache what the patch paths need.
 
-    Denoising patches clean activations into the corrupted run (base = corrupted);
-    noising patches corrupted activations into the clean run (base = clean).
+    Denoising patches clean activations into the corrupted run (base = corrupted, source =
+    clean); noising patches corrupted activations into the clean run (base = clean).
+
+    Args:
+        model: the model.
+        task: clean and corrupted prompts and the metric ``m``.
+        comps: the components (their hooks and layers are cached).
+        direction: ``"denoising"`` or ``"noising"``.
+        meter: counts the two forward passes (if given).
+        extra_hooks: further hooks to cache (e.g. the attention patterns AtP* needs).
+
+    Returns:
+        A :class:`PatchContext` with ``a_h^b`` and ``delta_h = a_h^s - a_h^b`` at each hook,
+        the base residual stream entering each component's layer and ``m(x_base)``.
     """
     check_choice(direction, DIRECTIONS, "direction")
     check_components(comps)
     hooks = set(group_by_hook(comps)) | set(extra_hooks)
-    resid_hooks = {f"blocks.{layer}.hook_resid_pre": layer for layer in {c.layer for c in comps}}
+    resid_hooks = {get_act_name("resid_pre", layer): layer for layer in {c.layer for c in comps}}
     missing = hooks - set(model.hook_dict)
     if missing:
         raise ValueError(f"the model has no hooks {sorted(missing)}; check the component kind")
@@ -84,9 +110,7 @@ def prepare(
         base_logits, base_cache = model.run_with_cache(
             base, names_filter=lambda n: n in hooks or n in resid_hooks
         )
-        source_logits, source_cache = model.run_with_cache(
-            source, names_filter=lambda n: n in hooks
-        )
+        _, source_cache = model.run_with_cache(source, names_filter=lambda n: n in hooks)
     if meter is not None:
         meter.add(forward=2)
     return PatchContext(
@@ -95,7 +119,6 @@ def prepare(
         base_acts={h: base_cache[h] for h in hooks},
         deltas={h: source_cache[h] - base_cache[h] for h in hooks},
         base_metric=float(task.metric(base_logits)),
-        source_metric=float(task.metric(source_logits)),
         direction=direction,
     )
 
@@ -109,8 +132,18 @@ def context_for(
     context: PatchContext | None = None,
     extra_hooks: tuple[str, ...] = (),
 ) -> PatchContext:
-    """``context`` when one is shared between estimators (checked to cover ``comps`` and
-    ``direction``; its two forward passes are then not counted again), else :func:`prepare`."""
+    """The context an estimator works in: a shared one, checked, or a fresh one.
+
+    Args:
+        model, task, comps, direction, meter, extra_hooks: as for :func:`prepare`.
+        context: a context shared between estimators, or None.
+
+    Returns:
+        ``context`` when given (its two forward passes are then not counted again), after
+        checking that it was prepared for ``direction`` and caches every hook of ``comps``,
+        every ``extra_hooks`` and the residual stream at every component's layer (else a
+        ``ValueError`` saying what is missing); otherwise :func:`prepare`'s context.
+    """
     if context is None:
         return prepare(model, task, comps, direction, meter, extra_hooks)
     check_components(comps)
@@ -121,8 +154,10 @@ def context_for(
         )
     needed = set(group_by_hook(comps)) | set(extra_hooks)
     missing = sorted(needed - set(context.deltas))
-    missing += [f"residual stream at layer {layer}" for layer in
-                sorted({c.layer for c in comps} - set(context.base_resid))]
+    missing += [
+        f"residual stream at layer {layer}"
+        for layer in sorted({c.layer for c in comps} - set(context.base_resid))
+    ]
     if missing:
         raise ValueError(
             f"the shared context lacks {missing}; build it with prepare(model, task, comps, "
@@ -133,20 +168,24 @@ def context_for(
 
 @dataclass
 class PathDerivatives:
-    """g, g', g'' and g''' of each component path at its t (None where not asked)."""
+    """``g_c(t_c)`` and its derivatives for each component (None where not asked)."""
 
-    t: Tensor
     g: Tensor
     d1: Tensor | None = None
     d2: Tensor | None = None
     d3: Tensor | None = None
 
     def select(self, index) -> PathDerivatives:
-        """The same derivatives for a subset of the components."""
+        """The same derivatives for a subset of the components.
+
+        Args:
+            index: anything that indexes a 1-d tensor (a slice, indices, a mask).
+
+        Returns:
+            :class:`PathDerivatives` with every field indexed by ``index``.
+        """
         pick = lambda x: None if x is None else x[index]  # noqa: E731
-        return PathDerivatives(
-            pick(self.t), pick(self.g), pick(self.d1), pick(self.d2), pick(self.d3)
-        )
+        return PathDerivatives(pick(self.g), pick(self.d1), pick(self.d2), pick(self.d3))
 
 
 def replicate_chunks(
@@ -155,12 +194,19 @@ def replicate_chunks(
     order: int,
     chunk_size: int | None = None,
 ) -> list[list[int]]:
-    """Indices ``0..len(keys)-1`` in chunks of at most ``chunk_size`` replicates; indices with
-    different ``keys`` (e.g. the components' layers, so each pass starts at its layer from the
-    cached base residual stream) never share a chunk.
+    """How replicates are split into passes (the one chunking rule of the package).
 
-    ``chunk_size=None`` fills the token budget of one pass with an autograd graph of ``order``
-    (:data:`TOKENS_PER_PASS`), ``rows_per_replicate`` tokens per replicate.
+    Args:
+        keys: one key per replicate; replicates with different keys (e.g. the components'
+            layers, so each pass starts at its layer from the cached base residual stream)
+            never share a chunk.
+        rows_per_replicate: tokens in one replicate (prompts times positions).
+        order: the autograd order of the pass (0..3), which sets the token budget.
+        chunk_size: replicates per pass; None fills :data:`TOKENS_PER_PASS` ``[order]``,
+            i.e. ``max(1, TOKENS_PER_PASS[order] // rows_per_replicate)``.
+
+    Returns:
+        The indices ``0..len(keys)-1`` in chunks of at most ``chunk_size``, key by key.
     """
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1 (got {chunk_size})")
@@ -174,7 +220,15 @@ def replicate_chunks(
 
 
 def progress(chunks: list, desc: str):
-    """``chunks`` with a progress bar when there are many of them."""
+    """Iterate over chunks, with a progress bar when there are many.
+
+    Args:
+        chunks: the chunks of :func:`replicate_chunks`.
+        desc: the progress bar's label.
+
+    Returns:
+        An iterator over ``chunks`` (a tqdm bar from :data:`PROGRESS_MIN_CHUNKS` chunks on).
+    """
     return tqdm(chunks, desc=desc, leave=False, disable=len(chunks) < PROGRESS_MIN_CHUNKS)
 
 
@@ -188,11 +242,20 @@ def replicated_metric(
 ) -> Float[Tensor, "replicates"]:  # noqa: F821
     """The metric of each of ``replicates`` copies of the prompt batch in one forward pass.
 
-    ``start`` is the token batch ``[batch, pos]`` (``layer=None``) or the residual stream
-    entering ``layer`` ``[batch, pos, d_model]``; it is repeated replicate-major (rows
-    ``r * batch ... (r + 1) * batch - 1`` are replicate ``r``), and ``fwd_hooks`` tell the
-    replicates apart. Returns ``m_r``, the metric averaged over the prompts of replicate ``r``,
-    differentiable where the hooks are. Every batched pass of the package runs through here.
+    Every batched pass of the package runs through here.
+
+    Args:
+        model, task: the model and the task whose metric is taken.
+        start: the token batch ``[batch, pos]`` (``layer=None``) or the residual stream
+            entering ``layer`` ``[batch, pos, d_model]``; it is repeated replicate-major (rows
+            ``r * batch ... (r + 1) * batch - 1`` are replicate ``r``).
+        replicates: the number of copies.
+        fwd_hooks: TransformerLens forward hooks that tell the replicates apart.
+        layer: the block the pass starts at (None: from the tokens).
+
+    Returns:
+        ``m_r = mean over the prompts of replicate r of the per-prompt metric``, shape
+        ``[replicates]``, differentiable where the hooks are.
     """
     repeats = (replicates,) + (1,) * (start.dim() - 1)
     output = model.run_with_hooks(start.repeat(*repeats), start_at_layer=layer, fwd_hooks=fwd_hooks)
@@ -201,19 +264,46 @@ def replicated_metric(
 
 
 def stacked_masks(comps: list[Component], members: list[int], like: Tensor) -> Tensor:
-    """The masks of ``comps[i]`` for ``i`` in ``members`` on one hook, broadcast to a common
-    shape and stacked: ``[len(members), 1, ...]`` (axis 1 is the batch)."""
+    """The masks of some components of one hook, stacked.
+
+    Args:
+        comps: components.
+        members: indices into ``comps``, all on one hook.
+        like: an activation at that hook (for shape, dtype and device).
+
+    Returns:
+        ``[len(members), 1, ...]``: ``comps[i].mask`` for ``i`` in ``members``, broadcast to a
+        common shape (axis 1 is the batch).
+    """
     masks = [comps[i].mask(like.shape, like.dtype, like.device) for i in members]
     common = torch.broadcast_shapes(*[m.shape for m in masks])
     return torch.stack([m.expand(common) for m in masks])
 
 
 def local_output(
-    model: HookedTransformer, ctx: PatchContext, in_hook: str, out_hook: str, scale: Tensor
+    model: HookedTransformer,
+    ctx: PatchContext,
+    in_hook: str,
+    out_hook: str,
+    scale: Tensor,
+    *,
+    layer: int,
 ) -> Tensor:
-    """``out_hook``'s activation when ``in_hook`` moves to ``a_b + scale * delta`` everywhere,
-    from one partial forward of that single layer (differentiable in ``scale``)."""
-    layer = int(in_hook.split(".")[1])
+    """A later hook of the same layer when a whole hook moves along its patch direction.
+
+    One partial forward of block ``layer`` only, from the cached base residual stream.
+
+    Args:
+        model: the model.
+        ctx: the context (``in_hook``'s delta and ``layer``'s residual stream).
+        in_hook: the hook that moves, ``a <- a^b + scale * delta`` on every entry.
+        out_hook: the hook read (in block ``layer``, after ``in_hook``).
+        scale: the scalar ``s`` (a tensor; the output is differentiable in it).
+        layer: the block of ``in_hook`` (``Component.layer``).
+
+    Returns:
+        ``out_hook``'s activation ``phi(a^b + s * delta)`` on the base input.
+    """
     delta, captured = ctx.deltas[in_hook], {}
 
     def move(act, hook):
@@ -231,7 +321,9 @@ def local_output(
     return captured["out"]
 
 
-def _replicated_hooks(comps, chunk, s, ctx, n_prompts):
+def _replicated_hooks(
+    comps: list[Component], chunk: list[int], s: Tensor, ctx: PatchContext, n_prompts: int
+) -> list:
     """Forward hooks adding ``s_r * mask_r * delta`` to replicate ``r`` of each activation."""
     hooks = []
     for hook, local in group_by_hook([comps[i] for i in chunk]).items():
@@ -260,7 +352,23 @@ def path_derivatives(
     meter: CostMeter,
     chunk_size: int | None = None,
 ) -> PathDerivatives:
-    """``g_c(t_c)`` and its derivatives up to ``order`` (0..3) for every component."""
+    """Each component's patch path and its derivatives at its own ``t``.
+
+    Component ``i`` is replicate ``i`` of a replicated pass that starts at its layer; the
+    replicates run in the chunks of :func:`replicate_chunks`.
+
+    Args:
+        model, task, comps: as for every estimator.
+        t: one point for all components, or ``t_i`` per component.
+        order: the highest derivative (0..3).
+        ctx: the context (deltas and base residual streams).
+        meter: counts ``n`` forwards and ``n`` backward/hvp/third-order passes up to ``order``.
+        chunk_size: replicates per pass (None: the token budget); values do not depend on it.
+
+    Returns:
+        :class:`PathDerivatives` with ``g = g_i(t_i)``, ``d1 = g_i'(t_i)``, ``d2 = g_i''(t_i)``,
+        ``d3 = g_i'''(t_i)`` (float64, up to ``order``).
+    """
     n, n_prompts = len(comps), task.n_prompts
     dtype = ctx.deltas[comps[0].hook].dtype
     t = torch.as_tensor(t, dtype=torch.float64)
@@ -289,7 +397,7 @@ def path_derivatives(
             out[key][chunk] = value.detach().double().cpu()
         meter.add(forward=len(chunk))
         meter.add(**{name: len(chunk) for name in ("backward", "hvp", "third_order")[:order]})
-    return PathDerivatives(t=t.detach().cpu(), **out)
+    return PathDerivatives(**out)
 
 
 def path_derivatives_at(
@@ -302,8 +410,15 @@ def path_derivatives_at(
     meter: CostMeter,
     chunk_size: int | None = None,
 ) -> list[PathDerivatives]:
-    """:func:`path_derivatives` of every component at every node, in one replicated sweep;
-    one :class:`PathDerivatives` per node."""
+    """:func:`path_derivatives` of every component at every node, in one replicated sweep.
+
+    Args:
+        model, task, comps, order, ctx, meter, chunk_size: as for :func:`path_derivatives`.
+        nodes: the points ``t_k`` (the same for every component).
+
+    Returns:
+        One :class:`PathDerivatives` per node: ``g_i^(j)(t_k)`` for every component ``i``.
+    """
     if not nodes:
         return []
     n = len(comps)
@@ -322,19 +437,83 @@ def hook_gradients(
     replicates: int = 1,
     offsets: dict[str, Tensor] | None = None,
     directions: dict[str, Tensor] | None = None,
-    frozen_hooks: tuple[str, ...] = (),
+    frozen: dict[str, Bool[Tensor, "replicates"]] | None = None,  # noqa: F821
+    chunk_size: int | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-    """Gradients of the metric with respect to the activations at ``hooks``, per replicate,
-    and optionally the Hessian-vector products ``H v`` for given directions.
+    """Gradients of the metric with respect to whole hooks, per replicate, and optionally
+    Hessian-vector products.
 
     Replicate ``r`` runs the base input with ``a_h <- a_h^b + offsets[h][r]`` at each hook
     (none: the base run itself). A zero tensor that requires grad is added at each hook (the
     weights stay frozen), so one backward pass gives ``grad_{a_h} m_r`` for every hook and
-    replicate, with ``m_r`` the metric of replicate ``r``. With ``directions`` (``v[h][r]``
-    shaped like the activation) a double backward gives ``(H_r v_r)_h``, where ``H_r`` is the
-    Hessian of ``m_r`` in all hooked activations jointly. ``frozen_hooks`` pass their forward
-    value but no gradient (GradDrop). Returned tensors have shape ``[replicates, batch, ...]``.
+    replicate. The replicates run in the chunks of :func:`replicate_chunks`.
+
+    Args:
+        model, task, ctx, meter: as for :func:`path_derivatives` (``replicates`` forwards and
+            backwards are counted, and as many hvp passes with ``directions``).
+        hooks: the hooks to differentiate with respect to.
+        replicates: the number of replicates ``R``.
+        offsets: ``{h: [R, batch, ...]}``, each replicate's shift of ``a_h``.
+        directions: ``{h: [R, batch, ...]}``, each replicate's direction ``v_r``.
+        frozen: ``{h: bool [R]}``: the replicates whose gradient through hook ``h`` is
+            dropped (forward value kept; GradDrop).
+        chunk_size: replicates per pass (None: the token budget); values do not depend on it.
+
+    Returns:
+        ``(grads, hvps)``: ``grads[h][r] = grad_{a_h} m_r`` and, with ``directions``,
+        ``hvps[h][r] = (H_r v_r)_h`` where ``H_r`` is the Hessian of ``m_r`` in all hooked
+        activations jointly (else None); each shaped ``[R, batch, ...]``.
     """
+    order = 1 if directions is None else 2
+    keys = [0] * replicates
+    chunks = replicate_chunks(keys, task.n_prompts * task.n_positions, order, chunk_size)
+    grads, hvps = [], []
+    for chunk in progress(chunks, "hook gradients"):
+        rows = slice(None) if len(chunk) == replicates else torch.tensor(chunk)
+        g, v = _hook_gradients_pass(
+            model,
+            task,
+            ctx,
+            hooks,
+            len(chunk),
+            _replicate_rows(offsets, rows),
+            _replicate_rows(directions, rows),
+            _replicate_rows(frozen, rows),
+        )
+        grads.append(g)
+        hvps.append(v)
+        meter.add(forward=len(chunk), backward=len(chunk), hvp=len(chunk) * (order - 1))
+    join = lambda parts: {h: torch.cat([p[h] for p in parts]) for h in hooks}  # noqa: E731
+    return join(grads), None if directions is None else join(hvps)
+
+
+def _replicate_rows(
+    fields: dict[str, Tensor] | None, rows: Tensor | slice
+) -> dict[str, Tensor] | None:
+    """The replicates ``rows`` of per-replicate tensors (axis 0; a slice keeps views)."""
+    if fields is None:
+        return None
+    pick = lambda v: v[rows] if isinstance(rows, slice) else v[rows.to(v.device)]  # noqa: E731
+    return {h: pick(v) for h, v in fields.items()}
+
+
+def _drop_gradient(act: Tensor, hook, drop: Tensor) -> Tensor:
+    """``act`` with no gradient through the rows of the replicates where ``drop`` is set."""
+    rows = drop.to(act.device).repeat_interleave(act.shape[0] // len(drop))
+    return torch.where(rows.view(-1, *[1] * (act.dim() - 1)), act.detach(), act)
+
+
+def _hook_gradients_pass(
+    model: HookedTransformer,
+    task: PatchingTask,
+    ctx: PatchContext,
+    hooks: list[str],
+    replicates: int,
+    offsets: dict[str, Tensor] | None,
+    directions: dict[str, Tensor] | None,
+    frozen: dict[str, Tensor] | None,
+) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """One replicated pass of :func:`hook_gradients` (forward, backward, double backward)."""
     n_prompts = task.n_prompts
     zeros = {
         h: torch.zeros(
@@ -353,19 +532,23 @@ def hook_gradients(
         return act + shift
 
     fwd_hooks = [(h, perturb) for h in hooks]
-    fwd_hooks += [(h, lambda act, hook: act.detach()) for h in frozen_hooks]
+    fwd_hooks += [
+        (h, partial(_drop_gradient, drop=drop))
+        for h, drop in (frozen or {}).items()
+        if bool(drop.any())
+    ]
     layer = min(ctx.base_resid)
     with torch.enable_grad():
         per_replicate = replicated_metric(
             model, task, ctx.base_resid[layer], replicates, fwd_hooks, layer
         )
         leaves = [zeros[h] for h in hooks]
-        grads = torch.autograd.grad(
-            per_replicate.sum(), leaves, create_graph=directions is not None, allow_unused=True
+        grads = _zeros_for_unused(
+            torch.autograd.grad(
+                per_replicate.sum(), leaves, create_graph=directions is not None, allow_unused=True
+            ),
+            leaves,
         )
-        grads = [
-            torch.zeros_like(z) if g is None else g for g, z in zip(grads, leaves, strict=True)
-        ]
         hvps = None
         if directions is not None:
             inner = sum(
@@ -373,7 +556,6 @@ def hook_gradients(
                 for g, h in zip(grads, hooks, strict=True)
             )
             hvps = _second_backward(inner, leaves)
-    meter.add(forward=replicates, backward=replicates, hvp=replicates if directions else 0)
     shape = lambda t: t.detach().view(replicates, n_prompts, *t.shape[1:])  # noqa: E731
     grads_out = {h: shape(g) for h, g in zip(hooks, grads, strict=True)}
     hvps_out = None if hvps is None else {h: shape(v) for h, v in zip(hooks, hvps, strict=True)}
@@ -387,7 +569,7 @@ def _second_backward(inner: Tensor, leaves: list[Tensor]) -> list[Tensor]:
     return _zeros_for_unused(torch.autograd.grad(inner, leaves, allow_unused=True), leaves)
 
 
-def _zeros_for_unused(grads, leaves: list[Tensor]) -> list[Tensor]:
+def _zeros_for_unused(grads: Sequence[Tensor | None], leaves: list[Tensor]) -> list[Tensor]:
     """autograd's None (output does not depend on the leaf) as zeros."""
     return [torch.zeros_like(z) if g is None else g for g, z in zip(grads, leaves, strict=True)]
 
@@ -395,18 +577,34 @@ def _zeros_for_unused(grads, leaves: list[Tensor]) -> list[Tensor]:
 def component_inner_products(
     comps: list[Component], fields: dict[str, Tensor], ctx: PatchContext
 ) -> Tensor:
-    """``<field_h, delta_c>`` over the component's entries, per replicate: ``[R, n]``.
+    """Inner products of per-replicate fields with each component's delta.
 
-    ``fields[h]`` has shape ``[replicates, batch, ...]`` (a gradient or an ``H v``).
+    Args:
+        comps: components on hooks of ``fields``.
+        fields: ``{h: [R, batch, ...]}`` (gradients or Hessian-vector products); hooks no
+            component is on are ignored.
+        ctx: the context (the deltas).
+
+    Returns:
+        ``[R, n]`` float64: ``<field_h[r], delta_c>`` summed over the batch and the
+        component's entries (``h`` the component's hook).
     """
-    products = {h: f * ctx.deltas[h].unsqueeze(0) for h, f in fields.items()}
+    products = {h: fields[h] * ctx.deltas[h].unsqueeze(0) for h in group_by_hook(comps)}
     columns = [c.take(products[c.hook].flatten(0, 1)) for c in comps]
-    replicates = next(iter(fields.values())).shape[0]
+    replicates = next(iter(products.values())).shape[0]
     return torch.stack([col.reshape(replicates, -1).sum(1) for col in columns], dim=1).double()
 
 
 def union_masks(comps: list[Component], ctx: PatchContext) -> dict[str, Tensor]:
-    """Per hook, the 0/1 mask of every entry that belongs to some component."""
+    """Per hook, the entries some component covers.
+
+    Args:
+        comps: components on any hooks.
+        ctx: the context (for shapes).
+
+    Returns:
+        ``{h: mask [1, ...]}``, the elementwise maximum of the masks of the components on ``h``.
+    """
     masks = {}
     for hook, members in group_by_hook(comps).items():
         delta = ctx.deltas[hook]

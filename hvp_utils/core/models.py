@@ -123,10 +123,20 @@ def load_model(
     """
     torch_dtype = resolve_dtype(dtype)
     warn_low_precision(torch_dtype)
+    with warnings.catch_warnings():
+        # transformer-lens 3.x announces HookedTransformer's removal in 4.0 on every build;
+        # silenced here only, not for the whole process.
+        warnings.filterwarnings(
+            "ignore", message="HookedTransformer is deprecated", category=DeprecationWarning
+        )
+        return _load(name, device, torch_dtype, n_devices, **from_pretrained_kwargs)
+
+
+def _load(name: str, device: str, torch_dtype: torch.dtype, n_devices: int, **kwargs):
     if name == TOY_MODEL_NAME:
         return load_toy_model(TOY_MODEL_DIR, device=device, dtype=torch_dtype)
     if is_local_checkpoint(name):
-        return load_local_checkpoint(name, device, torch_dtype, n_devices, **from_pretrained_kwargs)
+        return load_local_checkpoint(name, device, torch_dtype, n_devices, **kwargs)
     official = official_model_name(name)
     try:
         model = HookedTransformer.from_pretrained(
@@ -134,7 +144,7 @@ def load_model(
             device=device,
             dtype=torch_dtype,
             n_devices=n_devices,
-            **from_pretrained_kwargs,
+            **kwargs,
         )
     except (OSError, ConnectionError) as err:
         raise ModelWeightsUnavailableError(

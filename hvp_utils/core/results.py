@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol, runtime_checkable
 
 import pandas as pd
 from jaxtyping import Float
@@ -12,8 +12,14 @@ from torch import Tensor
 
 from hvp_utils.core.components import Component
 
-if TYPE_CHECKING:
-    from hvp_utils.estimators.registry import EstimatorSpec
+
+@runtime_checkable
+class Described(Protocol):
+    """What a result needs to know about the estimator that made it (an ``EstimatorSpec``)."""
+
+    key: str
+    label: str
+    family: str
 
 
 class CostMeter:
@@ -60,7 +66,7 @@ class Attribution:
         cls,
         values: Tensor,
         comps: list[Component],
-        spec: EstimatorSpec | str,
+        spec: Described | str,
         meter: CostMeter,
         **extras: Tensor,
     ) -> Attribution:

@@ -23,8 +23,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from hvp_utils.core.types import PERTURBATIONS, Perturbation
 from hvp_utils.core.ioi_text import IOIPrompt, ioi_vocab, sample_heldout_prompts
+from hvp_utils.core.types import PERTURBATIONS, Perturbation
 
 #: Words of the held-out IOI templates; every default prompt has this many words.
 DEFAULT_PROMPT_WORDS = 14

@@ -11,15 +11,11 @@ so the model is a language model that happens to solve IOI, not a classifier.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import random
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -27,10 +23,8 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from hvp_utils.core.ioi_text import (
     DATA_DIR,
-    all_words,
     ioi_vocab,
     sample_heldout_prompts,
-    training_sentence,
 )
 
 TOY_MODEL_DIR = DATA_DIR / "toy-ioi"
@@ -149,5 +143,3 @@ def load_toy_model(
     torch.nn.Module.to(model, device)  # HookedTransformer.to would print a notice
     model.eval()
     return model
-
-

@@ -8,7 +8,7 @@ attention pattern *exactly* and linearises only from the pattern on:
 
 A head's pattern depends only on its own query and key, so patching every head's query (or
 key) of a layer in one partial forward pass (that layer only) gives every head's exact new
-pattern. Other component kinds keep plain AtP.
+pattern. Other component kinds (``head_pattern`` included) keep plain AtP.
 
 **GradDrop.** Paths through different later layers can cancel in the gradient. For every
 layer ``l`` the estimate is recomputed with the gradient through layer ``l``'s residual
@@ -18,20 +18,23 @@ contributions (attention and MLP outputs) dropped, and
 
 where dropping a layer at or before the component's own leaves its estimate unchanged. This
 is a *magnitude* for ranking components; ``values`` carry it with the sign of the QK-fixed
-estimate, and ``extras`` keep both parts (``qk_fixed``, ``graddrop``).
+estimate, and ``extras`` keep both parts (``qk_fixed``, ``graddrop``). The dropped estimates
+are replicates of one replicated backward pass (one replicate per later layer).
 """
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformer_lens.utilities import get_act_name
 
-from hvp_utils.core.components import Component
+from hvp_utils.core.components import Component, group_by_hook, query_heads
 from hvp_utils.core.engine import (
     PatchContext,
     component_inner_products,
-    hook_gradients,
     context_for,
+    hook_gradients,
     local_output,
 )
 from hvp_utils.core.results import Attribution, CostMeter
@@ -39,56 +42,75 @@ from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Direction
 from hvp_utils.estimators.registry import describe
 
+#: Component kinds that act through the attention pattern (the QK fix applies to them).
 QK_KINDS = ("head_q", "head_k")
-
-
-def pattern_hook(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_pattern"
 
 
 def exact_pattern_changes(
     model: HookedTransformer, ctx: PatchContext, comps: list[Component], meter: CostMeter
-) -> dict[str, torch.Tensor]:
-    """For each query/key hook among ``comps``: pattern(all heads patched) - base pattern.
+) -> dict[str, Tensor]:
+    """The exact change of the attention pattern when a query or key hook is patched.
 
-    One partial forward pass (a single layer) per hook.
+    Args:
+        model: the model.
+        ctx: the context (it caches the patterns of the query/key layers).
+        comps: components; only those of :data:`QK_KINDS` are used.
+        meter: counts one forward per query/key hook.
+
+    Returns:
+        ``{hook: pattern_l(a_hook^b + delta_hook) - pattern_l(a_hook^b)}`` for each query/key
+        hook of ``comps`` (every head patched at once; ``l`` the hook's layer), from one
+        partial forward pass of that layer only.
     """
     changes = {}
-    for hook in sorted({c.hook for c in comps if c.kind in QK_KINDS}):
-        layer = int(hook.split(".")[1])
-        one = torch.ones((), dtype=ctx.deltas[hook].dtype, device=ctx.deltas[hook].device)
+    layers = {c.hook: c.layer for c in comps if c.kind in QK_KINDS}
+    for hook, layer in sorted(layers.items()):
+        pattern = get_act_name("pattern", layer)
+        delta = ctx.deltas[hook]
+        one = torch.ones((), dtype=delta.dtype, device=delta.device)
         with torch.no_grad():
-            patched = local_output(model, ctx, hook, pattern_hook(layer), one)
-        changes[hook] = patched - ctx.base_acts[pattern_hook(layer)]
+            patched = local_output(model, ctx, hook, pattern, one, layer=layer)
+        changes[hook] = patched - ctx.base_acts[pattern]
         meter.add(forward=1)
     return changes
 
 
-def _query_heads(model: HookedTransformer, comp: Component) -> list[int]:
-    """Query heads whose pattern a query/key component changes (several for a shared GQA key)."""
-    head = dict(comp.select)[2]
-    if comp.kind == "head_q":
-        return [head]
-    n_kv = getattr(model.cfg, "n_key_value_heads", None) or model.cfg.n_heads
-    group = model.cfg.n_heads // n_kv
-    return list(range(head * group, (head + 1) * group))
-
-
-def _estimate(model, task, comps, ctx, changes, meter, frozen=()) -> torch.Tensor:
-    """QK-fixed AtP of every component, with the gradient through ``frozen`` hooks dropped."""
+def _qk_fixed_estimates(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    ctx: PatchContext,
+    changes: dict[str, Tensor],
+    meter: CostMeter,
+    drops: list[int | None],
+    chunk_size: int | None,
+) -> Tensor:
+    """``[len(drops), n]``: the QK-fixed AtP of every component, replicate ``r`` with the
+    gradient through layer ``drops[r]``'s attention and MLP outputs dropped (None: none)."""
     qk = [i for i, c in enumerate(comps) if c.kind in QK_KINDS]
     plain = [i for i, c in enumerate(comps) if c.kind not in QK_KINDS]
-    hooks = sorted({comps[i].hook for i in plain} | {pattern_hook(comps[i].layer) for i in qk})
-    grads, _ = hook_gradients(model, task, ctx, hooks, meter, frozen_hooks=frozen)
-    values = torch.zeros(len(comps), dtype=torch.float64)
+    plain_comps = [comps[i] for i in plain]
+    patterns = {get_act_name("pattern", comps[i].layer) for i in qk}
+    hooks = sorted(set(group_by_hook(plain_comps)) | patterns)
+    frozen: dict[str, Tensor] = {}
+    for r, layer in enumerate(drops):
+        if layer is None:
+            continue
+        for name in ("attn_out", "mlp_out"):
+            hook = get_act_name(name, layer)
+            frozen.setdefault(hook, torch.zeros(len(drops), dtype=torch.bool))[r] = True
+    grads, _ = hook_gradients(
+        model, task, ctx, hooks, meter, len(drops), frozen=frozen, chunk_size=chunk_size
+    )
+    values = torch.zeros(len(drops), len(comps), dtype=torch.float64)
     if plain:
-        plain_grads = {h: g for h, g in grads.items() if not h.endswith("hook_pattern")}
-        values[plain] = component_inner_products([comps[i] for i in plain], plain_grads, ctx)[0]
+        values[:, plain] = component_inner_products(plain_comps, grads, ctx).cpu()
     for i in qk:
         c = comps[i]
-        grad, change = grads[pattern_hook(c.layer)][0], changes[c.hook]
-        heads = _query_heads(model, c)
-        values[i] = (grad[:, heads] * change[:, heads]).sum().double().cpu()
+        heads = query_heads(model.cfg, c.kind, dict(c.select)[2])
+        grad = grads[get_act_name("pattern", c.layer)][:, :, heads]  # [R, batch, heads, q, k]
+        change = changes[c.hook][:, heads]  # [batch, heads, q, k]
+        values[:, i] = (grad * change).flatten(1).sum(1).double().cpu()
     return values
 
 
@@ -99,6 +121,7 @@ def atp_star(
     *,
     graddrop: bool = True,
     direction: Direction = "denoising",
+    chunk_size: int | None = None,
     context: PatchContext | None = None,
 ) -> Attribution:
     """AtP with the QK fix for query/key components and (optionally) GradDrop.
@@ -107,33 +130,36 @@ def atp_star(
         model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
         graddrop: apply GradDrop (``values`` are then magnitudes signed like the QK fix).
         direction: ``"denoising"`` (default) or ``"noising"``.
+        chunk_size: replicates per pass (the GradDrop layers are replicates); the values do
+            not depend on it.
         context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators
-            (it must cache the attention patterns of the query/key layers).
+            (it must cache the attention patterns of the query/key layers:
+            ``extra_hooks=(get_act_name("pattern", l), ...)``).
 
     Returns:
-        :class:`Attribution`; ``extras``: ``qk_fixed`` and (with GradDrop) ``graddrop``.
+        :class:`Attribution`; ``extras``: ``qk_fixed`` (``AtP*_c`` of the module docstring:
+        the pattern-level AtP for query/key components, ``g_c'(0)`` for the rest) and, with
+        GradDrop, ``graddrop = 1/(L-1) sum_l |AtP*_{drop l}(c)|``; ``values`` are
+        ``qk_fixed`` without GradDrop, else ``sign(qk_fixed) * graddrop``.
     """
     meter = CostMeter()
-    qk_layers = {c.layer for c in comps if c.kind in QK_KINDS}
-    extra = tuple(pattern_hook(layer) for layer in qk_layers)
+    qk_layers = sorted({c.layer for c in comps if c.kind in QK_KINDS})
+    extra = tuple(get_act_name("pattern", layer) for layer in qk_layers)
     ctx = context_for(model, task, comps, direction, meter, context, extra_hooks=extra)
     spec = describe("atp_star", graddrop=graddrop, direction=direction)
     changes = exact_pattern_changes(model, ctx, comps, meter)
-    qk_fixed = _estimate(model, task, comps, ctx, changes, meter)
+    n_layers = model.cfg.n_layers
+    drops = [None]
+    if graddrop:
+        drops += list(range(min(c.layer for c in comps) + 1, n_layers))
+    estimates = _qk_fixed_estimates(model, task, comps, ctx, changes, meter, drops, chunk_size)
+    qk_fixed = estimates[0]
     if not graddrop:
         return Attribution.build(qk_fixed, comps, spec, meter, qk_fixed=qk_fixed)
-    n_layers = model.cfg.n_layers
     layers = torch.tensor([c.layer for c in comps])
-    total = torch.zeros(len(comps), dtype=torch.float64)
-    for layer in range(n_layers):
-        frozen = (f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out")
-        downstream = layers < layer
-        dropped = (
-            _estimate(model, task, comps, ctx, changes, meter, frozen)
-            if downstream.any()
-            else qk_fixed
-        )
-        total += torch.where(downstream, dropped, qk_fixed).abs()
-    magnitude = total / max(n_layers - 1, 1)
+    per_layer = qk_fixed.expand(n_layers, -1).clone()  # dropping layer l <= own layer: AtP*
+    for r, layer in enumerate(drops[1:], start=1):
+        per_layer[layer] = torch.where(layers < layer, estimates[r], qk_fixed)
+    magnitude = per_layer.abs().sum(0) / max(n_layers - 1, 1)
     values = torch.where(qk_fixed < 0, -magnitude, magnitude)
     return Attribution.build(values, comps, spec, meter, qk_fixed=qk_fixed, graddrop=magnitude)

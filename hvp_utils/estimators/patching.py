@@ -27,7 +27,7 @@ def activation_patching(
     chunk_size: int | None = None,
     context: PatchContext | None = None,
 ) -> Attribution:
-    """Exact patching effect ``g_c(1) - g_c(0)`` of every component.
+    """Exact patching effect ``Delta_c = g_c(1) - g_c(0)`` of every component.
 
     Args:
         model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
@@ -37,7 +37,8 @@ def activation_patching(
         context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
 
     Returns:
-        :class:`Attribution` with ``values[i] = g_i(1) - g_i(0)``.
+        :class:`Attribution` with ``values[i] = m(x_base with a_i <- a_i^source) - m(x_base)``;
+        cost ``2 + n`` forwards (``n`` with a shared context).
     """
     meter = CostMeter()
     ctx = context_for(model, task, comps, direction, meter, context)

@@ -2,7 +2,7 @@
 
 With ``K`` steps of width ``h = 1/K`` and nodes ``t_k = k h``:
 
-- ``rule="taylor"`` (left-endpoint Taylor, the multi-step HVP of DESIGN.md):
+- ``rule="taylor"`` (left-endpoint Taylor: the multi-step HVP):
   ``sum_{k<K} [h g'(t_k) + h^2/2 g''(t_k)]``. Each step is exact up to its cubic term,
   ``g'''(xi) h^3 / 6``; summed over ``K`` steps the error is
   ``h^2/6 (g''(1) - g''(0)) + O(h^3)``: **order 2**.
@@ -38,10 +38,10 @@ from transformer_lens import HookedTransformer
 
 from hvp_utils.core.components import Component, group_by_hook
 from hvp_utils.core.engine import (
-    component_inner_products,
-    hook_gradients,
     PatchContext,
+    component_inner_products,
     context_for,
+    hook_gradients,
     path_derivatives_at,
     union_masks,
 )
@@ -75,13 +75,20 @@ def multistep_hvp(
     chunk_size: int | None = None,
     context: PatchContext | None = None,
 ) -> Attribution:
-    """K-step quadrature of ``int_0^1 g_c'`` using ``g'`` and ``g''`` (see module docstring).
+    """K-step quadrature of ``Delta_c = int_0^1 g_c'(t) dt`` using ``g'`` and ``g''``.
+
+    With ``h = 1/K`` and ``t_k = k h`` (derivations in the module docstring):
+
+    - ``taylor``: ``sum_{k<K} [h g'(t_k) + h^2/2 g''(t_k)]`` (order 2);
+    - ``trapezoid``: ``h [g'(0)/2 + sum_{0<k<K} g'(t_k) + g'(1)/2] - h^2/12 (g''(1) - g''(0))``
+      (order 4, evaluates t = 1);
+    - ``radau``: ``sum_{k<K} h [11/27 g'(t_k) + 16/27 g'(t_k + 3h/4)] + h^2/18 g''(t_k)``
+      (order 4, never touches t = 1).
 
     Args:
         model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
         steps: the number of steps ``K`` (step width ``h = 1/K``).
-        rule: ``"taylor"`` (order 2), ``"trapezoid"`` (order 4, evaluates t = 1) or
-            ``"radau"`` (order 4, never touches t = 1).
+        rule: ``"taylor"``, ``"trapezoid"`` or ``"radau"``.
         direction: ``"denoising"`` (default) or ``"noising"``.
         chunk_size: replicates of the prompt batch per pass; the values do not depend on it.
         context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
@@ -130,12 +137,27 @@ def integrated_gradients(
     chunk_size: int | None = None,
     context: PatchContext | None = None,
 ) -> Attribution:
-    """Integrated Gradients, ``sum_nodes w g_c'(t)``: midpoint rule ``h sum_k g_c'(t_k + h/2)``
-    or two-point Gauss-Legendre per step (``rule="gauss"``).
+    """Integrated Gradients: ``IG_c = sum_j w_j g_c'(t_j)`` on the nodes of :func:`ig_nodes`.
 
-    ``mode="joint"``: every component of a hook point moves together along
-    ``a_h(t) = a_h^b + t * sum_{c on h} delta_c`` and ``IG_c = h sum_k <grad_{a_h} m, delta_c>``
-    at the midpoints; ``K`` replicated passes per hook.
+    ``mode="per_component"``: ``g_c`` is the component's own patch path (one replicate per
+    component and node). ``mode="joint"``: every component of a hook point moves together,
+    ``a_h(t) = a_h^b + t * sum_{c on h} delta_c`` (entries covered by several components
+    move once), and ``IG_c = sum_j w_j <grad_{a_h} m(a_h(t_j)), delta_c>``: one replicate per
+    node and hook, whatever the number of components, at the price of the interactions
+    between components of the same hook.
+
+    Args:
+        model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
+        steps: the number of steps ``K``.
+        rule: ``"midpoint"`` (``h sum_k g'(t_k + h/2)``, order 2) or ``"gauss"`` (two-point
+            Gauss-Legendre per step, order 4).
+        mode: ``"per_component"`` or ``"joint"``.
+        direction: ``"denoising"`` (default) or ``"noising"``.
+        chunk_size: replicates of the prompt batch per pass; the values do not depend on it.
+        context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
+
+    Returns:
+        :class:`Attribution` with the IG estimate of ``g_c(1) - g_c(0)``.
     """
     if steps < 1:
         raise ValueError("steps must be at least 1")
@@ -144,28 +166,56 @@ def integrated_gradients(
     meter = CostMeter()
     ctx = context_for(model, task, comps, direction, meter, context)
     nodes, weights = ig_nodes(steps, rule)
-    label = describe("ig", steps=steps, rule=rule, mode=mode, direction=direction)
+    spec = describe("ig", steps=steps, rule=rule, mode=mode, direction=direction)
     if mode == "per_component":
         pieces = path_derivatives_at(model, task, comps, nodes, 1, ctx, meter, chunk_size)
         values = sum(w * p.d1 for w, p in zip(weights, pieces, strict=True))
-        return Attribution.build(values, comps, label, meter)
+    else:
+        values = _joint_ig(model, task, comps, ctx, nodes, weights, meter, chunk_size)
+    return Attribution.build(values, comps, spec, meter)
+
+
+def _joint_ig(
+    model: HookedTransformer,
+    task: PatchingTask,
+    comps: list[Component],
+    ctx: PatchContext,
+    nodes: list[float],
+    weights: list[float],
+    meter: CostMeter,
+    chunk_size: int | None,
+) -> torch.Tensor:
+    """``sum_j w_j <grad_{a_h} m(a_h^b + t_j * union_mask_h * delta_h), delta_c>`` per
+    component; the nodes of one hook are the replicates of one :func:`hook_gradients` call."""
     values = torch.zeros(len(comps), dtype=torch.float64)
     ts = torch.tensor(nodes, dtype=torch.float64)
     w = torch.tensor(weights, dtype=torch.float64)
     for hook, members in group_by_hook(comps).items():
+        hook_comps = [comps[i] for i in members]
         delta = ctx.deltas[hook]
-        step = union_masks([comps[i] for i in members], ctx)[hook] * delta  # [B, ...]
-        scale = ts.to(delta.dtype).view(-1, *[1] * delta.dim())
-        offsets = {hook: scale * step.unsqueeze(0)}  # [K, B, ...]
-        grads, _ = hook_gradients(model, task, ctx, [hook], meter, len(nodes), offsets=offsets)
-        members_comps = [comps[i] for i in members]
-        per_node = component_inner_products(members_comps, grads, ctx)  # [nodes, n_hook]
-        values[members] = (w[:, None] * per_node.cpu()).sum(0)
-    return Attribution.build(values, comps, label, meter)
+        step = union_masks(hook_comps, ctx)[hook] * delta  # [batch, ...]
+        scale = ts.to(delta.dtype).to(delta.device).view(-1, *[1] * delta.dim())
+        offsets = {hook: scale * step.unsqueeze(0)}  # [nodes, batch, ...]
+        grads, _ = hook_gradients(
+            model, task, ctx, [hook], meter, len(nodes), offsets=offsets, chunk_size=chunk_size
+        )
+        per_node = component_inner_products(hook_comps, grads, ctx).cpu()  # [nodes, n_hook]
+        values[members] = (w[:, None] * per_node).sum(0)
+    return values
 
 
 def ig_nodes(steps: int, rule: IGRule) -> tuple[list[float], list[float]]:
-    """Quadrature nodes and weights on [0, 1] for K steps of the midpoint or Gauss rule."""
+    """Quadrature nodes and weights of Integrated Gradients on [0, 1].
+
+    Args:
+        steps: the number of steps ``K`` (``h = 1/K``).
+        rule: ``"midpoint"`` or ``"gauss"``.
+
+    Returns:
+        ``(nodes, weights)``: midpoint ``t_k = (k + 1/2) h`` with weights ``h``; Gauss
+        ``t = (k + 1/2 -+ 1/(2 sqrt 3)) h`` with weights ``h/2`` (two nodes per step).
+    """
+    check_choice(rule, IG_RULES, "rule")
     h = 1.0 / steps
     if rule == "midpoint":
         return [(k + 0.5) * h for k in range(steps)], [h] * steps

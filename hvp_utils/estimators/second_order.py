@@ -27,11 +27,10 @@ from transformer_lens import HookedTransformer
 
 from hvp_utils.core.components import Component, group_by_hook
 from hvp_utils.core.engine import (
-    TOKENS_PER_PASS,
     PatchContext,
     component_inner_products,
-    hook_gradients,
     context_for,
+    hook_gradients,
     path_derivatives,
     stacked_masks,
 )
@@ -39,7 +38,6 @@ from hvp_utils.core.results import Attribution, CostMeter
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import HVP_MODES, Direction, HVPMode, check_choice
 from hvp_utils.estimators.registry import describe
-
 
 
 def hvp_correction(
@@ -54,14 +52,18 @@ def hvp_correction(
     chunk_size: int | None = None,
     context: PatchContext | None = None,
 ) -> Attribution:
-    """AtP plus half the second derivative of each patch path: ``g'(0) + g''(0) / 2``.
+    """AtP plus half the second derivative of each patch path: ``g_c'(0) + g_c''(0) / 2``.
+
+    The second derivative is ``<delta_c, H_cc delta_c>`` (``mode="diag"``, exact), or
+    ``<delta_c, (H v)_c>`` with ``v = sum_j delta_j`` (``"joint"``, cross terms included), or
+    ``(1/S) sum_s sigma_sc <delta_c, (H v_s)_c>`` with ``v_s = sum_j sigma_sj delta_j`` and
+    random signs ``sigma`` (``"hutchinson"``, cross terms cancel in expectation).
 
     Args:
         model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
-        mode: ``"diag"`` (exact ``g''(0)``, one HVP direction per component), ``"joint"``
-            (one direction for the whole set, cross terms included) or ``"hutchinson"``
-            (``n_probes`` random-sign directions; the cross terms cancel in expectation).
-        n_probes: Hutchinson probes (``mode="hutchinson"`` only).
+        mode: ``"diag"`` (one HVP direction per component), ``"joint"`` (one direction for
+            the whole set) or ``"hutchinson"`` (``n_probes`` random-sign directions).
+        n_probes: Hutchinson probes ``S`` (``mode="hutchinson"`` only).
         seed: seed of the Hutchinson signs.
         direction: ``"denoising"`` (default) or ``"noising"``.
         chunk_size: replicates of the prompt batch per pass (components for ``diag``, probes
@@ -70,9 +72,11 @@ def hvp_correction(
 
     Returns:
         :class:`Attribution` with ``values = first + second / 2``; ``extras``: ``first``
-        (= AtP) and ``second`` (the estimate of ``g''(0)`` used).
+        (``g_c'(0)``, i.e. AtP) and ``second`` (the estimate of ``g_c''(0)`` used).
     """
     check_choice(mode, HVP_MODES, "mode")
+    if mode == "hutchinson" and n_probes < 1:
+        raise ValueError(f"hutchinson needs n_probes >= 1 (got {n_probes})")
     meter = CostMeter()
     ctx = context_for(model, task, comps, direction, meter, context)
     if mode == "diag":
@@ -80,20 +84,19 @@ def hvp_correction(
         first, second = path.d1, path.d2
     else:
         signs = _direction_signs(len(comps), mode, n_probes, seed)
-        first, second = _shared_direction_hvp(model, task, comps, ctx, signs, meter)
+        first, second = _shared_direction_hvp(model, task, comps, ctx, signs, meter, chunk_size)
     options = {"n_probes": n_probes, "seed": seed} if mode == "hutchinson" else {}
     spec = describe("hvp", mode=mode, direction=direction, **options)
     return Attribution.build(first + second / 2, comps, spec, meter, first=first, second=second)
 
 
-def _direction_signs(n: int, mode: HVPMode, samples: int, seed: int) -> torch.Tensor:
-    """``[S, n]`` signs: all ones for ``joint``; seeded Rademacher signs for ``hutchinson``."""
+def _direction_signs(n: int, mode: HVPMode, n_probes: int, seed: int) -> torch.Tensor:
+    """``[S, n]`` signs: one row of ones for ``joint``; ``n_probes`` rows of seeded
+    Rademacher signs for ``hutchinson``."""
     if mode == "joint":
         return torch.ones(1, n, dtype=torch.float64)
-    if samples < 1:
-        raise ValueError("hutchinson needs n_probes >= 1")
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 2, (samples, n), generator=generator).double() * 2 - 1
+    return torch.randint(0, 2, (n_probes, n), generator=generator).double() * 2 - 1
 
 
 def _signed_directions(
@@ -117,22 +120,25 @@ def _shared_direction_hvp(
     ctx: PatchContext,
     signs: torch.Tensor,
     meter: CostMeter,
+    chunk_size: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """AtP and ``mean_s sigma_sc <delta_c, (H v_s)_c>`` with ``v_s = sum_c sigma_sc delta_c``.
 
-    Directions run as replicates of the batch (forward, backward, double backward), as many
-    per pass as the token budget allows.
+    The directions are the replicates of one :func:`hook_gradients` call (forward, backward,
+    double backward), chunked like every replicated pass.
     """
-    per_pass = max(1, TOKENS_PER_PASS[2] // (task.n_prompts * task.n_positions))
-    first, curvature = None, []
-    for start in range(0, signs.shape[0], per_pass):
-        chunk = signs[start : start + per_pass]
-        directions = _signed_directions(comps, ctx, chunk)
-        grads, hvps = hook_gradients(
-            model, task, ctx, list(directions), meter, replicates=len(chunk), directions=directions
-        )
-        if first is None:
-            first = component_inner_products(comps, grads, ctx)[0]
-        curvature.append(component_inner_products(comps, hvps, ctx))  # [S_chunk, n]
-    second = (signs.to(first.device) * torch.cat(curvature)).mean(0)
+    directions = _signed_directions(comps, ctx, signs)
+    grads, hvps = hook_gradients(
+        model,
+        task,
+        ctx,
+        list(directions),
+        meter,
+        replicates=signs.shape[0],
+        directions=directions,
+        chunk_size=chunk_size,
+    )
+    first = component_inner_products(comps, grads, ctx)[0]  # every replicate: the base run
+    curvature = component_inner_products(comps, hvps, ctx)  # [S, n]
+    second = (signs.to(curvature.device) * curvature).mean(0)
     return first.cpu(), second.cpu()

@@ -11,20 +11,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from hvp_utils.analysis.paths import PathCurves
+from hvp_utils.analysis.reliability import reasons_text
 
 
 def flag_text(row: pd.Series) -> str:
     """Short reasons a component is flagged ("ok" when none)."""
-    reasons = [
-        name
-        for name, on in (
-            ("r>tau", row.flag_score),
-            ("sign", row.flag_sign),
-            ("threshold", row.flag_threshold),
-        )
-        if on
-    ]
-    return "flagged: " + ", ".join(reasons) if reasons else "ok"
+    return reasons_text(row)
 
 
 def draw_path_panel(ax: plt.Axes, paths: PathCurves, name: str, legend: bool = True) -> None:

@@ -9,6 +9,7 @@ import seaborn as sns
 
 from hvp_utils.analysis.benchmark import pareto_frontier
 from hvp_utils.analysis.circuits import circuit_recovery
+from hvp_utils.core.components import head_of
 from hvp_utils.core.results import Attribution
 
 
@@ -63,11 +64,10 @@ def scatter_vs_truth(
 
 
 def head_grid(result: Attribution, n_layers: int, n_heads: int) -> np.ndarray:
-    """``head_out`` values as a (layer, head) array, read off the component names."""
+    """``head_out`` values as a (layer, head) array (positions: see :func:`head_of`)."""
     grid = np.full((n_layers, n_heads), np.nan)
     for name, value in zip(result.names, result.values.tolist(), strict=True):
-        layer, head = name.removeprefix("L").split(".")[0].split("H")
-        grid[int(layer), int(head)] = value
+        grid[head_of(name)] = value
     return grid
 
 

@@ -1,0 +1,96 @@
+"""Accuracy against compute (``run_estimators``) and the benchmark's target report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hvp_utils as hu
+from hvp_utils.cli.bench import targets, with_circuit_columns
+
+
+@pytest.fixture(scope="module")
+def heads(toy64):
+    return hu.components(toy64, "head_out", layers=[0, 1])
+
+
+@pytest.fixture(scope="module")
+def run(toy64, toy_task, heads):
+    grid = [
+        hu.estimator("atp"),
+        hu.estimator("hvp"),
+        hu.estimator("hvp", mode="joint"),
+        hu.estimator("hvp", mode="hutchinson", n_probes=4, seed=0),
+        hu.estimator("hvp", mode="hutchinson", n_probes=4, seed=1),
+        hu.estimator("multistep", steps=1, rule="radau"),
+        hu.estimator("ig", steps=2),
+        hu.estimator("sff", fix="patch"),
+    ]
+    return hu.run_estimators(toy64, toy_task, heads, grid, perturbation="name_swap", kind="head")
+
+
+def test_one_row_per_estimator_keyed_without_collisions(run):
+    frame, results = run
+    assert list(frame.key) == list(results)
+    assert len(frame) == 9 and frame.key.is_unique
+    seeds = frame[frame.key.str.startswith("hvp[mode=hutchinson")]
+    assert sorted(seeds.opt_seed) == [0, 1], "two Hutchinson seeds must both be kept"
+    assert not np.allclose(*(results[k].values for k in seeds.key))
+
+
+def test_rows_are_compare_of_each_result_against_ap(run):
+    frame, results = run
+    truth = results["ap"]
+    for _, row in frame.iterrows():
+        expected = hu.compare(results[row.key], truth).iloc[0]
+        for column in ("pearson", "spearman", "nmae", "topk_recall"):
+            assert row[column] == pytest.approx(expected[column], nan_ok=True)
+        assert row.forward == results[row.key].cost["forward"]
+    ap = frame.set_index("key").loc["ap"]
+    assert ap.nmae == 0 and ap.x_AP_time == pytest.approx(1.0)
+    assert frame.set_index("key").loc["atp"].x_AtP_time == pytest.approx(1.0)
+    assert set(frame.family) >= {"AP", "AtP", "HVP (one point)", "SFF", "IG (per component)"}
+
+
+def test_duplicate_estimators_are_refused(toy64, toy_task, heads):
+    with pytest.raises(ValueError, match="twice"):
+        hu.run_estimators(toy64, toy_task, heads, [hu.estimator("atp"), hu.estimator("atp")])
+
+
+def test_targets_report_reads_keys_not_labels(run):
+    frame, results = run
+    frame = with_circuit_columns(frame.copy(), results)
+    report = targets(frame)
+    by_key = frame.set_index("key")
+    ratio = by_key.loc["hvp"].nmae / by_key.loc["atp"].nmae
+    assert f"ratio {ratio:.2f}" in report
+    assert ("met" if ratio <= 0.5 else "missed") in report.split("ratio")[1].split("\n")[0]
+    joint = by_key.loc["hvp[mode=joint]"].x_AtP_time
+    assert f"median {joint:.2f}" in report
+    assert "SFF (patch), name_swap/head" in report
+    relabelled = frame.assign(method=[f"m{i}" for i in range(len(frame))])
+    assert targets(relabelled).count("- ") == report.count("- "), "labels must not matter"
+
+
+def test_targets_verdicts_on_a_constructed_frame():
+    rows = [
+        dict(key="ap", estimator="ap", method="AP", nmae=0.0, seconds=1.0),
+        dict(key="atp", estimator="atp", method="AtP", nmae=0.4, seconds=0.1),
+        dict(key="hvp", estimator="hvp", method="HVP diag", nmae=0.1, seconds=2.0),
+        dict(key="hvp[mode=joint]", estimator="hvp", method="HVP joint", nmae=1.0, seconds=0.3),
+        dict(key="ig", estimator="ig", method="IG K=2", nmae=0.01, seconds=1.0),
+        dict(key="multistep", estimator="multistep", method="Radau", nmae=0.005, seconds=0.4),
+    ]
+    frame = pd.DataFrame(rows).assign(
+        perturbation="p",
+        kind="k",
+        family="f",
+        opt_mode=["", "", "diag", "joint", "per_component", ""],
+        opt_rule=["", "", "", "", "midpoint", "radau"],
+        x_AtP_time=lambda f: f.seconds / 0.1,
+    )
+    report = targets(frame)
+    assert "ratio 0.25 -> met" in report
+    assert "median 3.00" in report
+    assert "Radau reaches IG K=2 (NMAE 0.0050 <= 0.0100) at 0.40x" in report
