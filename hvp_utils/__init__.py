@@ -46,12 +46,20 @@ from hvp_utils.core.models import (
     ModelWeightsUnavailableError,
     UnknownModelError,
     UnsupportedArchitectureError,
+    from_hf_model,
     load_local_checkpoint,
     load_model,
     resolve_dtype,
 )
 from hvp_utils.core.results import Attribution, CostMeter
-from hvp_utils.core.tasks import PatchingTask, TaskError, ioi_dataset, task_baseline
+from hvp_utils.core.tasks import (
+    PatchingTask,
+    TaskError,
+    TaskPerformanceWarning,
+    ioi_dataset,
+    task_baseline,
+    task_report,
+)
 from hvp_utils.core.types import (
     KINDS,
     Direction,
@@ -98,6 +106,7 @@ __all__ = [
     "PathCurves",
     "Perturbation",
     "TaskError",
+    "TaskPerformanceWarning",
     "UnknownModelError",
     "UnsupportedArchitectureError",
     "activation_patching",
@@ -118,6 +127,7 @@ __all__ = [
     "estimator",
     "faithfulness",
     "fitted_orders",
+    "from_hf_model",
     "flag_reasons",
     "head_roles",
     "hvp_correction",
@@ -142,4 +152,5 @@ __all__ = [
     "screen_flag_fix",
     "spearman",
     "task_baseline",
+    "task_report",
 ]

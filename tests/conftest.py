@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import hvp_utils
 from hvp_utils.core.toy_model import TOY_MODEL_DIR, load_tokenizer
@@ -20,28 +19,98 @@ def toy32():
     return hvp_utils.load_model("toy-ioi")
 
 
-def tiny_model(dtype=torch.float64, seed: int = 1, **overrides) -> HookedTransformer:
-    """A random-initialised 2-layer model with the toy tokenizer (so IOI prompts tokenize)."""
-    tokenizer = load_tokenizer(TOY_MODEL_DIR / "tokenizer")
-    settings = dict(
-        n_layers=2,
-        d_model=32,
-        n_heads=4,
-        d_head=8,
-        d_mlp=64,
-        n_ctx=32,
-        act_fn="gelu",
-        normalization_type="LN",
-        d_vocab=len(tokenizer),
-        seed=seed,
-        dtype=dtype,
+#: Tiny random-initialised Hugging Face models of each architecture family (2 layers,
+#: d_model 32, 4 heads of 8, d_mlp 64); ``transformers`` builds them, TransformerLens bridges them.
+TINY_FAMILIES = {
+    "gpt2": (
+        "GPT2LMHeadModel",
+        "GPT2Config",
+        dict(
+            n_layer=2,
+            n_embd=32,
+            n_head=4,
+            n_inner=64,
+            n_positions=32,
+            activation_function="gelu",
+            tie_word_embeddings=False,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        ),
+    ),
+    "llama": (
+        "LlamaForCausalLM",
+        "LlamaConfig",
+        dict(
+            num_hidden_layers=2,
+            hidden_size=32,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=32,
+            tie_word_embeddings=False,
+        ),
+    ),
+    "gemma2": (
+        "Gemma2ForCausalLM",
+        "Gemma2Config",
+        dict(
+            num_hidden_layers=2,
+            hidden_size=32,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            intermediate_size=64,
+            max_position_embeddings=32,
+            sliding_window=16,
+            attn_logit_softcapping=50.0,
+            final_logit_softcapping=30.0,
+        ),
+    ),
+    "neox": (
+        "GPTNeoXForCausalLM",
+        "GPTNeoXConfig",
+        dict(
+            num_hidden_layers=2,
+            hidden_size=32,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=32,
+            rotary_pct=0.5,
+            use_parallel_residual=True,
+        ),
+    ),
+}
+
+
+#: Weight scale of the tiny models: at Hugging Face's 0.02 a 32-wide model attends almost
+#: uniformly and query/key effects vanish (1e-6), which would make their tests vacuous.
+INIT_STD = 0.25
+
+
+def tiny_hf_model(family: str = "gpt2", seed: int = 1, **overrides):
+    """A random-initialised ``transformers`` model of ``family`` with the toy tokenizer's
+    vocabulary and special tokens (so IOI prompts tokenize), in eval mode."""
+    import transformers
+
+    tokenizer = load_tokenizer(TOY_MODEL_DIR)
+    model_class, config_class, settings = TINY_FAMILIES[family]
+    config = getattr(transformers, config_class)(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **{**settings, **overrides},
     )
-    settings.update(overrides)
-    model = HookedTransformer(
-        HookedTransformerConfig(**settings), tokenizer=tokenizer, move_to_device=False
-    )
-    model.eval()
-    return model
+    config.initializer_range = INIT_STD
+    torch.manual_seed(seed)
+    return getattr(transformers, model_class)(config).eval(), tokenizer
+
+
+def tiny_model(family: str = "gpt2", dtype=torch.float64, seed: int = 1, **overrides):
+    """:func:`tiny_hf_model` as the package's model (a TransformerBridge)."""
+    hf_model, tokenizer = tiny_hf_model(family, seed, **overrides)
+    return hvp_utils.from_hf_model(hf_model, tokenizer, name=f"tiny-{family}", dtype=dtype)
 
 
 @pytest.fixture(scope="session")

@@ -29,8 +29,8 @@ class SquaredLogitDiff(hu.PatchingTask):
     """A metric quadratic in the final normalised residual stream, (logit(IO) - logit(S))^2:
     every patch path of that stream is a parabola (third derivative zero)."""
 
-    def metric_per_prompt(self, logits):
-        return super().metric_per_prompt(logits) ** 2
+    def answer_metric(self, answer_logits):
+        return super().answer_metric(answer_logits) ** 2
 
 
 def quadratic_case(model, task, whole: bool = False):
@@ -93,10 +93,13 @@ def hook_gradients_reference(model, task, comps, frozen=(), caches=None) -> torc
     if caches is None:
         caches = {h: endpoints(model, task, c) for h, c in by_hook.items()}
     leaves = {h: torch.zeros_like(caches[h][1], requires_grad=True) for h in hooks}
-    fwd = [(h, lambda act, hook: act + leaves[hook.name]) for h in hooks]
+    fwd = [(h, lambda act, hook, h=h: act + leaves[h]) for h in hooks]
     fwd += [(h, lambda act, hook: act.detach()) for h in frozen]
     metric = task.metric(model.run_with_hooks(task.corrupted_tokens, fwd_hooks=fwd))
-    grads = torch.autograd.grad(metric, [leaves[h] for h in hooks], allow_unused=True)
+    if metric.requires_grad:
+        grads = torch.autograd.grad(metric, [leaves[h] for h in hooks], allow_unused=True)
+    else:  # every path from the hooks to the metric is detached
+        grads = [None] * len(hooks)
     grads = {
         h: torch.zeros_like(leaves[h]) if g is None else g
         for h, g in zip(hooks, grads, strict=True)
@@ -136,7 +139,7 @@ def whole_hook_function(model, task, hooks: list[str]):
 
     def phi(*offsets):
         shift = dict(zip(hooks, offsets, strict=True))
-        fwd = [(h, lambda act, hook: act + shift[hook.name]) for h in hooks]
+        fwd = [(h, lambda act, hook, h=h: act + shift[h]) for h in hooks]
         return task.metric(model.run_with_hooks(task.corrupted_tokens, fwd_hooks=fwd))
 
     return phi, zeros, deltas

@@ -12,37 +12,24 @@ import hvp_utils as hu
 from hvp_utils import components
 
 FAMILIES = {
-    "gpt2 (LayerNorm, learned positions, GELU)": {},
-    "llama (RMSNorm, rotary, gated SiLU, GQA)": dict(
-        normalization_type="RMS",
-        positional_embedding_type="rotary",
-        rotary_dim=8,
-        act_fn="silu",
-        gated_mlp=True,
-        n_key_value_heads=2,
-    ),
-    "gemma-2 (soft-capped attention and logits, GQA)": dict(
-        normalization_type="RMS",
-        positional_embedding_type="rotary",
-        rotary_dim=8,
-        act_fn="gelu_pytorch_tanh",
-        gated_mlp=True,
-        n_key_value_heads=2,
-        attn_scores_soft_cap=50.0,
-        output_logits_soft_cap=30.0,
-    ),
-    "neox (parallel attention + MLP, rotary)": dict(
-        positional_embedding_type="rotary",
-        rotary_dim=4,
-        parallel_attn_mlp=True,
-    ),
+    "gpt2 (LayerNorm, learned positions, GELU)": "gpt2",
+    "llama (RMSNorm, rotary, gated SiLU, GQA)": "llama",
+    "gemma-2 (soft-capped attention and logits, GQA)": "gemma2",
+    "neox (parallel attention + MLP, rotary)": "neox",
 }
+
+
+#: TransformerLens's bridge computes the attention softmax of rotary-position models in float32
+#: even in a float64 model (``PositionEmbeddingsAttentionBridge``): their derivatives carry
+#: ~1e-7 absolute rounding noise, so checks there are at 1e-4 relative, not 1e-6.
+FLOAT32_SOFTMAX = {"llama", "gemma2", "neox"}
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES), ids=lambda k: k.split(" ")[0])
 def family(request):
-    model = tiny_model(seed=5, **FAMILIES[request.param])
+    model = tiny_model(FAMILIES[request.param], seed=5)
     task = hu.ioi_dataset(model, n_prompts=4, perturbation="name_swap", seed=1)
+    model.test_rtol = 1e-4 if FAMILIES[request.param] in FLOAT32_SOFTMAX else 1e-6
     return model, task
 
 
@@ -81,7 +68,8 @@ def test_every_estimator_runs_and_is_right(family, kind):
     _, h_delta = torch.autograd.functional.hvp(phi, x_r, x_c - x_r)
     second = float(((x_c - x_r) * h_delta).sum())
     diag = estimates[1]
-    assert float(diag.second[comps.index(comp)]) == pytest.approx(second, rel=1e-6, abs=1e-9)
+    rtol = model.test_rtol
+    assert float(diag.second[comps.index(comp)]) == pytest.approx(second, rel=rtol, abs=1e-9)
     # first-order and quadrature rules against the same path differentiated by plain autograd
     d = {(t, k): path_derivative(g, t, k) for t in (0.0, 0.25, 0.5, 0.75, 1.0) for k in (1, 2)}
     qk_fix = qk_fixed_reference(model, task, comp) if kind in ("head_q", "head_k") else d[0.0, 1]
@@ -97,7 +85,7 @@ def test_every_estimator_runs_and_is_right(family, kind):
     by_method = {e.method: e for e in estimates}
     for method, value in expected.items():
         ours = float(by_method[method][comp.name])
-        assert ours == pytest.approx(value, rel=1e-6, abs=1e-9), method
+        assert ours == pytest.approx(value, rel=rtol, abs=1e-9), method
 
 
 def test_grouped_query_keys_are_kv_heads(family):

@@ -53,7 +53,12 @@ def test_faithfulness_endpoints_against_plain_mean_ablation(toy64, toy_task):
     hooks = [
         (
             f"blocks.{layer}.attn.hook_z",
-            lambda act, hook: cache[hook.name].mean(0, keepdim=True).expand_as(act),
+            lambda act, hook, layer=layer: (
+                cache[f"blocks.{layer}.attn.hook_z"]
+                .mean(0, keepdim=True)
+                .expand_as(act)
+                .contiguous()
+            ),  # GPT-2's Conv1D views its input
         )
         for layer in range(toy64.cfg.n_layers)
     ]
@@ -64,7 +69,7 @@ def test_faithfulness_endpoints_against_plain_mean_ablation(toy64, toy_task):
     keep = [(h, f) for h, f in hooks if h != top.hook]
 
     def keep_one(act, hook):
-        mean = cache[hook.name].mean(0, keepdim=True).expand_as(act).clone()
+        mean = cache[top.hook].mean(0, keepdim=True).expand_as(act).clone()
         head = dict(top.select)[2]
         mean[:, :, head] = act[:, :, head]
         return mean

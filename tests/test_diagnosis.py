@@ -91,7 +91,8 @@ def local_error_reference(model, task, comp, out, direction="denoising", eps=1e-
 
     with torch.no_grad():
         o_r, o_c = phi(0.0), phi(1.0)
-        slope = (phi(eps) - phi(-eps)) / (2 * eps)
+        # five-point central difference: truncation error O(eps^4)
+        slope = (8 * (phi(eps) - phi(-eps)) - (phi(2 * eps) - phi(-2 * eps))) / (12 * eps)
     o_leaf = o_r.clone().requires_grad_(True)
     logits = model.run_with_hooks(tokens, fwd_hooks=[(out.hook, lambda act, hook: o_leaf)])
     (grad,) = torch.autograd.grad(task.metric(logits), o_leaf)
@@ -189,27 +190,24 @@ def test_pattern_map_is_linear(toy64, toy_task):
 
 @pytest.mark.parametrize("direction", ["denoising", "noising"])
 def test_grouped_query_keys_feed_their_group(direction):
-    model = tiny_model(
-        seed=5,
-        n_key_value_heads=2,
-        normalization_type="RMS",
-        act_fn="silu",
-        gated_mlp=True,
-        positional_embedding_type="rotary",
-        rotary_dim=8,
-    )
+    model = tiny_model("llama", seed=5)
     task = hu.ioi_dataset(model, n_prompts=4, perturbation="name_swap", seed=1)
     comps = components(model, "head_k") + components(model, "neuron_pre", layers=[0])[:3]
     assert output_slice(model, comps[1]).indices == (2, 3)
     frame = diagnose(model, task, comps, direction=direction)
+    # TransformerLens's Llama attention takes its softmax in float32 even in a float64 model, so
+    # its outputs carry ~1e-7 rounding noise: a five-point difference with step 1e-2 keeps it small,
+    # and two autograd routes to g'(0) or g''(0) agree to ~1e-6 absolute (1e-12 on GPT-2)
     for i, comp in enumerate(comps):
-        reference = local_error_reference(model, task, comp, output_slice(model, comp), direction)
-        assert frame.iloc[i].E_local == pytest.approx(reference, rel=1e-5, abs=1e-9), comp.name
+        out = output_slice(model, comp)
+        reference = local_error_reference(model, task, comp, out, direction, eps=1e-2)
+        assert frame.iloc[i].E_local == pytest.approx(reference, rel=1e-3, abs=1e-5), comp.name
         g = path_function(model, task, comp, direction)
-        assert frame.iloc[i].AtP == pytest.approx(path_derivative(g, 0.0, 1), rel=1e-9, abs=1e-12)
+        atp = path_derivative(g, 0.0, 1)
+        assert frame.iloc[i].AtP == pytest.approx(atp, rel=1e-4, abs=1e-6), comp.name
         g2 = path_derivative(g, 0.0, 2)
         total = frame.iloc[i].second_local + frame.iloc[i].second_down
-        assert total == pytest.approx(g2, rel=1e-7, abs=1e-10), comp.name
+        assert total == pytest.approx(g2, rel=1e-4, abs=1e-6), comp.name
 
 
 def test_error_shares_closed_form(diagnosed):
@@ -222,6 +220,7 @@ def test_error_shares_closed_form(diagnosed):
 
 
 def test_solu_pre_activations_are_rejected(toy64, toy_task):
-    model = tiny_model(act_fn="solu_ln")
+    model = tiny_model()
+    model.cfg.act_fn = "solu_ln"  # SoLU's LayerNorm mixes the neurons of a position
     with pytest.raises(ValueError, match="per-neuron local map"):
         diagnose(model, toy_task, components(model, "neuron_pre", layers=[0])[:2])

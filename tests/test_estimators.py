@@ -130,15 +130,20 @@ def error_slope(errors: dict[int, float]) -> float:
 
 @pytest.fixture(scope="module")
 def curved(toy64, toy_task):
-    """Curved paths in their asymptotic regime at K = 2..8: MLP0 (AtP is 30% off), L0H6, L1H3.q.
+    """The most curved path of each of three kinds (largest |AP - AtP|: MLP out, head out,
+    head query), each with an AtP error of at least 1e-3 so the errors at K = 4..16 stay above
+    rounding.
 
     (Under random_token, MLP0's path bends so sharply that K = 8 is still pre-asymptotic for
     the order-4 rules: notebook 05 shows it.)
     """
-    by_name = {
-        c.name: c for kind in ("mlp_out", "head_out", "head_q") for c in components(toy64, kind)
-    }
-    comps = [by_name[n] for n in ("MLP0", "L0H6", "L1H3.q")]
+    comps = []
+    for kind in ("mlp_out", "head_out", "head_q"):
+        candidates = components(toy64, kind)
+        truth = hu.activation_patching(toy64, toy_task, candidates)
+        error = (truth.values - hu.atp(toy64, toy_task, candidates).values).abs()
+        assert error.max() > 1e-3, kind
+        comps.append(candidates[int(error.argmax())])
     return toy_task, comps, hu.activation_patching(toy64, toy_task, comps)
 
 
@@ -155,7 +160,7 @@ def curved(toy64, toy_task):
 def test_quadrature_error_order(rule, method, toy64, curved):
     task, comps, truth = curved
     errors = {i: {} for i in range(len(comps))}
-    for k in (2, 4, 8):
+    for k in (4, 8, 16):
         if method == "multistep":
             estimate = hu.multistep_hvp(toy64, task, comps, steps=k, rule=rule)
         else:
@@ -164,7 +169,10 @@ def test_quadrature_error_order(rule, method, toy64, curved):
             errors[i][k] = abs(float(estimate.values[i] - truth.values[i]))
     for i in errors:
         slope = error_slope(errors[i])
-        assert slope == pytest.approx(-hu.ERROR_ORDER[rule], abs=0.6), (comps[i].name, errors[i])
+        # at least the derived order (a wrong weight drops it to 2 or 1); faster before the
+        # asymptotic range is fine
+        assert slope <= -hu.ERROR_ORDER[rule] + 0.6, (comps[i].name, errors[i])
+        assert slope >= -hu.ERROR_ORDER[rule] - 1.5, (comps[i].name, errors[i])
 
 
 def test_joint_ig_interpolates_a_hook_together(toy64, toy_task):
@@ -217,7 +225,7 @@ def test_graddrop_matches_plain_hooks_with_detached_layers(toy64, toy_task):
     torch.testing.assert_close(star.values, torch.sign(plain) * expected, rtol=1e-7, atol=1e-10)
     n_layers = toy64.cfg.n_layers
     undropped = n_layers / (n_layers - 1) * plain.abs()
-    assert (expected[:2] - undropped[:2]).abs().min() > 1e-2, "dropping changed nothing"
+    assert (expected[:2] - undropped[:2]).abs().min() > 1e-3, "dropping changed nothing"
     assert star.cost["backward"] == n_layers  # the base run and one per later layer
 
 

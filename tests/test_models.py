@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -19,10 +20,11 @@ from hvp_utils.core.ioi_text import (
     heldout_prompt_sources,
     ioi_vocab,
     is_heldout_combination,
+    natural_text,
     sample_prompt,
     training_sentence,
 )
-from hvp_utils.core.toy_model import encode_batch
+from hvp_utils.core.toy_model import TOY_MODEL_DIR, encode_batch
 
 
 def test_toy_model_loads_offline_in_seconds():
@@ -74,7 +76,7 @@ def test_toy_model_solves_ioi_on_heldout_prompts(toy32):
 
 def template_regex(template: str) -> re.Pattern:
     """A template as a regex over filled sentences: each slot matches one word."""
-    pattern = re.escape(template)
+    pattern = re.escape(natural_text(template))
     for slot in ("N1", "N2", "S", "PLACE", "OBJECT"):
         pattern = pattern.replace(re.escape("{" + slot + "}"), r"\S+")
     return re.compile(pattern)
@@ -93,7 +95,8 @@ def test_training_never_sees_the_heldout_split():
     assert heldout[0].match(
         sample_prompt(rng, vocab["heldout_templates"][:1], vocab["names"], "any").text
     )
-    names_in_training = {w for s in sentences for w in s.split()} & set(vocab["names"])
+    words = {w.strip(",.") for s in sentences for w in s.split()}
+    names_in_training = words & set(vocab["names"])
     assert names_in_training == set(vocab["names"])
 
 
@@ -130,3 +133,37 @@ def test_missing_weights_offline_is_an_error(tmp_path):
     )
     assert "UNAVAILABLE" in out.stdout, out.stderr[-2000:]
     assert "toy-ioi" in out.stdout and "HF_HUB_OFFLINE" in out.stdout
+
+
+def test_toy_model_is_a_standard_hugging_face_checkpoint(toy64, toy_task):
+    """transformers loads data/toy-ioi with no project code, and its logits are the bridge's."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf_model = AutoModelForCausalLM.from_pretrained(str(TOY_MODEL_DIR), dtype=torch.float64)
+    tokenizer = AutoTokenizer.from_pretrained(str(TOY_MODEL_DIR))
+    assert type(hf_model).__name__ == "GPT2LMHeadModel"
+    assert tokenizer.bos_token == "<|bos|>" and tokenizer.pad_token == "<|pad|>"
+    with torch.no_grad():
+        reference = hf_model.eval()(toy_task.clean_tokens).logits
+        torch.testing.assert_close(toy64(toy_task.clean_tokens), reference, rtol=0, atol=1e-9)
+    record = json.loads((TOY_MODEL_DIR / "training.json").read_text())
+    assert record["accuracy"] >= 0.95 and record["logit_diff"] >= 2.0
+
+
+def test_placement_is_passed_to_the_bridge(monkeypatch):
+    """n_devices and device_map reach TransformerBridge.boot_transformers unchanged."""
+    from hvp_utils.core import models
+
+    seen = []
+
+    def fake_boot(source, **kwargs):
+        seen.append(kwargs)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(models.TransformerBridge, "boot_transformers", fake_boot)
+    for kwargs in ({"n_devices": 2}, {"device_map": "auto"}, {"device": "cpu"}):
+        with pytest.raises(hvp_utils.ModelWeightsUnavailableError):
+            hvp_utils.load_model("toy-ioi", **kwargs)
+    assert seen[0]["n_devices"] == 2 and "device" not in seen[0]
+    assert seen[1]["device_map"] == "auto" and "n_devices" not in seen[1]
+    assert seen[2]["device"] == "cpu" and seen[2]["dtype"] == torch.float32

@@ -56,7 +56,9 @@ def test_public_api_is_one_list_of_existing_names():
 
 def test_importing_the_package_has_no_side_effects():
     code = (
-        "import sys, warnings; import torch, pandas, transformer_lens, transformers, tqdm.auto; "
+        # TransformerLens's bridge installs warning filters of its own when imported
+        "import sys, warnings; import torch, pandas, transformers, tqdm.auto; "
+        "import transformer_lens.model_bridge, transformer_lens.utilities; "
         "before = list(warnings.filters); import hvp_utils; "
         "print(sys.modules.get('matplotlib.pyplot') is not None, "
         "list(warnings.filters) == before, any(m.startswith('hvp_utils.cli') for m in sys.modules))"

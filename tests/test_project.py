@@ -38,7 +38,7 @@ def test_torch_is_pinned_where_it_is_installed():
     assert "torch==2.13.0" in makefile
     assert "torch==2.13.0" in (ROOT / "environment.yml").read_text()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert "transformer-lens>=3.9,<4" in project["dependencies"]
+    assert "transformer-lens>=4.3,<5" in project["dependencies"]
 
 
 def test_sanitize_file_rules_are_all_read_by_nbval():

@@ -25,7 +25,7 @@ def save_checkpoint(directory: Path, family: str = "gpt2") -> Path:
     single tokens), written with ``save_pretrained`` like any Hugging Face checkpoint."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = load_tokenizer(TOY_MODEL_DIR / "tokenizer")
+    tokenizer = load_tokenizer(TOY_MODEL_DIR)
     ids = dict(
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
@@ -69,12 +69,11 @@ def test_local_checkpoint_matches_the_hugging_face_model(tmp_path, family):
 
 
 def test_unsupported_architecture_names_what_is_missing(tmp_path):
-    from transformers import BertConfig, BertLMHeadModel
+    from transformers import CTRLConfig, CTRLLMHeadModel
 
-    BertLMHeadModel(
-        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, is_decoder=True)
-    ).save_pretrained(tmp_path)
-    with pytest.raises(UnsupportedArchitectureError, match="BertLMHeadModel.*GPT2LMHeadModel"):
+    config = CTRLConfig(n_layer=1, n_embd=32, n_head=4, dff=64, vocab_size=100)
+    CTRLLMHeadModel(config).save_pretrained(tmp_path)
+    with pytest.raises(UnsupportedArchitectureError, match="CTRLLMHeadModel.*GPT2LMHeadModel"):
         load_local_checkpoint(tmp_path)
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from transformer_lens import HookedTransformer
 
 from hvp_utils.core.components import Component
 from hvp_utils.core.metrics import compare
 from hvp_utils.core.results import Attribution
 from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import Model
 from hvp_utils.estimators import ERROR_ORDER, estimator
 from hvp_utils.estimators.registry import RUNTIME_OPTIONS, EstimatorSpec
 
@@ -61,7 +61,7 @@ def spec_columns(spec: EstimatorSpec) -> dict:
 
 
 def run_estimators(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     estimators: list[EstimatorSpec] | None = None,
@@ -109,7 +109,7 @@ def run_estimators(
 
 
 def convergence(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     steps: tuple[int, ...] = (1, 2, 4, 8),

@@ -10,12 +10,11 @@ from __future__ import annotations
 import pandas as pd
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from hvp_utils.core.components import Component
 from hvp_utils.core.results import Attribution
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import DIRECTIONS, Direction, check_choice
+from hvp_utils.core.types import DIRECTIONS, Direction, Model, check_choice
 
 
 def component_index(comp: Component, ndim: int) -> tuple:
@@ -26,9 +25,7 @@ def component_index(comp: Component, ndim: int) -> tuple:
     return tuple(index)
 
 
-def endpoints(
-    model: HookedTransformer, task: PatchingTask, comp: Component
-) -> tuple[Tensor, Tensor]:
+def endpoints(model: Model, task: PatchingTask, comp: Component) -> tuple[Tensor, Tensor]:
     """Clean and corrupted activations at the component's hook (full hook tensors)."""
     with torch.no_grad():
         _, clean = model.run_with_cache(task.clean_tokens, names_filter=comp.hook)
@@ -37,7 +34,7 @@ def endpoints(
 
 
 def slice_function(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comp: Component,
     direction: Direction = "denoising",
@@ -72,7 +69,7 @@ def slice_function(
 
 
 def path_function(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comp: Component,
     direction: Direction = "denoising",
@@ -92,7 +89,7 @@ def path_derivative(g, t: float, order: int) -> float:
 
 
 def check_second_order(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     estimate: Attribution,

@@ -13,12 +13,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from hvp_utils.core.components import Component, check_components, group_by_hook
@@ -26,7 +27,8 @@ from hvp_utils.core.engine import progress, replicate_chunks, replicated_metric
 from hvp_utils.core.ioi_text import DATA_DIR
 from hvp_utils.core.metrics import auroc
 from hvp_utils.core.results import Attribution
-from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.tasks import PatchingTask, metric_per_prompt
+from hvp_utils.core.types import Model
 
 PUBLISHED_HEADS_FILE = DATA_DIR / "ioi" / "gpt2_small_ioi_heads.csv"
 
@@ -94,7 +96,7 @@ def recovery_table(estimates: list[Attribution], reference: list[str]) -> pd.Dat
     return pd.DataFrame(rows).set_index("method")
 
 
-def mean_activations(model: HookedTransformer, task: PatchingTask, hooks: list[str]) -> dict:
+def mean_activations(model: Model, task: PatchingTask, hooks: list[str]) -> dict:
     """Mean over the clean prompts of each hook's activation, position by position."""
     with torch.no_grad():
         _, cache = model.run_with_cache(task.clean_tokens, names_filter=lambda n: n in set(hooks))
@@ -102,7 +104,7 @@ def mean_activations(model: HookedTransformer, task: PatchingTask, hooks: list[s
 
 
 def faithfulness(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     ranking: Attribution | list[Component],
     comps: list[Component],
@@ -138,7 +140,7 @@ def faithfulness(
     rows = task.clean_tokens.numel()
     chunks = replicate_chunks([0] * len(sizes), rows, order=0, chunk_size=chunk_size)
     with torch.no_grad():
-        full = task.metric(model(task.clean_tokens))
+        full = metric_per_prompt(model, task, task.clean_tokens).mean()
         kept_metric = torch.cat(
             [
                 replicated_metric(
@@ -160,14 +162,14 @@ def _ablation(kept: dict[str, Tensor], means: dict[str, Tensor], chunk: list[int
     """Forward hooks that mean-ablate, in replicate ``r`` of the chunk, every entry outside
     the kept mask of size ``chunk[r]``: ``act <- mean + kept * (act - mean)``."""
 
-    def ablate(act, hook):
+    def ablate(act, hook, name):  # name bound per hook: a bridge's hook.name is its own
         replicates = len(chunk)
         act = act.view(replicates, -1, *act.shape[1:])
-        mask = kept[hook.name][chunk].unsqueeze(1).to(act.device)
-        mean = means[hook.name].unsqueeze(0)
+        mask = kept[name][chunk].unsqueeze(1).to(act.device)
+        mean = means[name].unsqueeze(0)
         return (mean + mask * (act - mean)).view(-1, *act.shape[2:])
 
-    return [(hook, ablate) for hook in kept]
+    return [(hook, partial(ablate, name=hook)) for hook in kept]
 
 
 def _order(ranking: Attribution | list[Component], comps: list[Component]) -> list[int]:
@@ -189,7 +191,7 @@ def _slots(task: PatchingTask) -> dict[str, Tensor]:
 
 
 def head_roles(
-    model: HookedTransformer, task: PatchingTask, truth: Attribution, min_attention: float = 0.3
+    model: Model, task: PatchingTask, truth: Attribution, min_attention: float = 0.3
 ) -> pd.DataFrame:
     """Attention of every head at the final position (to IO, S1, S2) and at S2 (to S1, IO),
     its AP effect, and a role read off them (first match wins):

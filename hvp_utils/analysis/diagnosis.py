@@ -50,7 +50,6 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from hvp_utils.core.components import Component, check_components, group_by_hook, query_heads
@@ -64,7 +63,7 @@ from hvp_utils.core.engine import (
 )
 from hvp_utils.core.results import CostMeter
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction
+from hvp_utils.core.types import Direction, Model
 
 #: Component kind -> ``get_act_name`` of its local map's output (kinds not listed: identity).
 LOCAL_MAPS = {"head_q": "z", "head_k": "z", "head_pattern": "z", "neuron_pre": "post"}
@@ -110,7 +109,7 @@ def output_hook(comp: Component) -> str:
     return comp.hook if suffix is None else get_act_name(suffix, comp.layer)
 
 
-def output_slice(model: HookedTransformer, comp: Component) -> Component:
+def output_slice(model: Model, comp: Component) -> Component:
     """The component's output ``o`` as a slice of :func:`output_hook`: the query heads a
     query/key/pattern feeds (axis 2 of ``hook_z``), the neuron a pre-activation feeds."""
     if comp.kind not in LOCAL_MAPS:
@@ -123,7 +122,7 @@ def output_slice(model: HookedTransformer, comp: Component) -> Component:
     return OutputSlice(comp.name, comp.kind, output_hook(comp), comp.layer, (), 2, indices)
 
 
-def _check_local_map(model: HookedTransformer, comps: list[Component]) -> None:
+def _check_local_map(model: Model, comps: list[Component]) -> None:
     """Neuron pre-activations must act neuron by neuron (not through SoLU's layer norm)."""
     act_fn = str(getattr(model.cfg, "act_fn", ""))
     if any(c.kind == "neuron_pre" for c in comps) and "solu" in act_fn:
@@ -134,7 +133,7 @@ def _check_local_map(model: HookedTransformer, comps: list[Component]) -> None:
 
 
 def local_path_expansion(
-    model: HookedTransformer,
+    model: Model,
     ctx: PatchContext,
     in_hook: str,
     out_hook: str,
@@ -180,7 +179,7 @@ def _local_terms(model, task, ctx, comps, members, grads, meter) -> dict[str, Te
 
 
 def diagnose(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     *,

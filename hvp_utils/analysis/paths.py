@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from transformer_lens import HookedTransformer
 
 from hvp_utils.analysis.reliability import (
     REASON_NAMES,
@@ -31,7 +30,7 @@ from hvp_utils.core.components import Component
 from hvp_utils.core.engine import PatchContext, context_for, path_derivatives, path_derivatives_at
 from hvp_utils.core.results import CostMeter
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction
+from hvp_utils.core.types import Direction, Model
 
 
 @dataclass
@@ -80,7 +79,7 @@ def _summary(comps, pieces, tau, threshold) -> pd.DataFrame:
 
 
 def path_curves(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     *,

@@ -43,7 +43,6 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from hvp_utils.core.components import Component
 from hvp_utils.core.engine import (
@@ -56,7 +55,7 @@ from hvp_utils.core.engine import (
 from hvp_utils.core.metrics import auroc
 from hvp_utils.core.results import Attribution, CostMeter
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction
+from hvp_utils.core.types import Direction, Model
 
 Vector = Float[Tensor, "n_components"]  # noqa: F821
 
@@ -176,7 +175,7 @@ def _bounds(pieces: list[PathDerivatives], order: int, refine: bool) -> dict[str
 
 
 def error_bounds(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     *,
@@ -228,7 +227,7 @@ def error_bounds(
 
 
 def reliability(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     *,

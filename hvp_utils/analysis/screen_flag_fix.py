@@ -22,14 +22,13 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from transformer_lens import HookedTransformer
 
 from hvp_utils.analysis.reliability import flag_reasons
 from hvp_utils.core.components import Component, check_components
 from hvp_utils.core.engine import PatchContext, context_for
 from hvp_utils.core.results import Attribution, CostMeter
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import FIXES, Direction, Fix, check_choice
+from hvp_utils.core.types import FIXES, Direction, Fix, Model, check_choice
 from hvp_utils.estimators.patching import activation_patching
 from hvp_utils.estimators.quadrature import multistep_hvp
 from hvp_utils.estimators.registry import describe, register
@@ -44,7 +43,7 @@ STAGES = ("screen_flag", "fix")
 
 
 def screen_flag_fix(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     *,

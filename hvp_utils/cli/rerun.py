@@ -138,13 +138,13 @@ def model_slug(model: str) -> str:
 
 def resolve_model(model: str) -> str:
     """The model as notebooks receive it: a checkpoint as an absolute path; a name checked."""
-    from hvp_utils.core.models import TOY_MODEL_NAME, is_local_checkpoint, official_model_name
+    from hvp_utils.core.models import TOY_MODEL_NAME, is_local_checkpoint, resolve_model_name
 
     if is_local_checkpoint(model):
         return str(Path(model).expanduser().resolve())
     if model != TOY_MODEL_NAME:
         try:
-            official_model_name(model)
+            resolve_model_name(model)
         except ValueError as err:
             raise RerunError(str(err)) from None
     return model

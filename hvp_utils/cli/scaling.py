@@ -3,7 +3,7 @@
     python -m hvp_utils.cli.scaling              # cost table, fitted exponents, precision check
     python -m hvp_utils.cli.scaling --quick      # two small models (a smoke test)
 
-Cost: random-initialised GPT-2-style HookedTransformers (LayerNorm, GELU, learned positions,
+Cost: random-initialised GPT-2 models (LayerNorm, GELU, learned positions,
 ``d_head = 16``, ``d_mlp = 4 d_model``) with the toy-ioi word-level tokenizer, of growing width
 (``d_model`` 64..512 at 4 layers) and depth (2..8 layers at ``d_model`` 128). On each, for
 the IOI task (8 prompt pairs, ``name_swap``), the components are every head output plus 64
@@ -35,10 +35,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.profiler import ProfilerActivity, profile
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import hvp_utils as hu
-from hvp_utils.core.toy_model import TOY_ARCHITECTURE, TOY_MODEL_DIR, load_tokenizer
+from hvp_utils.core.toy_model import TOY_MODEL_DIR, build_model, load_tokenizer
+from hvp_utils.core.types import Model
 
 WIDTHS = (64, 128, 256, 512)
 DEPTHS = (2, 4, 8)
@@ -64,14 +64,11 @@ MEASURED = (
 
 
 def random_model(d_model: int, n_layers: int, dtype: torch.dtype = torch.float32):
-    """A random-initialised GPT-2-style model with the toy tokenizer (IOI names one token)."""
-    tokenizer = load_tokenizer(TOY_MODEL_DIR / "tokenizer")
-    size = dict(n_layers=n_layers, d_model=d_model, n_heads=d_model // 16, d_mlp=4 * d_model)
-    cfg = HookedTransformerConfig(
-        **{**TOY_ARCHITECTURE, **size}, d_vocab=len(tokenizer), seed=0, dtype=dtype
-    )
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    return model.eval()
+    """A random-initialised GPT-2 (toy-ioi's architecture at another size) with the toy
+    tokenizer, so the IOI names are single tokens."""
+    tokenizer = load_tokenizer(TOY_MODEL_DIR)
+    size = dict(n_layer=n_layers, n_embd=d_model, n_head=d_model // 16, n_inner=4 * d_model)
+    return hu.from_hf_model(build_model(tokenizer, seed=0, **size), tokenizer, dtype=dtype)
 
 
 def model_grid(quick: bool = False) -> list[tuple[int, int]]:
@@ -82,7 +79,7 @@ def model_grid(quick: bool = False) -> list[tuple[int, int]]:
     return list(dict.fromkeys(grid))
 
 
-def scaled_components(model: HookedTransformer, n_neurons: int = N_NEURONS) -> list:
+def scaled_components(model: Model, n_neurons: int = N_NEURONS) -> list:
     """Every head output plus ``n_neurons`` evenly spaced neurons of the middle layer."""
     neurons = hu.components(model, "neuron", layers=[model.cfg.n_layers // 2])
     step = max(1, len(neurons) // n_neurons)
@@ -111,7 +108,7 @@ def peak_tensor_bytes(fn: Callable[[], object]) -> int:
     return peak
 
 
-def measure(model: HookedTransformer, estimator: hu.EstimatorSpec) -> dict:
+def measure(model: Model, estimator: hu.EstimatorSpec) -> dict:
     """Seconds, pass counts and peak tensor memory of one estimator on ``model``."""
     task = hu.ioi_dataset(model, n_prompts=N_PROMPTS, perturbation="name_swap", seed=0)
     comps = scaled_components(model)

@@ -1,10 +1,10 @@
 """Train the embedded model ``toy-ioi`` (``make toy-model``).
 
-    python -m hvp_utils.cli.train_toy [--steps 4000] [--seed 0] [--out data/toy-ioi]
+    python -m hvp_utils.cli.train_toy [--steps 5000] [--seed 0] [--out data/toy-ioi]
 
-Trains from a fixed seed on a CPU and writes ``data/toy-ioi/`` (weights as safetensors,
-``config.json``, the word-level tokenizer). The same seed, step count and thread count give
-the same weights.
+Trains a ``transformers`` GPT-2 from a fixed seed on a CPU and writes ``data/toy-ioi/`` as a
+standard Hugging Face checkpoint (config.json, model.safetensors, the word-level tokenizer,
+training.json). The same seed, step count and thread count give the same weights.
 
 The corpus is generated on the fly: 70% completed IOI sentences from the training templates
 (held-out (template, IO, S) combinations excluded), 30% other sentences over the same words,
@@ -17,13 +17,13 @@ import argparse
 import json
 import math
 import random
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from hvp_utils.core.ioi_text import all_words, training_sentence
 from hvp_utils.core.toy_model import (
@@ -36,9 +36,9 @@ from hvp_utils.core.toy_model import (
 )
 
 
-def lm_loss(model: HookedTransformer, tokens: Tensor, mask: Tensor) -> Tensor:
+def lm_loss(model, tokens: Tensor, mask: Tensor) -> Tensor:
     """Mean next-token cross-entropy over real tokens."""
-    logits = model(tokens)[:, :-1]
+    logits = model(tokens).logits[:, :-1]
     targets = tokens[:, 1:]
     loss = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
@@ -56,7 +56,7 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
 
 
 def train(
-    steps: int = 4000,
+    steps: int = 5000,
     batch_size: int = 64,
     lr: float = 1e-3,
     seed: int = 0,
@@ -66,11 +66,12 @@ def train(
 ) -> dict:
     """Train toy-ioi from ``seed`` and save it under ``out_dir``; returns the training record."""
     torch.set_num_threads(threads)
-    torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     rng = random.Random(seed)
-    tokenizer = build_tokenizer(all_words(), out_dir / "tokenizer")
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tokenizer(all_words(), Path(tmp))
     model = build_model(tokenizer, seed=seed)
+    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     start = time.perf_counter()
     for step in range(steps):
@@ -83,13 +84,15 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if (step + 1) % log_every == 0 or step + 1 == steps:
-            quality = ioi_quality(model)
+            quality = ioi_quality(model.eval(), tokenizer)
+            model.train()
             print(
                 f"step {step + 1:5d}  loss {loss.item():.3f}  held-out IOI acc "
                 f"{quality['accuracy']:.3f}  logit diff {quality['logit_diff']:.2f}  "
                 f"({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
+    model.eval()
     record = {
         "seed": seed,
         "steps": steps,
@@ -98,15 +101,15 @@ def train(
         "threads": threads,
         "train_seconds": round(time.perf_counter() - start, 1),
         "final_loss": round(loss.item(), 4),
-        **{k: round(v, 4) for k, v in ioi_quality(model).items()},
+        **{k: round(v, 4) for k, v in ioi_quality(model, tokenizer).items()},
     }
-    save_model(model, out_dir, record)
+    save_model(model, tokenizer, out_dir, record)
     return record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)

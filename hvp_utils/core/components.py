@@ -24,10 +24,9 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
-from hvp_utils.core.types import KINDS, Kind, check_choice
+from hvp_utils.core.types import KINDS, Kind, Model, check_choice
 
 #: Per kind: the activation name for ``get_act_name``, the name suffix, and the axes of the
 #: component's (head or neuron, position) indices in that activation.
@@ -94,7 +93,7 @@ def n_kv_heads(cfg) -> int:
     """Key/value heads per layer.
 
     Args:
-        cfg: a ``HookedTransformerConfig``.
+        cfg: a ``TransformerBridgeConfig``.
 
     Returns:
         ``cfg.n_key_value_heads`` under grouped-query attention, else ``cfg.n_heads``.
@@ -106,7 +105,7 @@ def query_heads(cfg, kind: str, head: int) -> list[int]:
     """The query heads whose output a head-indexed component feeds.
 
     Args:
-        cfg: a ``HookedTransformerConfig``.
+        cfg: a ``TransformerBridgeConfig``.
         kind: the component kind (``head_k``/``head_v`` index key/value heads).
         head: the component's head index.
 
@@ -139,7 +138,7 @@ def head_of(name: str) -> tuple[int, int]:
 
 
 def components(
-    model: HookedTransformer,
+    model: Model,
     kind: Kind,
     layers: list[int] | None = None,
     positions: list[int] | None = None,
@@ -171,7 +170,7 @@ def components(
 
 
 def _layer_components(
-    model: HookedTransformer, kind: Kind, layer: int, positions: list[int] | None
+    model: Model, kind: Kind, layer: int, positions: list[int] | None
 ) -> list[Component]:
     """The components of ``kind`` in one layer."""
     cfg = model.cfg

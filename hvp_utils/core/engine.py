@@ -33,13 +33,13 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from hvp_utils.core.components import Component, check_components, group_by_hook
+from hvp_utils.core.readout import blocks_skipped_before, run_with_answer_logits
 from hvp_utils.core.results import CostMeter
 from hvp_utils.core.tasks import PatchingTask, check_finite
-from hvp_utils.core.types import DIRECTIONS, Direction, check_choice
+from hvp_utils.core.types import DIRECTIONS, Direction, Model, check_choice
 
 #: Token budget of one replicated forward pass, without and with an autograd graph.
 TOKENS_PER_PASS = {0: 4096, 1: 4096, 2: 2048, 3: 1024}
@@ -70,7 +70,7 @@ class PatchContext:
 
 
 def prepare(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     direction: Direction = "denoising",
@@ -107,10 +107,11 @@ def prepare(
         else (task.clean_tokens, task.corrupted_tokens)
     )
     with torch.no_grad():
-        base_logits, base_cache = model.run_with_cache(
-            base, names_filter=lambda n: n in hooks or n in resid_hooks
+        answers = task.answers_for(base.shape[0])
+        base_logits, base_cache = run_with_answer_logits(
+            model, base, answers, cache=tuple(sorted(hooks | set(resid_hooks)))
         )
-        _, source_cache = model.run_with_cache(source, names_filter=lambda n: n in hooks)
+        _, source_cache = run_with_answer_logits(model, source, answers, cache=tuple(hooks))
     if meter is not None:
         meter.add(forward=2)
     return PatchContext(
@@ -118,13 +119,13 @@ def prepare(
         base_resid={layer: base_cache[h] for h, layer in resid_hooks.items()},
         base_acts={h: base_cache[h] for h in hooks},
         deltas={h: source_cache[h] - base_cache[h] for h in hooks},
-        base_metric=float(task.metric(base_logits)),
+        base_metric=float(check_finite(task.answer_metric(base_logits).mean(), "metric")),
         direction=direction,
     )
 
 
 def context_for(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     direction: Direction,
@@ -233,7 +234,7 @@ def progress(chunks: list, desc: str):
 
 
 def replicated_metric(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     start: Tensor,
     replicates: int,
@@ -258,8 +259,9 @@ def replicated_metric(
         ``[replicates]``, differentiable where the hooks are.
     """
     repeats = (replicates,) + (1,) * (start.dim() - 1)
-    output = model.run_with_hooks(start.repeat(*repeats), start_at_layer=layer, fwd_hooks=fwd_hooks)
-    per_prompt = task.metric_per_prompt(output)
+    answers = task.answers_for(replicates * task.n_prompts)
+    logits, _ = run_with_answer_logits(model, start.repeat(*repeats), answers, fwd_hooks, layer)
+    per_prompt = task.answer_metric(logits)
     return check_finite(per_prompt.view(replicates, task.n_prompts).mean(1), "metric")
 
 
@@ -281,7 +283,7 @@ def stacked_masks(comps: list[Component], members: list[int], like: Tensor) -> T
 
 
 def local_output(
-    model: HookedTransformer,
+    model: Model,
     ctx: PatchContext,
     in_hook: str,
     out_hook: str,
@@ -312,12 +314,13 @@ def local_output(
     def capture(act, hook):
         captured["out"] = act
 
-    model.run_with_hooks(
-        ctx.base_resid[layer],
-        start_at_layer=layer,
-        stop_at_layer=layer + 1,
-        fwd_hooks=[(in_hook, move), (out_hook, capture)],
-    )
+    with blocks_skipped_before(model, layer):
+        model.run_with_hooks(
+            ctx.base_resid[layer],
+            start_at_layer=layer,
+            stop_at_layer=layer + 1,
+            fwd_hooks=[(in_hook, move), (out_hook, capture)],
+        )
     return captured["out"]
 
 
@@ -343,7 +346,7 @@ def _replicated_hooks(
 
 
 def path_derivatives(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     t: Float[Tensor, "n_components"] | float,  # noqa: F821
@@ -401,7 +404,7 @@ def path_derivatives(
 
 
 def path_derivatives_at(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     nodes: list[float],
@@ -429,7 +432,7 @@ def path_derivatives_at(
 
 
 def hook_gradients(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     ctx: PatchContext,
     hooks: list[str],
@@ -504,7 +507,7 @@ def _drop_gradient(act: Tensor, hook, drop: Tensor) -> Tensor:
 
 
 def _hook_gradients_pass(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     ctx: PatchContext,
     hooks: list[str],
@@ -525,13 +528,13 @@ def _hook_gradients_pass(
         for h in hooks
     }
 
-    def perturb(act, hook):
-        shift = zeros[hook.name]
-        if offsets is not None and hook.name in offsets:
-            shift = shift + offsets[hook.name].reshape(shift.shape).to(act.dtype)
+    def perturb(act, hook, name):  # name bound per hook: a bridge's hook.name is its own
+        shift = zeros[name]
+        if offsets is not None and name in offsets:
+            shift = shift + offsets[name].reshape(shift.shape).to(act.dtype)
         return act + shift
 
-    fwd_hooks = [(h, perturb) for h in hooks]
+    fwd_hooks = [(h, partial(perturb, name=h)) for h in hooks]
     fwd_hooks += [
         (h, partial(_drop_gradient, drop=drop))
         for h, drop in (frozen or {}).items()

@@ -3,7 +3,7 @@
 An IOI sentence names two people, repeats one of them (the subject S) and ends where the
 other one (the indirect object IO) is the natural continuation:
 
-    When Mary and John went to the store , John gave a drink to   ->  Mary
+    When Mary and John went to the store, John gave a drink to   ->  Mary
 
 Templates carry the slots ``{N1} {N2}`` (the first two mentions, in the order IO,S ("ABBA")
 or S,IO ("BABA")), ``{S}`` (the repeated subject), ``{PLACE}`` and ``{OBJECT}``.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +26,8 @@ from pathlib import Path
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 IOI_VOCAB_FILE = DATA_DIR / "ioi" / "ioi_vocab.json"
 
+#: A space before punctuation, as the templates write it.
+PUNCTUATION_AFTER_SPACE = re.compile(r" ([,.;:!?])")
 #: One in this many (template, IO, S) combinations of a training template is held out.
 HELDOUT_COMBINATION_MODULUS = 5
 
@@ -61,10 +64,17 @@ class IOIPrompt:
         )
 
 
+def natural_text(words: str) -> str:
+    """Text as a person writes it: the templates separate punctuation by spaces
+    (``"store , John"``), prompts do not (``"store, John"``), so that byte-level BPE
+    tokenizers see ordinary text; the word-level toy tokenizer splits punctuation itself."""
+    return PUNCTUATION_AFTER_SPACE.sub(r"\1", words)
+
+
 def fill_template(template: str, io: str, s: str, s2: str, order: str, place: str, obj: str) -> str:
     """Fill the slots of one template; ``s2`` is the name in the repeated-subject slot."""
     first, second = (io, s) if order == "ABBA" else (s, io)
-    return template.format(N1=first, N2=second, S=s2, PLACE=place, OBJECT=obj)
+    return natural_text(template.format(N1=first, N2=second, S=s2, PLACE=place, OBJECT=obj))
 
 
 def is_heldout_combination(template: str, io: str, s: str) -> bool:
@@ -126,7 +136,7 @@ def lm_sentence(rng: random.Random) -> str:
     while "{PLACE}" in template or "{OBJECT}" in template:
         template = template.replace("{PLACE}", rng.choice(vocab["places"]), 1)
         template = template.replace("{OBJECT}", rng.choice(vocab["objects"]), 1)
-    return template.format(N1=n1, N2=n2)
+    return natural_text(template.format(N1=n1, N2=n2))
 
 
 def training_sentence(rng: random.Random, ioi_fraction: float = 0.7) -> str:
@@ -134,7 +144,7 @@ def training_sentence(rng: random.Random, ioi_fraction: float = 0.7) -> str:
     vocab = ioi_vocab()
     if rng.random() < ioi_fraction:
         prompt = sample_prompt(rng, vocab["train_templates"], vocab["names"], "train")
-        return f"{prompt.text} {prompt.io} ."
+        return f"{prompt.text} {prompt.io}."
     return lm_sentence(rng)
 
 

@@ -1,28 +1,30 @@
-"""Loading models: the embedded ``toy-ioi`` offline, anything TransformerLens knows by name, and
-local Hugging Face checkpoint directories (a folder with ``config.json`` and weights)."""
+"""Loading models as TransformerLens 4 ``TransformerBridge`` objects.
+
+Three sources, one loader (:func:`load_model`):
+
+- ``toy-ioi``, the embedded model: a standard Hugging Face GPT-2 checkpoint in ``data/toy-ioi``;
+- any Hugging Face causal LM by name (a TransformerLens alias such as ``gpt2-small`` or a hub id
+  such as ``EleutherAI/pythia-160m``), weights from the network or the local Hugging Face cache;
+- a local checkpoint directory (``config.json`` plus weights).
+
+Every model runs in TransformerLens compatibility mode *without* weight processing: hook names
+are HookedTransformer's (``blocks.{l}.attn.hook_z``, ...), and activations, logits and their
+derivatives are the Hugging Face model's own (no folded LayerNorm, no centred weights).
+"""
 
 from __future__ import annotations
 
 import difflib
-import inspect
 import json
-import re
-import tempfile
 import warnings
-from functools import cache
 from pathlib import Path
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.model_bridge import TransformerBridge
 
-from hvp_utils.core.toy_model import TOY_MODEL_DIR, load_toy_model
+from hvp_utils.core.toy_model import TOY_MODEL_DIR
 
 TOY_MODEL_NAME = "toy-ioi"
-#: HookedTransformer weight processing for local checkpoints: off by default, like toy-ioi, so
-#: hooked activations and logits equal the Hugging Face model's; pass ``fold_ln=True`` etc.
-PROCESSING_DEFAULTS = dict(
-    fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False
-)
 
 _DTYPES = {
     "float32": torch.float32,
@@ -48,7 +50,7 @@ class LowPrecisionWarning(UserWarning):
 
 
 class UnknownModelError(ValueError):
-    """The model name is neither ``toy-ioi`` nor a name TransformerLens knows."""
+    """The model name is neither ``toy-ioi``, a known name, a hub id nor a local directory."""
 
 
 class ModelWeightsUnavailableError(RuntimeError):
@@ -56,7 +58,7 @@ class ModelWeightsUnavailableError(RuntimeError):
 
 
 class UnsupportedArchitectureError(NotImplementedError):
-    """A local checkpoint whose architecture TransformerLens cannot convert."""
+    """A checkpoint whose architecture TransformerLens has no bridge for."""
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -83,28 +85,60 @@ def warn_low_precision(dtype: torch.dtype) -> None:
         )
 
 
-def official_model_name(name: str) -> str:
-    """TransformerLens's official name for ``name``, or an error listing close matches."""
-    from transformer_lens import loading_from_pretrained as loading
-
-    try:
-        return loading.get_official_model_name(name)
-    except ValueError:
-        known = [TOY_MODEL_NAME, *loading.OFFICIAL_MODEL_NAMES]
-        for aliases in loading.MODEL_ALIASES.values():
-            known.extend(aliases)
-        close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownModelError(
-            f"unknown model {name!r}.{hint} Use 'toy-ioi' (embedded, offline), a name from "
-            "transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES, or the path of a "
-            "local Hugging Face checkpoint directory (containing config.json)."
-        ) from None
-
-
 def is_local_checkpoint(name: str | Path) -> bool:
     """True when ``name`` is a directory holding a Hugging Face ``config.json``."""
     return (Path(name).expanduser() / "config.json").is_file()
+
+
+def checkpoint_architecture(source: str) -> str:
+    """The architecture a local checkpoint's ``config.json`` names (else the source itself)."""
+    if not is_local_checkpoint(source):
+        return source
+    config = json.loads((Path(source) / "config.json").read_text())
+    return ", ".join(config.get("architectures") or [config.get("model_type", "?")])
+
+
+def resolve_model_name(name: str) -> str:
+    """What :func:`load_model` hands to ``TransformerBridge.boot_transformers``.
+
+    ``toy-ioi`` -> its directory; a local checkpoint directory -> its absolute path; a
+    TransformerLens alias (``gpt2-small``) -> its Hugging Face id (``gpt2``); a hub id
+    (``owner/name``) passes through. Anything else raises :class:`UnknownModelError` with
+    the closest known names.
+    """
+    from transformer_lens import supported_models
+
+    if name == TOY_MODEL_NAME:
+        if not is_local_checkpoint(TOY_MODEL_DIR):
+            raise ModelWeightsUnavailableError(
+                f"toy-ioi weights not found in {TOY_MODEL_DIR}. Restore them from git "
+                "(`git checkout -- data/toy-ioi`) or retrain with `make toy-model`."
+            )
+        return str(TOY_MODEL_DIR)
+    if is_local_checkpoint(name):
+        return str(Path(name).expanduser().resolve())
+    if Path(name).expanduser().is_dir():
+        raise UnknownModelError(
+            f"{name!r} is a directory without config.json; a local checkpoint needs the "
+            "config.json and weights that `save_pretrained` writes."
+        )
+    try:
+        return supported_models.get_official_model_name(name)
+    except ValueError:
+        pass
+    if "/" in name:
+        return name
+    known = [TOY_MODEL_NAME, *supported_models.OFFICIAL_MODEL_NAMES]
+    for aliases in supported_models.MODEL_ALIASES.values():
+        known.extend(aliases)
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownModelError(
+        f"unknown model {name!r}.{hint} Use 'toy-ioi' (embedded, offline), a TransformerLens "
+        "name (transformer_lens.supported_models.OFFICIAL_MODEL_NAMES or an alias such as "
+        "'gpt2-small'), a Hugging Face hub id ('owner/name'), or the path of a local "
+        "checkpoint directory (containing config.json)."
+    )
 
 
 def load_model(
@@ -112,169 +146,104 @@ def load_model(
     device: str = "cpu",
     dtype: str | torch.dtype = "float32",
     n_devices: int = 1,
-    **from_pretrained_kwargs,
-) -> HookedTransformer:
-    """Load ``name`` as a HookedTransformer in eval mode.
+    device_map: str | dict | None = None,
+    **boot_kwargs,
+) -> TransformerBridge:
+    """Load ``name`` as a TransformerBridge in compatibility mode, unprocessed, in eval mode.
 
-    ``toy-ioi`` loads offline from ``data/toy-ioi`` in about a second. A directory with a
-    ``config.json`` loads as a local Hugging Face checkpoint (:func:`load_local_checkpoint`).
-    Any other name goes through ``HookedTransformer.from_pretrained`` (weights from the network
-    or the local Hugging Face cache); ``n_devices`` spreads layers over several GPUs.
+    Args:
+        name: ``"toy-ioi"`` (offline, about a second), a TransformerLens name or alias, a
+            Hugging Face hub id, or a local checkpoint directory.
+        device: where the model runs (``"cpu"``, ``"cuda"``, ...).
+        dtype: parameter dtype (``"float32"``, ``"float64"``, ``"bfloat16"``, ...).
+        n_devices: spread the layers over this many devices (``device_map="auto"`` style, via
+            ``boot_transformers(n_devices=...)``); 1 keeps the model on ``device``.
+        device_map: a Hugging Face device map (``"auto"`` or ``{module: device}``), passed to
+            ``boot_transformers``; overrides ``n_devices``.
+        **boot_kwargs: further ``TransformerBridge.boot_transformers`` keywords (``revision``,
+            ``trust_remote_code``, ``hf_config_overrides``, ``max_memory``, ...).
+
+    Returns:
+        The model, its parameters frozen (``requires_grad=False``): every derivative the
+        package takes is with respect to activations.
     """
     torch_dtype = resolve_dtype(dtype)
     warn_low_precision(torch_dtype)
-    with warnings.catch_warnings():
-        # transformer-lens 3.x announces HookedTransformer's removal in 4.0 on every build;
-        # silenced here only, not for the whole process.
-        warnings.filterwarnings(
-            "ignore", message="HookedTransformer is deprecated", category=DeprecationWarning
-        )
-        return _load(name, device, torch_dtype, n_devices, **from_pretrained_kwargs)
-
-
-def _load(name: str, device: str, torch_dtype: torch.dtype, n_devices: int, **kwargs):
-    if name == TOY_MODEL_NAME:
-        return load_toy_model(TOY_MODEL_DIR, device=device, dtype=torch_dtype)
-    if is_local_checkpoint(name):
-        return load_local_checkpoint(name, device, torch_dtype, n_devices, **kwargs)
-    official = official_model_name(name)
+    source = resolve_model_name(name)
+    placement = {"device_map": device_map} if device_map is not None else {}
+    if n_devices > 1 and device_map is None:
+        placement = {"n_devices": n_devices}
+    if not placement:
+        placement = {"device": device}
     try:
-        model = HookedTransformer.from_pretrained(
-            official,
-            device=device,
-            dtype=torch_dtype,
-            n_devices=n_devices,
-            **kwargs,
-        )
+        model = _boot(source, dtype=torch_dtype, **placement, **boot_kwargs)
     except (OSError, ConnectionError) as err:
         raise ModelWeightsUnavailableError(
-            f"could not load the weights of {official!r}: {err}\n"
+            f"could not load the weights of {source!r}: {err}\n"
             "This machine cannot download them. Either run once where the Hugging Face hub is "
             "reachable (the weights land in the cache, ~/.cache/huggingface, or $HF_HOME), copy "
-            "that cache here and set HF_HUB_OFFLINE=1; or use the embedded model "
-            "model_name='toy-ioi'."
+            "that cache here and set HF_HUB_OFFLINE=1, or pass a local checkpoint directory; "
+            "or use the embedded model model_name='toy-ioi'."
         ) from err
-    model.eval()
+    except (ValueError, KeyError, NotImplementedError) as err:
+        if "architecture" in str(err).lower() or "not supported" in str(err).lower():
+            raise UnsupportedArchitectureError(
+                f"TransformerLens has no bridge for {checkpoint_architecture(source)} "
+                f"({source!r}): {err}"
+            ) from err
+        raise
     return model
+
+
+def _boot(source: str, **kwargs) -> TransformerBridge:
+    """``boot_transformers`` with its load-time progress bars off, then compatibility mode."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = TransformerBridge.boot_transformers(source, **kwargs)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    return prepare_bridge(model)
+
+
+def prepare_bridge(model: TransformerBridge) -> TransformerBridge:
+    """Compatibility mode without weight processing, eval mode, frozen parameters."""
+    model.enable_compatibility_mode(disable_warnings=True, no_processing=True)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def from_hf_model(
+    hf_model, tokenizer, name: str = "in-memory", dtype: str | torch.dtype | None = None
+) -> TransformerBridge:
+    """Wrap a ``transformers`` causal LM held in memory (e.g. a random-initialised config)
+    as the same kind of model :func:`load_model` returns.
+
+    Args:
+        hf_model: a ``transformers`` causal LM (``GPT2LMHeadModel``, ``LlamaForCausalLM``, ...).
+        tokenizer: its tokenizer (a real bos token is needed; TransformerLens prepends it).
+        name: a label for the model.
+        dtype: cast the model to this dtype first (``boot_transformers`` does not cast an
+            in-memory model); None keeps its dtype.
+    """
+    if dtype is not None:
+        hf_model = hf_model.to(resolve_dtype(dtype))
+    param = next(hf_model.parameters())
+    model = TransformerBridge.boot_transformers(
+        name, hf_model=hf_model.eval(), tokenizer=tokenizer, device=param.device, dtype=param.dtype
+    )
+    return prepare_bridge(model)
 
 
 def load_local_checkpoint(
-    path: str | Path,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    n_devices: int = 1,
-    **kwargs,
-) -> HookedTransformer:
-    """A local Hugging Face causal-LM checkpoint as a HookedTransformer, fully offline.
-
-    The weights load with ``AutoModelForCausalLM`` and the tokenizer with ``AutoTokenizer``
-    from ``path``; TransformerLens converts the config (:func:`local_checkpoint_config`) and
-    the weights of the checkpoint's architecture. Weight processing keyword arguments
-    (``fold_ln``, ``center_writing_weights``, ``center_unembed``, ``fold_value_biases``) default
-    to off; the others go to ``AutoModelForCausalLM.from_pretrained``.
-    """
-    from transformer_lens import loading_from_pretrained as loading
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(path).expanduser().resolve()
-    hf_cfg = json.loads((path / "config.json").read_text())
-    check_architecture(checkpoint_architecture(hf_cfg), hf_cfg.get("model_type", "?"))
-    processing = {k: kwargs.pop(k, v) for k, v in PROCESSING_DEFAULTS.items()}
-    kwargs.setdefault("dtype", dtype)  # a 9B checkpoint in bfloat16 must not load as float32
-    hf_model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-    hf_model.requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    cfg = local_checkpoint_config(path, hf_model, device, dtype, n_devices, processing["fold_ln"])
-    state = loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
-    model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(state, **processing)
-    model.move_model_modules_to_device()
-    del hf_model
-    model.eval()
-    return model
-
-
-def local_checkpoint_config(
-    path: Path,
-    hf_model,
-    device: str,
-    dtype: torch.dtype,
-    n_devices: int,
-    fold_ln: bool = False,
-) -> HookedTransformerConfig:
-    """The HookedTransformerConfig of a local checkpoint, read from its ``config.json``.
-
-    TransformerLens 3.9 converts a local ``config.json`` only through its architecture
-    branches (``LlamaForCausalLM``, ``GPT2LMHeadModel``, ...), and it picks some families from
-    substrings of the path (``llama``, ``gemma``). The config is therefore copied to a neutral
-    temporary directory, with ``architectures`` filled in from the loaded model class.
-    """
-    from transformer_lens import loading_from_pretrained as loading
-
-    hf_cfg = json.loads((path / "config.json").read_text())
-    architecture = type(hf_model).__name__
-    with tempfile.TemporaryDirectory(prefix="hf-config-") as tmp:
-        patched = {**legacy_fields(hf_cfg), **hf_cfg, "architectures": [architecture]}
-        (Path(tmp) / "config.json").write_text(json.dumps(patched))
-        cfg = loading.get_pretrained_model_config(
-            tmp,
-            hf_cfg=hf_model.config.to_dict(),
-            fold_ln=fold_ln,
-            device=device,
-            n_devices=n_devices,
-            dtype=dtype,
-        )
-    cfg.model_name = path.name
-    cfg.tokenizer_name = str(path)
-    return cfg
-
-
-#: Config fields TransformerLens reads that newer ``transformers`` no longer write, and the
-#: field each is copied from (GPT-2's ``n_ctx`` is its ``n_positions``).
-LEGACY_FIELDS = {"n_ctx": "n_positions"}
-
-
-def legacy_fields(hf_cfg: dict) -> dict:
-    """Values for the :data:`LEGACY_FIELDS` a ``config.json`` lacks but can derive."""
-    return {old: hf_cfg[new] for old, new in LEGACY_FIELDS.items() if new in hf_cfg}
-
-
-@cache
-def convertible_architectures() -> tuple[str, ...]:
-    """Hugging Face architecture class names whose config TransformerLens converts by
-    architecture (not by official model name), read from ``convert_hf_model_config``."""
-    from transformer_lens import loading_from_pretrained as loading
-
-    source = inspect.getsource(loading.convert_hf_model_config)
-    names = set(re.findall(r'architecture == "(\w+)"', source))
-    return tuple(sorted(n for n in names if n.endswith(("ForCausalLM", "LMHeadModel"))))
-
-
-def checkpoint_architecture(hf_cfg: dict) -> str:
-    """The causal-LM class a ``config.json`` loads as with ``AutoModelForCausalLM``: the class
-    registered for its ``model_type``, else its first ``architectures`` entry."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    model_type = hf_cfg.get("model_type", "?")
-    listed = hf_cfg.get("architectures") or [f"<no causal LM for model_type {model_type!r}>"]
-    return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type, listed[0])
-
-
-def check_architecture(architecture: str, model_type: str) -> None:
-    """Raise :class:`UnsupportedArchitectureError` naming what is missing for ``architecture``."""
-    supported = convertible_architectures()
-    if architecture in supported:
-        return
-    by_name = "gemma" in model_type.lower() or "olmo" in model_type.lower()
-    reason = (
-        "TransformerLens derives this family's configuration from official model names only, "
-        "not from a config.json"
-        if by_name
-        else "TransformerLens has no config and weight converter for it"
-    )
-    raise UnsupportedArchitectureError(
-        f"cannot load a local checkpoint of architecture {architecture} (model_type "
-        f"{model_type!r}): {reason}. Local checkpoints work for {', '.join(supported)}. If this "
-        "is an official model, put it in the Hugging Face cache and pass its TransformerLens "
-        "name instead."
-    )
+    path: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32", **kwargs
+) -> TransformerBridge:
+    """A local Hugging Face checkpoint directory, fully offline (:func:`load_model` on a path,
+    which must hold a ``config.json``)."""
+    if not is_local_checkpoint(path):
+        raise UnknownModelError(f"{str(path)!r} holds no config.json; it is not a checkpoint")
+    return load_model(str(path), device=device, dtype=dtype, **kwargs)

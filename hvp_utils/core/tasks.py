@@ -15,17 +15,24 @@ Perturbations (both seeded, both keep clean and corrupted positions aligned):
 from __future__ import annotations
 
 import random
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from hvp_utils.core.ioi_text import IOIPrompt, ioi_vocab, sample_heldout_prompts
-from hvp_utils.core.types import PERTURBATIONS, Perturbation
+from hvp_utils.core.readout import run_with_answer_logits
+from hvp_utils.core.types import PERTURBATIONS, Model, Perturbation
 
+#: Below this clean accuracy (share of prompts whose correct answer wins) a model is said
+#: not to perform the task: its patching effects would be read off noise.
+MIN_CLEAN_ACCURACY = 0.6
+#: Below this clean-minus-corrupted metric gap (logits) likewise.
+MIN_METRIC_GAP = 1.0
 #: Words of the held-out IOI templates; every default prompt has this many words.
 DEFAULT_PROMPT_WORDS = 14
 
@@ -39,8 +46,10 @@ class PatchingTask:
     """Clean and corrupted prompts with a scalar metric averaged over prompts.
 
     ``answer_tokens[b] = (correct, incorrect)``; ``metric`` is the mean of
-    :meth:`metric_per_prompt`. Logits with ``k * n_prompts`` rows (``k`` replicates of the
-    batch, replicate-major) are accepted, which batched patching relies on.
+    :meth:`metric_per_prompt`. The engine never computes full logits: it reads the answer
+    logits at the final position (:mod:`hvp_utils.core.readout`) and applies
+    :meth:`answer_metric`. Rows are ``k`` replicates of the batch, replicate-major, which
+    batched patching relies on.
     """
 
     clean_tokens: Int[Tensor, "batch pos"]
@@ -68,18 +77,27 @@ class PatchingTask:
     def n_positions(self) -> int:
         return self.clean_tokens.shape[1]
 
+    def answer_metric(self, answer_logits: Float[Tensor, "rows two"]) -> Float[Tensor, "rows"]:  # noqa: F821
+        """The per-prompt metric from the answer logits at the final position:
+        ``logit(correct) - logit(incorrect)``. Subclasses change the metric here."""
+        return answer_logits[:, 0] - answer_logits[:, 1]
+
+    def answers_for(self, rows: int) -> Int[Tensor, "rows two"]:
+        """The (correct, incorrect) ids for ``rows`` rows: ``k`` replicates of the batch,
+        replicate-major, as batched patching stacks them."""
+        reps = rows // self.n_prompts
+        if reps * self.n_prompts != rows:
+            raise TaskError(f"{rows} rows are not a multiple of {self.n_prompts} prompts")
+        return self.answer_tokens.repeat(reps, 1)
+
     def metric_per_prompt(self, logits: Float[Tensor, "rows pos vocab"]) -> Float[Tensor, "rows"]:  # noqa: F821
-        """logit(correct) - logit(incorrect) at the final position, one value per row."""
+        """:meth:`answer_metric` from full logits (final position), one value per row."""
         final = logits[:, -1, :]
-        reps = final.shape[0] // self.n_prompts
-        if reps * self.n_prompts != final.shape[0]:
-            raise TaskError(f"{final.shape[0]} logit rows are not a multiple of {self.n_prompts}")
-        answers = self.answer_tokens.to(final.device).repeat(reps, 1)
-        picked = final.gather(1, answers)
-        return picked[:, 0] - picked[:, 1]
+        answers = self.answers_for(final.shape[0]).to(final.device)
+        return self.answer_metric(final.gather(1, answers))
 
     def metric(self, logits: Float[Tensor, "batch pos vocab"]) -> Float[Tensor, ""]:
-        """The task metric: mean over prompts of :meth:`metric_per_prompt`."""
+        """The task metric from full logits: mean over prompts of :meth:`metric_per_prompt`."""
         return check_finite(self.metric_per_prompt(logits).mean(), "metric")
 
     def to(self, device: str | torch.device) -> PatchingTask:
@@ -110,7 +128,7 @@ def check_finite(value: Tensor, what: str) -> Tensor:
     return value
 
 
-def single_token_id(model: HookedTransformer, name: str) -> int | None:
+def single_token_id(model: Model, name: str) -> int | None:
     """Token id of ``" " + name`` when the model's tokenizer knows it as one token."""
     tokens = model.to_tokens(" " + name, prepend_bos=False)[0]
     if len(tokens) != 1:
@@ -120,7 +138,7 @@ def single_token_id(model: HookedTransformer, name: str) -> int | None:
     return None if token == unknown else token
 
 
-def usable_names(model: HookedTransformer, names: list[str] | None = None) -> list[str]:
+def usable_names(model: Model, names: list[str] | None = None) -> list[str]:
     """Names that are single tokens for ``model``.
 
     Default names that split into several tokens are dropped; names given explicitly must
@@ -152,7 +170,7 @@ def corrupt_names(prompt: IOIPrompt, rng: random.Random, names: list[str]) -> st
     return prompt.fill(io=a, s=b, s2=c)
 
 
-def random_token_ids(model: HookedTransformer, rng: random.Random, k: int) -> list[int]:
+def random_token_ids(model: Model, rng: random.Random, k: int) -> list[int]:
     """``k`` uniformly random non-special vocabulary token ids."""
     special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
     ids = []
@@ -164,7 +182,7 @@ def random_token_ids(model: HookedTransformer, rng: random.Random, k: int) -> li
 
 
 def ioi_dataset(
-    model: HookedTransformer,
+    model: Model,
     n_prompts: int = 32,
     perturbation: Perturbation = "name_swap",
     seed: int = 0,
@@ -205,7 +223,7 @@ def ioi_dataset(
 
 
 def _aligned_group(
-    model: HookedTransformer, pairs: list[tuple[IOIPrompt, str]], n: int
+    model: Model, pairs: list[tuple[IOIPrompt, str]], n: int
 ) -> tuple[Tensor, Tensor, list[IOIPrompt]]:
     """The first ``n`` pairs of the most common (length, name layout) group."""
     rows = []
@@ -229,7 +247,7 @@ def _aligned_group(
     return clean.cpu(), corrupted.cpu(), [r[3] for r in chosen]
 
 
-def _position_labels(model: HookedTransformer, clean: Tensor, name_slots: Tensor) -> list[str]:
+def _position_labels(model: Model, clean: Tensor, name_slots: Tensor) -> list[str]:
     """``"S2"``-style labels for name slots, the shared word elsewhere, ``"end"`` last."""
     slot_positions = name_slots[0].nonzero().flatten().tolist()
     slot_names = dict(zip(slot_positions, ["N1", "N2", "S2"][: len(slot_positions)], strict=False))
@@ -245,11 +263,18 @@ def _position_labels(model: HookedTransformer, clean: Tensor, name_slots: Tensor
     return labels
 
 
+def metric_per_prompt(model: Model, task: PatchingTask, tokens: Tensor) -> Tensor:
+    """The per-prompt metric on ``tokens`` from the answer logits only (no full unembedding)."""
+    answers = task.answers_for(tokens.shape[0])
+    logits, _ = run_with_answer_logits(model, tokens, answers)
+    return task.answer_metric(logits)
+
+
 @torch.no_grad()
-def task_baseline(model: HookedTransformer, task: PatchingTask) -> dict:
+def task_baseline(model: Model, task: PatchingTask) -> dict:
     """Metric on clean and corrupted inputs, and the clean accuracy (correct logit wins)."""
-    clean = task.metric_per_prompt(model(task.clean_tokens))
-    corrupted = task.metric_per_prompt(model(task.corrupted_tokens))
+    clean = metric_per_prompt(model, task, task.clean_tokens)
+    corrupted = metric_per_prompt(model, task, task.corrupted_tokens)
     return {
         "perturbation": task.perturbation,
         "n_prompts": task.n_prompts,
@@ -258,3 +283,55 @@ def task_baseline(model: HookedTransformer, task: PatchingTask) -> dict:
         "clean_accuracy": (clean > 0).double().mean().item(),
         "corrupted_accuracy": (corrupted > 0).double().mean().item(),
     }
+
+
+class TaskPerformanceWarning(UserWarning):
+    """The model does not perform the task well enough for its circuits to mean anything."""
+
+
+def task_report(model: Model, tasks: PatchingTask | dict[str, PatchingTask]) -> pd.DataFrame:
+    """How well the model performs each task, with a plain warning when it does not.
+
+    Args:
+        model: the model.
+        tasks: one task, or ``{label: task}``.
+
+    Returns:
+        One row per task (indexed by perturbation): ``n_prompts``, ``clean_accuracy``,
+        ``clean_metric``, ``corrupted_metric``, ``gap = clean_metric - corrupted_metric`` and
+        ``performs_task`` (``clean_accuracy >= MIN_CLEAN_ACCURACY`` and
+        ``gap >= MIN_METRIC_GAP``). A :class:`TaskPerformanceWarning` names every task the
+        model fails, so that nobody reads noise as a circuit.
+    """
+    tasks = {"task": tasks} if isinstance(tasks, PatchingTask) else tasks
+    rows = []
+    for task in tasks.values():
+        base = task_baseline(model, task)
+        gap = base["clean_metric"] - base["corrupted_metric"]
+        rows.append(
+            {
+                "perturbation": task.perturbation,
+                "n_prompts": task.n_prompts,
+                "clean_accuracy": base["clean_accuracy"],
+                "clean_metric": base["clean_metric"],
+                "corrupted_metric": base["corrupted_metric"],
+                "gap": gap,
+                "performs_task": base["clean_accuracy"] >= MIN_CLEAN_ACCURACY
+                and gap >= MIN_METRIC_GAP,
+            }
+        )
+    frame = pd.DataFrame(rows).set_index("perturbation")
+    failing = frame[~frame.performs_task]
+    if len(failing):
+        details = "; ".join(
+            f"{p}: clean accuracy {r.clean_accuracy:.0%}, gap {r.gap:.2f} logits"
+            for p, r in failing.iterrows()
+        )
+        warnings.warn(
+            f"this model does not perform the task ({details}; needed: clean accuracy >= "
+            f"{MIN_CLEAN_ACCURACY:.0%} and a clean-corrupted gap >= {MIN_METRIC_GAP:g} logit). "
+            "Its patching effects and circuits below describe noise, not a mechanism.",
+            TaskPerformanceWarning,
+            stacklevel=2,
+        )
+    return frame

@@ -1,12 +1,11 @@
-"""The embedded model ``toy-ioi``: a small GPT-2-style HookedTransformer trained on IOI text.
+"""The embedded model ``toy-ioi``: a small GPT-2 trained on IOI text, as a standard checkpoint.
 
-``python -m hvp_utils.core.toy_model`` (``make toy-model``) trains it from a fixed seed on a CPU and
-writes ``data/toy-ioi/`` (weights as safetensors, ``config.json``, the word-level tokenizer).
-The same seed, step count and thread count give the same weights.
-
-The corpus is generated on the fly: 70% completed IOI sentences from the training templates
-(held-out (template, IO, S) combinations excluded), 30% other sentences over the same words,
-so the model is a language model that happens to solve IOI, not a classifier.
+``data/toy-ioi/`` is an ordinary Hugging Face GPT-2 checkpoint (``config.json``,
+``model.safetensors``, a ``tokenizers`` WordLevel tokenizer, ``training.json``), so
+``transformers.AutoModelForCausalLM.from_pretrained("data/toy-ioi")`` and
+``TransformerBridge.boot_transformers("data/toy-ioi")`` load it with no project code.
+``python -m hvp_utils.cli.train_toy`` (``make toy-model``) trains it from a fixed seed on a CPU
+and writes that directory; the same seed, step count and thread count give the same weights.
 """
 
 from __future__ import annotations
@@ -17,50 +16,48 @@ from pathlib import Path
 
 import torch
 from jaxtyping import Int
-from safetensors.torch import load_file, save_file
 from torch import Tensor
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from hvp_utils.core.ioi_text import (
-    DATA_DIR,
-    ioi_vocab,
-    sample_heldout_prompts,
-)
+from hvp_utils.core.ioi_text import DATA_DIR, ioi_vocab, sample_heldout_prompts
 
 TOY_MODEL_DIR = DATA_DIR / "toy-ioi"
 BOS, PAD, UNK, EOS = "<|bos|>", "<|pad|>", "<|unk|>", "<|eos|>"
 
-#: Architecture of toy-ioi (HookedTransformerConfig keyword arguments, d_vocab added at build).
+#: Architecture of toy-ioi (``transformers.GPT2Config`` fields; the vocabulary is added at build):
+#: 4 layers, d_model 128, 8 heads of 16, d_mlp 512, exact-erf GELU, LayerNorm, learned
+#: positions, no dropout, an unembedding of its own (not tied to the embedding).
 TOY_ARCHITECTURE = dict(
-    n_layers=4,
-    d_model=128,
-    n_heads=8,
-    d_head=16,
-    d_mlp=512,
-    n_ctx=32,
-    act_fn="gelu",
-    normalization_type="LN",
-    positional_embedding_type="standard",
-    default_prepend_bos=True,
+    n_layer=4,
+    n_embd=128,
+    n_head=8,
+    n_inner=512,
+    n_positions=32,
+    activation_function="gelu",
+    layer_norm_epsilon=1e-5,
+    resid_pdrop=0.0,
+    embd_pdrop=0.0,
+    attn_pdrop=0.0,
+    tie_word_embeddings=False,
 )
 
 
 def build_tokenizer(words: list[str], directory: Path):
-    """Word-level tokenizer (WordLevel + WhitespaceSplit) with explicit bos/pad/unk/eos.
+    """Word-level tokenizer (WordLevel; splits on white space and punctuation) with explicit
+    bos/pad/unk/eos tokens, saved with ``save_pretrained`` and reloaded from ``directory``.
 
-    It is saved with ``save_pretrained`` and reloaded from ``directory``: TransformerLens
-    needs the reloaded ``PreTrainedTokenizerFast`` with a real bos token, or it silently
-    drops the first word.
+    The explicit bos token matters: without one TransformerLens silently drops the first word.
     """
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
     from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
     from transformers import PreTrainedTokenizerFast
 
     specials = [BOS, PAD, UNK, EOS]
     vocab = {tok: i for i, tok in enumerate(specials + list(words))}
     backend = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = WhitespaceSplit()
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token=BOS, pad_token=PAD, unk_token=UNK, eos_token=EOS
     )
@@ -69,19 +66,35 @@ def build_tokenizer(words: list[str], directory: Path):
     return load_tokenizer(directory)
 
 
-def load_tokenizer(directory: Path):
+def load_tokenizer(directory: Path = TOY_MODEL_DIR):
     """Reload the saved word-level tokenizer."""
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast.from_pretrained(str(directory))
 
 
-def build_model(tokenizer, dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0):
-    """A freshly initialised toy-ioi architecture for ``tokenizer``."""
-    cfg = HookedTransformerConfig(
-        **TOY_ARCHITECTURE, d_vocab=len(tokenizer), seed=seed, dtype=dtype, device=device
+def toy_config(tokenizer, **overrides):
+    """The ``GPT2Config`` of toy-ioi for ``tokenizer`` (its special-token ids included)."""
+    from transformers import GPT2Config
+
+    settings = {**TOY_ARCHITECTURE, **overrides}
+    return GPT2Config(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **settings,
     )
-    return HookedTransformer(cfg, tokenizer=tokenizer)
+
+
+def build_model(tokenizer, seed: int = 0, **overrides):
+    """A freshly initialised toy-ioi (a ``GPT2LMHeadModel``) for ``tokenizer``."""
+    from transformers import GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = toy_config(tokenizer, **overrides)
+    config._attn_implementation = "eager"
+    return GPT2LMHeadModel(config)
 
 
 def encode_batch(tokenizer, sentences: list[str]) -> tuple[Int[Tensor, "b p"], Tensor]:
@@ -96,50 +109,30 @@ def encode_batch(tokenizer, sentences: list[str]) -> tuple[Int[Tensor, "b p"], T
     return tokens, tokens != tokenizer.pad_token_id
 
 
+def logits_of(model, tokens: Tensor) -> Tensor:
+    """Logits of a Hugging Face model (``.logits``) or of a TransformerBridge (a tensor)."""
+    out = model(tokens)
+    return getattr(out, "logits", out)
+
+
 @torch.no_grad()
-def ioi_quality(model: HookedTransformer, n_prompts: int = 400, seed: int = 1234) -> dict:
+def ioi_quality(model, tokenizer, n_prompts: int = 400, seed: int = 1234) -> dict:
     """Accuracy (IO logit > S logit) and mean logit difference on held-out IOI prompts."""
     rng = random.Random(seed)
     prompts = sample_heldout_prompts(rng, n_prompts, ioi_vocab()["names"])
-    tokenizer = model.tokenizer
     tokens, mask = encode_batch(tokenizer, [p.text for p in prompts])
-    last = mask.sum(1) - 1
-    logits = model(tokens)[torch.arange(len(prompts)), last]
+    rows = torch.arange(len(prompts))
+    logits = logits_of(model, tokens)[rows, mask.sum(1) - 1]
     io = torch.tensor([tokenizer.convert_tokens_to_ids(p.io) for p in prompts])
     s = torch.tensor([tokenizer.convert_tokens_to_ids(p.s) for p in prompts])
-    rows = torch.arange(len(prompts))
     diff = logits[rows, io] - logits[rows, s]
     return {"accuracy": (diff > 0).float().mean().item(), "logit_diff": diff.mean().item()}
 
 
-def save_model(model: HookedTransformer, out_dir: Path, record: dict) -> None:
-    """Write ``model.safetensors`` and ``config.json`` (architecture plus training record)."""
+def save_model(model, tokenizer, out_dir: Path, record: dict) -> None:
+    """Write the checkpoint (``save_pretrained``: config.json, model.safetensors), the
+    tokenizer beside it, and ``training.json`` (how it was trained and how well it does)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out_dir / "model.safetensors"))
-    config = {
-        "architecture": {**TOY_ARCHITECTURE, "d_vocab": model.cfg.d_vocab},
-        "training": record,
-    }
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-
-
-def load_toy_model(
-    directory: Path = TOY_MODEL_DIR, device: str = "cpu", dtype: torch.dtype = torch.float32
-) -> HookedTransformer:
-    """Load toy-ioi (or any directory written by :func:`save_model`) offline."""
-    config_file, weights_file = directory / "config.json", directory / "model.safetensors"
-    if not weights_file.exists() or not config_file.exists():
-        raise FileNotFoundError(
-            f"toy-ioi weights not found in {directory}. Restore them from git "
-            "(`git checkout -- data/toy-ioi`) or retrain with `make toy-model`."
-        )
-    architecture = json.loads(config_file.read_text())["architecture"]
-    tokenizer = load_tokenizer(directory / "tokenizer")
-    cfg = HookedTransformerConfig(**architecture, dtype=dtype, device=device)
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    state = load_file(str(weights_file))
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
-    torch.nn.Module.to(model, device)  # HookedTransformer.to would print a notice
-    model.eval()
-    return model
+    model.float().save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+    (out_dir / "training.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+from transformer_lens.model_bridge import TransformerBridge
+
+#: The model every function takes: a TransformerLens 4 bridge in compatibility mode
+#: (:func:`hvp_utils.core.models.load_model`).
+Model = TransformerBridge
+
 #: Denoising patches clean activations into the corrupted run; noising the reverse.
 Direction = Literal["denoising", "noising"]
 #: How the second-order term is estimated: one HVP direction per component (exact g''(0)),

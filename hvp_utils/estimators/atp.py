@@ -8,8 +8,6 @@ One forward and one backward pass on the base input give it for every component 
 
 from __future__ import annotations
 
-from transformer_lens import HookedTransformer
-
 from hvp_utils.core.components import Component, group_by_hook
 from hvp_utils.core.engine import (
     PatchContext,
@@ -19,12 +17,12 @@ from hvp_utils.core.engine import (
 )
 from hvp_utils.core.results import Attribution, CostMeter
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction
+from hvp_utils.core.types import Direction, Model
 from hvp_utils.estimators.registry import describe
 
 
 def atp(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     *,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from hvp_utils.core.components import Component, group_by_hook, query_heads
@@ -39,7 +38,7 @@ from hvp_utils.core.engine import (
 )
 from hvp_utils.core.results import Attribution, CostMeter
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction
+from hvp_utils.core.types import Direction, Model
 from hvp_utils.estimators.registry import describe
 
 #: Component kinds that act through the attention pattern (the QK fix applies to them).
@@ -47,7 +46,7 @@ QK_KINDS = ("head_q", "head_k")
 
 
 def exact_pattern_changes(
-    model: HookedTransformer, ctx: PatchContext, comps: list[Component], meter: CostMeter
+    model: Model, ctx: PatchContext, comps: list[Component], meter: CostMeter
 ) -> dict[str, Tensor]:
     """The exact change of the attention pattern when a query or key hook is patched.
 
@@ -76,7 +75,7 @@ def exact_pattern_changes(
 
 
 def _qk_fixed_estimates(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     ctx: PatchContext,
@@ -115,7 +114,7 @@ def _qk_fixed_estimates(
 
 
 def atp_star(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     *,

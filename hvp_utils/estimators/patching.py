@@ -8,18 +8,16 @@ N forward passes over the prompt batch, run as a few replicated (batched) forwar
 
 from __future__ import annotations
 
-from transformer_lens import HookedTransformer
-
 from hvp_utils.core.components import Component
 from hvp_utils.core.engine import PatchContext, context_for, path_derivatives
 from hvp_utils.core.results import Attribution, CostMeter
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction
+from hvp_utils.core.types import Direction, Model
 from hvp_utils.estimators.registry import describe
 
 
 def activation_patching(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     *,

@@ -34,7 +34,6 @@ between components of the same hook.
 from __future__ import annotations
 
 import torch
-from transformer_lens import HookedTransformer
 
 from hvp_utils.core.components import Component, group_by_hook
 from hvp_utils.core.engine import (
@@ -54,6 +53,7 @@ from hvp_utils.core.types import (
     Direction,
     IGMode,
     IGRule,
+    Model,
     MultistepRule,
     check_choice,
 )
@@ -65,7 +65,7 @@ RADAU_NODE, RADAU_WEIGHTS = 0.75, (11 / 27, 16 / 27, 1 / 18)  # g'(a), g'(a + 3h
 
 
 def multistep_hvp(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     *,
@@ -126,7 +126,7 @@ def multistep_hvp(
 
 
 def integrated_gradients(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     *,
@@ -176,7 +176,7 @@ def integrated_gradients(
 
 
 def _joint_ig(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     ctx: PatchContext,

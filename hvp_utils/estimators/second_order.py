@@ -23,7 +23,6 @@ so the correction costs one extra backward pass per *direction*. Three ways to s
 from __future__ import annotations
 
 import torch
-from transformer_lens import HookedTransformer
 
 from hvp_utils.core.components import Component, group_by_hook
 from hvp_utils.core.engine import (
@@ -36,12 +35,12 @@ from hvp_utils.core.engine import (
 )
 from hvp_utils.core.results import Attribution, CostMeter
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import HVP_MODES, Direction, HVPMode, check_choice
+from hvp_utils.core.types import HVP_MODES, Direction, HVPMode, Model, check_choice
 from hvp_utils.estimators.registry import describe
 
 
 def hvp_correction(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     *,
@@ -114,7 +113,7 @@ def _signed_directions(
 
 
 def _shared_direction_hvp(
-    model: HookedTransformer,
+    model: Model,
     task: PatchingTask,
     comps: list[Component],
     ctx: PatchContext,
