@@ -73,9 +73,10 @@ rerun: $(STAMP)
 scaling: $(STAMP)
 	$(PY) -m hvp_utils.cli.scaling
 
-# Every estimator on the embedded model; writes runs/bench/estimators.csv, pareto.png, targets.md
+# Every estimator and its peers on the embedded model (about 15 minutes on 2 cores); writes
+# docs/bench/: estimators.csv, hutchinson.csv, frontier.csv, pareto.png, targets.md, README.md
 bench: $(STAMP)
-	$(PY) -m hvp_utils.cli.bench --out runs/bench
+	$(PY) -m hvp_utils.cli.bench --out docs/bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hvp_utils tests notebooks

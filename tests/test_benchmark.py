@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import hvp_utils as hu
+from hvp_utils.analysis.benchmark import frontier_table
 from hvp_utils.cli.bench import targets, with_circuit_columns
 
 
@@ -94,3 +95,51 @@ def test_targets_verdicts_on_a_constructed_frame():
     assert "ratio 0.25 -> met" in report
     assert "median 3.00" in report
     assert "Radau reaches IG K=2 (NMAE 0.0050 <= 0.0100) at 0.40x" in report
+
+
+def test_frontier_picks_the_cheapest_that_ranks_like_ap_and_the_best_under_budget():
+    rows = [
+        dict(estimator="ap", method="AP", nmae=0.0, spearman=1.0, topk_recall=1.0, seconds=1.0),
+        dict(estimator="atp", method="AtP", nmae=0.3, spearman=0.95, topk_recall=1.0, seconds=0.1),
+        dict(estimator="x", method="X", nmae=0.05, spearman=0.995, topk_recall=1.0, seconds=0.15),
+        dict(estimator="y", method="Y", nmae=0.01, spearman=0.999, topk_recall=1.0, seconds=0.5),
+        dict(estimator="z", method="Z", nmae=0.2, spearman=0.999, topk_recall=0.5, seconds=0.12),
+    ]
+    frame = pd.DataFrame(rows).assign(
+        perturbation="p",
+        kind="k",
+        x_AtP_time=lambda f: f.seconds / 0.1,
+        x_AP_time=lambda f: f.seconds,
+    )
+    front = frontier_table(frame).iloc[0]
+    assert front.cheapest == "X"  # Z is cheaper but misses AP's top-k
+    assert front.best_under_budget == "X" and front.best_x_AtP_time == pytest.approx(1.5)
+    slow = frame.assign(spearman=frame.spearman.where(frame.estimator == "ap", 0.5))
+    assert frontier_table(slow).iloc[0].cheapest == "AP"
+
+
+def test_a_tiny_bench_writes_every_result(tmp_path):
+    from hvp_utils.cli import bench
+
+    out = tmp_path / "bench"
+    argv = ["--kinds", "head_out", "--n-prompts", "3", "--quick", "--probes", "2,4"]
+    bench.main([*argv, "--out", str(out)])
+    frame = pd.read_csv(out / "estimators.csv")
+    assert set(frame.perturbation) == {"name_swap", "random_token"}
+    assert {"ap", "atp", "atp_star", "tl_patching", "captum_ig"} <= set(frame.key)
+    peer = frame[frame.key == "tl_patching"]
+    assert (peer.nmae < 1e-9).all()  # TransformerLens's AP is ours
+    captum = frame[frame.key == "captum_ig"].set_index("perturbation").nmae
+    joint = hu.estimator("ig", steps=2, mode="joint").key
+    ours = frame[frame.key == joint].set_index("perturbation").nmae
+    pd.testing.assert_series_equal(captum, ours, check_names=False, atol=1e-9)
+    probes = pd.read_csv(out / "hutchinson.csv")
+    assert sorted(probes.n_probes.dropna().unique()) == [2, 4]
+    readme = (out / "README.md").read_text()
+    assert "python -m hvp_utils.cli.bench --kinds head_out" in readme
+    assert all(method in readme for method in pd.read_csv(out / "frontier.csv").cheapest)
+    assert (out / "pareto.png").stat().st_size > 0
+    assert "AP vs transformer_lens.patching, name_swap/head_out" in (out / "targets.md").read_text()
+    assert "IG joint K=2 vs Captum, name_swap/head_out: NMAE gap" in readme
+    bench.main(["--out", str(out), "--report-only"])  # the reports rebuild from the CSVs
+    assert (out / "README.md").read_text() == readme

@@ -28,6 +28,7 @@ def default_estimators(quick: bool = False) -> list[EstimatorSpec]:
     """The estimator grid of notebook 05 and ``make bench`` (``quick``: a smaller grid)."""
     grid = [
         estimator("atp"),
+        estimator("atp_local"),
         estimator("atp_star"),
         estimator("hvp", mode="diag"),
         estimator("hvp", mode="joint"),
@@ -164,3 +165,76 @@ def pareto_frontier(frame: pd.DataFrame) -> pd.DataFrame:
             best = r.nmae
             keep.append(index)
     return ordered.loc[keep]
+
+
+def frontier_table(
+    frame: pd.DataFrame, spearman: float = 0.99, max_x_atp_time: float = 2.0
+) -> pd.DataFrame:
+    """Per (perturbation, kind) of a :func:`run_estimators` frame: the cheapest estimator that
+    ranks like AP, and the most accurate one that costs about what AtP costs.
+
+    Args:
+        frame: rows of :func:`run_estimators` with ``perturbation`` and ``kind`` columns.
+        spearman: the rank correlation with AP that counts as "ranks like AP" (together with
+            the same top-k components: ``topk_recall == 1``).
+        max_x_atp_time: the wall-time budget, as a multiple of AtP's, of the second choice.
+
+    Returns:
+        One row per group: ``cheapest`` (label), its ``cheapest_x_AP_time`` and
+        ``cheapest_spearman``; ``best_under_budget`` (the lowest NMAE with
+        ``x_AtP_time <= max_x_atp_time``, AP excluded), its ``best_nmae`` and
+        ``best_x_AtP_time``. AP itself qualifies as the cheapest when nothing cheaper does.
+    """
+    rows = []
+    for (perturbation, kind), group in frame.groupby(["perturbation", "kind"], sort=False):
+        ranks_like_ap = group[(group.spearman >= spearman) & (group.topk_recall >= 1.0)]
+        cheapest = ranks_like_ap.sort_values("seconds").iloc[0]
+        affordable = group[(group.x_AtP_time <= max_x_atp_time) & (group.estimator != "ap")]
+        best = affordable.sort_values("nmae").iloc[0]
+        rows.append(
+            {
+                "perturbation": perturbation,
+                "kind": kind,
+                "cheapest": cheapest.method,
+                "cheapest_x_AP_time": cheapest.x_AP_time,
+                "cheapest_spearman": cheapest.spearman,
+                "best_under_budget": best.method,
+                "best_nmae": best.nmae,
+                "best_x_AtP_time": best.x_AtP_time,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def probe_sweep(
+    model: Model,
+    task: PatchingTask,
+    comps: list[Component],
+    probes: tuple[int, ...] = (4, 8, 16, 32, 64, 128),
+    *,
+    truth: Attribution | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Hutchinson's stochastic second-order term against the per-component one, as the
+    number of random-sign probes grows.
+
+    Args:
+        model, task, comps: as for every estimator.
+        probes: the probe counts ``S``.
+        truth: an AP result on ``comps`` (computed when None).
+        seed: the probes' seed.
+
+    Returns:
+        One row per estimator: AtP, per-component HVP (``hvp[mode=diag]``) and Hutchinson
+        with each ``S``: ``n_probes`` (NaN for the first two), ``nmae``, ``spearman``,
+        ``seconds``, ``x_AP_time`` and ``x_AtP_time``.
+    """
+    grid = [estimator("atp"), estimator("hvp", mode="diag")]
+    grid += [estimator("hvp", mode="hutchinson", n_probes=s, seed=seed) for s in probes]
+    frame, _ = run_estimators(model, task, comps, grid, truth=truth)
+    frame = frame[frame.estimator != "ap"]
+    sampled = frame.opt_mode.eq("hutchinson")
+    frame = frame.assign(n_probes=frame.opt_n_probes.where(sampled))
+    return frame[
+        ["method", "n_probes", "nmae", "spearman", "seconds", "x_AP_time", "x_AtP_time"]
+    ].reset_index(drop=True)

@@ -39,20 +39,17 @@ component's layer (``start_at_layer=l, stop_at_layer=l+1``) with the *whole* hoo
 differentiation in the scalar ``s`` (``torch.func.jvp``, twice) gives ``J_phi delta`` and
 ``phi''[delta, delta]`` for all of them. The output side is then an ordinary patch path
 (:mod:`hvp_utils.core.engine`) on the output hook, with ``o_c - o_r`` or ``J_phi delta`` in place
-of the delta.
+of the delta. The local maps themselves (:data:`LOCAL_MAPS`, :func:`output_hook`,
+:func:`output_slice`) are defined in :mod:`hvp_utils.core.local_maps`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import pandas as pd
 import torch
-from jaxtyping import Float
 from torch import Tensor
-from transformer_lens.utilities import get_act_name
 
-from hvp_utils.core.components import Component, check_components, group_by_hook, query_heads
+from hvp_utils.core.components import Component, check_components, group_by_hook
 from hvp_utils.core.engine import (
     PatchContext,
     component_inner_products,
@@ -61,12 +58,18 @@ from hvp_utils.core.engine import (
     path_derivatives,
     prepare,
 )
+from hvp_utils.core.local_maps import (  # noqa: F401  (OutputSlice: re-exported)
+    LOCAL_MAPS,
+    OutputSlice,
+    check_local_map,
+    output_hook,
+    output_slice,
+    with_delta,
+)
 from hvp_utils.core.results import CostMeter
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Direction, Model
 
-#: Component kind -> ``get_act_name`` of its local map's output (kinds not listed: identity).
-LOCAL_MAPS = {"head_q": "z", "head_k": "z", "head_pattern": "z", "neuron_pre": "post"}
 COLUMNS = (
     "component",
     "kind",
@@ -78,58 +81,6 @@ COLUMNS = (
     "second_local",
     "second_down",
 )
-
-
-@dataclass(frozen=True)
-class OutputSlice(Component):
-    """A component's slice of its local map's output hook: ``act[:, ..., idx, ...]`` with
-    several indices ``idx`` on one axis (a grouped-query key feeds several query heads)."""
-
-    axis: int = 2
-    indices: tuple[int, ...] = ()
-
-    def mask(self, act_shape: tuple[int, ...], dtype=torch.float32, device=None) -> Tensor:
-        shape = [1] * len(act_shape)
-        shape[self.axis] = act_shape[self.axis]
-        mask = torch.zeros(shape, dtype=dtype, device=device)
-        index: list = [slice(None)] * len(act_shape)
-        index[self.axis] = list(self.indices)
-        mask[tuple(index)] = 1
-        return mask
-
-    def take(self, act: Float[Tensor, "batch ..."]) -> Tensor:
-        index: list = [slice(None)] * act.dim()
-        index[self.axis] = list(self.indices)
-        return act[tuple(index)]
-
-
-def output_hook(comp: Component) -> str:
-    """The hook holding the output ``o`` of the component's local map (its own for identity)."""
-    suffix = LOCAL_MAPS.get(comp.kind)
-    return comp.hook if suffix is None else get_act_name(suffix, comp.layer)
-
-
-def output_slice(model: Model, comp: Component) -> Component:
-    """The component's output ``o`` as a slice of :func:`output_hook`: the query heads a
-    query/key/pattern feeds (axis 2 of ``hook_z``), the neuron a pre-activation feeds."""
-    if comp.kind not in LOCAL_MAPS:
-        return comp
-    index = dict(comp.select)[1 if comp.kind == "head_pattern" else 2]
-    if comp.kind == "neuron_pre":
-        indices = (index,)
-    else:
-        indices = tuple(query_heads(model.cfg, comp.kind, index))
-    return OutputSlice(comp.name, comp.kind, output_hook(comp), comp.layer, (), 2, indices)
-
-
-def _check_local_map(model: Model, comps: list[Component]) -> None:
-    """Neuron pre-activations must act neuron by neuron (not through SoLU's layer norm)."""
-    act_fn = str(getattr(model.cfg, "act_fn", ""))
-    if any(c.kind == "neuron_pre" for c in comps) and "solu" in act_fn:
-        raise ValueError(
-            f"act_fn {act_fn!r} mixes neurons (layer norm after the activation), so a neuron's "
-            "pre-activation has no per-neuron local map; diagnose 'neuron' components instead"
-        )
 
 
 def local_path_expansion(
@@ -158,11 +109,6 @@ def local_path_expansion(
     return change, slope.detach(), curvature.detach()
 
 
-def _with_deltas(ctx: PatchContext, hook: str, delta: Tensor) -> PatchContext:
-    """The same base run with ``delta`` as the patch direction at ``hook``."""
-    return replace(ctx, deltas={hook: delta}, base_acts={hook: ctx.base_acts[hook]})
-
-
 def _local_terms(model, task, ctx, comps, members, grads, meter) -> dict[str, Tensor]:
     """AtP_out, second_local and second_down of the components ``members`` of one input hook."""
     first = comps[members[0]]
@@ -172,9 +118,9 @@ def _local_terms(model, task, ctx, comps, members, grads, meter) -> dict[str, Te
         model, ctx, first.hook, out_hook, meter, layer=first.layer
     )
     field = {out_hook: grads[out_hook]}
-    atp_out = component_inner_products(outs, field, _with_deltas(ctx, out_hook, change))[0]
-    local = component_inner_products(outs, field, _with_deltas(ctx, out_hook, curvature))[0]
-    down = path_derivatives(model, task, outs, 0.0, 2, _with_deltas(ctx, out_hook, slope), meter)
+    atp_out = component_inner_products(outs, field, with_delta(ctx, out_hook, change))[0]
+    local = component_inner_products(outs, field, with_delta(ctx, out_hook, curvature))[0]
+    down = path_derivatives(model, task, outs, 0.0, 2, with_delta(ctx, out_hook, slope), meter)
     return {"AtP_out": atp_out.cpu(), "second_local": local.cpu(), "second_down": down.d2}
 
 
@@ -191,7 +137,7 @@ def diagnose(
     pass counts) is in ``frame.attrs["cost"]``. See the module docstring for the maths.
     """
     comps = check_components(comps)
-    _check_local_map(model, comps)
+    check_local_map(model, comps)
     meter = CostMeter()
     out_hooks = tuple(sorted({output_hook(c) for c in comps}))
     ctx = prepare(model, task, comps, direction, meter, extra_hooks=out_hooks)

@@ -37,6 +37,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import hvp_utils as hu
+from hvp_utils.cli.tables import to_markdown
 from hvp_utils.core.toy_model import TOY_MODEL_DIR, build_model, load_tokenizer
 from hvp_utils.core.types import Model
 
@@ -207,13 +208,6 @@ def markdown(table: pd.DataFrame, exponents: pd.DataFrame) -> str:
     ).rename(columns={"params": "params (M)"})
     fits = exponents.round(2).reset_index(names="b in time ~ params^b")
     return to_markdown(shown) + "\n\n" + to_markdown(fits) + "\n"
-
-
-def to_markdown(frame: pd.DataFrame) -> str:
-    """A DataFrame as a Markdown table (columns only; no dependency on ``tabulate``)."""
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * frame.shape[1]]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.utilities import get_act_name
 
 #: The hook after the final norm: the pass stops there.
 FINAL_NORM_HOOK = "ln_final.hook_out"
@@ -74,7 +75,7 @@ def skipping_is_exact(model: TransformerBridge) -> bool:
     if last < 1:
         return False
     tokens = torch.arange(min(6, model.cfg.d_vocab), device=model.W_U.device).unsqueeze(0)
-    name = f"blocks.{last}.hook_resid_pre"
+    name = get_act_name("resid_pre", last)
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=name)
         resid = cache[name]

@@ -9,6 +9,7 @@ plots and the benchmark never special-case a method.
     ap           activation_patching      AP (ground truth, one forward pass per component)
     atp          atp                      AtP (first order, one backward pass)
     atp_star     atp_star                 AtP* (QK fix and GradDrop, Kramar et al. 2024)
+    atp_local    atp_local                AtP (exact local): AtP after the exact local map
     hvp          hvp_correction           HVP (second-order Taylor, diag/joint/hutchinson)
     multistep    multistep_hvp            multi-step HVP (quadrature with g' and g'')
     ig           integrated_gradients     IG, or IG joint (quadrature with g' only)
@@ -21,6 +22,7 @@ from typing import Any
 
 from hvp_utils.estimators.atp import atp
 from hvp_utils.estimators.atp_star import atp_star
+from hvp_utils.estimators.local_exact import atp_local
 from hvp_utils.estimators.patching import activation_patching
 from hvp_utils.estimators.quadrature import ERROR_ORDER, integrated_gradients, multistep_hvp
 from hvp_utils.estimators.registry import (
@@ -55,6 +57,7 @@ register(
     lambda o: _noising("AtP*" if o["graddrop"] else "AtP* (QK fix)", o),
     "AtP*",
 )
+register("atp_local", atp_local, lambda o: _noising("AtP (exact local)", o), "AtP (exact local)")
 register("hvp", hvp_correction, lambda o: _noising(_hvp_label(o), o), "HVP (one point)")
 register(
     "multistep",
@@ -75,6 +78,7 @@ __all__ = [
     "EstimatorSpec",
     "activation_patching",
     "atp",
+    "atp_local",
     "atp_star",
     "describe",
     "estimator",
