@@ -34,8 +34,8 @@ from hvp_utils.core.engine import (
     component_inner_products,
     context_for,
     hook_gradients,
-    local_output,
 )
+from hvp_utils.core.local_maps import local_change
 from hvp_utils.core.results import Attribution, CostMeter
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Direction, Model
@@ -64,12 +64,7 @@ def exact_pattern_changes(
     changes = {}
     layers = {c.hook: c.layer for c in comps if c.kind in QK_KINDS}
     for hook, layer in sorted(layers.items()):
-        pattern = get_act_name("pattern", layer)
-        delta = ctx.deltas[hook]
-        one = torch.ones((), dtype=delta.dtype, device=delta.device)
-        with torch.no_grad():
-            patched = local_output(model, ctx, hook, pattern, one, layer=layer)
-        changes[hook] = patched - ctx.base_acts[pattern]
+        changes[hook] = local_change(model, ctx, hook, get_act_name("pattern", layer), layer=layer)
         meter.add(forward=1)
     return changes
 
