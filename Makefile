@@ -15,7 +15,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # Non-default parameters for the CI rerun: another perturbation, seed, size and dtype.
 RERUN_PARAMS ?= -p perturbation random_token -p seed 1 -p n_prompts 12 -p dtype float64
 
-.PHONY: run test unit nbval rerun-test lab toy-model refresh lint format clean distclean bench rerun scaling
+.PHONY: run test unit nbval rerun-test claims-rerun lab toy-model refresh lint format clean distclean bench rerun scaling
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
@@ -36,7 +36,7 @@ run: $(STAMP)
 	done
 	@echo "Executed notebooks are in runs/$(MODEL)/ (open them with 'make lab')."
 
-test: $(STAMP) unit nbval rerun-test
+test: $(STAMP) unit nbval rerun-test claims-rerun
 	@echo "All checks passed."
 
 unit: $(STAMP)
@@ -53,6 +53,11 @@ rerun-test: $(STAMP)
 	  $(VENV)/bin/papermill -k python3 --cwd notebooks --log-level ERROR \
 	    $$nb runs/ci/$$(basename $$nb) $(RERUN_PARAMS) || exit 1; \
 	done
+
+# The claim tests again, on the reruns: every sentence a notebook's findings state must hold
+# for the other perturbation, seed and size too.
+claims-rerun: $(STAMP)
+	HVP_CLAIMS_RUNS=runs/ci $(PY) -m pytest -q tests/test_claims_*.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks

@@ -27,6 +27,7 @@ from hvp_utils.analysis.circuits import (
     recovery_table,
 )
 from hvp_utils.analysis.diagnosis import diagnose, error_shares
+from hvp_utils.analysis.findings import Findings, count_phrase, ratio_phrase
 from hvp_utils.analysis.paths import PathCurves, path_curves
 from hvp_utils.analysis.reliability import (
     coverage_report,
@@ -94,6 +95,7 @@ __all__ = [
     "CostMeter",
     "Direction",
     "EstimatorSpec",
+    "Findings",
     "Fix",
     "HVPMode",
     "IGMode",
@@ -121,6 +123,7 @@ __all__ = [
     "compare",
     "components",
     "convergence",
+    "count_phrase",
     "coverage_report",
     "detector_report",
     "diagnose",
@@ -144,6 +147,7 @@ __all__ = [
     "path_function",
     "pearson",
     "prepare",
+    "ratio_phrase",
     "published_ioi_heads",
     "recovery_table",
     "reliability",

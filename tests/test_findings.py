@@ -1,0 +1,65 @@
+"""hu.Findings: prose with its numbers, recorded so that claim tests can recompute them."""
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+
+import hvp_utils as hu
+from tests.claims import Recorded
+
+
+def test_record_rounds_and_returns_the_value():
+    found = hu.Findings("99")
+    assert found.record("x", 1.23456789) == 1.23456789
+    assert found.values["x"] == 1.23457
+    assert found.record("flag", True) is True and found.values["flag"] is True
+    found.record("nan", float("nan"))
+    assert found.values["nan"] is None
+    with pytest.raises(KeyError, match="twice"):
+        found.record("x", 2.0)
+    with pytest.raises(TypeError, match="cannot record"):
+        found.record("obj", object())
+
+
+def test_table_keeps_the_index_and_bundle_is_json():
+    found = hu.Findings("99", title="t")
+    frame = pd.DataFrame({"AP": [1.0, 2.0]}, index=pd.Index(["a", "b"], name="component"))
+    found.table("t", frame)
+    found.say("Two effects.")
+    bundle = found._repr_mimebundle_()
+    assert bundle["text/markdown"] == bundle["text/plain"] == "**t**\n\n- Two effects."
+    assert json.loads(json.dumps(bundle["application/json"]))["tables"]["t"] == [
+        {"component": "a", "AP": 1.0},
+        {"component": "b", "AP": 2.0},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("n", "total", "expected"),
+    [
+        (32, 32, "all 32 heads"),
+        (0, 32, "none of the 32 heads"),
+        (1, 32, "1 of 32 heads"),
+        (5, 32, "5 of 32 heads"),
+        (1, 1, "the one head"),
+    ],
+)
+def test_count_phrase(n, total, expected):
+    assert hu.count_phrase(n, total, "head") == expected
+
+
+def test_recorded_reads_findings_back_from_a_notebook(tmp_path):
+    found = hu.Findings("99")
+    found.record("n", 3)
+    found.say("Three.")
+    bundle = found._repr_mimebundle_()
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("found")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=bundle)]
+    nb.cells = [cell]
+    path = tmp_path / "99_x.ipynb"
+    nbformat.write(nb, path)
+    recorded = Recorded(path)
+    assert recorded["n"] == 3 and recorded.says("Three")
