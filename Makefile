@@ -14,8 +14,11 @@ MODEL ?= toy-ioi
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # Non-default parameters for the CI rerun: another perturbation, seed, size and dtype.
 RERUN_PARAMS ?= -p perturbation random_token -p seed 1 -p n_prompts 12 -p dtype float64
+# Copies of the notebooks with every exercise's solution filled in (the committed ones keep
+# the stubs); make solutions executes them, and so does the CI rerun.
+SOLUTIONS_SRC := runs/solutions-src
 
-.PHONY: run test unit nbval rerun-test claims-rerun lab toy-model refresh lint format clean distclean bench rerun scaling
+.PHONY: run test unit nbval book rerun-test claims-rerun solutions solutions-src lab toy-model refresh lint format clean distclean bench rerun scaling
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
@@ -36,7 +39,7 @@ run: $(STAMP)
 	done
 	@echo "Executed notebooks are in runs/$(MODEL)/ (open them with 'make lab')."
 
-test: $(STAMP) unit nbval rerun-test claims-rerun
+test: $(STAMP) unit nbval book rerun-test claims-rerun
 	@echo "All checks passed."
 
 unit: $(STAMP)
@@ -46,12 +49,34 @@ nbval: $(STAMP)
 	$(PY) -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg \
 	  -p no:cacheprovider -o addopts="" $(NOTEBOOKS)
 
-rerun-test: $(STAMP)
+# The course as a static site: runs/book/_build/html/index.html (Jupyter Book 1, built offline
+# from the committed outputs, nothing executed; about a minute). -W: a warning, such as a broken
+# link between pages, fails the build. The pages and their order: book/_toc.yml.
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . --config book/_config.yml --toc book/_toc.yml \
+	  --path-output runs/book --all -W -n --keep-going
+	@echo "The course site: runs/book/_build/html/index.html"
+
+# The CI rerun executes the solution-filled copies, so every exercise's solution runs end to end.
+rerun-test: solutions-src
 	@mkdir -p runs/ci
 	@for nb in $(NOTEBOOKS); do \
-	  echo "== papermill $$nb $(RERUN_PARAMS)"; \
+	  echo "== papermill $$nb (solutions filled in) $(RERUN_PARAMS)"; \
 	  $(VENV)/bin/papermill -k python3 --cwd notebooks --log-level ERROR \
-	    $$nb runs/ci/$$(basename $$nb) $(RERUN_PARAMS) || exit 1; \
+	    $(SOLUTIONS_SRC)/$$(basename $$nb) runs/ci/$$(basename $$nb) $(RERUN_PARAMS) || exit 1; \
+	done
+
+solutions-src: $(STAMP)
+	$(PY) -m hvp_utils.cli.notebook_tools solutions $(NOTEBOOKS) --out $(SOLUTIONS_SRC)
+
+# Execute the notebooks with the solutions filled in into runs/solutions/ (each exercise's
+# check prints its pass line there). One notebook: make solutions NOTEBOOKS=notebooks/00_*.ipynb
+solutions: solutions-src
+	@mkdir -p runs/solutions
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== papermill $$nb (solutions filled in)"; \
+	  $(VENV)/bin/papermill -k python3 --cwd notebooks --log-level ERROR \
+	    $(SOLUTIONS_SRC)/$$(basename $$nb) runs/solutions/$$(basename $$nb) || exit 1; \
 	done
 
 # The claim tests again, on the reruns: every sentence a notebook's findings state must hold

@@ -9,6 +9,8 @@ The helper package behind the notebook suite, in layers (each imports only those
                  Screen-Flag-Fix, circuits, accuracy-against-compute runs, reference checks
     viz/         plots and the patch-path explorer (imports matplotlib; ``from hvp_utils
                  import viz``)
+    exercises/   the course's exercises: ``hu.exercises.check(name, fn)`` compares a learner's
+                 function with the package's reference and says what is wrong
     cli/         command-line tools (bench, rerun, scaling, notebook refresh, toy-model
                  training); notebooks never import them
 
@@ -16,6 +18,7 @@ Everything a notebook needs is importable from here (``import hvp_utils as hu``)
 :mod:`hvp_utils.viz`.
 """
 
+from hvp_utils import exercises
 from hvp_utils.analysis.benchmark import convergence, fitted_orders, pareto_frontier, run_estimators
 from hvp_utils.analysis.checks import check_second_order, path_derivative, path_function
 from hvp_utils.analysis.circuits import (
@@ -30,10 +33,12 @@ from hvp_utils.analysis.diagnosis import diagnose, error_shares
 from hvp_utils.analysis.findings import Findings, count_phrase, ratio_phrase
 from hvp_utils.analysis.paths import PathCurves, path_curves
 from hvp_utils.analysis.reliability import (
+    bad_estimates,
     coverage_report,
     detector_report,
     error_bounds,
     flag_reasons,
+    lagrange_interval,
     reliability,
     reliability_score,
     sample_components,
@@ -118,6 +123,7 @@ __all__ = [
     "atp_local",
     "atp_star",
     "auroc",
+    "bad_estimates",
     "check_second_order",
     "circuit_recovery",
     "compare",
@@ -130,6 +136,7 @@ __all__ = [
     "error_bounds",
     "error_shares",
     "estimator",
+    "exercises",
     "faithfulness",
     "fitted_orders",
     "from_hf_model",
@@ -138,6 +145,7 @@ __all__ = [
     "hvp_correction",
     "integrated_gradients",
     "ioi_dataset",
+    "lagrange_interval",
     "load_local_checkpoint",
     "load_model",
     "multistep_hvp",

@@ -84,8 +84,39 @@ def test_head_roles_reads_attention(toy64, toy_task):
     heads = components(toy64, "head_out")
     roles = circuits.head_roles(toy64, toy_task, hu.activation_patching(toy64, toy_task, heads))
     assert len(roles) == len(heads)
-    attention = roles[["end->IO", "end->S1", "end->S2"]]
+    attention = roles[["end->IO", "end->S1", "end->S2", "S2->S1", "S2->IO"]]
     assert ((attention >= 0) & (attention <= 1)).all().all()
-    assert roles.role.isin(
-        ["negative", "name mover", "S2 reader", "duplicate token", "IO gatherer at S2", "other"]
-    ).all()
+    assert roles[roles.layer == 0].role.isin(circuits.ROLES_LAYER0).all()
+    assert roles[roles.layer > 0].role.isin(circuits.ROLES_LATER).all()
+    # each share: the smaller of its means over the two name orders, from a plain cache
+    _, cache = toy64.run_with_cache(toy_task.clean_tokens)
+    tokens, io, s = toy_task.clean_tokens, *toy_task.answer_tokens.T
+    rows = range(len(tokens))
+    io_pos = [int((tokens[b] == io[b]).nonzero()[0]) for b in rows]
+    s_pos = [(tokens[b] == s[b]).nonzero().flatten().tolist() for b in rows]
+    orders = [
+        [b for b in rows if io_pos[b] < s_pos[b][0]],
+        [b for b in rows if io_pos[b] > s_pos[b][0]],
+    ]
+    orders = [group for group in orders if group]
+    for name in ("L0H3", "L1H6", "L3H2"):
+        layer, head = map(int, name[1:].split("H"))
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"][:, head]
+        end_io = min(sum(float(pattern[b, -1, io_pos[b]]) for b in g) / len(g) for g in orders)
+        s2_s1 = min(
+            sum(float(pattern[b, s_pos[b][-1], s_pos[b][0]]) for b in g) / len(g) for g in orders
+        )
+        assert roles.loc[name, "end->IO"] == pytest.approx(end_io)
+        assert roles.loc[name, "S2->S1"] == pytest.approx(s2_s1)
+
+
+def test_role_rules_depend_on_the_layer():
+    row = {"AP": 1.0, "end->IO": 0.6, "end->S1": 0.1, "end->S2": 0.1, "S2->S1": 0.0, "S2->IO": 0.0}
+    assert circuits._role({**row, "layer": 3}, 0.3) == "name mover"
+    assert circuits._role({**row, "layer": 0}, 0.3) == "copies IO to end"
+    reader = {**row, "end->IO": 0.0, "end->S2": 0.5}
+    assert circuits._role({**reader, "layer": 2}, 0.3) == "S2 reader"
+    assert circuits._role({**reader, "layer": 0}, 0.3) == "copies S to end"
+    duplicate = {**reader, "end->S2": 0.0, "S2->S1": 0.4}
+    assert circuits._role({**duplicate, "layer": 0}, 0.3) == "duplicate token"
+    assert circuits._role({**row, "AP": -0.1, "layer": 0}, 0.3) == "negative"

@@ -11,10 +11,12 @@ from reference import BAD_OPTION_ERRORS, path_derivative, path_function, quadrat
 import hvp_utils as hu
 from hvp_utils import components, viz
 from hvp_utils.analysis.reliability import (
+    bad_estimates,
     coverage_report,
     detector_report,
     error_bounds,
     interval_maximum,
+    lagrange_interval,
     reliability,
     reliability_score,
     sign_change,
@@ -69,9 +71,33 @@ def test_auroc_and_detector_closed_forms():
             "flags": torch.tensor([True, True, False, False]),
         },
     )
-    row = detector_report(result, truth).iloc[0]  # positives: c0 (100% off) and c2 (100%)
+    # relative error alone: c0 (100% off) and c2 (100%) are bad
+    row = detector_report(result, truth, negligible_share=0.0, cut_share=None).iloc[0]
     assert (row.positives, row.flagged, row.precision, row.recall) == (2, 2, 0.5, 0.5)
     assert row.auroc == pytest.approx(0.75)  # pairs (c0, c1), (c0, c3), (c2, c3) of four
+    # no bad estimate at all: recall is undefined (NaN), not 0; so is the AUROC
+    exact = hu.Attribution(result.first, names, "AP", {})
+    row = detector_report(result, exact).iloc[0]
+    assert row.positives == 0 and row.flagged == 2 and row.precision == 0.0
+    assert math.isnan(row.recall) and math.isnan(row.auroc)
+    # nothing flagged: precision is undefined (NaN)
+    row = detector_report(result, truth, tau=1.0).iloc[0]
+    assert row.flagged == 0 and math.isnan(row.precision) and row.recall == 0.0
+
+
+def test_bad_estimates_account_for_absolute_size():
+    truth = t64(10.0, 10.0, 0.001, 0.5, -0.4)
+    estimate = t64(7.0, 9.0, 0.004, 0.1, 0.4)
+    # errors 3, 1, 0.003, 0.4, 0.8; relative 0.3, 0.1, 3, 0.8, 2; the kind's scale is 10
+    relative_only = bad_estimates(estimate, truth, negligible_share=0.0, cut_share=None)
+    assert relative_only.tolist() == [False, False, True, True, True]
+    matters = bad_estimates(estimate, truth, negligible_share=0.05, cut_share=0.2)
+    # 3 > 0.2 * 10: bad although only 30% off; 0.003 and 0.4 are below 0.05 * 10: negligible
+    assert matters.tolist() == [True, False, False, False, True]
+    per_component = bad_estimates(
+        estimate, truth, negligible_share=0.05, cut_share=0.2, scale=t64(100, 100, 1, 1, 1)
+    )
+    assert per_component.tolist() == [False, False, False, True, True]
 
 
 def test_reliability_scores_match_path_derivatives(toy64, toy_task):
@@ -130,12 +156,20 @@ def test_bounds_use_the_lagrange_factors(toy64, toy_task):
 def test_detector_and_coverage_on_the_embedded_model(toy64, toy_task):
     comps = components(toy64, "head_q", layers=[1, 2])
     truth = hu.activation_patching(toy64, toy_task, comps)
-    scored = reliability(toy64, toy_task, comps)
-    report = detector_report(scored, truth).iloc[0]
+    bounds = error_bounds(toy64, toy_task, comps, n_nodes=3)  # the Lagrange interval
+    scored = reliability(toy64, toy_task, comps, threshold=0.01, bounds=bounds)
+    torch.testing.assert_close(scored.lower, bounds.lower)
+    torch.testing.assert_close(scored.upper, bounds.upper)
+    assert scored.flag_threshold.tolist() == straddles(bounds.lower, bounds.upper, 0.01).tolist()
+    report = detector_report(scored, truth, negligible_share=0.0, cut_share=None).iloc[0]
     assert 0 < report.positives < len(comps)
     assert report.auroc > 0.7, report
-    bounds = error_bounds(toy64, toy_task, comps, order=2, n_nodes=3)
-    assert coverage_report(bounds, truth).iloc[0].coverage >= 0.95
+    # measured, not guaranteed: on these queries the estimated intervals hold every AP effect
+    assert coverage_report(bounds, truth).iloc[0].coverage == 1.0
+    # the same estimate of max|g''| without bounds=: the same interval and flags
+    alone = reliability(toy64, toy_task, comps, threshold=0.01, n_nodes=3)
+    torch.testing.assert_close(alone.max_second, bounds.max_second)
+    assert alone.flag_threshold.tolist() == scored.flag_threshold.tolist()
 
 
 def test_path_curves_static_figure_and_explorer(toy64, toy_task):
@@ -147,8 +181,21 @@ def test_path_curves_static_figure_and_explorer(toy64, toy_task):
     for i, comp in enumerate(comps):
         assert end.loc[comp.name, "AP_t"] == pytest.approx(float(truth.values[i]), abs=1e-10)
         assert end.loc[comp.name, "taylor1"] == pytest.approx(float(first.values[i]), abs=1e-10)
+    # the band at t = 1 is the Lagrange interval of error_bounds (same nodes, same estimate)
+    bounds = error_bounds(toy64, toy_task, comps, n_nodes=3)
+    band = end.loc[[c.name for c in comps], "band"].to_numpy()
+    torch.testing.assert_close(torch.tensor(band), bounds.radius, rtol=1e-9, atol=1e-12)
+    summary = paths.summary.set_index("component").loc[[c.name for c in comps]]
+    torch.testing.assert_close(torch.tensor(summary.lower.to_numpy()), bounds.lower)
+    expected = straddles(bounds.lower, bounds.upper, 0.5).tolist()
+    assert summary.flag_threshold.tolist() == expected
     fig = viz.static_path_figure(paths, ncols=3)
     assert sum(ax.get_visible() for ax in fig.axes) == len(comps)
+    dotted = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == ":"]
+    assert sorted(float(line.get_ydata()[0]) for line in dotted) == [-0.5, 0.5]  # ±theta
+    by_kind = hu.path_curves(toy64, toy_task, comps, n_points=3, threshold={"mlp_out": 0.25})
+    assert by_kind.summary.threshold.tolist() == [0.25, 0.25]
+    assert hu.path_curves(toy64, toy_task, comps, n_points=3).summary.threshold.isna().all()
     widget = viz.explore(paths)
     assert widget.children[0].options == tuple(c.name for c in comps)
 
@@ -159,11 +206,19 @@ def test_flag_reasons_closed_forms():
     assert reasons["flag_score"].tolist() == [True, False, False, False]
     assert reasons["flag_sign"].tolist() == [True, False, False, False]
     assert not reasons["flag_threshold"].any()
-    lower, upper = first - 0.5, first + 0.5
-    near = hu.flag_reasons(first, second, tau=0.3, lower=lower, upper=upper, threshold=1.8)
+    # the Lagrange interval g'(0) -+ M2/2 with M2 = 1: [0.5, 1.5], [0.5, 1.5], [-2.5, -1.5], ...
+    m2 = t64(1.0, 1.0, 1.0, 1.0)
+    lower, upper = lagrange_interval(first, m2)
+    torch.testing.assert_close(lower, first - 0.5)
+    torch.testing.assert_close(upper, first + 0.5)
+    near = hu.flag_reasons(first, second, tau=0.3, max_second=m2, threshold=1.8)
     assert near["flag_threshold"].tolist() == [False, False, True, True]
     assert near["flags"].tolist() == [True, False, True, True]
-    with pytest.raises(ValueError, match="needs the interval"):
+    per_component = hu.flag_reasons(
+        first, second, tau=0.3, max_second=m2, threshold=t64(1, 1, 9, 9)
+    )
+    assert per_component["flag_threshold"].tolist() == [True, True, False, False]
+    with pytest.raises(ValueError, match="needs the Lagrange interval"):
         hu.flag_reasons(first, second, tau=0.3, threshold=1.0)
 
 

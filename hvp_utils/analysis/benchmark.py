@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
 from hvp_utils.core.components import Component
 from hvp_utils.core.metrics import compare
@@ -109,6 +110,16 @@ def run_estimators(
     return frame, results
 
 
+#: Rounding floor of an error against AP: ``FLOOR_FACTOR * eps * max|AP|``. AP and every
+#: estimate are computed in the model's dtype and each carries rounding of order ``eps`` times
+#: the effects' size (on toy-ioi in float32 the errors differ from float64's by at most about
+#: ``eps * max|AP|``); at ten times that, rounding is at most about a tenth of an error.
+FLOOR_FACTOR = 10.0
+#: A step to a larger K whose local error order (``log(e_prev / e) / log(K / K_prev)``) is
+#: below this has stopped decreasing: a plateau, not the rule's asymptotic order.
+PLATEAU_ORDER = 0.5
+
+
 def convergence(
     model: Model,
     task: PatchingTask,
@@ -117,9 +128,18 @@ def convergence(
     truth: Attribution | None = None,
     chunk_size: int | None = None,
 ) -> pd.DataFrame:
-    """NMAE against AP of every quadrature rule at each K, with the derived error order."""
+    """Error against AP of every quadrature rule at each K, with the derived error order.
+
+    Returns:
+        One row per (rule, K): ``nmae``, ``max_abs_error`` and ``worst`` (the component with
+        that error), ``seconds``, ``derived_order``, and the rounding floor of the errors,
+        ``floor = FLOOR_FACTOR * eps * max|AP|`` with ``eps`` the model dtype's machine
+        epsilon (``eps`` and ``max_abs_ap`` are columns too).
+    """
     if truth is None:
         truth = estimator("ap")(model, task, comps, chunk_size=chunk_size)
+    eps = float(torch.finfo(model.cfg.dtype).eps)
+    scale = float(truth.values.abs().max())
     rules = {
         "taylor": estimator("multistep", rule="taylor"),
         "trapezoid": estimator("multistep", rule="trapezoid"),
@@ -138,26 +158,73 @@ def convergence(
                     "K": k,
                     "nmae": float(error.mean() / truth.values.abs().mean()),
                     "max_abs_error": float(error.max()),
+                    "worst": truth.names[int(error.argmax())],
                     "seconds": result.cost["seconds"],
                     "derived_order": ERROR_ORDER[rule],
+                    "eps": eps,
+                    "max_abs_ap": scale,
+                    "floor": FLOOR_FACTOR * eps * scale,
                 }
             )
     return pd.DataFrame(rows)
 
 
 def fitted_orders(frame: pd.DataFrame, value: str = "max_abs_error") -> pd.DataFrame:
-    """Slope of log(error) against log(1/K) per rule over the K of ``frame`` (the error order)."""
+    """Slope of log(error) against log(1/K) per rule: the measured error order, fitted over
+    the pre-asymptotic range only.
+
+    Trailing K whose error is at the rounding floor (``frame.floor``, from :func:`convergence`;
+    0 when absent) or has stopped decreasing (local order below :data:`PLATEAU_ORDER`) are
+    left out of the fit: they measure float rounding or a plateau, not the rule.
+
+    Returns:
+        One row per rule (index): ``derived_order``, ``fitted_order`` (NaN with fewer than
+        two usable K), ``k_min`` and ``k_max`` of the fit, ``n_fitted``, ``excluded`` (the
+        left-out K, e.g. ``"8 (floor)"``; empty when none) and ``floor``.
+    """
     rows = []
     for rule, group in frame.groupby("rule", sort=False):
-        slope = np.polyfit(np.log(group.K), np.log(group[value].clip(lower=1e-300)), 1)[0]
+        group = group.sort_values("K")
+        ks = group.K.to_numpy(dtype=float)
+        errors = group[value].to_numpy(dtype=float)
+        floor = float(group.floor.max()) if "floor" in group else 0.0
+        keep, excluded = len(ks), []
+        while keep > 1:
+            i = keep - 1
+            local = np.log(errors[i - 1] / errors[i]) / np.log(ks[i] / ks[i - 1])
+            if errors[i] <= floor:
+                excluded.insert(0, f"{ks[i]:g} (floor)")
+            elif local < PLATEAU_ORDER:
+                excluded.insert(0, f"{ks[i]:g} (plateau)")
+            else:
+                break
+            keep -= 1
+        if keep >= 2:
+            logs = np.log(np.clip(errors[:keep], 1e-300, None))
+            order = -float(np.polyfit(np.log(ks[:keep]), logs, 1)[0])
+        else:
+            order = np.nan
         rows.append(
-            {"rule": rule, "derived_order": group.derived_order.iloc[0], "fitted_order": -slope}
+            {
+                "rule": rule,
+                "derived_order": group.derived_order.iloc[0],
+                "fitted_order": order,
+                "k_min": int(ks[0]),
+                "k_max": int(ks[keep - 1]),
+                "n_fitted": keep,
+                "excluded": ", ".join(excluded),
+                "floor": floor,
+            }
         )
     return pd.DataFrame(rows).set_index("rule")
 
 
 def pareto_frontier(frame: pd.DataFrame) -> pd.DataFrame:
-    """Estimators that no other estimator beats on both time and NMAE."""
+    """Estimators that no other estimator beats on both time and NMAE, fastest first.
+
+    Keep the AP row of :func:`run_estimators` in ``frame``: AP is exact (NMAE 0) at time
+    ratio 1, so it ends the frontier and every estimator slower than AP is dominated by it.
+    """
     ordered = frame.sort_values(["x_AP_time", "nmae"])
     best, keep = np.inf, []
     for index, r in ordered.iterrows():

@@ -8,7 +8,8 @@
 - Faithfulness (:func:`faithfulness`): keep the top-k components, mean-ablate every other one
   (replace it by its mean over the clean prompts, position by position), and report
   ``m(circuit) / m(full model)`` on the clean prompts, for each k.
-- Head roles (:func:`head_roles`): what each head attends to at the final position and at S2.
+- Head roles (:func:`head_roles`): what each head attends to at the final position and at S2,
+  per name order, and the role that implies at its layer.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def _order(ranking: Attribution | list[Component], comps: list[Component]) -> li
 
 
 def _slots(task: PatchingTask) -> dict[str, Tensor]:
-    """Per prompt, the positions of IO, S1, S2 (from the answer tokens) and the end."""
+    """Per prompt, the positions of IO, S1, S2 (from the answer tokens)."""
     tokens, io, s = task.clean_tokens, task.answer_tokens[:, 0], task.answer_tokens[:, 1]
     is_s = tokens == s[:, None]
     s1 = is_s.float().argmax(1)
@@ -190,26 +191,67 @@ def _slots(task: PatchingTask) -> dict[str, Tensor]:
     return {"IO": (tokens == io[:, None]).float().argmax(1), "S1": s1, "S2": s2}
 
 
+#: Roles a head can be given, by layer: a layer-0 head reads only the token and position
+#: embeddings, so what it can do is copy a token; later heads can read what earlier ones wrote.
+ROLES_LAYER0 = (
+    "negative",
+    "copies IO to end",
+    "copies S to end",
+    "duplicate token",
+    "copies IO to S2",
+    "other",
+)
+ROLES_LATER = (
+    "negative",
+    "name mover",
+    "S2 reader",
+    "duplicate token",
+    "IO gatherer at S2",
+    "other",
+)
+
+
 def head_roles(
     model: Model, task: PatchingTask, truth: Attribution, min_attention: float = 0.3
 ) -> pd.DataFrame:
     """Attention of every head at the final position (to IO, S1, S2) and at S2 (to S1, IO),
-    its AP effect, and a role read off them (first match wins):
+    its AP effect, and a role read off them.
 
-    - ``negative``: negative effect (pushes the answer down);
+    Each attention share is averaged over the prompts of each name order (IO before S1, S1
+    before IO) and the smaller of the two means is reported: a head that attends to a fixed
+    position, whichever name is there, then scores low on the names that move between the
+    orders, instead of looking like a name mover when most prompts happen to share one order.
+
+    Roles (first match wins), for a head at layer 1 or later:
+
+    - ``negative``: negative effect (restoring it moves the answer away from IO);
     - ``name mover``: the end attends to IO more than to S1 and S2 together (copies IO);
-    - ``S2 reader``: the end attends to S2 (reads what was gathered at the repeated name);
+    - ``S2 reader``: the end attends to S2 (reads what earlier layers wrote at the repeated name);
     - ``duplicate token``: S2 attends to S1 (notices the repeated name);
     - ``IO gatherer at S2``: S2 attends to IO (brings the other name to the repeated one);
     - ``other``: none of these (its effect is carried some other way).
+
+    A layer-0 head sees at every position only that position's token and position embeddings:
+    it can move a token's identity, not information computed about it. The same attention
+    tests therefore name what it copies (``copies IO to end``, ``copies S to end``: the token at
+    S2 is the subject's name, ``copies IO to S2``); ``duplicate token`` keeps its meaning (S2
+    and S1 hold the same token, which a layer-0 query-key product can match).
     """
     slots = _slots(task)
+    io_first = slots["IO"] < slots["S1"]
+    orders = [group for group in (io_first, ~io_first) if bool(group.any())]
     rows_index = torch.arange(task.n_prompts)
     effects = dict(zip(truth.names, truth.values.tolist(), strict=True))
     with torch.no_grad():
         _, cache = model.run_with_cache(
             task.clean_tokens, names_filter=lambda n: n.endswith("hook_pattern")
         )
+
+    def share(attention: Tensor, slot: str) -> float:
+        """Smaller over the name orders of the mean attention to ``slot``."""
+        to_slot = attention[rows_index, slots[slot]]
+        return min(float(to_slot[group].mean()) for group in orders)
+
     rows = []
     for layer in range(model.cfg.n_layers):
         pattern: Float[Tensor, "batch head q k"] = cache[get_act_name("pattern", layer)]
@@ -222,24 +264,26 @@ def head_roles(
                 "AP": effects.get(f"L{layer}H{head}", np.nan),
             }
             for slot in ("IO", "S1", "S2"):
-                row[f"end->{slot}"] = float(end[rows_index, head, slots[slot]].mean())
-            row["S2->S1"] = float(at_s2[rows_index, head, slots["S1"]].mean())
-            row["S2->IO"] = float(at_s2[rows_index, head, slots["IO"]].mean())
+                row[f"end->{slot}"] = share(end[:, head], slot)
+            row["S2->S1"] = share(at_s2[:, head], "S1")
+            row["S2->IO"] = share(at_s2[:, head], "IO")
             row["role"] = _role(row, min_attention)
             rows.append(row)
     return pd.DataFrame(rows).set_index("head")
 
 
 def _role(row: dict, min_attention: float) -> str:
+    names = ROLES_LAYER0 if row["layer"] == 0 else ROLES_LATER
+    negative, to_end_io, to_end_s2, duplicate, io_to_s2, other = names
     to_s = row["end->S1"] + row["end->S2"]
     if row["AP"] < 0:
-        return "negative"
+        return negative
     if row["end->IO"] >= min_attention and row["end->IO"] > to_s:
-        return "name mover"
+        return to_end_io
     if row["end->S2"] >= min_attention:
-        return "S2 reader"
+        return to_end_s2
     if row["S2->S1"] >= min_attention:
-        return "duplicate token"
+        return duplicate
     if row["S2->IO"] >= min_attention:
-        return "IO gatherer at S2"
-    return "other"
+        return io_to_s2
+    return other

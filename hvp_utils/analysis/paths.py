@@ -1,19 +1,21 @@
-"""Patch paths along t: g(t) of each component beside its Taylor lines and error bands.
+"""Patch paths along t: g(t) of each component beside its Taylor lines and Lagrange interval.
 
 For each component the path ``G(t) = g(t) - g(0)`` (activation patching at strength ``t``,
 so ``G(1)`` is AP) is drawn with
 
-    first order   T1(t) = g'(0) t                       band  T1 -+ M2 t^2 / 2,
-    second order  T2(t) = g'(0) t + g''(0) t^2 / 2      band  T2 -+ M3 t^3 / 6,
+    first order   T1(t) = g'(0) t                       band  T1 -+ M2_hat t^2 / 2,
+    second order  T2(t) = g'(0) t + g''(0) t^2 / 2,
 
-the Lagrange remainders on ``[0, t]`` with ``M2 = max|g''|`` and ``M3 = max|g'''|`` estimated
-as in :mod:`hvp_utils.analysis.reliability` (at ``t = 1`` the bands are the error bounds of
-AtP and of the second-order estimate). :func:`path_curves` computes everything once;
-the explorer in :mod:`hvp_utils.viz.explorer` draws it.
+where the band is the Lagrange remainder of first order on ``[0, t]`` with ``M2_hat`` the
+estimate of ``max_[0,1] |g''|`` from path samples, as in :mod:`hvp_utils.analysis.reliability`:
+at ``t = 1`` the band is the Lagrange interval of AtP, the same interval the flags test
+against the circuit threshold. :func:`path_curves` computes everything once; the explorer in
+:mod:`hvp_utils.viz.explorer` draws it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +26,7 @@ from hvp_utils.analysis.reliability import (
     REASON_NAMES,
     derivative_maximum,
     flag_reasons,
+    lagrange_interval,
     path_nodes,
 )
 from hvp_utils.core.components import Component
@@ -32,16 +35,20 @@ from hvp_utils.core.results import CostMeter
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Direction, Model
 
+#: A circuit threshold: one number for every component, or one per component kind.
+Threshold = float | Mapping[str, float] | None
+
 
 @dataclass
 class PathCurves:
-    """``curves``: long frame (component, t, AP_t, taylor1, taylor2, band1, band2);
-    ``summary``: one row per component (AP, AtP, second-order estimate, M2, M3, score, flags)."""
+    """``curves``: long frame (component, t, AP_t, taylor1, taylor2, band);
+    ``summary``: one row per component (AP, AtP, second-order estimate, g'', M2, the Lagrange
+    interval ``lower``/``upper``, the ``threshold`` it was tested against, score, flags)."""
 
     curves: pd.DataFrame
     summary: pd.DataFrame
     tau: float
-    threshold: float | None
+    threshold: Threshold
 
 
 def _path_values(model, task, comps, ts, ctx, meter, chunk_size) -> torch.Tensor:
@@ -52,15 +59,25 @@ def _path_values(model, task, comps, ts, ctx, meter, chunk_size) -> torch.Tensor
     return values.view(len(ts), len(comps)) - ctx.base_metric
 
 
+def component_thresholds(comps: list[Component], threshold: Threshold) -> torch.Tensor | None:
+    """The threshold of each component (NaN for a kind the mapping does not name)."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, Mapping):
+        values = [float(threshold.get(c.kind, float("nan"))) for c in comps]
+    else:
+        values = [float(threshold)] * len(comps)
+    return torch.tensor(values, dtype=torch.float64)
+
+
 def _summary(comps, pieces, tau, threshold) -> pd.DataFrame:
     h = 1.0 / (len(pieces) - 1)
     start = pieces[0]
     m2, _ = derivative_maximum(pieces, 2, h)
-    m3, _ = derivative_maximum(pieces, 3, h)
     first, second = start.d1, start.d2
-    reasons = flag_reasons(
-        first, second, tau=tau, lower=first - m2 / 2, upper=first + m2 / 2, threshold=threshold
-    )
+    cuts = component_thresholds(comps, threshold)
+    reasons = flag_reasons(first, second, tau=tau, max_second=m2, threshold=cuts)
+    lower, upper = lagrange_interval(first, m2)
     frame = pd.DataFrame(
         {
             "component": [c.name for c in comps],
@@ -69,7 +86,9 @@ def _summary(comps, pieces, tau, threshold) -> pd.DataFrame:
             "second_order": (first + second / 2).numpy(),
             "g2": second.numpy(),
             "M2": m2.numpy(),
-            "M3": m3.numpy(),
+            "lower": lower.numpy(),
+            "upper": upper.numpy(),
+            "threshold": np.nan if cuts is None else cuts.numpy(),
             "score": reasons["scores"].numpy(),
         }
     )
@@ -86,25 +105,27 @@ def path_curves(
     n_points: int = 11,
     n_nodes: int = 3,
     tau: float = 0.3,
-    threshold: float | None = None,
+    threshold: Threshold = None,
     direction: Direction = "denoising",
     chunk_size: int | None = None,
     context: PatchContext | None = None,
 ) -> PathCurves:
-    """AP at ``n_points`` strengths on [0, 1] and the Taylor lines and bands of each component.
+    """AP at ``n_points`` strengths on [0, 1], the Taylor lines and the Lagrange band.
 
     Args:
         model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
         n_points: evenly spaced strengths ``t`` at which ``g(t) - g(0)`` is patched exactly.
-        n_nodes: nodes of the order-3 sweep that estimates ``M2`` and ``M3``.
-        tau, threshold: the flags, as in :func:`~hvp_utils.analysis.reliability.reliability`
-            (the threshold is tested against the order-1 band at ``t = 1``).
+        n_nodes: nodes of the second-order sweep that estimates ``max |g''|`` (``M2``), as in
+            :func:`~hvp_utils.analysis.reliability.error_bounds` (same nodes, same estimate).
+        tau: the score flag, as in :func:`~hvp_utils.analysis.reliability.reliability`.
+        threshold: the circuit threshold the Lagrange interval is tested against: one number,
+            or a mapping from component kind to its threshold (None: no threshold flag).
         direction: ``"denoising"`` (default) or ``"noising"``.
         chunk_size: replicates of the prompt batch per pass.
         context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
 
     Returns:
-        :class:`PathCurves` (one order-0 sweep over all (component, t), one order-3 sweep at
+        :class:`PathCurves` (one order-0 sweep over all (component, t), one order-2 sweep at
         ``n_nodes`` nodes); ``summary.attrs["cost"]`` holds the cost.
     """
     meter = CostMeter()
@@ -112,23 +133,21 @@ def path_curves(
     ts = np.linspace(0.0, 1.0, n_points).tolist()
     values = _path_values(model, task, comps, ts, ctx, meter, chunk_size)
     nodes = path_nodes(n_nodes)
-    pieces = path_derivatives_at(model, task, comps, nodes, 3, ctx, meter, chunk_size)
+    pieces = path_derivatives_at(model, task, comps, nodes, 2, ctx, meter, chunk_size)
     summary = _summary(comps, pieces, tau, threshold)
     summary.insert(2, "AP", values[-1].numpy())
     rows = []
     for i, row in summary.iterrows():
         for k, t in enumerate(ts):
             taylor1 = row.AtP * t
-            taylor2 = taylor1 + row.g2 * t**2 / 2
             rows.append(
                 {
                     "component": row.component,
                     "t": t,
                     "AP_t": float(values[k, i]),
                     "taylor1": taylor1,
-                    "taylor2": taylor2,
-                    "band1": row.M2 * t**2 / 2,
-                    "band2": row.M3 * t**3 / 6,
+                    "taylor2": taylor1 + row.g2 * t**2 / 2,
+                    "band": row.M2 * t**2 / 2,
                 }
             )
     summary.attrs["cost"] = meter.as_dict()

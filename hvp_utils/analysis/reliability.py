@@ -1,38 +1,67 @@
-"""When to distrust attribution patching: a per-component reliability score and error bounds.
+"""When to distrust attribution patching: a per-component reliability score, the Lagrange
+interval of AtP, and a detector of the AtP errors that matter.
 
 **Reliability score.** The second-order Taylor term is the part of the estimated effect that
 first order (AtP) misses; its share is
 
     r_c = |g_c''(0) / 2| / (|g_c'(0)| + |g_c''(0) / 2| + eps)   in [0, 1).
 
-A component is *flagged* when any of three reasons holds (each kept as its own extra):
+**The Lagrange interval.** Taylor's theorem with the Lagrange remainder on the patch path,
+with ``Delta_c = g_c(1) - g_c(0)`` (activation patching), gives ``Delta_c - g'(0) =
+g''(xi) / 2`` for some ``xi`` in (0, 1); with ``M_2 = max_[0,1] |g''|``,
+
+    |Delta_c - AtP_c| <= M_2 / 2.
+
+``M_2`` is unknown. It is *estimated* from samples of the path (below) as ``M2_hat``, and the
+**Lagrange interval** of component ``c`` is
+
+    I_c = [AtP_c - M2_hat / 2,  AtP_c + M2_hat / 2].
+
+It would be a guaranteed bound if ``M2_hat >= M_2``; an estimate from samples can fall below
+``M_2`` (a peak of ``|g''|`` that no sample sees), so ``I_c`` estimates the bound and its
+coverage of AP is a measured property, not a promise. This one interval is what the package
+means by *the* interval: the ``flag_threshold`` reason of :func:`flag_reasons`, the band of
+the patch-path explorer (:mod:`hvp_utils.analysis.paths`: ``AtP t -+ M2_hat t^2 / 2`` on
+``[0, t]``) and the Screen-Flag-Fix flags (which estimate ``M2_hat`` from a single sample at
+``t = 0``, see :mod:`hvp_utils.analysis.screen_flag_fix`) all use it. The same construction
+one order up, ``|Delta_c - g'(0) - g''(0)/2| <= M_3 / 6`` around the second-order estimate,
+is ``error_bounds(order=2)``.
+
+**Flags.** A component is *flagged* when any of three reasons holds (each kept as its own
+extra):
 
 - ``flag_score``: ``r_c > tau``;
 - ``flag_sign``: first and second order disagree in sign, ``g'(0) (g'(0) + g''(0)/2) < 0``;
-- ``flag_threshold``: the error interval of the AtP estimate (below) straddles the circuit
-  selection threshold ``theta``, i.e. contains effects both above and below ``|x| = theta``,
-  so the interval cannot tell whether the component belongs in the circuit.
+- ``flag_threshold``: the Lagrange interval straddles the circuit selection threshold
+  ``theta``, i.e. contains effects both above and below ``|x| = theta``, so the interval
+  cannot tell whether the component belongs in the circuit.
 
-**Error bounds.** Taylor's theorem with the Lagrange remainder on the patch path, with
-``Delta_c = g_c(1) - g_c(0)``:
-
-    order 1:  |Delta_c - g'(0)|              <= 1/2 max_[0,1] |g''|,
-    order 2:  |Delta_c - g'(0) - g''(0)/2|   <= 1/6 max_[0,1] |g'''|.
-
-The maxima are estimated from the path derivatives at ``K`` (``n_nodes``) evenly spaced
-nodes including both end points (``t_k = k/(K-1)``). A maximum read off the nodes alone is a
-*lower* estimate: it misses a peak between two nodes. The same sweep also knows, exactly,
-the mean of the derivative over every interval, because
+**Estimating a maximum from path samples.** The derivatives are sampled at ``K``
+(``n_nodes``) evenly spaced nodes including both end points (``t_k = k/(K-1)``). A maximum
+read off the nodes alone is a *lower* estimate: it misses a peak between two nodes. The same
+sweep also knows, exactly, the mean of the derivative over every interval, because
 ``int_a^b g^(j+1) = g^(j)(b) - g^(j)(a)``. With ``refine=True`` (default) each interval's
-maximum is that of the quadratic ``q`` matching ``f = g^(j+1)`` at both nodes and
-its exact mean (with ``u = (t - a)/h``):
+maximum is that of the quadratic ``q`` matching ``f = g^(j+1)`` at both nodes and its exact
+mean (with ``u = (t - a)/h``):
 
     q(u) = f(a) + (f(b) - f(a)) u + c u (1 - u),   c = 6 (mean - (f(a) + f(b)) / 2),
 
 whose maximum modulus is at least ``|mean|`` (a guaranteed lower bound on ``max |f|`` by the
-mean-value theorem) and catches a single interior bump that the two node values miss.
-Order 1 thus needs ``g'`` and ``g''`` at the nodes (second-order passes), order 2 needs
-``g''`` and ``g'''`` (third-order passes).
+mean-value theorem) and catches a single interior bump that the two node values miss. The
+Lagrange interval needs ``g'`` and ``g''`` at the nodes (``K`` second-order passes per
+component); the order-2 interval needs ``g''`` and ``g'''`` (third-order passes).
+
+**Which AtP errors matter.** A relative error alone calls a miss of several logits on a large
+effect fine and a miss of 0.003 on a near-zero effect bad. :func:`bad_estimates` labels an
+estimate *bad* when its error ``e = |AtP - AP|`` is
+
+- large for the component and not negligible for its kind:
+  ``e > max_rel_error |AP|`` and ``e > negligible_share S``, or
+- large for its kind whatever the component's size: ``e > cut_share S``, an error that can
+  carry a component across a circuit cut at ``cut_share`` of the largest effect,
+
+with ``S`` the largest ``|AP|`` of the component's kind. :func:`detector_report` measures the
+reliability score and the flags as detectors of these labels.
 """
 
 from __future__ import annotations
@@ -71,7 +100,7 @@ def sign_change(first: Vector, second: Vector) -> Tensor:
     return first * (first + second / 2) < 0
 
 
-def straddles(lower: Vector, upper: Vector, threshold: float) -> Tensor:
+def straddles(lower: Vector, upper: Vector, threshold: float | Vector) -> Tensor:
     """The interval ``[lower, upper]`` holds effects with ``|x| > threshold`` and with
     ``|x| <= threshold``: it crosses ``+threshold`` or ``-threshold``."""
     return ((lower < threshold) & (upper > threshold)) | (
@@ -79,27 +108,37 @@ def straddles(lower: Vector, upper: Vector, threshold: float) -> Tensor:
     )
 
 
+def lagrange_interval(first: Vector, max_second: Vector) -> tuple[Vector, Vector]:
+    """The Lagrange interval ``[g'(0) - M2_hat / 2, g'(0) + M2_hat / 2]`` of AtP, with
+    ``max_second = M2_hat`` an estimate of ``max_[0,1] |g''|`` (see the module docstring)."""
+    half = max_second.abs() / 2
+    return first - half, first + half
+
+
 def flag_reasons(
     first: Vector,
     second: Vector,
     *,
     tau: float,
-    lower: Vector | None = None,
-    upper: Vector | None = None,
-    threshold: float | None = None,
+    max_second: Vector | None = None,
+    threshold: float | Vector | None = None,
     eps: float = 1e-12,
 ) -> dict[str, Tensor]:
     """Why first order cannot be trusted, per component (see the module docstring):
 
     ``flag_score`` = ``r_c > tau``; ``flag_sign`` = :func:`sign_change`; ``flag_threshold`` =
-    the interval ``[lower, upper]`` straddles ``threshold`` (all False without a threshold);
-    ``flags`` = any of the three; ``scores`` = ``r_c``.
+    the Lagrange interval of :func:`lagrange_interval` (from ``max_second``, the estimate of
+    ``max |g''|``) straddles ``threshold`` (a number, or one per component; all False without
+    a threshold); ``flags`` = any of the three; ``scores`` = ``r_c``.
     """
     scores = reliability_score(first, second, eps)
     near = torch.zeros(len(first), dtype=torch.bool)
     if threshold is not None:
-        if lower is None or upper is None:
-            raise ValueError("a threshold needs the interval: pass lower= and upper=")
+        if max_second is None:
+            raise ValueError(
+                "a threshold needs the Lagrange interval: pass max_second= (max|g''| estimated)"
+            )
+        lower, upper = lagrange_interval(first, max_second)
         near = straddles(lower, upper, threshold)
     reasons = {
         "flag_score": scores > tau,
@@ -179,25 +218,26 @@ def error_bounds(
     task: PatchingTask,
     comps: list[Component],
     *,
-    order: Literal[1, 2] = 2,
+    order: Literal[1, 2] = 1,
     n_nodes: int = 3,
     refine: bool = True,
     direction: Direction = "denoising",
     chunk_size: int | None = None,
     context: PatchContext | None = None,
 ) -> Attribution:
-    """Taylor estimate of order 1 or 2 with its Lagrange error interval.
+    """Taylor estimate of order 1 (AtP) or 2 with its interval from the Lagrange remainder.
 
-    ``values = g'(0)`` (order 1) or ``g'(0) + g''(0)/2`` (order 2), and the interval
-    ``values -+ radius`` with ``radius = max|g''| / 2`` or ``max|g'''| / 6`` on [0, 1],
-    the maxima estimated from ``n_nodes`` evenly spaced nodes (module docstring).
+    ``order=1`` (default): ``values = g'(0)`` and the **Lagrange interval**
+    ``values -+ M2_hat / 2`` of the module docstring; ``order=2``: ``values = g'(0) +
+    g''(0)/2`` and ``values -+ M3_hat / 6``. The maxima are estimated from ``n_nodes`` evenly
+    spaced nodes on [0, 1]: estimates, so the intervals are estimates of the bounds.
 
     Args:
         model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
-        order: 1 (the interval of AtP) or 2 (of the second-order estimate).
+        order: 1 (the Lagrange interval of AtP) or 2 (of the second-order estimate).
         n_nodes: nodes ``K >= 2`` on [0, 1]; each costs one pass of order ``order + 1``.
-        refine: bound each interval's maximum with the quadratic through its node values and
-            exact mean (True), or take the node maximum only (False).
+        refine: estimate each interval's maximum with the quadratic through its node values
+            and exact mean (True), or take the node maximum only (False).
         direction: ``"denoising"`` (default) or ``"noising"``.
         chunk_size: replicates of the prompt batch per pass; the values do not depend on it.
         context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
@@ -205,8 +245,9 @@ def error_bounds(
     Returns:
         :class:`Attribution`; ``extras``: ``lower``, ``upper``, ``radius``,
         ``max_derivative`` (the maximum used), ``max_sampled`` (the node maximum),
-        ``first`` = g'(0), ``second`` = g''(0); with ``order=2`` also the order-1 interval
-        ``lower1``, ``upper1`` from the same sweep.
+        ``first`` = g'(0), ``second`` = g''(0), ``max_second`` = ``M2_hat`` (the estimate
+        of ``max |g''|`` behind the Lagrange interval); with ``order=2`` also the Lagrange
+        interval ``lower1``, ``upper1`` from the same sweep.
     """
     if order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order!r}")
@@ -216,10 +257,14 @@ def error_bounds(
     pieces = path_derivatives_at(model, task, comps, nodes, order + 1, ctx, meter, chunk_size)
     parts = _bounds(pieces, order, refine)
     values, radius = parts.pop("values"), parts["radius"]
-    if order == 2:
+    if order == 1:
+        parts["max_second"] = parts["max_derivative"]
+    else:
         order1 = _bounds(pieces, 1, refine)
-        parts["lower1"] = order1["values"] - order1["radius"]
-        parts["upper1"] = order1["values"] + order1["radius"]
+        parts["max_second"] = order1["max_derivative"]
+        parts["lower1"], parts["upper1"] = lagrange_interval(
+            order1["values"], order1["max_derivative"]
+        )
     method = f"bounds order {order} K={n_nodes}"
     return Attribution.build(
         values, comps, method, meter, lower=values - radius, upper=values + radius, **parts
@@ -234,7 +279,6 @@ def reliability(
     tau: float = 0.3,
     threshold: float | None = None,
     eps: float = 1e-12,
-    bound_order: Literal[1, 2] = 1,
     n_nodes: int = 3,
     bounds: Attribution | None = None,
     direction: Direction = "denoising",
@@ -247,50 +291,52 @@ def reliability(
         model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
         tau: flag components whose score ``r_c`` exceeds it.
         threshold: the circuit selection threshold on ``|effect|``; with one, also flag the
-            components whose error interval straddles it (None: no such flag).
+            components whose Lagrange interval straddles it (None: no such flag).
         eps: added to the score's denominator.
-        bound_order: order of the interval used with a ``threshold`` (1: AtP's own).
-        n_nodes: nodes of that interval (see :func:`error_bounds`).
-        bounds: an :func:`error_bounds` result on the same components; it supplies g'(0),
-            g''(0) and the interval at no further cost.
+        n_nodes: nodes of the sweep that estimates ``max |g''|`` for the Lagrange interval
+            (see :func:`error_bounds`).
+        bounds: an :func:`error_bounds` result (either order) on the same components; it
+            supplies g'(0), g''(0) and ``max |g''|`` at no further cost.
         direction, chunk_size, context: as for :func:`error_bounds`.
 
     Returns:
         :class:`Attribution` with ``values = g'(0)`` (AtP); ``extras``: ``scores``,
         ``flags`` (any reason), ``flag_score``, ``flag_sign``, ``flag_threshold``,
-        ``first``, ``second`` and, with a ``threshold``, the ``lower``/``upper`` used.
-        Without a threshold the cost is one second-order pass per component; with one,
-        ``n_nodes`` passes of order ``bound_order + 1``.
+        ``first``, ``second`` and, with a ``threshold`` or ``bounds``, the Lagrange interval
+        ``lower``/``upper`` and its ``max_second``. Without a threshold (and without
+        ``bounds``) the cost is one second-order pass per component; with one, ``n_nodes``.
     """
     meter = CostMeter()
     if bounds is not None:
-        first, second, lower, upper = bounds.first, bounds.second, bounds.lower, bounds.upper
+        first, second, max_second = bounds.first, bounds.second, bounds.max_second
     else:
         ctx = context_for(model, task, comps, direction, meter, context)
-        first, second, lower, upper = _derivatives_and_interval(
-            model, task, comps, ctx, threshold, bound_order, n_nodes, chunk_size, meter
+        first, second, max_second = _derivatives_and_maximum(
+            model, task, comps, ctx, threshold, n_nodes, chunk_size, meter
         )
     reasons = flag_reasons(
-        first, second, tau=tau, lower=lower, upper=upper, threshold=threshold, eps=eps
+        first, second, tau=tau, max_second=max_second, threshold=threshold, eps=eps
     )
-    extras = {} if threshold is None else {"lower": lower, "upper": upper}
+    extras = {}
+    if max_second is not None:
+        lower, upper = lagrange_interval(first, max_second)
+        extras = {"lower": lower, "upper": upper, "max_second": max_second}
     return Attribution.build(
         first, comps, "reliability", meter, first=first, second=second, **reasons, **extras
     )
 
 
-def _derivatives_and_interval(
-    model, task, comps, ctx, threshold, bound_order, n_nodes, chunk_size, meter
-) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    """g'(0), g''(0) and (with a threshold) the interval of order ``bound_order``."""
+def _derivatives_and_maximum(
+    model, task, comps, ctx, threshold, n_nodes, chunk_size, meter
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """g'(0), g''(0) and (with a threshold) the estimate of max |g''| on [0, 1]."""
     if threshold is None:
         start = path_derivatives(model, task, comps, 0.0, 2, ctx, meter, chunk_size)
-        return start.d1, start.d2, None, None
+        return start.d1, start.d2, None
     nodes = path_nodes(n_nodes)
-    pieces = path_derivatives_at(model, task, comps, nodes, bound_order + 1, ctx, meter, chunk_size)
-    parts = _bounds(pieces, bound_order, refine=True)
-    lower, upper = parts["values"] - parts["radius"], parts["values"] + parts["radius"]
-    return pieces[0].d1, pieces[0].d2, lower, upper
+    pieces = path_derivatives_at(model, task, comps, nodes, 2, ctx, meter, chunk_size)
+    maximum, _ = derivative_maximum(pieces, 2, 1.0 / (n_nodes - 1))
+    return pieces[0].d1, pieces[0].d2, maximum
 
 
 def relative_error(estimate: Tensor, truth: Tensor) -> Tensor:
@@ -298,28 +344,77 @@ def relative_error(estimate: Tensor, truth: Tensor) -> Tensor:
     return (estimate - truth).abs() / truth.abs()
 
 
+def bad_estimates(
+    estimate: Tensor,
+    truth: Tensor,
+    *,
+    max_rel_error: float = 0.5,
+    negligible_share: float = 0.02,
+    cut_share: float | None = 0.1,
+    scale: float | Tensor | None = None,
+) -> Tensor:
+    """Which estimates miss AP by an error that matters (see the module docstring):
+
+    ``e > max_rel_error |AP|`` and ``e > negligible_share * S``, or ``e > cut_share * S``,
+    with ``e = |estimate - AP|`` and ``S = scale`` (default: the largest ``|AP|`` of
+    ``truth``; pass one value per component when ``truth`` pools several kinds).
+    ``negligible_share=0, cut_share=None`` gives the relative error alone.
+    """
+    error = (estimate - truth).abs()
+    size = truth.abs().max() if scale is None else torch.as_tensor(scale, dtype=error.dtype)
+    bad = (error > max_rel_error * truth.abs()) & (error > negligible_share * size)
+    if cut_share is not None:
+        bad = bad | (error > cut_share * size)
+    return bad
+
+
 def detector_report(
-    result: Attribution, truth: Attribution, max_rel_error: float = 0.5, tau: float | None = None
+    result: Attribution,
+    truth: Attribution,
+    max_rel_error: float = 0.5,
+    tau: float | None = None,
+    *,
+    negligible_share: float = 0.02,
+    cut_share: float | None = 0.1,
+    scale: float | Tensor | None = None,
 ) -> pd.DataFrame:
-    """The reliability score as a detector of ``|AtP - AP| / |AP| > max_rel_error``:
-    AUROC of ``scores``; precision and recall of ``flags`` (or of ``scores > tau``)."""
-    positive = relative_error(result.first, truth.values) > max_rel_error
+    """The reliability score as a detector of bad AtP estimates (:func:`bad_estimates` of
+    ``result.first`` against ``truth``): AUROC of ``scores``; precision and recall of
+    ``flags`` (or of ``scores > tau``); ``caught`` counts the bad estimates flagged.
+
+    Undefined quantities are NaN, not 0: AUROC without both classes, precision when nothing
+    is flagged, recall when no estimate is bad (there is nothing to catch).
+    """
+    positive = bad_estimates(
+        result.first,
+        truth.values,
+        max_rel_error=max_rel_error,
+        negligible_share=negligible_share,
+        cut_share=cut_share,
+        scale=scale,
+    )
     flags = result.flags if tau is None else result.scores > tau
-    hits = int((flags & positive).sum())
+    hits, n_flagged, n_positive = (
+        int((flags & positive).sum()),
+        int(flags.sum()),
+        int(positive.sum()),
+    )
     row = {
         "n": len(truth),
-        "positives": int(positive.sum()),
-        "flagged": int(flags.sum()),
+        "positives": n_positive,
+        "flagged": n_flagged,
+        "caught": hits,
         "auroc": auroc(result.scores, positive),
-        "precision": hits / max(int(flags.sum()), 1),
-        "recall": hits / max(int(positive.sum()), 1),
+        "precision": hits / n_flagged if n_flagged else float("nan"),
+        "recall": hits / n_positive if n_positive else float("nan"),
     }
     return pd.DataFrame([row])
 
 
 def coverage_report(bounds: Attribution, truth: Attribution) -> pd.DataFrame:
-    """Share of AP effects inside ``[lower, upper]`` and the interval width relative to
-    ``|AP|`` (median), beside the median width and the largest miss outside the interval."""
+    """Measured coverage of an interval (the share of AP effects inside ``[lower, upper]``:
+    the intervals are estimates, so this is measured, not guaranteed) and its width relative
+    to ``|AP|`` (median), beside the median width and the largest miss outside the interval."""
     ap = truth.values
     inside = (bounds.lower <= ap) & (ap <= bounds.upper)
     width = bounds.upper - bounds.lower

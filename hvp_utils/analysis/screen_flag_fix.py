@@ -5,10 +5,12 @@
    Hutchinson estimate of every ``g_c''(0)``, at a cost that does not grow with the number
    of components. A component is flagged (:func:`~hvp_utils.analysis.reliability.flag_reasons`)
    when its reliability score ``r_c = |g''/2| / (|g'| + |g''/2|)`` exceeds ``tau``, when
-   first and second order disagree in sign, or when its interval
-   ``g' -+ margin * |g''| / 2`` straddles the selection threshold (default: ``fraction`` of
-   the largest |AtP|), so that it could fall on either side of the circuit's cut.
-   ``margin`` widens the interval because ``g''`` varies along the path.
+   first and second order disagree in sign, or when its Lagrange interval
+   ``g' -+ M2_hat / 2`` (:func:`~hvp_utils.analysis.reliability.lagrange_interval`) straddles
+   the selection threshold (default: ``fraction`` of the largest |AtP|), so that it could fall
+   on either side of the circuit's cut. The screen has ``g''`` at ``t = 0`` only, so its
+   estimate of ``max_[0,1] |g''|`` is that one sample widened by ``margin`` (``g''`` varies
+   along the path): ``M2_hat = margin * |g''(0)|``.
 2. **Fix** only the flagged ones (at most ``budget``, largest ``|g''|/2`` first) with exact
    activation patching (``fix="patch"``), the per-component HVP correction (``"hvp"``) or
    the order-4 Hermite-Radau multi-step rule (``"multistep"``), in the same prepared
@@ -68,7 +70,8 @@ def screen_flag_fix(
         tau: flag components whose reliability score exceeds it.
         threshold: the circuit's cut on ``|effect|`` (None: ``fraction`` of the largest |AtP|).
         fraction: see ``threshold``.
-        margin: the interval ``g' -+ margin * |g''| / 2`` tested against the threshold.
+        margin: ``M2_hat = margin * |g''(0)|``, the estimate of ``max |g''|`` behind the
+            Lagrange interval ``g' -+ M2_hat / 2`` tested against the threshold.
         n_probes: Hutchinson probes ``S`` of the flag stage; ``seed`` seeds their signs.
         direction: ``"denoising"`` (default) or ``"noising"``.
         chunk_size: replicates of the prompt batch per pass.
@@ -97,10 +100,7 @@ def screen_flag_fix(
     stages = {"screen_flag": _merged(meter.as_dict(), screen.cost)}
     first, second = screen.first, screen.second
     cut = fraction * float(first.abs().max()) if threshold is None else threshold
-    spread = margin * second.abs() / 2
-    reasons = flag_reasons(
-        first, second, tau=tau, lower=first - spread, upper=first + spread, threshold=cut
-    )
+    reasons = flag_reasons(first, second, tau=tau, max_second=margin * second.abs(), threshold=cut)
     chosen = _within_budget(reasons["flags"], second.abs(), budget, len(comps))
     values = first.clone()
     if chosen:

@@ -2,10 +2,16 @@
 
     python -m hvp_utils.cli.notebook_tools refresh notebooks/0*.ipynb   # make refresh
     python -m hvp_utils.cli.notebook_tools check notebooks/0*.ipynb     # exit 1 if unclean
+    python -m hvp_utils.cli.notebook_tools solutions notebooks/0*.ipynb --out runs/solutions-src
 
 ``refresh`` re-executes every notebook with papermill into a temporary folder and writes them
 back only when all of them succeed, with volatile metadata stripped (outputs and execution
 counts kept, so nbval compares them).
+
+``solutions`` writes copies of the notebooks in which every ``exercise`` cell holds the code of
+its ``solution`` cell (the contract of :mod:`hvp_utils.exercises`); it fails, writing nothing,
+when an exercise has no solution or the solution defines another function. ``make solutions``
+and ``make rerun-test`` execute those copies.
 """
 
 from __future__ import annotations
@@ -79,11 +85,46 @@ def refresh(paths: list[Path], kernel: str = "python3") -> None:
     print(f"refreshed {len(executed)} notebooks")
 
 
+def write_solutions(paths: list[Path], out: Path) -> list[Path]:
+    """Copies of ``paths`` in ``out`` with every exercise's solution filled in.
+
+    Every notebook is filled before any is written, so a broken one writes nothing.
+
+    Raises:
+        ContractError: an exercise without a solution, or whose solution names another
+            function (the message names the notebook and the cell).
+    """
+    from hvp_utils.exercises.cells import fill_solutions
+
+    filled = {
+        path: fill_solutions(nbformat.read(path, as_version=4), label=path.name) for path in paths
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, nb in filled.items():
+        nbformat.write(nb, out / path.name)
+        written.append(out / path.name)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["refresh", "check", "strip"])
+    parser.add_argument("command", choices=["refresh", "check", "strip", "solutions"])
     parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, help="solutions: the folder the copies go to")
     args = parser.parse_args(argv)
+    if args.command == "solutions":
+        from hvp_utils.exercises.cells import ContractError
+
+        if args.out is None:
+            parser.error("solutions needs --out DIR")
+        try:
+            written = write_solutions(args.notebooks, args.out)
+        except ContractError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(f"wrote {len(written)} notebooks with their solutions filled in to {args.out}")
+        return 0
     if args.command == "refresh":
         refresh(args.notebooks)
         return 0

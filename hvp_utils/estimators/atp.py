@@ -42,8 +42,9 @@ def atp(
         context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
 
     Returns:
-        :class:`Attribution` with ``values[i] = g_i'(0)``; cost 3 forwards (2 with a shared
-        context) and 1 backward.
+        :class:`Attribution` with ``values[i] = g_i'(0)``; cost 3 forwards (the clean and
+        corrupted caching runs, the corrupted forward that is differentiated) and 1 backward;
+        with a shared context the caching runs are paid by the context: 1 forward, 1 backward.
     """
     meter = CostMeter()
     ctx = context_for(model, task, comps, direction, meter, context)

@@ -2,12 +2,20 @@
 never models. Imported on demand (``from hvp_utils import viz``) so that importing
 :mod:`hvp_utils` does not import pyplot."""
 
-from hvp_utils.viz.explorer import draw_path_panel, explore, flag_text, static_path_figure
+from hvp_utils.viz.explorer import (
+    draw_path_panel,
+    explore,
+    flag_text,
+    overshoot_figure,
+    static_path_figure,
+)
 from hvp_utils.viz.plots import (
+    accuracy_compute_plot,
     convergence_plot,
     error_share_bars,
     error_terms_scatter,
     estimate_vs_truth_frame,
+    faithfulness_plot,
     head_grid,
     head_heatmaps,
     interval_plot,
@@ -19,12 +27,15 @@ from hvp_utils.viz.plots import (
 )
 
 __all__ = [
+    "overshoot_figure",
+    "accuracy_compute_plot",
     "convergence_plot",
     "draw_path_panel",
     "error_share_bars",
     "error_terms_scatter",
     "estimate_vs_truth_frame",
     "explore",
+    "faithfulness_plot",
     "flag_text",
     "head_grid",
     "head_heatmaps",
