@@ -16,9 +16,6 @@ import pytest
 import hvp_utils as hu
 from tests.claims import Recorded, close, params
 
-CELL = "(perturbation, kind) cell"
-RADAU1, GAUSS1 = "multistep[rule=radau,steps=1]", "ig[rule=gauss,steps=1]"
-
 
 def count(n: int, total: int, noun: str, plural: str | None = None) -> str:
     """A count as the notebook must word it."""
@@ -30,6 +27,10 @@ def count(n: int, total: int, noun: str, plural: str | None = None) -> str:
     if n == 0:
         return f"none of the {total} {many}"
     return f"{n} of {total} {many}"
+
+
+CELL = "(perturbation, kind) cell"
+RADAU1, GAUSS1 = "multistep[rule=radau,steps=1]", "ig[rule=gauss,steps=1]"
 
 
 def keys_of(duels: pd.DataFrame) -> dict[str, str]:
@@ -173,6 +174,13 @@ def test_error_orders(path):
                     match.append(rule)
                 elif gap <= -tol:
                     slow.append(rule)
+        grows = [
+            rule
+            for rule, points in curve[curve.K >= 2].sort_values("K").groupby("rule", sort=False)
+            if (np.diff(points.max_abs_error.to_numpy()) > 0).any()
+        ]
+        assert rec[f"non_monotone_{p}"] == grows
+        assert rec.says(f"`{p}`: the error of {', '.join(grows)} grows") == bool(grows)
         assert rec[f"matching_{p}"] == match
         assert rec[f"slower_{p}"] == slow
         assert rec.says(f"`{p}`: fitted orders ")
@@ -184,7 +192,7 @@ def test_error_orders(path):
             assert rec.says(f"{', '.join(slow)} fit")
         if not sub.excluded.astype(bool).any():
             assert rec.says(
-                f"`{p}`: no error reaches the rounding floor (10 x eps x max|AP| = "
+                f"`{p}`: no trailing error is at the rounding floor (10 x eps x max|AP| = "
                 f"{rec[f'floor_{p}']:.1e}; the smallest error is {rec[f'smallest_error_{p}']:.1e})"
             )
         else:

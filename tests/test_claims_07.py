@@ -14,18 +14,20 @@ import pandas as pd
 import hvp_utils as hu
 from tests.claims import Recorded, close, params
 
-SFF, ATP, AP, HVP = "SFF (patch)", "AtP alone", "AP everywhere", "HVP everywhere"
 
-
-def count(n: int, total: int, noun: str) -> str:
+def count(n: int, total: int, noun: str, plural: str | None = None) -> str:
     """A count as the notebook must word it."""
+    many = plural or f"{noun}s"
     if total == 1:
         return f"the one {noun}" if n == 1 else f"not the one {noun}"
     if n == total:
-        return f"all {total} {noun}s"
+        return f"all {total} {many}"
     if n == 0:
-        return f"none of the {total} {noun}s"
-    return f"{n} of {total} {noun}s"
+        return f"none of the {total} {many}"
+    return f"{n} of {total} {many}"
+
+
+SFF, ATP, AP, HVP = "SFF (patch)", "AtP alone", "AP everywhere", "HVP everywhere"
 
 
 def ranks_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -145,18 +147,19 @@ def test_where_it_pays_off(path):
         both = [p for p in perts if p in cheaper and p in worth]
         if both:
             pays_at.append(g)
+        costs = " and ".join(f"{times[g, p, SFF]:.2g}x" for p in perts)
         if len(both) == len(perts):
-            costs = " and ".join(f"{times[g, p, SFF]:.2g}x" for p in perts)
             assert rec.says(f"{g}: SFF (patch) takes {costs} AP's time and raises Spearman by")
             assert rec.says("here it pays off.")
         elif not cheaper and worth:
-            assert rec.says(f"{g}: SFF (patch) raises Spearman by") and rec.says(
-                "AP everywhere is the better buy."
-            )
+            assert rec.says(f"over AtP alone but takes {costs} AP's time, longer than patching")
+            assert rec.says("AP everywhere is the better buy.")
         elif cheaper and not worth:
-            assert rec.says(f"{g}: SFF (patch) takes") and rec.says(
-                "the screen alone is enough here."
+            atp_costs = " and ".join(f"{times[g, p, ATP]:.2g}x" for p in perts)
+            assert rec.says(
+                f"{g}: SFF (patch) takes {costs} AP's time, but AtP alone, at {atp_costs}"
             )
+            assert rec.says("the screen alone is enough here.")
         # AP everywhere is the time reference
         assert close(times[g, perts[0], AP], 1.0)
     assert rec["pays_at"] == pays_at
