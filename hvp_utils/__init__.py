@@ -19,7 +19,13 @@ Everything a notebook needs is importable from here (``import hvp_utils as hu``)
 """
 
 from hvp_utils import exercises
-from hvp_utils.analysis.benchmark import convergence, fitted_orders, pareto_frontier, run_estimators
+from hvp_utils.analysis.benchmark import (
+    convergence,
+    decision_table,
+    fitted_orders,
+    pareto_frontier,
+    run_estimators,
+)
 from hvp_utils.analysis.checks import check_second_order, path_derivative, path_function
 from hvp_utils.analysis.circuits import (
     ap_circuit,
@@ -131,6 +137,7 @@ __all__ = [
     "convergence",
     "count_phrase",
     "coverage_report",
+    "decision_table",
     "detector_report",
     "diagnose",
     "error_bounds",

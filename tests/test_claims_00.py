@@ -12,17 +12,7 @@ import numpy as np
 import pandas as pd
 
 from tests.claims import Recorded, close, params
-
-
-def count(n: int, total: int, noun: str) -> str:
-    """A count as the notebook must word it."""
-    if total == 1:
-        return f"the one {noun}" if n == 1 else f"not the one {noun}"
-    if n == total:
-        return f"all {total} {noun}s"
-    if n == 0:
-        return f"none of the {total} {noun}s"
-    return f"{n} of {total} {noun}s"
+from tests.claims import count_words as count
 
 
 def ordinal(n: int) -> str:

@@ -11,19 +11,9 @@ import numpy as np
 import pandas as pd
 
 from tests.claims import Recorded, close, params
+from tests.claims import count_words as count
 
 NOUNS = {"head_out": "head", "mlp_out": "MLP", "neuron": "neuron"}
-
-
-def phrase(n: int, total: int, noun: str) -> str:
-    """The count as the notebook must word it."""
-    if total == 1:
-        return f"the one {noun}" if n == 1 else f"not the one {noun}"
-    if n == total:
-        return f"all {total} {noun}s"
-    if n == 0:
-        return f"none of the {total} {noun}s"
-    return f"{n} of {total} {noun}s"
 
 
 def errors(rec: Recorded) -> pd.DataFrame:
@@ -61,9 +51,9 @@ def test_sign_counts(path):
         noun = NOUNS[kind]
         share = rec[f"below_error_share_{p}_{kind}"]
         assert rec.says(
-            f"`{p}`, {kind}: AtP lies below AP for {phrase(below, len(d), noun)} and above it "
+            f"`{p}`, {kind}: AtP lies below AP for {count(below, len(d), noun)} and above it "
             f"for {above}; among the clear effects, below for "
-            f"{phrase(clear_below, int(clear.sum()), noun)}; the ones below AP carry {share:.0%}"
+            f"{count(clear_below, int(clear.sum()), noun)}; the ones below AP carry {share:.0%}"
         ), (p, kind)
         all_below &= below == len(d)
         clear_all_below &= clear_below == int(clear.sum())

@@ -13,19 +13,7 @@ import pandas as pd
 
 import hvp_utils as hu
 from tests.claims import Recorded, close, params
-
-
-def count(n: int, total: int, noun: str, plural: str | None = None) -> str:
-    """A count as the notebook must word it."""
-    many = plural or f"{noun}s"
-    if total == 1:
-        return f"the one {noun}" if n == 1 else f"not the one {noun}"
-    if n == total:
-        return f"all {total} {many}"
-    if n == 0:
-        return f"none of the {total} {many}"
-    return f"{n} of {total} {many}"
-
+from tests.claims import count_words as count
 
 SFF, ATP, AP, HVP = "SFF (patch)", "AtP alone", "AP everywhere", "HVP everywhere"
 

@@ -234,6 +234,22 @@ def pareto_frontier(frame: pd.DataFrame) -> pd.DataFrame:
     return ordered.loc[keep]
 
 
+def ranks_like_ap(rows: pd.DataFrame, spearman: float = 0.99) -> pd.Series:
+    """Rows whose ranking is AP's: Spearman at least ``spearman`` and the same top-k."""
+    return (rows.spearman >= spearman) & (rows.topk_recall >= 1.0)
+
+
+def cheapest_ranking_like_ap(group: pd.DataFrame, spearman: float = 0.99) -> pd.Series:
+    """The fastest row of ``group`` that ranks like AP (AP itself when nothing cheaper does)."""
+    return group[ranks_like_ap(group, spearman)].sort_values("seconds").iloc[0]
+
+
+def most_accurate(group: pd.DataFrame, allowed: pd.Series) -> pd.Series:
+    """The lowest-NMAE row of ``group[allowed]``, exact patching (ours or a peer's) excluded."""
+    patching = group.family.str.startswith("AP") if "family" in group else group.estimator == "ap"
+    return group[allowed & ~patching].sort_values("nmae").iloc[0]
+
+
 def frontier_table(
     frame: pd.DataFrame, spearman: float = 0.99, max_x_atp_time: float = 2.0
 ) -> pd.DataFrame:
@@ -254,10 +270,8 @@ def frontier_table(
     """
     rows = []
     for (perturbation, kind), group in frame.groupby(["perturbation", "kind"], sort=False):
-        ranks_like_ap = group[(group.spearman >= spearman) & (group.topk_recall >= 1.0)]
-        cheapest = ranks_like_ap.sort_values("seconds").iloc[0]
-        affordable = group[(group.x_AtP_time <= max_x_atp_time) & (group.estimator != "ap")]
-        best = affordable.sort_values("nmae").iloc[0]
+        cheapest = cheapest_ranking_like_ap(group, spearman)
+        best = most_accurate(group, group.x_AtP_time <= max_x_atp_time)
         rows.append(
             {
                 "perturbation": perturbation,
@@ -271,6 +285,43 @@ def frontier_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+def decision_table(
+    frame: pd.DataFrame, budget_x_atp: float = 2.0, spearman: float = 0.99
+) -> pd.DataFrame:
+    """Which estimator when, per (perturbation, kind) of a :func:`run_estimators` frame: AtP
+    alone; the most accurate estimator within ``budget_x_atp`` times AtP's wall time; the most
+    accurate one faster than AP; and the cheapest one that ranks like AP (see
+    :func:`ranks_like_ap`), each with its NMAE, its time and whether it ranks like AP."""
+    rows = []
+    for (p, kind), group in frame.groupby(["perturbation", "kind"], sort=False):
+        atp = group[group.estimator == "atp"].iloc[0]
+        budget = most_accurate(group, group.x_AtP_time <= budget_x_atp)
+        below = most_accurate(group, group.x_AP_time < 1.0)
+        cheapest = cheapest_ranking_like_ap(group, spearman)
+        like = ranks_like_ap(pd.DataFrame([atp, budget, below]), spearman).tolist()
+        rows.append(
+            {
+                "perturbation": p,
+                "kind": kind,
+                "components": int(atp.n),
+                "AtP nmae": atp.nmae,
+                "AtP ranks like AP": like[0],
+                "best at AtP cost": budget.method,
+                "its nmae": budget.nmae,
+                "its x AtP time": budget.x_AtP_time,
+                "its circuit AUROC": budget.circuit_auroc,
+                "it ranks like AP": like[1],
+                "best below AP cost": below.method,
+                "nmae below AP": below.nmae,
+                "x AP time below AP": below.x_AP_time,
+                "below-AP pick ranks like AP": like[2],
+                "cheapest ranking like AP": cheapest.method,
+                "its x AP time": cheapest.x_AP_time,
+            }
+        )
+    return pd.DataFrame(rows).set_index(["perturbation", "kind"])
 
 
 def probe_sweep(

@@ -33,6 +33,9 @@ DEFAULT_TASK = {"n_prompts": 8, "perturbation": "name_swap", "seed": 0}
 #: Relative tolerance of a comparison, by the model's dtype (the default for others).
 RTOL = {torch.float64: 1e-6, torch.float32: 2e-3}
 RTOL_OTHER = 5e-2
+#: AtP needs the clean run (a cache) and the corrupted run it differentiates (plus, at most,
+#: a separate corrupted cache); more forward passes than this is patching, not attributing.
+ATP_MAX_FORWARDS = 4
 #: How many differing entries a failure message lists.
 SHOW_ENTRIES = 4
 
@@ -369,6 +372,33 @@ def shape_problem(
         else:
             lines.append(f"  got {len(gs)} axes, expected {len(es)}")
     return "\n".join(lines)
+
+
+def scalar(got: Any, what: str, n_prompts: int | None = None) -> Tensor:
+    """One number from what the learner returned, or a failure saying which shape it has."""
+    __tracebackhide__ = True
+    values = as_values(got, what)
+    problem = shape_problem(values, torch.zeros(()), None, n_prompts)
+    if problem:
+        raise ExerciseFailed(f"{what}: {problem}")
+    return values.reshape(())
+
+
+def corrupted_gradient(model: Model, task: PatchingTask, name: str) -> tuple[Tensor, Tensor]:
+    """The activation ``a_r`` at hook ``name`` on the corrupted run and ``dm(x_r)/da`` there,
+    from one forward and one backward pass (through a zero leaf added at the hook: the
+    weights are frozen, so nothing else would carry a gradient)."""
+    saved = {}
+
+    def add_zero(act, hook):
+        saved["act"] = act.detach()
+        saved["zero"] = torch.zeros_like(act, requires_grad=True)
+        return act + saved["zero"]
+
+    with torch.enable_grad():
+        logits = model.run_with_hooks(task.corrupted_tokens, fwd_hooks=[(name, add_zero)])
+        (grad,) = torch.autograd.grad(task.metric(logits), saved["zero"])
+    return saved["act"], grad
 
 
 def _close(a: Tensor, b: Tensor, rtol: float, scale: float) -> bool:

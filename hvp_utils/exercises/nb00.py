@@ -19,19 +19,16 @@ from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
 from hvp_utils.estimators import activation_patching, atp, hvp_correction
 from hvp_utils.exercises.framework import (
+    ATP_MAX_FORWARDS,
     Context,
     ExerciseFailed,
-    as_values,
     call,
     counting_forward_passes,
     exercise,
     expect_close,
-    shape_problem,
+    scalar,
 )
 
-#: AtP needs the clean and the corrupted run (a cache, and the run that is differentiated);
-#: a function that runs more forward passes than this is patching, not attributing.
-ATP_MAX_FORWARDS = 4
 #: Step of the central finite differences that confirm g''(0).
 FD_STEP = 1e-4
 
@@ -56,16 +53,6 @@ def layer_effects(
     result = estimator(model, task, [layer_component(model, layer) for layer in unique])
     values = getattr(result, field)
     return torch.stack([values[unique.index(layer)] for layer in layers])
-
-
-def scalar(got, what: str, n_prompts: int) -> Tensor:
-    """One number from what the learner returned, or a failure saying which shape it has."""
-    __tracebackhide__ = True
-    values = as_values(got, what)
-    problem = shape_problem(values, torch.zeros(()), None, n_prompts)
-    if problem:
-        raise ExerciseFailed(f"{what}: {problem}")
-    return values.reshape(())
 
 
 # --------------------------------------------------------------------------------------------

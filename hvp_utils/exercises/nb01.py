@@ -20,31 +20,19 @@ from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
 from hvp_utils.estimators import activation_patching, atp
 from hvp_utils.exercises.framework import (
+    ATP_MAX_FORWARDS,
     Context,
     ExerciseFailed,
-    as_values,
     call,
+    corrupted_gradient,
     counting_forward_passes,
     exercise,
     expect_close,
-    shape_problem,
+    scalar,
 )
 
-#: AtP needs the clean run (a cache) and the corrupted run it differentiates (plus, at most,
-#: a separate corrupted cache); more forward passes than this is patching, not attributing.
-ATP_MAX_FORWARDS = 4
 #: Midpoint nodes of the remainder's quadrature in the check (each costs one g'').
 CHECK_NODES = 3
-
-
-def scalar(got, what: str, n_prompts: int | None = None) -> Tensor:
-    """One number from what the learner returned, or a failure saying which shape it has."""
-    __tracebackhide__ = True
-    values = as_values(got, what)
-    problem = shape_problem(values, torch.zeros(()), None, n_prompts)
-    if problem:
-        raise ExerciseFailed(f"{what}: {problem}")
-    return values.reshape(())
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,17 +58,8 @@ def _atp_neurons_by_hand(
     name = get_act_name(hook, layer)
     with torch.no_grad():
         _, clean = model.run_with_cache(task.clean_tokens, names_filter=name)
-    saved = {}
-
-    def add_zero(act, hook):
-        saved["act"] = act.detach()
-        saved["zero"] = torch.zeros_like(act, requires_grad=True)
-        return act + saved["zero"]
-
-    with torch.enable_grad():
-        logits = model.run_with_hooks(task.corrupted_tokens, fwd_hooks=[(name, add_zero)])
-        (grad,) = torch.autograd.grad(task.metric(logits), saved["zero"])
-    terms = grad * (clean[name] - saved["act"])  # [batch pos d_mlp]
+    corrupted, grad = corrupted_gradient(model, task, name)
+    terms = grad * (clean[name] - corrupted)  # [batch pos d_mlp]
     if reduce == "per_prompt":
         return terms.sum(1)
     if reduce == "final":

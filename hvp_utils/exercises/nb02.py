@@ -23,8 +23,10 @@ from hvp_utils.exercises.framework import (
     ExerciseFailed,
     as_values,
     call,
+    corrupted_gradient,
     exercise,
     expect_close,
+    scalar,
     shape_problem,
 )
 
@@ -61,16 +63,6 @@ def _diagnosis(ctx: Context):
     """``hu.diagnose`` of the query heads of :func:`_cases` (one row each)."""
     comps = [query_component(ctx.model, *case) for case in _cases(ctx)]
     return ctx.cached("nb02_diagnosis", lambda: diagnose(ctx.model, ctx.task, comps))
-
-
-def scalar(got, what: str, n_prompts: int | None = None) -> Tensor:
-    """One number from what the learner returned, or a failure saying which shape it has."""
-    __tracebackhide__ = True
-    values = as_values(got, what)
-    problem = shape_problem(values, torch.zeros(()), None, n_prompts)
-    if problem:
-        raise ExerciseFailed(f"{what}: {problem}")
-    return values.reshape(())
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,18 +185,9 @@ def _atp_out_by_hand(
         model.run_with_hooks(
             task.corrupted_tokens, fwd_hooks=[(q_name, clean_query), (z_name, keep)]
         )
-    saved = {}
-
-    def add_zero(z, hook):
-        saved["z"] = z.detach()
-        saved["zero"] = torch.zeros_like(z, requires_grad=True)
-        return z + saved["zero"]
-
-    with torch.enable_grad():
-        logits = model.run_with_hooks(task.corrupted_tokens, fwd_hooks=[(z_name, add_zero)])
-        (grad,) = torch.autograd.grad(task.metric(logits), saved["zero"])
+    z_r, grad = corrupted_gradient(model, task, z_name)
     output = clean[z_name] if clean_z else moved["z"]
-    change = output - saved["z"]
+    change = output - z_r
     return float((grad[:, :, heads] * change[:, :, heads]).sum())
 
 

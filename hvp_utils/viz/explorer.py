@@ -14,6 +14,7 @@ import pandas as pd
 
 from hvp_utils.analysis.paths import PathCurves
 from hvp_utils.analysis.reliability import reasons_text
+from hvp_utils.viz.plots import threshold_lines
 
 #: Legend label of the band: the Lagrange interval of AtP on [0, t], from estimated maxima.
 BAND_LABEL = "Lagrange interval: g'(0) t ± M̂₂ t²/2"
@@ -45,14 +46,7 @@ def draw_path_panel(ax: plt.Axes, paths: PathCurves, name: str, legend: bool = T
     ax.plot(t, curve.AP_t, color="k", marker="o", ms=3, lw=1, label="g(t) - g(0)  (AP at t=1)")
     theta = float(row.get("threshold", float("nan")))
     if not math.isnan(theta):
-        for sign in (1, -1):
-            ax.axhline(
-                sign * theta,
-                color="C3",
-                lw=0.9,
-                ls=":",
-                label="circuit threshold ±θ" if sign == 1 else None,
-            )
+        threshold_lines(ax, theta)
     ax.set_title(f"{name}  r={row.score:.2f}\n{flag_text(row)}", fontsize=9)
     ax.set_xlabel("patch strength t")
     if legend:

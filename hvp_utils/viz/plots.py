@@ -291,6 +291,18 @@ def score_vs_error(
     return fig
 
 
+def threshold_lines(ax: plt.Axes, theta: float) -> None:
+    """Dotted horizontal lines at +theta and -theta, the circuit selection threshold."""
+    for sign in (1, -1):
+        ax.axhline(
+            sign * theta,
+            color="C3",
+            lw=0.9,
+            ls=":",
+            label="circuit threshold ±θ" if sign == 1 else None,
+        )
+
+
 def interval_plot(
     frame: pd.DataFrame,
     ax: plt.Axes | None = None,
@@ -319,14 +331,7 @@ def interval_plot(
         label="AP outside",
     )
     if threshold is not None:
-        for sign in (1, -1):
-            ax.axhline(
-                sign * threshold,
-                color="C3",
-                lw=0.9,
-                ls=":",
-                label="circuit threshold ±θ" if sign == 1 else None,
-            )
+        threshold_lines(ax, threshold)
     ax.set(xlabel="components, sorted by AP", ylabel="effect (logit difference)", title=title)
     if legend:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -369,20 +374,24 @@ def _place_labels(ax, xs, ys, texts, avoid_x, avoid_y, fontsize: float = 8) -> N
         for d in (14, 24, 36)
         for sx, sy in ((1, 1), (1, -1), (-1, -1), (-1, 1))
     ]
+
+    def annotate(text, x, y, dx, dy, ha, va, arrow=None):
+        return ax.annotate(
+            text,
+            (x, y),
+            xytext=(dx, dy),
+            textcoords="offset points",
+            ha=ha,
+            va=va,
+            fontsize=fontsize,
+            arrowprops=arrow,
+        )
+
     placed: list = []
     for x, y, text in zip(xs, ys, texts, strict=True):
         for dx, dy, ha, va in near + far:
             arrow = {"arrowstyle": "-", "color": "0.5", "lw": 0.5} if abs(dx) > 10 else None
-            label = ax.annotate(
-                text,
-                (x, y),
-                xytext=(dx, dy),
-                textcoords="offset points",
-                ha=ha,
-                va=va,
-                fontsize=fontsize,
-                arrowprops=arrow,
-            )
+            label = annotate(text, x, y, dx, dy, ha, va, arrow)
             box = label.get_window_extent(renderer).expanded(1.04, 1.15)
             inside = frame_box.contains(box.x0, box.y0) and frame_box.contains(box.x1, box.y1)
             if inside and not any(box.overlaps(o) for o in placed + obstacles):
@@ -390,16 +399,7 @@ def _place_labels(ax, xs, ys, texts, avoid_x, avoid_y, fontsize: float = 8) -> N
                 break
             label.remove()
         else:  # nowhere free: the first candidate, overlapping, rather than no label
-            dx, dy, ha, va = near[0]
-            ax.annotate(
-                text,
-                (x, y),
-                xytext=(dx, dy),
-                textcoords="offset points",
-                ha=ha,
-                va=va,
-                fontsize=fontsize,
-            )
+            annotate(text, x, y, *near[0])
 
 
 def pareto_plot(frame: pd.DataFrame, row: str, col: str):
