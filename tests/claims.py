@@ -78,16 +78,3 @@ class Recorded:
 def close(recorded: float, recomputed: float, rel: float = 1e-4, abs_: float = 1e-6) -> bool:
     """Equal up to the 6-significant-digit rounding of recorded values and tables."""
     return abs(recorded - recomputed) <= max(abs_, rel * max(abs(recorded), abs(recomputed)))
-
-
-def count_words(n: int, total: int, noun: str, plural: str | None = None) -> str:
-    """A count as the notebooks must word it ("all 32 heads", "none of the 4 MLPs", "3 of 8
-    heads"): the tests' own statement of the wording, independent of the package's."""
-    many = plural or f"{noun}s"
-    if total == 1:
-        return f"the one {noun}" if n == 1 else f"not the one {noun}"
-    if n == total:
-        return f"all {total} {many}"
-    if n == 0:
-        return f"none of the {total} {many}"
-    return f"{n} of {total} {many}"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hvp_utils import count_phrase as count
 from tests.claims import Recorded, close, params
-from tests.claims import count_words as count
 
 
 def ordinal(n: int) -> str:

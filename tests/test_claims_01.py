@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hvp_utils import count_phrase as count
 from tests.claims import Recorded, close, params
-from tests.claims import count_words as count
 
 NOUNS = {"head_out": "head", "mlp_out": "MLP", "neuron": "neuron"}
 

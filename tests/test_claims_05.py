@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 import hvp_utils as hu
+from hvp_utils import count_phrase as count
 from tests.claims import Recorded, close, params
-from tests.claims import count_words as count
 
 CELL = "(perturbation, kind) cell"
 RADAU1, GAUSS1 = "multistep[rule=radau,steps=1]", "ig[rule=gauss,steps=1]"

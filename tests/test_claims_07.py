@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 import hvp_utils as hu
+from hvp_utils import count_phrase as count
 from tests.claims import Recorded, close, params
-from tests.claims import count_words as count
 
 SFF, ATP, AP, HVP = "SFF (patch)", "AtP alone", "AP everywhere", "HVP everywhere"
 
