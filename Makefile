@@ -6,6 +6,10 @@ SHELL := /bin/bash
 # small machine that made notebooks up to 17x slower (measured on 2 cores). Passive waiting
 # fixes it; the kernel registered below carries the same setting.
 export OMP_WAIT_POLICY ?= PASSIVE
+# Set by a Jupyter server for its kernels; the explorer goes live where it is set. The notebooks
+# executed here (papermill, nbval) store the explorer's static figure even when make is started
+# from inside JupyterLab.
+unexport JPY_SESSION_NAME
 PYTHON_BASE ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

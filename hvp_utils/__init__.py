@@ -37,7 +37,7 @@ from hvp_utils.analysis.circuits import (
 )
 from hvp_utils.analysis.diagnosis import diagnose, error_shares
 from hvp_utils.analysis.findings import Findings, count_phrase, ratio_phrase
-from hvp_utils.analysis.paths import PathCurves, path_curves
+from hvp_utils.analysis.paths import PathCurves, PathSource, path_curves
 from hvp_utils.analysis.reliability import (
     bad_estimates,
     coverage_report,
@@ -118,6 +118,7 @@ __all__ = [
     "PatchContext",
     "PatchingTask",
     "PathCurves",
+    "PathSource",
     "Perturbation",
     "TaskError",
     "TaskPerformanceWarning",

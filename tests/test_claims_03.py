@@ -201,3 +201,33 @@ def test_summary_claims(path):
                 else "no better"
             )
             assert found.says(f"`{q}`: the reliability score is {quality} detector")
+
+
+@params("03")
+def test_answer_claims(path):
+    """The answer to the prediction: the kind with the most flags, the rarest reason, and
+    that a sign flag implies a score flag (a sign flip needs |g''/2| > |g'|, so r > 1/2)."""
+    found = Recorded(path)
+    frame = found.table("components")
+    for p, sub in frame.groupby("perturbation", sort=False):
+        counts = sub.groupby("kind", sort=False)["flags"].sum()
+        top = counts.idxmax()
+        assert found[f"most_flagged_kind_{p}"] == top
+        n = int((sub.kind == top).sum())
+        assert found.says(f"`{p}`: {top} collects the most flags")
+        assert found.says(
+            f"{count_phrase(int(counts[top]), n, 'component')} of that kind are flagged"
+        )
+    totals = frame[["flag_score", "flag_sign", "flag_threshold"]].sum()
+    assert found["rarest_reason"] == totals.idxmin()
+    assert found.says(
+        f"the rarest reason is {totals.idxmin()} ({int(totals.min())} flags, against "
+        f"{int(totals.max())} for {totals.idxmax()})"
+    )
+    sign_only = int((frame.flag_sign & ~frame.flag_score).sum())
+    assert found["sign_without_score"] == sign_only
+    if found["tau"] < 0.5:
+        assert sign_only == 0, "a sign flip needs r > 1/2, above tau"
+    assert found.says("Every sign flag is also a score flag") == (
+        found["tau"] < 0.5 and sign_only == 0
+    )

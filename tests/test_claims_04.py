@@ -161,3 +161,33 @@ def test_verdict_and_summary_claims(path):
     assert close(found["diag_over_ap_min"], float(ratio.min()), rel=1e-3)
     assert close(found["diag_over_ap_max"], float(ratio.max()), rel=1e-3)
     assert np.isfinite(ratio).all()
+
+
+@params("04")
+def test_answer_claims(path):
+    """The answer to the prediction: where the correction lowers the NMAE, where it gains
+    most and where it raises it, from the recorded NMAE table."""
+    found = Recorded(path)
+    nmae = found.table("nmae")
+    any_raised = False
+    for p, sub in nmae.groupby("perturbation", sort=False):
+        ratio = sub["HVP diag"] / sub["AtP"]
+        lowered = sub.kind[sub["HVP diag"] < sub["AtP"]].tolist()
+        raised = [k for k in sub.kind if k not in lowered]
+        best = sub.kind.loc[ratio.idxmin()]
+        assert found[f"answer_raised_{p}"] == raised
+        assert found[f"answer_largest_gain_{p}"] == best
+        assert close(found[f"answer_largest_gain_ratio_{p}"], float(ratio.min()), rel=1e-3)
+        if not lowered:
+            assert found.says(f"`{p}`: the correction raises the NMAE for every kind, the least")
+        elif len(lowered) == 1:
+            assert found.says(f"`{p}`: the correction lowers the NMAE only for {best} (to")
+        else:
+            assert found.says(
+                f"`{p}`: the correction lowers the NMAE for "
+                f"{count_phrase(len(lowered), len(sub), 'kind')}, most for {best} "
+            )
+        if raised and lowered:
+            assert found.says(f"; it raises it for {', '.join(raised)}.")
+        any_raised = any_raised or bool(raised)
+    assert found.says("So the correction is no free improvement") == any_raised

@@ -2,9 +2,9 @@
 
 Every number a sentence of notebook 05 states is recomputed here with independent code from
 the rows the notebook recorded beside it (NMAE and pass counts per estimator, the wall-time
-table, the convergence curves and their fits), and each sentence is checked to use the
-wording the recomputed number calls for. The last tests check the fitting rule itself
-(the rounding floor and plateaus) on constructed curves.
+table, the convergence curves, their fits and the answer to the doubling prediction), and each
+sentence is checked to use the wording the recomputed number calls for. The last tests check
+the fitting rule itself (the rounding floor and plateaus) on constructed curves.
 """
 
 from __future__ import annotations
@@ -40,10 +40,6 @@ def test_radau_against_gauss_and_taylor_against_midpoint(path):
         "taylor_vs_midpoint": (
             hu.estimator("multistep", steps=2, rule="taylor").key,
             hu.estimator("ig", steps=2).key,
-        ),
-        "radau2_vs_ig4": (
-            hu.estimator("multistep", steps=2, rule="radau").key,
-            hu.estimator("ig", steps=4).key,
         ),
     }
     labels = keys_of(duels.drop_duplicates("key"))
@@ -204,6 +200,32 @@ def test_error_orders(path):
             )
             for s in rec.sentences
         )
+
+
+@params("05")
+def test_doubling_answer(path):
+    """The answer to the prediction: how much each rule's largest error shrinks when K
+    doubles at the end of the grid, against (K_hi / K_lo) ** derived order."""
+    rec = Recorded(path)
+    curves = rec.table("convergence")
+    curve = curves[curves.perturbation == rec["featured_perturbation"]]
+    lo, hi = rec["doubling_from"], rec["doubling_to"]
+    assert [lo, hi] == sorted(curve.K.unique())[-2:]
+    errors = curve.pivot_table(index="K", columns="rule", values="max_abs_error")
+    derived = curve.drop_duplicates("rule").set_index("rule").derived_order
+    shrink = {}
+    for rule in curve.rule.unique():
+        shrink[rule] = errors.loc[lo, rule] / errors.loc[hi, rule]
+        recorded = rec[f"shrink_{rule}"]
+        assert close(recorded, shrink[rule], rel=1e-3)
+        predicted = (hi / lo) ** derived[rule]
+        assert rec.says(f"{rule} {recorded:.1f}x (order {derived[rule]} predicts {predicted:g}x)")
+    high = min(v for r, v in shrink.items() if derived[r] == 4)
+    low = max(v for r, v in shrink.items() if derived[r] == 2)
+    faster = bool(high > low)
+    assert rec["order4_all_faster"] == faster
+    assert rec.says("Every order-4 rule shrank its error faster than every order-2 rule") == faster
+    assert rec.says("Not every order-4 rule shrank its error faster") == (not faster)
 
 
 @params("05")

@@ -193,3 +193,75 @@ def test_atp_costs_what_the_table_says(toy64, toy_task):
     comps = hu.components(toy64, "head_out", layers=[0])
     cost = hu.atp(toy64, toy_task, comps).cost
     assert (cost["forward"], cost["backward"], cost["hvp"]) == (3, 1, 0)
+
+
+@params("07")
+def test_what_a_budget_buys(path):
+    rec = Recorded(path)
+    acc = rec.table("accuracy").set_index(["granularity", "perturbation", "method"])
+    featured, like_ap = rec["featured_perturbation"], rec["ranks_like_ap_spearman"]
+    heads, curve = rec.table("budget_heads"), rec.table("budget")
+    flagged = heads.flagged.astype(bool).to_numpy()
+    n = int(flagged.sum())
+    assert rec["budget_flagged_heads"] == n == int(acc.loc[("heads", featured, SFF), "flagged"])
+    assert list(curve.budget) == list(range(n + 1))
+    assert (curve["forward passes"] == curve.budget).all(), "the fix: one forward pass per patch"
+    # the curve again, from the heads' AtP, curvature and AP: fix the most curved flagged first
+    order = [i for i in np.argsort(-heads.curvature.abs().to_numpy(), kind="stable") if flagged[i]]
+    ap = heads.AP.to_numpy()
+    for b, rho in zip(curve.budget, curve.spearman, strict=True):
+        values = heads.AtP.to_numpy().copy()
+        values[order[:b]] = ap[order[:b]]
+        assert close(rho, ranks_correlation(values, ap), rel=1e-3), b
+    assert close(curve.spearman.iloc[0], acc.loc[("heads", featured, ATP), "spearman"])
+    assert close(curve.spearman.iloc[-1], acc.loc[("heads", featured, SFF), "spearman"])
+    reached = curve[curve.spearman >= like_ap]
+    enough = int(reached.budget.min()) if len(reached) else None
+    assert rec["budget_first_like_ap"] == enough
+    rho = dict(zip(curve.budget, curve.spearman, strict=True))
+    ends = f"AtP alone {rho[0]:.4f}, all {n} fixed {rho[n]:.4f}"
+    if enough is None:
+        assert rec.says(f"Spearman stays below {like_ap} ({ends}).")
+    elif enough == 0:
+        assert rec.says(f"AtP alone already ranks the heads like AP under `{featured}`")
+    else:
+        ap_forward = int(acc.loc[("heads", featured, AP), "forward"])
+        assert rec.says(
+            f"Spearman first reaches {like_ap} with {count(enough, n, 'flagged head')} fixed "
+            f"({rho[enough]:.4f}; {ends}): {enough} forward"
+        )
+        assert rec.says(f"on top of the screen's, where AP everywhere spends {ap_forward}.")
+
+
+@params("07")
+def test_answer_where_it_pays_off(path):
+    rec = Recorded(path)
+    acc, timings = rec.table("accuracy"), rec.table("timings")
+    perts = perturbations(rec, acc)
+    min_gain = rec["worthwhile_spearman_gain"]
+    times = timings.set_index(["granularity", "perturbation", "method"])["x AP time"]
+    table = acc.set_index(["granularity", "perturbation", "method"])
+    full = []
+    for g in dict.fromkeys(acc.granularity):
+        cheaper = [p for p in perts if times[g, p, SFF] < 1]
+        lift = {
+            p: table.loc[(g, p, SFF), "spearman"] - table.loc[(g, p, ATP), "spearman"]
+            for p in perts
+        }
+        worth = [p for p in perts if lift[p] >= min_gain - 1e-5]
+        n = int(table.loc[(g, perts[0], ATP), "components"])
+        start = f"{g} ({n} components): "
+        if len(cheaper) == len(worth) == len(perts):
+            full.append(g)
+            assert rec.says(start + "it pays off, cheaper than AP everywhere")
+        elif not cheaper and len(worth) == len(perts):
+            assert rec.says(start + "the fix is worth it, but with this few components")
+        elif len(cheaper) == len(perts) and not worth:
+            assert rec.says(
+                start + "cheaper than AP everywhere, but the fix lifts Spearman by less"
+            )
+        else:
+            assert rec.says(start + "cheaper than AP everywhere under ")
+    assert rec["answer_pays_everywhere"] == full
+    where = " and ".join(full) if full else "no granularity"
+    assert rec.says(f"In this run SFF (patch) pays off under every perturbation at {where}:")

@@ -152,3 +152,105 @@ def path_curves(
             )
     summary.attrs["cost"] = meter.as_dict()
     return PathCurves(pd.DataFrame(rows), summary, tau, threshold)
+
+
+def one_component(paths: PathCurves, name: str) -> PathCurves:
+    """The rows of ``name`` in ``paths`` as a :class:`PathCurves` of its own."""
+    if name not in set(paths.summary.component):
+        raise KeyError(f"{name!r} is not in these path curves")
+    return PathCurves(
+        paths.curves[paths.curves.component == name].reset_index(drop=True),
+        paths.summary[paths.summary.component == name].reset_index(drop=True),
+        paths.tau,
+        paths.threshold,
+    )
+
+
+class PathSource:
+    """Patch paths on demand, for an explorer: ``source(perturbation, name)`` is
+    :func:`path_curves` of that one component on that perturbation's task, computed the first
+    time it is asked for (about half a second on the embedded model) and kept.
+
+    The scale of a kind on a perturbation, :meth:`scale`, is its largest ``|AtP|`` over the
+    given components (one gradient per perturbation, at construction): the circuit threshold
+    is ``theta = share * scale``, as everywhere in the course.
+
+    Args:
+        model: the model.
+        tasks: one task per perturbation name.
+        comps: the components that can be explored.
+        n_points, n_nodes, chunk_size, direction: as for :func:`path_curves`.
+        precomputed: path curves already computed (per perturbation) with the same
+            ``n_points`` and ``n_nodes``; their components are not computed again.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        tasks: Mapping[str, PatchingTask],
+        comps: list[Component],
+        *,
+        n_points: int = 11,
+        n_nodes: int = 3,
+        chunk_size: int | None = None,
+        direction: Direction = "denoising",
+        precomputed: Mapping[str, PathCurves] | None = None,
+    ):
+        from hvp_utils.estimators import atp
+
+        if not comps:
+            raise ValueError("PathSource needs at least one component to explore")
+        if not tasks:
+            raise ValueError("PathSource needs at least one task: {perturbation: task}")
+        self.model, self.tasks = model, dict(tasks)
+        self.components = {c.name: c for c in comps}
+        self.options = dict(n_points=n_points, n_nodes=n_nodes, chunk_size=chunk_size)
+        self.direction = direction
+        self._first = {p: atp(model, task, comps, direction=direction) for p, task in tasks.items()}
+        self._kept: dict[tuple[str, str], PathCurves] = {}
+        for perturbation, paths in (precomputed or {}).items():
+            for name in paths.summary.component:
+                self._kept[(perturbation, name)] = one_component(paths, name)
+
+    @property
+    def perturbations(self) -> list[str]:
+        return list(self.tasks)
+
+    def kinds(self) -> list[str]:
+        """The component kinds, in the order the components were given."""
+        return list(dict.fromkeys(c.kind for c in self.components.values()))
+
+    def names(self, kind: str) -> list[str]:
+        """The components of ``kind``."""
+        return [name for name, c in self.components.items() if c.kind == kind]
+
+    def kind_of(self, name: str) -> str:
+        return self.components[name].kind
+
+    def scale(self, perturbation: str, kind: str) -> float:
+        """``max |AtP|`` over the components of ``kind`` on ``perturbation``."""
+        first = self._first[perturbation]
+        values = [
+            abs(float(v))
+            for v, name in zip(first.values, first.names, strict=True)
+            if self.components[name].kind == kind
+        ]
+        if not values:
+            raise KeyError(f"no component of kind {kind!r}: one of {self.kinds()}")
+        return max(values)
+
+    def __call__(self, perturbation: str, name: str) -> PathCurves:
+        if perturbation not in self.tasks:
+            raise KeyError(f"unknown perturbation {perturbation!r}: one of {self.perturbations}")
+        if name not in self.components:
+            raise KeyError(f"unknown component {name!r}: pass it to PathSource(comps=...)")
+        key = (perturbation, name)
+        if key not in self._kept:
+            self._kept[key] = path_curves(
+                self.model,
+                self.tasks[perturbation],
+                [self.components[name]],
+                direction=self.direction,
+                **self.options,
+            )
+        return self._kept[key]

@@ -24,6 +24,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+from torch import Tensor
 
 from hvp_utils.analysis.reliability import flag_reasons
 from hvp_utils.core.components import Component, check_components
@@ -101,7 +102,7 @@ def screen_flag_fix(
     first, second = screen.first, screen.second
     cut = fraction * float(first.abs().max()) if threshold is None else threshold
     reasons = flag_reasons(first, second, tau=tau, max_second=margin * second.abs(), threshold=cut)
-    chosen = _within_budget(reasons["flags"], second.abs(), budget, len(comps))
+    chosen = within_budget(reasons["flags"], second.abs(), budget, len(comps))
     values = first.clone()
     if chosen:
         fixer = FIX_ESTIMATORS[fix]
@@ -127,8 +128,12 @@ def screen_flag_fix(
     return result
 
 
-def _within_budget(flagged, priority, budget, n) -> list[int]:
-    """Flagged indices, most curved first, cut to the budget."""
+def within_budget(
+    flagged: Tensor, priority: Tensor, budget: int | float | None, n: int
+) -> list[int]:
+    """The flagged indices to fix, in index order: the ``budget`` with the largest ``priority``
+    (``|g''(0)|``, the most curved first); a float budget below 1 is a share of ``n``, None
+    fixes every flagged one."""
     order = [i for i in priority.argsort(descending=True).tolist() if flagged[i]]
     if budget is None:
         return sorted(order)

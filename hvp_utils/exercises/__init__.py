@@ -90,7 +90,7 @@ differ); ``ctx`` offers the model, the task, the head components, a memo
 (:meth:`Context.cached`), activation patching of every head and the dtype's tolerance.
 '''
 
-from hvp_utils.exercises import nb00, nb01, nb02, nb06
+from hvp_utils.exercises import nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07
 from hvp_utils.exercises.cells import (
     ContractError,
     NotebookExercise,
@@ -113,7 +113,7 @@ from hvp_utils.exercises.framework import (
 )
 
 #: The modules that register exercises, one per notebook.
-NOTEBOOK_MODULES = (nb00, nb01, nb02, nb06)
+NOTEBOOK_MODULES = (nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07)
 
 __all__ = [
     "EXERCISES",

@@ -3,9 +3,12 @@ never models. Imported on demand (``from hvp_utils import viz``) so that importi
 :mod:`hvp_utils` does not import pyplot."""
 
 from hvp_utils.viz.explorer import (
+    PathExplorer,
     draw_path_panel,
     explore,
+    flag_explanation,
     flag_text,
+    in_jupyter_frontend,
     overshoot_figure,
     static_path_figure,
 )
@@ -35,6 +38,9 @@ __all__ = [
     "error_terms_scatter",
     "estimate_vs_truth_frame",
     "explore",
+    "flag_explanation",
+    "in_jupyter_frontend",
+    "PathExplorer",
     "faithfulness_plot",
     "flag_text",
     "head_grid",
