@@ -384,10 +384,12 @@ def scalar(got: Any, what: str, n_prompts: int | None = None) -> Tensor:
     return values.reshape(())
 
 
-def corrupted_gradient(model: Model, task: PatchingTask, name: str) -> tuple[Tensor, Tensor]:
-    """The activation ``a_r`` at hook ``name`` on the corrupted run and ``dm(x_r)/da`` there,
-    from one forward and one backward pass (through a zero leaf added at the hook: the
-    weights are frozen, so nothing else would carry a gradient)."""
+def zero_leaf_run(model: Model, task: PatchingTask, name: str) -> tuple[Tensor, Tensor, Tensor]:
+    """The corrupted run with a zero leaf added at hook ``name``: ``(a_r, zero, m)``, the
+    activation there, the leaf and the metric ``m(x_r)`` as a function of it (one forward
+    pass, graph kept). ``torch.autograd.grad(m, zero)`` is ``dm/da`` at ``a_r``; with
+    ``create_graph=True`` it can be differentiated again (an HVP). The leaf is needed because
+    the weights are frozen: nothing else would carry a gradient."""
     saved = {}
 
     def add_zero(act, hook):
@@ -397,8 +399,41 @@ def corrupted_gradient(model: Model, task: PatchingTask, name: str) -> tuple[Ten
 
     with torch.enable_grad():
         logits = model.run_with_hooks(task.corrupted_tokens, fwd_hooks=[(name, add_zero)])
-        (grad,) = torch.autograd.grad(task.metric(logits), saved["zero"])
-    return saved["act"], grad
+        metric = task.metric(logits)
+    return saved["act"], saved["zero"], metric
+
+
+def corrupted_gradient(model: Model, task: PatchingTask, name: str) -> tuple[Tensor, Tensor]:
+    """The activation ``a_r`` at hook ``name`` on the corrupted run and ``dm(x_r)/da`` there,
+    from one forward and one backward pass (:func:`zero_leaf_run`)."""
+    act, zero, metric = zero_leaf_run(model, task, name)
+    (grad,) = torch.autograd.grad(metric, zero)
+    return act, grad
+
+
+def tensor_pair(got: Any, names: tuple[str, str], n: int) -> Tensor:
+    """The learner's two ``[n]`` tensors (a tuple or a list of two, or one ``[2, n]``
+    tensor) as one ``[2, n]`` tensor, or a failure saying why not (one tensor of shape
+    ``[n]``, the wrong number of items, an item of the wrong shape)."""
+    __tracebackhide__ = True
+    pair = f"({names[0]}, {names[1]})"
+    if isinstance(got, Tensor) and tuple(got.shape) == (n,):
+        raise ExerciseFailed(
+            f"return two tensors, {pair}, one value per component each; got one tensor of "
+            f"shape {tuple(got.shape)}"
+        )
+    if not isinstance(got, (tuple, list)):
+        return as_values(got, pair)  # e.g. a stacked [2, n] tensor: the comparison checks it
+    if len(got) != 2:
+        raise ExerciseFailed(
+            f"return two tensors, {pair}; got a {type(got).__name__} of {len(got)} items"
+        )
+    parts = [as_values(x, name) for x, name in zip(got, names, strict=True)]
+    for part, name in zip(parts, names, strict=True):
+        problem = shape_problem(part, torch.zeros(n), ("component",))
+        if problem:
+            raise ExerciseFailed(f"{name}: {problem}")
+    return torch.stack([part.reshape(n) for part in parts])
 
 
 def _close(a: Tensor, b: Tensor, rtol: float, scale: float) -> bool:

@@ -20,14 +20,12 @@ from hvp_utils.core.types import Model
 from hvp_utils.estimators import atp, atp_star
 from hvp_utils.exercises.framework import (
     Context,
-    ExerciseFailed,
-    as_values,
     call,
     corrupted_gradient,
     exercise,
     expect_close,
     scalar,
-    shape_problem,
+    tensor_pair,
 )
 
 #: How many query heads the checks use.
@@ -74,24 +72,6 @@ def split_error_reference(ap: Tensor, atp: Tensor, atp_out: Tensor) -> tuple[Ten
     return ap - atp_out, atp_out - atp
 
 
-def _pair(got, n: int) -> Tensor:
-    """The learner's (E_down, E_local) as one ``[2, n]`` tensor, or a failure saying why not."""
-    __tracebackhide__ = True
-    if isinstance(got, (tuple, list)):
-        if len(got) != 2:
-            raise ExerciseFailed(
-                f"return two tensors, (E_down, E_local); got a {type(got).__name__} of "
-                f"{len(got)} items"
-            )
-        parts = [as_values(x, name) for x, name in zip(got, ("E_down", "E_local"), strict=True)]
-        for part, name in zip(parts, ("E_down", "E_local"), strict=True):
-            problem = shape_problem(part, torch.zeros(n), ("component",))
-            if problem:
-                raise ExerciseFailed(f"{name}: {problem}")
-        return torch.stack([p.reshape(n) for p in parts])
-    return as_values(got, "(E_down, E_local)")
-
-
 @exercise(
     "split_error",
     notebook="02",
@@ -112,12 +92,7 @@ def check_split_error(fn, ctx: Context) -> str:
     names = list(frame.component)
     ap, first, out = (torch.tensor(frame[c].to_numpy()) for c in ("AP", "AtP", "AtP_out"))
     got = call(fn, ap.clone(), first.clone(), out.clone(), name="split_error")
-    if isinstance(got, Tensor) and got.shape == ap.shape:
-        raise ExerciseFailed(
-            "return two tensors, (E_down, E_local), one value per component each; got one "
-            f"tensor of shape {tuple(got.shape)}"
-        )
-    got = _pair(got, len(names))
+    got = tensor_pair(got, ("E_down", "E_local"), len(names))
     expected = torch.tensor(frame[["E_down", "E_local"]].to_numpy().T.copy())
     diff = expect_close(
         got,

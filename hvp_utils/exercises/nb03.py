@@ -35,6 +35,7 @@ from hvp_utils.exercises.framework import (
     exercise,
     expect_close,
     shape_problem,
+    tensor_pair,
 )
 
 #: Nodes of the check's sweep (the notebook's default).
@@ -201,26 +202,6 @@ def lagrange_interval_reference(first: Tensor, max_second: Tensor) -> tuple[Tens
     return lagrange_interval(first, max_second)
 
 
-def _two(got, what: tuple[str, str], n: int) -> Tensor:
-    """The learner's pair of ``[n]`` tensors as one ``[2, n]`` tensor, or a failure."""
-    __tracebackhide__ = True
-    if isinstance(got, Tensor) and got.shape == (n,):
-        raise ExerciseFailed(
-            f"return two tensors, ({what[0]}, {what[1]}), one value per component each; got "
-            f"one tensor of shape {tuple(got.shape)}"
-        )
-    if not isinstance(got, (tuple, list)) or len(got) != 2:
-        kind = type(got).__name__
-        size = f" of {len(got)} items" if isinstance(got, (tuple, list)) else ""
-        raise ExerciseFailed(f"return two tensors, ({what[0]}, {what[1]}); got a {kind}{size}")
-    parts = [as_values(x, name) for x, name in zip(got, what, strict=True)]
-    for part, name in zip(parts, what, strict=True):
-        problem = shape_problem(part, torch.zeros(n), ("component",))
-        if problem:
-            raise ExerciseFailed(f"{name}: {problem}")
-    return torch.stack([p.reshape(n) for p in parts])
-
-
 @exercise(
     "lagrange_interval",
     notebook="03",
@@ -246,7 +227,7 @@ def check_lagrange_interval(fn, ctx: Context) -> str:
     maximum = torch.cat([maximum, sweep.max_sampled])
     labels = labels + [f"{name} (node maximum)" for name in sweep.names]
     got = call(fn, first.clone(), maximum.clone(), name="lagrange_interval")
-    got = _two(got, ("lower", "upper"), len(first))
+    got = tensor_pair(got, ("lower", "upper"), len(first))
     expected = torch.stack(lagrange_interval(first, maximum))
     half = maximum / 2
     diff = expect_close(

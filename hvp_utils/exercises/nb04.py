@@ -30,6 +30,7 @@ from hvp_utils.exercises.framework import (
     expect_close,
     scalar,
     shape_problem,
+    zero_leaf_run,
 )
 
 #: How many heads the first check uses.
@@ -91,22 +92,15 @@ def _hvp_by_hand(
     heads = slice(None) if every_head else [head]
     with torch.no_grad():
         _, clean = model.run_with_cache(task.clean_tokens, names_filter=name)
-    saved = {}
-
-    def add_zero(z, hook):
-        saved["z"] = z.detach()
-        saved["zero"] = torch.zeros_like(z, requires_grad=True)
-        return z + saved["zero"]
-
+    z_r, zero, metric = zero_leaf_run(model, task, name)
     with torch.enable_grad():
-        logits = model.run_with_hooks(task.corrupted_tokens, fwd_hooks=[(name, add_zero)])
-        (grad,) = torch.autograd.grad(task.metric(logits), saved["zero"], create_graph=create_graph)
-        delta = torch.zeros_like(saved["z"])
-        delta[:, :, heads] = (clean[name] - saved["z"])[:, :, heads]
+        (grad,) = torch.autograd.grad(metric, zero, create_graph=create_graph)
+        delta = torch.zeros_like(z_r)
+        delta[:, :, heads] = (clean[name] - z_r)[:, :, heads]
         if flip:
             delta = -delta
         first = (grad * delta).sum()
-        (hv,) = torch.autograd.grad(first, saved["zero"])
+        (hv,) = torch.autograd.grad(first, zero)
     return float(first.detach()), float((hv * delta).sum())
 
 

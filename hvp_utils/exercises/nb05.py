@@ -102,10 +102,6 @@ def ig_by_hand(
     return total
 
 
-def _midpoint(steps: int) -> tuple[list[float], list[float]]:
-    return [(k + 0.5) / steps for k in range(steps)], [1.0 / steps] * steps
-
-
 def _left(steps: int) -> tuple[list[float], list[float]]:
     return [k / steps for k in range(steps)], [1.0 / steps] * steps
 
@@ -122,19 +118,19 @@ def _left(steps: int) -> tuple[list[float], list[float]]:
         ),
         "no step width": (
             lambda model, task, layer, steps: ig_by_hand(
-                model, task, layer, _midpoint(steps)[0], [1.0] * steps
+                model, task, layer, ig_nodes(steps, "midpoint")[0], [1.0] * steps
             ),
             "step width",
         ),
         "path from the clean end": (
             lambda model, task, layer, steps: ig_by_hand(
-                model, task, layer, *_midpoint(steps), reverse=True
+                model, task, layer, *ig_nodes(steps, "midpoint"), reverse=True
             ),
             "wrong sign",
         ),
         "the clean prompt as the base run": (
             lambda model, task, layer, steps: ig_by_hand(
-                model, task, layer, *_midpoint(steps), base_tokens="clean"
+                model, task, layer, *ig_nodes(steps, "midpoint"), base_tokens="clean"
             ),
             "corrupted prompt",
         ),
@@ -169,7 +165,10 @@ def check_midpoint_ig(fn, ctx: Context) -> str:
 
     def by_hand(**slip):
         return lambda: torch.tensor(
-            [ig_by_hand(model, task, layer, *_midpoint(k), **slip) for layer, k in cases],
+            [
+                ig_by_hand(model, task, layer, *ig_nodes(k, "midpoint"), **slip)
+                for layer, k in cases
+            ],
             dtype=torch.float64,
         )
 
@@ -274,7 +273,7 @@ def _rule_pair(got, steps: int) -> tuple[Tensor, Tensor]:
             lambda steps: _gauss_slips(steps, "offset unscaled"),
             "scaled by the step",
         ),
-        "one node per step": (lambda steps: _midpoint(steps), "two nodes per step"),
+        "one node per step": (lambda steps: ig_nodes(steps, "midpoint"), "two nodes per step"),
     },
 )
 def check_gauss_legendre(fn, ctx: Context) -> str:
