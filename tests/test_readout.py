@@ -48,7 +48,11 @@ def test_started_at_a_layer_with_hooks_the_readout_is_exact(toy64, toy_task):
             cache["blocks.2.hook_resid_pre"], start_at_layer=layer, fwd_hooks=[(hook, double)]
         )[:, -1]
         picked, _ = run_with_answer_logits(
-            toy64, cache["blocks.2.hook_resid_pre"], toy_task.answer_tokens, [(hook, double)], layer
+            toy64,
+            cache["blocks.2.hook_resid_pre"],
+            toy_task.answer_tokens,
+            fwd_hooks=[(hook, double)],
+            layer=layer,
         )
     torch.testing.assert_close(picked, full.gather(1, toy_task.answer_tokens), rtol=0, atol=1e-10)
 
