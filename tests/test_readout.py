@@ -109,3 +109,15 @@ def test_skipping_the_blocks_before_the_start_layer_changes_nothing(family_model
             skipped = model.run_with_hooks(cache[name], start_at_layer=1)
     assert first.forward is not readout._pass_through  # restored
     assert torch.equal(plain, skipped)
+
+
+def test_off_a_verified_release_nothing_is_skipped(monkeypatch):
+    from hvp_utils.core import readout
+
+    model = tiny_model("gpt2", seed=5)
+    monkeypatch.setattr(readout, "SKIPPING_VERIFIED_ON", ())
+    assert not readout.skipping_is_exact(model)
+    first = model.blocks[0].original_component
+    with readout.blocks_skipped_before(model, 1):
+        assert "forward" not in vars(first)  # the Hugging Face layer computes as usual
+    assert not [key for key in vars(model) if "skipping" in key]  # nothing kept on the model

@@ -14,6 +14,9 @@ against the activation, selects it:
     neuron         blocks.l.mlp.hook_post       batch pos d_mlp          L1N45
     neuron_pre     blocks.l.mlp.hook_pre        batch pos d_mlp          L1N45.pre
     resid_pos      blocks.l.hook_resid_pre      batch pos d_model        R1@7
+
+Each component carries its ``layer`` and, where its kind has them, its ``head``,
+``position`` and ``neuron``: code reads these fields, never the name.
 """
 
 from __future__ import annotations
