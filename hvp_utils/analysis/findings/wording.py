@@ -116,6 +116,30 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
         "The largest mean |AP - AtP| is that of {kind} under `{perturbation}` "
         "({mean_error:.3f}), a kind with a local map."
     ),
+    # notebook 00: add its verdicts here (patching by hand)
+    #
+    #
+    # notebook 01: add its verdicts here (AP and AtP)
+    #
+    #
+    # notebook 03: add its verdicts here (reliability)
+    #
+    #
+    # notebook 04: add its verdicts here (HVP)
+    #
+    #
+    # notebook 05: add its verdicts here (multi-step and IG)
+    #
+    #
+    # notebook 06: add its verdicts here (circuits)
+    #
+    #
+    # notebook 07: add its verdicts here (Screen-Flag-Fix)
+    #
+    #
+    # notebook 08: add its verdicts here (take-home)
+    #
+    #
 }
 
 
