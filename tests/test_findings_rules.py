@@ -44,3 +44,45 @@ def test_failed_checks_are_not_called_exact():
     (finding,) = diagnosis.checks_hold(checks).findings
     assert finding.values["n_passed"] == 1 and finding.values["all_pass"] is False
     assert finding.sentence.startswith("On 1 of 2 perturbations")
+
+
+# notebook 00
+
+
+def test_by_hand_counts_signs_on_clear_effects_and_ranks_the_worst_head():
+    from hvp_utils.analysis.findings import by_hand
+
+    heads = pd.DataFrame(
+        {
+            "component": ["a", "b", "c", "d"],
+            "AP": [4.0, -2.0, 1.0, 0.1],  # d is below 5% of 4: not a clear effect
+            "AtP": [3.9, 1.0, 1.0, -0.1],  # b has the wrong sign and the largest error (3)
+        }
+    )
+    found = {f.key: f.values for f in by_hand.atp_against_ap(heads).findings}
+    assert found["by_hand.sign_agreement"] == {"n_sign_right": 2, "n_clear": 3}
+    assert found["by_hand.same_top"] == {"component": "a"}
+    assert found["by_hand.largest_error"]["component"] == "b"
+    assert found["by_hand.largest_error"]["ap_rank"] == 2
+
+
+def test_by_hand_second_order_names_the_heads_it_misses():
+    from hvp_utils.analysis.findings import by_hand
+
+    # x: |1 + 1 - 2| = 0 < 1, closer; y: |1 + 2 - 1| = 2 > 0, further
+    second = pd.DataFrame(
+        {"component": ["x", "y"], "AP": [2.0, 1.0], "AtP": [1.0, 1.0], "g2": [2.0, 4.0]}
+    )
+    found = {f.key: f.values for f in by_hand.second_order(second).findings}
+    assert found["by_hand.second_order_closer"] == {"n_better": 1, "n": 2}
+    assert found["by_hand.second_order_mean_error"] == {"error_atp": 0.5, "error_second": 1.0}
+    assert found["by_hand.second_order_misses"] == {"components": "y"}
+
+
+def test_by_hand_path_that_bends_up_with_a_negative_curvature_at_zero():
+    from hvp_utils.analysis.findings import by_hand
+
+    path = pd.DataFrame({"t": [0.0, 0.5, 1.0], "g": [1.0, 1.2, 2.0]})  # AP = 1
+    found = by_hand.top_path(path, component="h", atp=0.5, g2=-0.3).findings
+    assert [f.key for f in found] == ["by_hand.path_bend", "by_hand.curvature_opposite_sign"]
+    assert found[0].values["bend"] == 0.5

@@ -71,6 +71,76 @@ def _kind_bands(v: Mapping[str, Any]) -> str:
     return f"For {LOCAL_MAP_OF[v['kind']]} the error is {words}."
 
 
+def ordinal(n: int) -> str:
+    """'1st', '2nd', '3rd', '4th', ..., '11th', '21st'."""
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _sign_agreement(v: Mapping[str, Any]) -> str:
+    heads = count_phrase(v["n_sign_right"], v["n_clear"], "head")
+    return (
+        f"AtP gives the right sign to {heads} whose effect is clearly non-zero "
+        "(|AP| above 5% of the largest)."
+    )
+
+
+def _largest_error(v: Mapping[str, Any]) -> str:
+    rank = v["ap_rank"]
+    which = "the largest effect" if rank == 1 else f"the {ordinal(rank)} largest effect"
+    return (
+        f"The largest error is on {v['component']} (AP {v['AP']:+.3f}, AtP {v['AtP']:+.3f}), "
+        f"the head with {which}."
+    )
+
+
+def _path_bend(v: Mapping[str, Any]) -> str:
+    bend = v["bend"]
+    how = (
+        "upward (it lies above its tangent)" if bend > 0 else "downward (it lies below its tangent)"
+    )
+    return (
+        f"The path of {v['component']} changes the metric by AP = {v['AP']:+.3f} from t = 0 to 1, "
+        f"and its tangent at 0 predicts AtP = {v['AtP']:+.3f}: AP - AtP = {bend:+.3f}, so on "
+        f"average over [0, 1] the path bends {how}."
+    )
+
+
+def _second_order_closer(v: Mapping[str, Any]) -> str:
+    heads = count_phrase(v["n_better"], v["n"], "head")
+    return f"Adding g''(0)/2 brings the estimate closer to AP for {heads} with the largest effects."
+
+
+def _by_hand_passes(v: Mapping[str, Any]) -> str:
+    b = v["atp_backward"]
+    return (
+        f"Activation patching of the {v['n']} heads costs {v['ap_forward']} forward passes over "
+        f"the prompt batch; AtP costs {v['atp_forward']} forward and {b} backward "
+        f"pass{'es' if b != 1 else ''} for all of them, and ranks the heads with a Spearman "
+        f"correlation of {v['spearman']:.2f} to AP."
+    )
+
+
+def _hvp_closer(v: Mapping[str, Any]) -> str:
+    heads = count_phrase(v["n_better"], v["n"], "head")
+    return (
+        "One Hessian-vector product per head, AtP + g''(0)/2, is closer to AP than AtP for "
+        f"{heads} with the largest effects."
+    )
+
+
+#: How notebook 00's summary opens: the metric on both runs and the top head's patch.
+_GAP = (
+    "The logit difference is {clean_metric:.2f} on the clean prompts and {corrupted_metric:.2f} "
+    "on the corrupted ones; patching the clean output of {component} alone into the corrupted "
+    "run "
+)
+
+
+def _top_moves_away(v: Mapping[str, Any]) -> str:
+    away = f"moves the metric away from the clean value, by {-v['share']:.0%} of the gap."
+    return _GAP.format(**v) + away
+
+
 SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
     # notebook 02: diagnosis
     "diagnosis.checks_hold": _checks_hold,
@@ -116,9 +186,38 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
         "The largest mean |AP - AtP| is that of {kind} under `{perturbation}` "
         "({mean_error:.3f}), a kind with a local map."
     ),
-    # notebook 00: add its verdicts here (patching by hand)
-    #
-    #
+    # notebook 00: patching by hand
+    "by_hand.sign_agreement": _sign_agreement,
+    "by_hand.same_top": "AP and AtP both rank {component} first.",
+    "by_hand.different_top": "AP ranks {top_ap} first, AtP ranks {top_atp} first.",
+    "by_hand.rank_correlation": (
+        "Over all {n} heads the Spearman rank correlation of AtP with AP is {spearman:.2f}."
+    ),
+    "by_hand.largest_error": _largest_error,
+    "by_hand.path_bend": _path_bend,
+    "by_hand.curvature_same_sign": (
+        "At t = 0 the curvature g''(0) = {g2:+.3f} has the same sign, so the second-order term "
+        "moves the estimate towards AP."
+    ),
+    "by_hand.curvature_opposite_sign": (
+        "At t = 0 the curvature g''(0) = {g2:+.3f} has the opposite sign: the path changes its "
+        "bend between 0 and 1, and the second-order term built at t = 0 moves the estimate away "
+        "from AP."
+    ),
+    "by_hand.second_order_closer": _second_order_closer,
+    "by_hand.second_order_mean_error": (
+        "Their mean absolute error goes from {error_atp:.3f} (AtP) to {error_second:.3f} "
+        "(AtP + g''(0)/2)."
+    ),
+    "by_hand.second_order_misses": (
+        "For {components} the curvature at t = 0 does not describe the whole path: the third and "
+        "higher derivatives matter there (notebook 03 bounds them)."
+    ),
+    "by_hand.top_restores_more_than_gap": _GAP + "restores more than the whole gap ({share:.0%}).",
+    "by_hand.top_restores_part_of_gap": _GAP + "restores {share:.0%} of that gap.",
+    "by_hand.top_moves_away": _top_moves_away,
+    "by_hand.passes": _by_hand_passes,
+    "by_hand.hvp_closer": _hvp_closer,
     # notebook 01: add its verdicts here (AP and AtP)
     #
     #
