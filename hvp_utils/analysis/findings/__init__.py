@@ -6,8 +6,16 @@
 - one module of rules per notebook topic (:mod:`.diagnosis` for notebook 02, ...).
 """
 
-from hvp_utils.analysis.findings import diagnosis
+from hvp_utils.analysis.findings import diagnosis, quadrature, second_order
 from hvp_utils.analysis.findings.record import RECORD_KEY, Finding, Findings
 from hvp_utils.analysis.findings.wording import count_phrase
 
-__all__ = ["RECORD_KEY", "Finding", "Findings", "count_phrase", "diagnosis"]
+__all__ = [
+    "RECORD_KEY",
+    "Finding",
+    "Findings",
+    "count_phrase",
+    "diagnosis",
+    "quadrature",
+    "second_order",
+]
