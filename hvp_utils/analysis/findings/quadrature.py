@@ -92,8 +92,8 @@ def duels(bench: pd.DataFrame) -> Findings:
     pairs = duel_pairs()
     rows = bench[bench.key.isin({k for pair in pairs.values() for k in pair})]
     found.table("duels", rows[DUEL_COLUMNS])
-    for name, (challenger, incumbent) in pairs.items():
-        result = duel(rows, challenger, incumbent)
+    results = {name: duel(rows, *pair) for name, pair in pairs.items()}
+    for name, result in results.items():
         wins, n = result["n_challenger_better"], result["n_cells"]
         if wins == 0:
             key = "quadrature.duel_incumbent_better"
@@ -102,7 +102,7 @@ def duels(bench: pd.DataFrame) -> Findings:
         else:
             key = "quadrature.duel_split"
         found.state(key, duel=name, **result)
-    radau = duel(rows, *pairs["radau_vs_gauss"])
+    radau = results["radau_vs_gauss"]
     gauss_wins = radau["n_cells"] - radau["n_challenger_better"]
     if gauss_wins == radau["n_cells"]:
         key = (

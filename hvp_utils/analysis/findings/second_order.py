@@ -179,12 +179,7 @@ def cross_terms(cross: pd.DataFrame, *, n_probes: int) -> Findings:
     found = Findings("04", "Cross terms and random signs")
     found.table("cross_terms", cross)
     counts = cross_term_counts(cross, n_probes=n_probes)
-    found.state(
-        "second_order.joint_cross_terms",
-        n_larger=counts["n_larger"],
-        n_over_half=counts["n_over_half"],
-        n_groups=counts["n_groups"],
-    )
+    found.state("second_order.joint_cross_terms", **counts)
     hutchinson = cross[hutchinson_column(n_probes)]
     found.state(
         "second_order.hutchinson_closer",
@@ -258,12 +253,6 @@ def summary(
             found.state("second_order.overshoot_ways", perturbation=p, **counts)
         else:
             found.state("second_order.overshoots_none", perturbation=p, n_clear=counts["n_clear"])
-    counts = cross_term_counts(cross, n_probes=n_probes)
-    found.state(
-        "second_order.joint_cost",
-        n_larger=counts["n_larger"],
-        n_groups=counts["n_groups"],
-        n_hutchinson_closer=counts["n_hutchinson_closer"],
-    )
+    found.state("second_order.joint_cost", **cross_term_counts(cross, n_probes=n_probes))
     found.state("second_order.next_notebooks")
     return found
