@@ -204,12 +204,14 @@ def test_error_orders(path):
         _, stated = rec.only("quadrature.fitted_orders", perturbation=p)
         assert (stated["matching"], stated["slower"], stated["faster"]) == (match, slow, fast)
         assert (stated["n_matching"], stated["n_rules"]) == (len(match), len(sub))
-        for rule, row in sub.iterrows():
-            assert stated["derived"][rule] == row.derived_order
+        assert [r["rule"] for r in stated["rules"]] == list(sub.index)
+        for r in stated["rules"]:
+            row = sub.loc[r["rule"]]
+            assert r["derived_order"] == row.derived_order
             if np.isnan(row.fitted_order):
-                assert stated["fitted"][rule] is None
+                assert r["fitted_order"] is None
             else:
-                assert close(stated["fitted"][rule], row.fitted_order)
+                assert close(r["fitted_order"], row.fitted_order)
         grows = [
             rule
             for rule, points in curve[curve.K >= 2].sort_values("K").groupby("rule", sort=False)
@@ -259,10 +261,10 @@ def test_doubling_answer(path):
     errors = curve.pivot_table(index="K", columns="rule", values="max_abs_error")
     derived = curve.drop_duplicates("rule").set_index("rule").derived_order
     shrink = {rule: errors.loc[lo, rule] / errors.loc[hi, rule] for rule in curve.rule.unique()}
-    assert set(stated["shrink"]) == set(shrink)  # the record keeps dicts with sorted keys
-    for rule, value in shrink.items():
-        assert close(stated["shrink"][rule], value, rel=1e-3)
-        assert stated["derived"][rule] == derived[rule]
+    assert [r["rule"] for r in stated["rules"]] == list(shrink)
+    for r in stated["rules"]:
+        assert close(r["shrink"], shrink[r["rule"]], rel=1e-3)
+        assert r["derived_order"] == derived[r["rule"]]
     high = min(v for r, v in shrink.items() if derived[r] == 4)
     low = max(v for r, v in shrink.items() if derived[r] == 2)
     key, _ = rec.only("quadrature.order4_faster", "quadrature.order4_not_all_faster")

@@ -146,7 +146,10 @@ def test_doubling_compares_each_shrink_with_its_order():
         {"midpoint": (2, [1.0, 0.25, 0.0625]), "gauss": (4, [1.0, 1 / 16, 1 / 256])}
     )
     doubled, ranked = quadrature.doubling(curve).findings
-    assert doubled.values["shrink"] == {"midpoint": 4.0, "gauss": 16.0}
+    assert [(r["rule"], r["shrink"]) for r in doubled.values["rules"]] == [
+        ("midpoint", 4.0),
+        ("gauss", 16.0),
+    ]
     assert "gauss 16.0x (order 4 predicts 16x)" in doubled.sentence
     assert ranked.key == "quadrature.order4_faster"
 

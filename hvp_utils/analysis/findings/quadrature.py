@@ -180,17 +180,14 @@ def doubling(curve: pd.DataFrame) -> Findings:
     found = Findings("05", "Answer")
     k_lo, k_hi = (int(k) for k in sorted(curve.K.unique())[-2:])
     errors = curve.pivot_table(index="K", columns="rule", values="max_abs_error", sort=False)
-    derived = {
-        r: int(o) for r, o in curve.drop_duplicates("rule")[["rule", "derived_order"]].values
-    }
+    derived = curve.drop_duplicates("rule").set_index("rule").derived_order
     shrink = {r: float(errors.loc[k_lo, r] / errors.loc[k_hi, r]) for r in errors.columns}
     found.state(
         "quadrature.doubling",
         perturbation=curve.perturbation.iloc[0],
         k_from=k_lo,
         k_to=k_hi,
-        shrink=shrink,
-        derived=derived,
+        rules=[dict(rule=r, shrink=v, derived_order=int(derived[r])) for r, v in shrink.items()],
     )
     slowest_order4 = min(v for r, v in shrink.items() if derived[r] == 4)
     fastest_order2 = max(v for r, v in shrink.items() if derived[r] == 2)
@@ -244,8 +241,14 @@ def error_orders(
         found.state(
             "quadrature.fitted_orders",
             perturbation=p,
-            fitted={r: None if math.isnan(o) else float(o) for r, o in sub.fitted_order.items()},
-            derived={r: int(o) for r, o in sub.derived_order.items()},
+            rules=[
+                dict(
+                    rule=r,
+                    fitted_order=None if math.isnan(row.fitted_order) else float(row.fitted_order),
+                    derived_order=int(row.derived_order),
+                )
+                for r, row in sub.iterrows()
+            ],
             n_matching=len(gaps["matching"]),
             n_rules=len(sub),
             tolerance=tolerance,

@@ -205,18 +205,17 @@ def _duel(v: Mapping[str, Any], accuracy: str) -> str:
     return f"{accuracy} ({spread}); {cost}."
 
 
-def _duel_incumbent_better(v: Mapping[str, Any]) -> str:
+def _duel_everywhere(v: Mapping[str, Any], winner: str, loser: str) -> str:
     n = v["n_cells"]
-    return _duel(
-        v, f"{v['incumbent']} is more accurate than {v['challenger']} in {count_phrase(n, n, CELL)}"
-    )
+    return _duel(v, f"{v[winner]} is more accurate than {v[loser]} in {count_phrase(n, n, CELL)}")
+
+
+def _duel_incumbent_better(v: Mapping[str, Any]) -> str:
+    return _duel_everywhere(v, "incumbent", "challenger")
 
 
 def _duel_challenger_better(v: Mapping[str, Any]) -> str:
-    n = v["n_cells"]
-    return _duel(
-        v, f"{v['challenger']} is more accurate than {v['incumbent']} in {count_phrase(n, n, CELL)}"
-    )
+    return _duel_everywhere(v, "challenger", "incumbent")
 
 
 def _duel_split(v: Mapping[str, Any]) -> str:
@@ -263,10 +262,11 @@ def _per_component_slower(v: Mapping[str, Any]) -> str:
 
 
 def _doubling(v: Mapping[str, Any]) -> str:
-    k_lo, k_hi, derived = v["k_from"], v["k_to"], v["derived"]
+    k_lo, k_hi = v["k_from"], v["k_to"]
     listed = ", ".join(
-        f"{rule} {shrink:.1f}x (order {derived[rule]} predicts {(k_hi / k_lo) ** derived[rule]:g}x)"
-        for rule, shrink in v["shrink"].items()
+        f"{r['rule']} {r['shrink']:.1f}x (order {r['derived_order']} predicts "
+        f"{(k_hi / k_lo) ** r['derived_order']:g}x)"
+        for r in v["rules"]
     )
     return (
         f"`{v['perturbation']}`: from K = {k_lo} to K = {k_hi} the largest error against AP "
@@ -275,12 +275,12 @@ def _doubling(v: Mapping[str, Any]) -> str:
 
 
 def _fitted_orders(v: Mapping[str, Any]) -> str:
-    derived = v["derived"]
     listed = ", ".join(
-        f"{rule} {order:.2f} (derived {derived[rule]})"
-        if order is not None
-        else f"{rule} not fitted (fewer than two K before the floor; derived {derived[rule]})"
-        for rule, order in v["fitted"].items()
+        f"{r['rule']} {r['fitted_order']:.2f} (derived {r['derived_order']})"
+        if r["fitted_order"] is not None
+        else f"{r['rule']} not fitted (fewer than two K before the floor; derived "
+        f"{r['derived_order']})"
+        for r in v["rules"]
     )
     within = count_phrase(v["n_matching"], v["n_rules"], "rule")
     return (
