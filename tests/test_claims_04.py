@@ -1,18 +1,22 @@
-"""Notebook 04's findings recomputed from the tables it recorded (see tests/claims.py)."""
+"""Notebook 04's verdicts, recomputed from the tables it recorded (see tests/claims.py).
+
+Every count, share and choice the notebook states is recomputed here with the test's own
+pandas code from the recorded check, NMAE, effects, cross-term, pass-count and wall-time
+tables, and compared with the verdict keys and values the notebook states.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from claims import Recorded, close, params
 
-from hvp_utils import count_phrase
-
 
 def overshoots(found: Recorded):
     """The effects table with the clear filter and the overshoot cases recomputed."""
     frame = found.table("effects").copy()
+    (clear_share,) = {v["clear_share"] for _, v in found.verdicts("second_order.overshoots")}
     scale = frame.AP.abs().groupby([frame.perturbation, frame.kind]).transform("max")
-    frame = frame[frame.AP.abs() > found["clear_share"] * scale].copy()
+    frame = frame[frame.AP.abs() > clear_share * scale].copy()
     # e1 = AP - AtP and c = g''(0)/2 are recorded themselves: differences of rounded values
     # would lose the neurons' errors of 1e-6
     e1, c = frame.e1, frame.c
@@ -32,6 +36,19 @@ def overshoots(found: Recorded):
     return frame
 
 
+def overshoot_counts(sub):
+    return (len(sub), int(sub.overshot.sum()), int(sub.away.sum()), int(sub.far.sum()))
+
+
+def stated_counts(stated: dict):
+    keys = ("n_clear", "n_overshot", "n_points_away", "n_goes_too_far")
+    return tuple(stated[k] for k in keys)
+
+
+def nmae_by_perturbation(found: Recorded):
+    return found.table("nmae").groupby("perturbation", sort=False)
+
+
 @params("04")
 def test_check_claim(path):
     found = Recorded(path)
@@ -43,8 +60,11 @@ def test_check_claim(path):
     ]
     # the recorded table is rounded to 6 digits: it can confirm the agreement only to 1e-5
     worst = max(float(((table[a] - table[b]).abs() / table[b].abs()).max()) for a, b in pairs)
-    assert worst < 1e-5 and found["max_relative_disagreement"] < 1e-6
-    assert found.says(f"to within {max(found['max_relative_disagreement'], 1e-16):.0e} (relative)")
+    _, stated = found.only("second_order.check_agrees")
+    assert stated["n_components"] == len(table)
+    assert worst < 1e-5 and stated["max_relative_disagreement"] < 1e-6
+    _, summary = found.only("second_order.hvp_matches")
+    assert summary["max_relative_disagreement"] == stated["max_relative_disagreement"]
 
 
 @params("04")
@@ -52,37 +72,28 @@ def test_overshoot_claims(path):
     found = Recorded(path)
     clear = overshoots(found)
     for p, sub in clear.groupby("perturbation", sort=False):
-        worse, away, far = int(sub.overshot.sum()), int(sub.away.sum()), int(sub.far.sum())
-        assert (found[f"overshot_{p}"], found[f"points_away_{p}"], found[f"goes_too_far_{p}"]) == (
-            worse,
-            away,
-            far,
-        )
-        assert found.says(
-            f"`{p}`: the correction overshoots {count_phrase(worse, len(sub), 'clear effect')}"
-        )
-        if worse:
-            assert found.says(f"({away} because it points away from AP, {far} because it goes")
+        _, stated = found.only("second_order.overshoots", perturbation=p)
+        assert stated_counts(stated) == overshoot_counts(sub)
         kinds = sub.groupby("kind", sort=False).overshot.agg(["sum", "count"])
         every = [k for k, r in kinds.iterrows() if r["sum"] == r["count"] and r["sum"] > 0]
         never = [k for k, r in kinds.iterrows() if r["sum"] == 0]
-        assert found[f"kinds_all_overshot_{p}"] == every
-        assert found[f"kinds_never_overshot_{p}"] == never
-        if every:
-            assert found.says(f"`{p}`: for {', '.join(every)} every clear effect is overshot.")
-        if never:
-            assert found.says(f"`{p}`: for {', '.join(never)} no clear effect is overshot.")
-    if clear.overshot.any():
+        for key, expected in (
+            ("second_order.kinds_all_overshot", every),
+            ("second_order.kinds_never_overshot", never),
+        ):
+            stated = found.verdicts(key, perturbation=p)
+            assert [v["kinds"] for _, v in stated] == ([expected] if expected else [])
+    worst = found.verdicts("second_order.worst_overshoot")
+    assert bool(worst) == bool(clear.overshot.any())
+    if worst:
         bad = clear[clear.overshot]
         row = bad.loc[(bad.hvp_error - bad.atp_error).idxmax()]
-        assert found["worst_overshoot"] == f"{row.perturbation} {row.component}"
-        assert close(found["worst_overshoot_loss"], row.hvp_error - row.atp_error, rel=1e-3)
-        how = "points away from AP" if row.away else "goes more than twice AtP's error"
-        assert found.says(f"The worst is {row.component} under `{row.perturbation}`")
-        assert found.says(
-            f"the correction {how}, and the error grows from {row.atp_error:.2f} "
-            f"to {row.hvp_error:.2f}"
-        )
+        ((_, stated),) = worst
+        assert (stated["perturbation"], stated["component"]) == (row.perturbation, row.component)
+        assert stated["points_away"] is bool(row.away)
+        assert close(stated["atp_error"], row.atp_error, rel=1e-3)
+        assert close(stated["hvp_error"], row.hvp_error, rel=1e-3)
+        assert close(stated["corrected"], row["HVP diag"]) and close(stated["AP"], row.AP)
 
 
 @params("04")
@@ -91,76 +102,101 @@ def test_cross_term_claims(path):
     cross = found.table("cross_terms")
     joint = cross[[c for c in cross.columns if c.startswith("joint:")][0]]
     hutch = cross[[c for c in cross.columns if c.startswith("Hutchinson")][0]]
-    larger, half, beats = (
+    larger, half, closer = (
         int((joint > 1).sum()),
         int((joint > 0.5).sum()),
         int((hutch < joint).sum()),
     )
-    assert (
-        found["joint_cross_larger"],
-        found["joint_cross_over_half"],
-        found["hutchinson_better"],
-    ) == (
+    _, stated = found.only("second_order.joint_cross_terms")
+    assert (stated["n_larger"], stated["n_over_half"], stated["n_groups"]) == (
         larger,
         half,
-        beats,
+        len(cross),
     )
-    n = len(cross)
-    groups = count_phrase(larger, n, "(perturbation, kind) group")
-    assert found.says(f"larger than the curvature it is after in {groups}")
-    assert found.says(f"and above half of it in {half}.")
-    assert found.says(f"than the joint mode in {count_phrase(beats, n, 'group')}")
-    assert found.says(f"exceed the curvature it is after in {larger} of {n} groups")
+    _, stated = found.only("second_order.hutchinson_closer")
+    assert (stated["n_closer"], stated["n_groups"]) == (closer, len(cross))
+    assert f"S={stated['n_probes']}:" in hutch.name
+    assert close(stated["ratio_min"], hutch.min()) and close(stated["ratio_max"], hutch.max())
+    _, stated = found.only("second_order.joint_cost")
+    assert (stated["n_larger"], stated["n_groups"], stated["n_hutchinson_closer"]) == (
+        larger,
+        len(cross),
+        closer,
+    )
 
 
 @params("04")
-def test_verdict_and_summary_claims(path):
+def test_verdict_per_kind(path):
     found = Recorded(path)
     nmae = found.table("nmae")
     methods = [c for c in nmae.columns if c not in ("perturbation", "kind")]
     for _, row in nmae.iterrows():
-        p, kind = row.perturbation, row.kind
         atp, diag = row["AtP"], row["HVP diag"]
-        best = min(methods, key=lambda m: row[m])
-        assert close(found[f"nmae_atp_{p}_{kind}"], atp) and close(
-            found[f"nmae_diag_{p}_{kind}"], diag
+        expected = "second_order.kind_cuts" if diag < atp else "second_order.kind_raises"
+        key, stated = found.only(
+            "second_order.kind_cuts",
+            "second_order.kind_raises",
+            perturbation=row.perturbation,
+            kind=row.kind,
         )
-        assert found[f"best_{p}_{kind}"] == best
-        change = "cuts" if diag < atp else "raises"
-        assert found.says(
-            f"`{p}` {kind}: the per-component correction {change} AtP's NMAE from {atp:.3f}"
-        )
-        assert found.says(f"the most accurate here is {best}.")
-    for p, sub in nmae.groupby("perturbation", sort=False):
+        assert key == expected
+        assert close(stated["atp_nmae"], atp) and close(stated["diag_nmae"], diag)
+        assert close(stated["ratio"], diag / atp, rel=1e-3)
+        assert stated["best"] == min(methods, key=lambda m: row[m])
+
+
+@params("04")
+def test_summary_claims(path):
+    found = Recorded(path)
+    for p, sub in nmae_by_perturbation(found):
         helped = sub.kind[sub["HVP diag"] < sub["AtP"]].tolist()
         hurt = sub.kind[sub["HVP diag"] >= sub["AtP"]].tolist()
-        assert found[f"diag_helps_{p}"] == helped and found[f"diag_hurts_{p}"] == hurt
+        key, stated = found.only(
+            "second_order.lowers_every_kind",
+            "second_order.raises_every_kind",
+            "second_order.lowers_some_kinds",
+            perturbation=p,
+        )
         if not hurt:
-            assert found.says(
-                f"`{p}`: the per-component correction lowers AtP's NMAE for every kind."
-            )
+            assert key == "second_order.lowers_every_kind"
         elif not helped:
-            assert found.says(
-                f"`{p}`: the per-component correction raises AtP's NMAE for every kind."
-            )
+            assert key == "second_order.raises_every_kind"
         else:
-            assert found.says(
-                f"lowers AtP's NMAE for {', '.join(helped)} and raises it for {', '.join(hurt)}."
-            )
+            assert key == "second_order.lowers_some_kinds"
+            assert (stated["helped"], stated["hurt"]) == (helped, hurt)
+    clear = overshoots(found)
+    for p, sub in clear.groupby("perturbation", sort=False):
+        key, stated = found.only(
+            "second_order.overshoot_ways", "second_order.overshoots_none", perturbation=p
+        )
+        counts = overshoot_counts(sub)
+        if counts[1]:
+            assert key == "second_order.overshoot_ways" and stated_counts(stated) == counts
+        else:
+            assert key == "second_order.overshoots_none" and stated["n_clear"] == counts[0]
     passes = found.table("hvp_passes")
     diag = [c for c in passes.columns if c.startswith("HVP diag")][0]
     joint = [c for c in passes.columns if c.startswith("HVP joint")][0]
-    assert found["diag_passes_equal_components"] == bool((passes[diag] == passes.n).all())
-    assert found["joint_passes_one"] == bool((passes[joint] == 1).all())
-    if found["diag_passes_equal_components"] and found["joint_passes_one"]:
-        assert found.says(
-            "`diag` needs one HVP pass per component, `joint` one pass for any number"
-        )
+    hutch = [c for c in passes.columns if c.startswith("HVP hutchinson")][0]
+    as_stated = bool((passes[diag] == passes.n).all() and (passes[joint] == 1).all())
+    stated = found.verdicts("second_order.pass_counts")
+    assert bool(stated) == as_stated
+    if stated:
+        assert (passes[hutch] == stated[0][1]["n_probes"]).all()
+
+
+@params("04")
+def test_wall_time(path):
+    found = Recorded(path)
     seconds = found.table("seconds")
     ratio = seconds["HVP diag"] / seconds["AP"]
-    assert close(found["diag_over_ap_min"], float(ratio.min()), rel=1e-3)
-    assert close(found["diag_over_ap_max"], float(ratio.max()), rel=1e-3)
     assert np.isfinite(ratio).all()
+    key, stated = found.only("second_order.diag_slower_than_ap", "second_order.diag_time_range")
+    assert close(stated["low"], float(ratio.min()), rel=1e-3)
+    assert close(stated["high"], float(ratio.max()), rel=1e-3)
+    assert key == (
+        "second_order.diag_slower_than_ap" if ratio.min() > 1 else "second_order.diag_time_range"
+    )
 
 
 @params("04")
@@ -168,26 +204,21 @@ def test_answer_claims(path):
     """The answer to the prediction: where the correction lowers the NMAE, where it gains
     most and where it raises it, from the recorded NMAE table."""
     found = Recorded(path)
-    nmae = found.table("nmae")
     any_raised = False
-    for p, sub in nmae.groupby("perturbation", sort=False):
+    for p, sub in nmae_by_perturbation(found):
         ratio = sub["HVP diag"] / sub["AtP"]
         lowered = sub.kind[sub["HVP diag"] < sub["AtP"]].tolist()
         raised = [k for k in sub.kind if k not in lowered]
-        best = sub.kind.loc[ratio.idxmin()]
-        assert found[f"answer_raised_{p}"] == raised
-        assert found[f"answer_largest_gain_{p}"] == best
-        assert close(found[f"answer_largest_gain_ratio_{p}"], float(ratio.min()), rel=1e-3)
-        if not lowered:
-            assert found.says(f"`{p}`: the correction raises the NMAE for every kind, the least")
-        elif len(lowered) == 1:
-            assert found.says(f"`{p}`: the correction lowers the NMAE only for {best} (to")
+        key, stated = found.only(
+            "second_order.answer_lowers", "second_order.answer_raises_all", perturbation=p
+        )
+        assert stated["best"] == sub.kind.loc[ratio.idxmin()]
+        assert close(stated["gain"], float(ratio.min()), rel=1e-3)
+        if lowered:
+            assert key == "second_order.answer_lowers"
+            assert (stated["n_lowered"], stated["n_kinds"]) == (len(lowered), len(sub))
+            assert stated["raised"] == raised
         else:
-            assert found.says(
-                f"`{p}`: the correction lowers the NMAE for "
-                f"{count_phrase(len(lowered), len(sub), 'kind')}, most for {best} "
-            )
-        if raised and lowered:
-            assert found.says(f"; it raises it for {', '.join(raised)}.")
+            assert key == "second_order.answer_raises_all"
         any_raised = any_raised or bool(raised)
-    assert found.says("So the correction is no free improvement") == any_raised
+    assert bool(found.verdicts("second_order.no_free_improvement")) == any_raised

@@ -1,9 +1,9 @@
 """Notebook 05's findings, recomputed from the tables it recorded (committed run and reruns).
 
-Every number a sentence of notebook 05 states is recomputed here with independent code from
+Every verdict and value notebook 05 states is recomputed here with the test's own code from
 the rows the notebook recorded beside it (NMAE and pass counts per estimator, the wall-time
-table, the convergence curves, their fits and the answer to the doubling prediction), and each
-sentence is checked to use the wording the recomputed number calls for. The last tests check
+table, the convergence curves, their fits and the answer to the doubling prediction), and
+compared with the verdict keys and values the notebook states. The last tests check
 the fitting rule itself (the rounding floor and plateaus) on constructed curves.
 """
 
@@ -14,10 +14,9 @@ import pandas as pd
 import pytest
 
 import hvp_utils as hu
-from hvp_utils import count_phrase as count
 from tests.claims import Recorded, close, params
 
-CELL = "(perturbation, kind) cell"
+PER_COMPONENT = ["IG (per component)", "multi-step HVP"]
 RADAU1, GAUSS1 = "multistep[rule=radau,steps=1]", "ig[rule=gauss,steps=1]"
 
 
@@ -31,61 +30,92 @@ def test_the_keys_the_tests_name_are_the_registry_keys():
     assert hu.estimator("ig", steps=1, rule="gauss").key == GAUSS1
 
 
-@params("05")
-def test_radau_against_gauss_and_taylor_against_midpoint(path):
-    rec = Recorded(path)
-    duels = rec.table("duels")
-    pairs = {
+def duel(duels: pd.DataFrame, a: str, b: str) -> dict:
+    """Challenger ``a`` against incumbent ``b`` recomputed from the recorded duel rows."""
+    left = duels[duels.key == a].set_index(["perturbation", "kind"]).sort_index()
+    right = duels[duels.key == b].set_index(["perturbation", "kind"]).sort_index()
+    assert list(left.index) == list(right.index) and len(left) >= 2
+    ratio = left.nmae / right.nmae
+    return {
+        "challenger": left.method.iloc[0],
+        "incumbent": right.method.iloc[0],
+        "n_cells": len(left),
+        "n_challenger_better": int((left.nmae < right.nmae).sum()),
+        "same_forward_backward": bool(
+            (left.forward == right.forward).all() and (left.backward == right.backward).all()
+        ),
+        "extra_hvp": sorted({int(v) for v in left.hvp - right.hvp}),
+        "ratio": ratio,
+    }
+
+
+def pairs() -> dict[str, tuple[str, str]]:
+    return {
         "radau_vs_gauss": (RADAU1, GAUSS1),
         "taylor_vs_midpoint": (
             hu.estimator("multistep", steps=2, rule="taylor").key,
             hu.estimator("ig", steps=2).key,
         ),
     }
-    labels = keys_of(duels.drop_duplicates("key"))
-    for name, (a, b) in pairs.items():
-        left = duels[duels.key == a].set_index(["perturbation", "kind"]).sort_index()
-        right = duels[duels.key == b].set_index(["perturbation", "kind"]).sort_index()
-        assert list(left.index) == list(right.index) and len(left) >= 2
-        n = len(left)
-        wins = int((left.nmae < right.nmae).sum())
-        assert rec[f"{name}_challenger_more_accurate"] == wins
-        same = bool(
-            (left.forward == right.forward).all() and (left.backward == right.backward).all()
+
+
+DUEL_KEYS = (
+    "quadrature.duel_incumbent_better",
+    "quadrature.duel_challenger_better",
+    "quadrature.duel_split",
+)
+
+
+@params("05")
+def test_radau_against_gauss_and_taylor_against_midpoint(path):
+    rec = Recorded(path)
+    duels = rec.table("duels")
+    for name, (a, b) in pairs().items():
+        expected = duel(duels, a, b)
+        ratio = expected.pop("ratio")
+        key, stated = rec.only(*DUEL_KEYS, duel=name)
+        assert {k: stated[k] for k in expected} == expected
+        assert close(stated["ratio_min"], ratio.min(), rel=1e-3)
+        assert close(stated["ratio_max"], ratio.max(), rel=1e-3)
+        wins, n = expected["n_challenger_better"], expected["n_cells"]
+        assert key == {0: DUEL_KEYS[0], n: DUEL_KEYS[1]}.get(wins, DUEL_KEYS[2])
+    radau = duel(duels, RADAU1, GAUSS1)
+    gauss_wins = radau["n_cells"] - radau["n_challenger_better"]
+    pays_extra = radau["same_forward_backward"] and min(radau["extra_hvp"]) > 0
+    if gauss_wins == radau["n_cells"]:
+        expected = (
+            "quadrature.gauss_beats_radau" if pays_extra else "quadrature.gauss_more_accurate"
         )
-        assert rec[f"{name}_same_forward_backward"] == same
-        extra = sorted({int(v) for v in left.hvp - right.hvp})
-        assert rec[f"{name}_extra_hvp"] == extra
-        ratio = left.nmae / right.nmae
-        assert close(rec[f"{name}_nmae_ratio_min"], ratio.min(), rel=1e-3)
-        assert close(rec[f"{name}_nmae_ratio_max"], ratio.max(), rel=1e-3)
-        la, lb = labels[a], labels[b]
-        lo, hi = rec[f"{name}_nmae_ratio_min"], rec[f"{name}_nmae_ratio_max"]
-        spread = f"({la}'s NMAE is {lo:.2f}x to {hi:.2f}x {lb}'s)"
-        if wins == 0:
-            assert rec.says(f"{lb} is more accurate than {la} in {count(n, n, CELL)} {spread}")
-        elif wins == n:
-            assert rec.says(f"{la} is more accurate than {lb} in {count(n, n, CELL)} {spread}")
-        else:
-            assert rec.says(
-                f"{la} is more accurate than {lb} in {count(wins, n, CELL)} and less accurate "
-                f"in the other {n - wins} {spread}"
-            )
-        if same and min(extra) > 0:
-            assert rec.says(f"{la} adds " + " or ".join(map(str, extra)) + " double-backward")
-    wins = rec["radau_vs_gauss_challenger_more_accurate"]
-    everywhere = (
-        wins == 0
-        and rec["radau_vs_gauss_same_forward_backward"]
-        and min(rec["radau_vs_gauss_extra_hvp"]) > 0
-    )
-    assert rec["gauss_beats_radau_everywhere"] == everywhere
-    radau, gauss = labels[RADAU1], labels[GAUSS1]
-    if everywhere:
-        assert rec.says(f"So at one step {gauss} beats our {radau} on accuracy and on passes alike")
-        assert rec.says(f"{gauss} beats our {radau} on accuracy in every (perturbation, kind) cell")
+    elif gauss_wins == 0:
+        expected = "quadrature.radau_more_accurate"
     else:
-        assert not rec.says("beats our")
+        expected = "quadrature.radau_gauss_mixed"
+    key, stated = rec.only(
+        "quadrature.gauss_beats_radau",
+        "quadrature.gauss_more_accurate",
+        "quadrature.radau_more_accurate",
+        "quadrature.radau_gauss_mixed",
+    )
+    assert key == expected
+    assert (stated["radau"], stated["gauss"]) == (radau["challenger"], radau["incumbent"])
+    # the summary states the same duels
+    key, stated = rec.only(
+        "quadrature.gauss_beats_radau_everywhere", "quadrature.gauss_more_accurate_in"
+    )
+    everywhere = gauss_wins == radau["n_cells"] and pays_extra
+    assert key == (
+        "quadrature.gauss_beats_radau_everywhere"
+        if everywhere
+        else "quadrature.gauss_more_accurate_in"
+    )
+    if not everywhere:
+        assert (stated["n_better"], stated["n_cells"]) == (gauss_wins, radau["n_cells"])
+    taylor = duel(duels, *pairs()["taylor_vs_midpoint"])
+    midpoint_wins = taylor["n_cells"] - taylor["n_challenger_better"]
+    key, stated = rec.only("quadrature.midpoint_better_everywhere", "quadrature.midpoint_better_in")
+    assert (stated["n_better"], stated["n_cells"]) == (midpoint_wins, taylor["n_cells"])
+    assert (stated["taylor"], stated["midpoint"]) == (taylor["challenger"], taylor["incumbent"])
+    assert (key == "quadrature.midpoint_better_everywhere") == (midpoint_wins == taylor["n_cells"])
 
 
 @params("05")
@@ -101,53 +131,64 @@ def test_the_frontier_ends_at_ap_and_everything_slower_is_dominated(path):
             if row.nmae < best:
                 best = row.nmae
                 front.append(row.method)
-        assert rec[f"frontier_{p}_{kind}"] == front
+        _, stated = rec.only("quadrature.frontier", perturbation=p, kind=kind)
+        assert stated["frontier"] == front
         ap = group[group.key == "ap"].iloc[0]
         assert front[-1] == ap.method, "AP (NMAE 0) must end the frontier"
         slower = group[(group.key != "ap") & (group.x_AP_time > ap.x_AP_time)]
         assert (slower.nmae > 0).all() and not set(slower.method) & set(front)
         n_slow = int((group.x_AP_time > 1).sum())
-        assert rec[f"slower_than_ap_{p}_{kind}"] == n_slow
-        assert rec.says(
-            f"`{p}`, {kind}: the frontier runs "
-            + " -> ".join(front)
-            + f"; {count(n_slow, len(group) - 1, 'estimator')} take longer than AP"
-        )
-    assert rec["ap_ends_frontier"] == n_panels
+        assert (stated["n_slower_than_ap"], stated["n_estimators"]) == (n_slow, len(group) - 1)
+    assert len(rec.verdicts("quadrature.frontier")) == n_panels
     times = timings.pivot_table(index=["perturbation", "kind"], columns="key", values="x_AP_time")
     faster = int((times[GAUSS1] < times[RADAU1]).sum())
-    assert rec["gauss_faster_than_radau"] == faster
-    assert rec.says(
-        f"took less wall time than multistep radau K=1 in {count(faster, n_panels, 'panel')}"
-    )
+    key, stated = rec.only("quadrature.gauss_faster_everywhere", "quadrature.gauss_faster_in_some")
+    assert (stated["n_faster"], stated["n_panels"]) == (faster, n_panels)
+    labels = keys_of(timings.drop_duplicates("key"))
+    assert (stated["gauss"], stated["radau"]) == (labels[GAUSS1], labels[RADAU1])
+    if faster == n_panels:
+        assert key == "quadrature.gauss_faster_everywhere"
+        slowdown = times[RADAU1] / times[GAUSS1]
+        assert close(stated["slowdown_min"], slowdown.min(), rel=1e-3)
+        assert close(stated["slowdown_max"], slowdown.max(), rel=1e-3)
+    else:
+        assert key == "quadrature.gauss_faster_in_some"
+    runs = timings[timings.family.isin(PER_COMPONENT) | (timings.key == "hvp")]
+    _, stated = rec.only("quadrature.per_component_slower")
+    assert (stated["n_slower"], stated["n_runs"]) == (int((runs.x_AP_time > 1).sum()), len(runs))
+
+
+def fit_range(points: pd.DataFrame, floor: float) -> int:
+    """How many of the K-sorted points the fit keeps: trailing points at the floor or on a
+    plateau (local order below 0.5) are left out."""
+    k = points.K.to_numpy(float)
+    e = points.max_abs_error.to_numpy(float)
+    keep = len(k)
+    while keep > 1:
+        local = np.log(e[keep - 2] / e[keep - 1]) / np.log(k[keep - 1] / k[keep - 2])
+        if e[keep - 1] <= floor or local < 0.5:
+            keep -= 1
+        else:
+            break
+    return keep
 
 
 @params("05")
 def test_error_orders(path):
     rec = Recorded(path)
     curves, fits = rec.table("convergence"), rec.table("fits")
-    tol = rec["order_tolerance"]
-    featured = rec["featured_perturbation"]
+    tolerances = {v["tolerance"] for _, v in rec.verdicts("quadrature.fitted_orders")}
+    (tol,) = tolerances
     for p, curve in curves.groupby("perturbation"):
         floor = float(curve.floor.max())
-        assert close(rec[f"floor_{p}"], floor, rel=1e-3)
-        assert close(rec[f"smallest_error_{p}"], curve.max_abs_error.min(), rel=1e-3)
-        eps = rec["machine_eps"]
-        scale = floor / (10 * eps)
+        scale = floor / (10 * float(curve.eps.max()))
         assert 0.1 < scale < 1e3, "the floor is 10 x eps x max|AP| (logits)"
         sub = fits[fits.perturbation == p].set_index("rule")
-        match, slow = [], []
+        match, slow, fast = [], [], []
         for rule, points in curve.groupby("rule", sort=False):
             points = points[points.K >= 2].sort_values("K")
-            k = points.K.to_numpy(float)
-            e = points.max_abs_error.to_numpy(float)
-            keep = len(k)
-            while keep > 1:
-                local = np.log(e[keep - 2] / e[keep - 1]) / np.log(k[keep - 1] / k[keep - 2])
-                if e[keep - 1] <= floor or local < 0.5:
-                    keep -= 1
-                else:
-                    break
+            keep = fit_range(points, floor)
+            k, e = points.K.to_numpy(float), points.max_abs_error.to_numpy(float)
             assert sub.loc[rule, "k_max"] == int(k[keep - 1])
             assert bool(sub.loc[rule, "excluded"]) == (keep < len(k))
             if keep >= 2:
@@ -158,48 +199,53 @@ def test_error_orders(path):
                     match.append(rule)
                 elif gap <= -tol:
                     slow.append(rule)
+                else:
+                    fast.append(rule)
+        _, stated = rec.only("quadrature.fitted_orders", perturbation=p)
+        assert (stated["matching"], stated["slower"], stated["faster"]) == (match, slow, fast)
+        assert (stated["n_matching"], stated["n_rules"]) == (len(match), len(sub))
+        assert [r["rule"] for r in stated["rules"]] == list(sub.index)
+        for r in stated["rules"]:
+            row = sub.loc[r["rule"]]
+            assert r["derived_order"] == row.derived_order
+            if np.isnan(row.fitted_order):
+                assert r["fitted_order"] is None
+            else:
+                assert close(r["fitted_order"], row.fitted_order)
         grows = [
             rule
             for rule, points in curve[curve.K >= 2].sort_values("K").groupby("rule", sort=False)
             if (np.diff(points.max_abs_error.to_numpy()) > 0).any()
         ]
-        assert rec[f"non_monotone_{p}"] == grows
-        assert rec.says(f"`{p}`: the error of {', '.join(grows)} grows") == bool(grows)
-        assert rec[f"matching_{p}"] == match
-        assert rec[f"slower_{p}"] == slow
-        assert rec.says(f"`{p}`: fitted orders ")
-        assert rec.says(f"{count(len(match), len(sub), 'rule')} within {tol} of the derived order")
+        stated = rec.verdicts("quadrature.error_grows", perturbation=p)
+        assert [v["rules"] for _, v in stated] == ([grows] if grows else [])
+        stated = rec.verdicts("quadrature.slower_than_derived", perturbation=p)
         if slow:
             last = curve[(curve.K == curve.K.max()) & curve.rule.isin(slow)]
-            worst = list(dict.fromkeys(last.worst))
-            assert rec[f"worst_at_largest_K_{p}"] == worst
-            assert rec.says(f"{', '.join(slow)} fit")
-        if not sub.excluded.astype(bool).any():
-            assert rec.says(
-                f"`{p}`: no trailing error is at the rounding floor (10 x eps x max|AP| = "
-                f"{rec[f'floor_{p}']:.1e}; the smallest error is {rec[f'smallest_error_{p}']:.1e})"
-            )
+            ((_, stated),) = stated
+            assert stated["rules"] == slow and stated["worst"] == list(dict.fromkeys(last.worst))
+            assert stated["k_max"] == curve.K.max()
         else:
-            assert rec.says(f"`{p}`: ") and any("leaves out K =" in s for s in rec.sentences)
-    n_rules = len(fits[fits.perturbation == featured])
-    for p, sub in fits.groupby("perturbation"):
-        matched = len(rec[f"matching_{p}"])
-        assert rec[f"summary_matching_{p}"] == matched
-        text = (
-            f"Error orders under `{p}`: {count(matched, n_rules, 'quadrature rule')} show their "
-            f"derived order (fitted within {tol})"
-        )
-        if matched < n_rules:
-            text += "; the others are still pre-asymptotic"
-        assert rec.says(text)
-        cut = bool(sub.excluded.astype(bool).any())
-        assert any(
-            s.startswith(f"Error orders under `{p}`")
-            and s.endswith(
-                "(section 4)." if cut else "no fit is cut short by the rounding floor or a plateau."
+            assert not stated
+        stated = rec.verdicts("quadrature.faster_than_derived", perturbation=p)
+        assert [v["rules"] for _, v in stated] == ([fast] if fast else [])
+        cut = sub[sub.excluded.astype(bool)]
+        if cut.empty:
+            _, stated = rec.only("quadrature.no_cut", perturbation=p)
+            assert close(stated["floor"], floor, rel=1e-3)
+            assert close(stated["smallest_error"], curve.max_abs_error.min(), rel=1e-3)
+            assert (stated["k_min"], stated["k_max"]) == (sub.k_min.min(), sub.k_max.max())
+        for rule, row in cut.iterrows():
+            key, stated = rec.only(
+                "quadrature.cut_at_floor", "quadrature.cut_at_plateau", perturbation=p, rule=rule
             )
-            for s in rec.sentences
-        )
+            at_floor = "floor" in row.excluded
+            assert key == ("quadrature.cut_at_floor" if at_floor else "quadrature.cut_at_plateau")
+            assert stated["excluded"] == row.excluded
+        # the summary's count
+        _, stated = rec.only("quadrature.orders_shown", perturbation=p)
+        assert stated["n_matching"] == len(match) and stated["tolerance"] == tol
+        assert stated["cut"] is (not cut.empty) and stated["k_max"] == curve.K.max()
 
 
 @params("05")
@@ -207,50 +253,38 @@ def test_doubling_answer(path):
     """The answer to the prediction: how much each rule's largest error shrinks when K
     doubles at the end of the grid, against (K_hi / K_lo) ** derived order."""
     rec = Recorded(path)
+    _, stated = rec.only("quadrature.doubling")
     curves = rec.table("convergence")
-    curve = curves[curves.perturbation == rec["featured_perturbation"]]
-    lo, hi = rec["doubling_from"], rec["doubling_to"]
-    assert [lo, hi] == sorted(curve.K.unique())[-2:]
+    curve = curves[curves.perturbation == stated["perturbation"]]
+    lo, hi = sorted(curve.K.unique())[-2:]
+    assert (stated["k_from"], stated["k_to"]) == (lo, hi)
     errors = curve.pivot_table(index="K", columns="rule", values="max_abs_error")
     derived = curve.drop_duplicates("rule").set_index("rule").derived_order
-    shrink = {}
-    for rule in curve.rule.unique():
-        shrink[rule] = errors.loc[lo, rule] / errors.loc[hi, rule]
-        recorded = rec[f"shrink_{rule}"]
-        assert close(recorded, shrink[rule], rel=1e-3)
-        predicted = (hi / lo) ** derived[rule]
-        assert rec.says(f"{rule} {recorded:.1f}x (order {derived[rule]} predicts {predicted:g}x)")
+    shrink = {rule: errors.loc[lo, rule] / errors.loc[hi, rule] for rule in curve.rule.unique()}
+    assert [r["rule"] for r in stated["rules"]] == list(shrink)
+    for r in stated["rules"]:
+        assert close(r["shrink"], shrink[r["rule"]], rel=1e-3)
+        assert r["derived_order"] == derived[r["rule"]]
     high = min(v for r, v in shrink.items() if derived[r] == 4)
     low = max(v for r, v in shrink.items() if derived[r] == 2)
-    faster = bool(high > low)
-    assert rec["order4_all_faster"] == faster
-    assert rec.says("Every order-4 rule shrank its error faster than every order-2 rule") == faster
-    assert rec.says("Not every order-4 rule shrank its error faster") == (not faster)
+    key, _ = rec.only("quadrature.order4_faster", "quadrature.order4_not_all_faster")
+    assert key == ("quadrature.order4_faster" if high > low else "quadrature.order4_not_all_faster")
 
 
 @params("05")
 def test_pass_counts(path):
     rec = Recorded(path)
     passes = rec.table("passes")
-    per_comp = passes[
-        passes.family.isin(["IG (per component)", "multi-step HVP"]) | (passes.key == "hvp")
-    ]
+    per_comp = passes[passes.family.isin(PER_COMPONENT) | (passes.key == "hvp")]
     ap = passes[passes.key == "ap"].set_index(["perturbation", "kind"]).forward
     joined = per_comp.join(ap.rename("ap_forward"), on=["perturbation", "kind"])
     more = int((joined.forward >= joined.ap_forward).sum())
-    assert rec["per_component_more_forward_than_ap"] == more
-    assert rec.says(
-        "use at least as many forward passes as AP, plus backward passes, in "
-        + count(more, len(per_comp), "run")
-    )
     order = list(dict.fromkeys(passes.key))
     labels = passes.drop_duplicates("key").set_index("key").method
     flat = [labels[k] for k in order if passes[passes.key == k].forward.nunique() == 1]
-    assert rec["flat_cost"] == flat and "AtP" in flat
-    assert rec.says(
-        "the estimators whose passes do not grow with the number of components are "
-        + ", ".join(flat)
-    )
+    _, stated = rec.only("quadrature.pass_growth")
+    assert (stated["n_more"], stated["n_runs"]) == (more, len(per_comp))
+    assert stated["flat"] == flat and "AtP" in flat
     atp = hu.estimator("atp")
     assert atp.key in order  # AtP's cost, from the package: 3 forward passes and 1 backward
     assert set(passes[passes.key == atp.key].forward) == {3}

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from hvp_utils.analysis.findings import diagnosis
+from hvp_utils.analysis.findings import diagnosis, quadrature, second_order
 
 
 def frame(rows):
@@ -220,3 +220,142 @@ def test_attribution_costs_constant_and_varying():
     varying = cost.assign(forward=[6, 3, 13, 3])
     keys = [f.key for f in attribution.costs(varying).findings]
     assert keys == ["attribution.atp_cost", "attribution.ap_cost_varies"]
+
+
+# notebook 04
+
+
+def effects(rows):
+    """Effects rows (perturbation, kind, AP, AtP, c = g''(0)/2)."""
+    d = pd.DataFrame(rows, columns=["perturbation", "kind", "AP", "AtP", "c"])
+    return d.assign(
+        component=[f"c{i}" for i in d.index], e1=d.AP - d.AtP, **{"HVP diag": d.AtP + d.c}
+    )
+
+
+def test_overshoots_split_by_the_way_they_overshoot():
+    d = effects(
+        [
+            ("p", "mlp_out", 10.0, 9.0, -1.0),  # e1 = 1, c = -1: points away, error 1 -> 2
+            ("p", "mlp_out", 10.0, 9.0, 3.0),  # e1 = 1, c = 3 > 2 e1: too far, error 1 -> 2
+            ("p", "mlp_out", 10.0, 9.0, 0.5),  # helps: error 1 -> 0.5
+            ("p", "mlp_out", 0.1, 0.0, -5.0),  # |AP| below 5% of 10: not a clear effect
+            ("p", "head_q", 4.0, 2.0, 1.0),  # helps: never overshot
+        ]
+    )
+    found = second_order.overshoots(d, clear_share=0.05)
+    keys = [f.key for f in found.findings]
+    assert keys == [
+        "second_order.overshoots",
+        "second_order.kinds_never_overshot",
+        "second_order.worst_overshoot",
+    ]
+    counts = found.findings[0].values
+    assert (counts["n_clear"], counts["n_overshot"]) == (4, 2)
+    assert (counts["n_points_away"], counts["n_goes_too_far"]) == (1, 1)
+    assert found.findings[1].values["kinds"] == ["head_q"]
+    # both overshoots lose 1.0: the first one listed is the worst
+    assert found.findings[2].values["component"] == "c0"
+    assert found.findings[2].values["points_away"] is True
+
+
+def test_answer_with_one_kind_lowered_names_only_it():
+    index = pd.MultiIndex.from_tuples([("p", "a"), ("p", "b")], names=["perturbation", "kind"])
+    nmae = pd.DataFrame({"AtP": [0.2, 0.1], "HVP diag": [0.1, 0.3]}, index=index)
+    lowers, free = second_order.answer(nmae).findings
+    assert lowers.key == "second_order.answer_lowers"
+    assert lowers.values["best"] == "a" and lowers.values["gain"] == 0.5
+    assert lowers.values["raised"] == ["b"] and free.key == "second_order.no_free_improvement"
+    assert "only for a (to 0.50x" in lowers.sentence
+
+
+def test_per_kind_with_an_exact_atp_states_no_ratio():
+    index = pd.MultiIndex.from_tuples([("p", "a")], names=["perturbation", "kind"])
+    nmae = pd.DataFrame({"AtP": [0.0], "HVP diag": [0.1]}, index=index)
+    (finding,) = second_order.per_kind(nmae).findings
+    assert finding.key == "second_order.kind_raises" and finding.values["ratio"] is None
+    assert finding.values["best"] == "AtP" and "(n/a)" in finding.sentence
+
+
+# notebook 05
+
+
+def bench_rows(key, method, nmaes, hvp):
+    """Two (perturbation, kind) cells of one estimator: NMAE, 3 forward, 1 backward, hvp."""
+    cells = [("p", "head_out"), ("p", "mlp_out")]
+    return [
+        dict(perturbation=p, kind=k, key=key, method=method, family="f", nmae=e)
+        | dict(forward=3, backward=1, hvp=hvp)
+        for (p, k), e in zip(cells, nmaes, strict=True)
+    ]
+
+
+def test_duels_name_the_winner_and_the_extra_double_backward_passes():
+    (radau, gauss), (taylor, midpoint) = quadrature.duel_pairs().values()
+    bench = pd.DataFrame(
+        bench_rows(radau, "radau", [0.2, 0.4], hvp=4)
+        + bench_rows(gauss, "gauss", [0.1, 0.1], hvp=0)
+        + bench_rows(taylor, "taylor", [0.1, 0.3], hvp=8)
+        + bench_rows(midpoint, "midpoint", [0.2, 0.2], hvp=0)
+    )
+    first, second, verdict = quadrature.duels(bench).findings
+    assert first.key == "quadrature.duel_incumbent_better"
+    assert (first.values["ratio_min"], first.values["ratio_max"]) == (2.0, 4.0)
+    assert first.values["extra_hvp"] == [4] and "radau adds 4 double-backward" in first.sentence
+    assert second.key == "quadrature.duel_split" and second.values["n_challenger_better"] == 1
+    assert verdict.key == "quadrature.gauss_beats_radau"
+
+
+def convergence_curve(errors):
+    """Curves of rules {rule: (derived order, [errors at K = 2, 4, 8])}."""
+    rows = [
+        dict(perturbation="p", rule=rule, K=k, max_abs_error=e, worst="MLP0", derived_order=order)
+        | dict(floor=1e-14, eps=2.2e-16)
+        for rule, (order, es) in errors.items()
+        for k, e in zip((2, 4, 8), es, strict=True)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_doubling_compares_each_shrink_with_its_order():
+    curve = convergence_curve(
+        {"midpoint": (2, [1.0, 0.25, 0.0625]), "gauss": (4, [1.0, 1 / 16, 1 / 256])}
+    )
+    doubled, ranked = quadrature.doubling(curve).findings
+    assert [(r["rule"], r["shrink"]) for r in doubled.values["rules"]] == [
+        ("midpoint", 4.0),
+        ("gauss", 16.0),
+    ]
+    assert "gauss 16.0x (order 4 predicts 16x)" in doubled.sentence
+    assert ranked.key == "quadrature.order4_faster"
+
+
+def test_error_orders_flag_slow_fits_growth_and_the_floor():
+    # gauss grows from K = 2 to 4, then its last point sits on the floor
+    curve = convergence_curve(
+        {"midpoint": (2, [1.0, 0.25, 0.0625]), "gauss": (4, [1e-3, 2e-3, 1e-14])}
+    )
+    fits = pd.DataFrame(
+        [
+            dict(rule="midpoint", derived_order=2, fitted_order=2.0, k_min=2, k_max=8, excluded=""),
+            dict(
+                rule="gauss",
+                derived_order=4,
+                fitted_order=-1.0,
+                k_min=2,
+                k_max=4,
+                excluded="8 (floor)",
+            ),
+        ]
+    ).assign(perturbation="p")
+    found = quadrature.error_orders(curve, fits, featured="p", fit_from=2)
+    keys = [f.key for f in found.findings]
+    assert keys == [
+        "quadrature.fitted_orders",
+        "quadrature.slower_than_derived",
+        "quadrature.error_grows",
+        "quadrature.cut_at_floor",
+    ]
+    orders = found.findings[0].values
+    assert (orders["matching"], orders["slower"], orders["faster"]) == (["midpoint"], ["gauss"], [])
+    assert found.findings[2].values["rules"] == ["gauss"]

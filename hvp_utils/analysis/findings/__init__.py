@@ -4,10 +4,18 @@
   verdicts of one notebook section with the tables behind them, displayed as markdown);
 - :mod:`.wording`: the sentence of every verdict, in one place;
 - one module of rules per notebook topic: :mod:`.by_hand` (notebook 00),
-  :mod:`.attribution` (01), :mod:`.diagnosis` (02), :mod:`.reliability` (03), ...
+  :mod:`.attribution` (01), :mod:`.diagnosis` (02), :mod:`.reliability` (03),
+  :mod:`.second_order` (04), :mod:`.quadrature` (05), ...
 """
 
-from hvp_utils.analysis.findings import attribution, by_hand, diagnosis, reliability
+from hvp_utils.analysis.findings import (
+    attribution,
+    by_hand,
+    diagnosis,
+    quadrature,
+    reliability,
+    second_order,
+)
 from hvp_utils.analysis.findings.record import RECORD_KEY, Finding, Findings
 from hvp_utils.analysis.findings.wording import count_phrase
 
@@ -19,5 +27,7 @@ __all__ = [
     "by_hand",
     "count_phrase",
     "diagnosis",
+    "quadrature",
     "reliability",
+    "second_order",
 ]
