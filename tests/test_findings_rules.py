@@ -1,8 +1,8 @@
-"""The rules of notebook 02 on small tables whose verdicts are known by hand."""
+"""The findings rules on small tables whose verdicts are known by hand, by notebook."""
 
 import pandas as pd
 
-from hvp_utils.analysis.findings import diagnosis
+from hvp_utils.analysis.findings import circuits, diagnosis
 
 
 def frame(rows):
@@ -44,3 +44,78 @@ def test_failed_checks_are_not_called_exact():
     (finding,) = diagnosis.checks_hold(checks).findings
     assert finding.values["n_passed"] == 1 and finding.values["all_pass"] is False
     assert finding.sentence.startswith("On 1 of 2 perturbations")
+
+
+# notebook 06
+
+
+def roles_frame(rows):
+    """Head-role rows (head, layer, AP, role, in circuit); attention shares are not read."""
+    cols = ["head", "layer", "AP", "role", "in circuit"]
+    shares = {c: 0.0 for c in ["end->IO", "end->S1", "end->S2", "S2->S1", "S2->IO"]}
+    return pd.DataFrame(rows, columns=cols).assign(**shares).set_index("head")
+
+
+def test_reference_circuit_groups_roles_and_reads_the_layer0_mechanism():
+    roles = roles_frame(
+        [
+            ("L0H0", 0, 1.0, "copies S to end", True),
+            ("L1H0", 1, -0.5, "negative", True),
+            ("L1H1", 1, 0.01, "other", False),
+        ]
+    )
+    found = circuits.reference_circuit(roles, fraction=0.1, run={"seed": 0})
+    keys = [f.key for f in found.findings]
+    assert keys == [
+        "circuits.reference",
+        "circuits.roles",
+        "circuits.no_name_mover",
+        "circuits.positive_layer0_copy_s",
+    ]
+    reference, groups = found.findings[0].values, found.findings[1].values["groups"]
+    assert (reference["n_reference"], reference["n_heads"], reference["heads"]) == (
+        2,
+        3,
+        "L0H0, L1H0",
+    )
+    assert [(g["layer"], g["role"], g["n"]) for g in groups] == [
+        (0, "copies S to end", 1),
+        (1, "negative", 1),
+    ]
+    assert found.values["seed"] == 0 and found.values["reference_fraction"] == 0.1
+
+
+def test_boundary_swapped_by_errors_larger_than_the_margin():
+    # |AP|: A 1.0, B 0.5 (the circuit), C 0.4; AtP puts C (0.35) above B (0.3)
+    scores = pd.DataFrame(
+        {"AP": [1.0, 0.5, 0.4], "AtP": [0.9, 0.3, 0.35]}, index=pd.Index(list("ABC"), name="head")
+    )
+    found = circuits.boundary(scores, reference=["A", "B"], truth="AP", first_order="AtP")
+    (answer, margin, largest) = found.findings
+    assert answer.key == "circuits.answer_swaps"
+    assert (answer.values["weakest_in"], answer.values["strongest_out"]) == ("B", "C")
+    # margin 0.5 - 0.4 = 0.1 < errors 0.2 + 0.05, and AtP does swap B and C
+    assert margin.key == "circuits.margin_exceeded_swapped"
+    assert abs(margin.values["margin"] - 0.1) < 1e-12
+    # the largest error (0.2, on B) is 0.1 from the boundary: near enough to carry B across
+    assert largest.key == "circuits.largest_error_near" and largest.values["inside"] is True
+    assert largest.values["max_error_head"] == "B"
+
+
+def test_faithfulness_gap_and_differing_top_sets():
+    scores = pd.DataFrame({"AP": [2.0, 1.0, 0.1], "X": [0.1, 1.0, 2.0]}, index=list("ABC"))
+    curves = pd.DataFrame(
+        {
+            "size": [0, 1, 2, 3] * 2,
+            "method": ["AP"] * 4 + ["X"] * 4,
+            "faithfulness": [0.0, 0.8, 1.2, 1.0, 0.0, 0.1, 0.9, 1.0],
+        }
+    )
+    found = circuits.faithfulness(curves, scores, reference=["A", "B"], truth="AP")
+    ap, tops, gap = found.findings
+    assert ap.key == "circuits.reference_above_full" and ap.values["faithfulness"] == 1.2
+    assert tops.key == "circuits.some_top_sets_differ" and tops.values["differ"] == {"X": 0.9}
+    # |0.1 - 0.8| = 0.7 at k = 1 is the largest gap, above 0.1: the curves are apart
+    assert gap.key == "circuits.curves_apart"
+    assert (gap.values["method"], gap.values["size"]) == ("X", 1)
+    assert abs(gap.values["max_gap"] - 0.7) < 1e-12

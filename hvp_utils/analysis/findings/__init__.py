@@ -3,11 +3,12 @@
 - :mod:`.record`: :class:`Finding` (a verdict and its values) and :class:`Findings` (the
   verdicts of one notebook section with the tables behind them, displayed as markdown);
 - :mod:`.wording`: the sentence of every verdict, in one place;
-- one module of rules per notebook topic (:mod:`.diagnosis` for notebook 02, ...).
+- one module of rules per notebook topic (:mod:`.diagnosis` for notebook 02, :mod:`.circuits`
+  for 06, ...).
 """
 
-from hvp_utils.analysis.findings import diagnosis
+from hvp_utils.analysis.findings import circuits, diagnosis
 from hvp_utils.analysis.findings.record import RECORD_KEY, Finding, Findings
 from hvp_utils.analysis.findings.wording import count_phrase
 
-__all__ = ["RECORD_KEY", "Finding", "Findings", "count_phrase", "diagnosis"]
+__all__ = ["RECORD_KEY", "Finding", "Findings", "circuits", "count_phrase", "diagnosis"]

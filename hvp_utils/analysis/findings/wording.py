@@ -71,6 +71,159 @@ def _kind_bands(v: Mapping[str, Any]) -> str:
     return f"For {LOCAL_MAP_OF[v['kind']]} the error is {words}."
 
 
+def _role_groups(v: Mapping[str, Any]) -> str:
+    parts = [
+        f"{g['n']} at layer {g['layer']} {'is' if g['n'] == 1 else 'are'} '{g['role']}' "
+        f"({g['heads']})"
+        for g in v["groups"]
+    ]
+    return "By the role table: " + "; ".join(parts) + "."
+
+
+def _summary_roles(v: Mapping[str, Any]) -> str:
+    mechanism = v["mechanism"]
+    return _role_groups(v) + (" " + sentence(mechanism, v) if mechanism else "")
+
+
+def _exact_recovery(v: Mapping[str, Any]) -> str:
+    n, total = v["n_exact"], v["n_estimators"]
+    listed = ": " + ", ".join(v["methods"]) + "." if 0 < n < total else "."
+    return (
+        f"{count_phrase(n, total, 'estimator').capitalize()} recover the reference circuit "
+        f"exactly at its size ({v['n_reference']} heads)" + listed
+    )
+
+
+_MARGIN = (
+    "What decides it is the heads near the boundary, not the largest error: the weakest "
+    "reference head, {weakest_in} (|AP| = {weakest_in_ap:.3f}), and the strongest head outside, "
+    "{strongest_out} (|AP| = {strongest_out_ap:.3f}), are {margin:.3f} logits apart, and AtP's "
+    "errors on these two heads ({error_in:.3f} and {error_out:.3f}) add up to "
+)
+_MARGIN_EXCEEDED = "more than that margin, so they could have swapped, "
+_SWAP_SIZES = (
+    ": |AtP| = {weakest_in_size:.3f} for {weakest_in} against {strongest_out_size:.3f} for "
+    "{strongest_out}."
+)
+
+
+def _name_movers(v: Mapping[str, Any]) -> str:
+    return f"{count_phrase(v['n_movers'], v['n_reference'], 'circuit head')} are name movers."
+
+
+def _positive_layers(v: Mapping[str, Any]) -> str:
+    heads = count_phrase(v["n_layer0"], v["n_positive"], "positive-effect circuit head")
+    return f"{heads} sit at layer 0."
+
+
+def _largest_error(v: Mapping[str, Any]) -> str:
+    side = "inside" if v["inside"] else "outside"
+    return (
+        f"AtP's largest error ({v['max_error']:.2f} logits) falls on {v['max_error_head']}, "
+        f"{side} the circuit and {v['distance']:.2f} logits from the boundary: "
+    )
+
+
+def _largest_error_far(v: Mapping[str, Any]) -> str:
+    return _largest_error(v) + (
+        "that error changes the head's size, and on its own it cannot move the head across."
+    )
+
+
+def _largest_error_near(v: Mapping[str, Any]) -> str:
+    return _largest_error(v) + "close enough for that error to carry it across."
+
+
+_REFERENCE_FAITHFULNESS = (
+    "Keeping only the {n_reference} reference heads and mean-ablating the other {n_others} "
+    "leaves {faithfulness:.3f} of the full model's logit difference"
+)
+_LARGEST_GAP = (
+    "Over all sizes, the largest gap between an estimator's curve and AP's is {max_gap:.3f} "
+    "({method} at k = {size})"
+)
+
+
+def _some_top_sets_differ(v: Mapping[str, Any]) -> str:
+    same = count_phrase(v["n_same"], v["n_estimators"], "estimator").capitalize()
+    k = v["n_reference"]
+    differ = "; ".join(f"{m} keeps {f:.3f}" for m, f in v["differ"].items())
+    return f"{same} put AP's {k} heads on top and match its faithfulness at k = {k}; {differ}."
+
+
+def _misranked_clause(v: Mapping[str, Any]) -> str:
+    side = "inside" if v["inside"] else "outside"
+    return (
+        f"{v['method']} puts {v['head']} at rank {v['rank']} (AP: rank {v['rank_ap']}), {side} "
+        f"the {v['n_reference']}-head circuit: its estimate is {v['estimate']:.3f} against AP's "
+        f"{v['ap']:.3f}"
+    )
+
+
+def _misranked(v: Mapping[str, Any]) -> str:
+    return _misranked_clause(v) + "."
+
+
+def _misranked_split(v: Mapping[str, Any]) -> str:
+    share = "most" if v["cross_most"] else "less than half"
+    return (
+        f"{_misranked_clause(v)}. The error {v['error']:.3f} is AtP's {v['first_error']:.3f}, "
+        f"plus the head's own curvature term {v['curvature']:.3f}, plus cross terms "
+        f"{v['cross']:.3f}: the cross terms make {share} of it."
+    )
+
+
+def _positions(v: Mapping[str, Any]) -> str:
+    exact = count_phrase(v["n_exact"], v["n_estimators"], "estimator")
+    return (
+        f"{v['n_reference']} of {v['n_components']} (head, position) components are in the "
+        f"reference; {exact} recover it exactly, and the lowest AUROC is {v['min_auroc']:.3f} "
+        f"({v['min_method']})."
+    )
+
+
+def _rankings(v: Mapping[str, Any], lead: str) -> str:
+    exact = count_phrase(v["n_exact"], v["n_estimators"], "estimator")
+    return (
+        f"{lead}: the lowest AUROC is {v['min_auroc']:.3f} ({v['min_method']}), and {exact} "
+        f"recover the {v['n_reference']}-head circuit exactly."
+    )
+
+
+def _rankings_close(v: Mapping[str, Any]) -> str:
+    return _rankings(v, "Head rankings from the estimators are close to AP's")
+
+
+def _rankings_far(v: Mapping[str, Any]) -> str:
+    return _rankings(v, "Some head rankings are far from AP's")
+
+
+def _erring(v: Mapping[str, Any]) -> str:
+    methods = v["methods"]
+    lead = (
+        "Per head, the only ranking that errs is "
+        if len(methods) == 1
+        else "Per head, the rankings that err are "
+    )
+    among = "AtP is among them. " if v["first_order_errs"] else "AtP is not among them. "
+    return (
+        lead
+        + ", ".join(methods)
+        + "; "
+        + among
+        + "Section 4 splits each error into AtP's, the head's own curvature and cross terms."
+    )
+
+
+def _exact_at_both(v: Mapping[str, Any]) -> str:
+    methods = v["methods"]
+    which = f"{len(methods)} ({', '.join(methods)}) recover" if methods else "none recovers"
+    return (
+        f"Of the {v['n_both']} estimators run at both granularities, {which} the circuit "
+        "exactly both per head and per (head, position)."
+    )
+
+
 SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
     # notebook 02: diagnosis
     "diagnosis.checks_hold": _checks_hold,
@@ -131,9 +284,99 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
     # notebook 05: add its verdicts here (multi-step and IG)
     #
     #
-    # notebook 06: add its verdicts here (circuits)
-    #
-    #
+    # notebook 06: circuits
+    "circuits.reference": (
+        "The reference circuit holds {n_reference} of {n_heads} heads, those whose |AP| is at "
+        "least {fraction:.0%} of the largest ({largest_abs_ap:.2f} logits): {heads}."
+    ),
+    "circuits.roles": _role_groups,
+    "circuits.no_name_mover": (
+        "No circuit head is a name mover (attending from the end to IO more than to S in both "
+        "name orders): the class that carries IO to the answer in GPT-2 has no member here."
+    ),
+    "circuits.name_movers": _name_movers,
+    "circuits.positive_layer0_copy_s": (
+        "Every circuit head with a positive effect ({n_positive}) sits at layer 0, and all copy S "
+        "to the end: they move the subject's name from S2 to the final position, the token "
+        "itself, since a layer-0 head has nothing else to move. GPT-2's story (duplicate-token, "
+        "S-inhibition and name-mover heads over many layers) does not describe this model's "
+        "circuit heads."
+    ),
+    "circuits.positive_layer0": (
+        "Every circuit head with a positive effect ({n_positive}) sits at layer 0, and "
+        "{n_copy_s} of them copy S to the end."
+    ),
+    "circuits.positive_layers": _positive_layers,
+    "circuits.auroc_equal": "Every estimator's AUROC is {auroc:.3f}.",
+    "circuits.auroc_range": (
+        "AUROC ranges from {min_auroc:.3f} ({min_method}) to {max_auroc:.3f} over the "
+        "{n_estimators} estimators."
+    ),
+    "circuits.exact": _exact_recovery,
+    "circuits.misses": (
+        "{method} misses {missed} and ranks {false_positives} in the circuit instead."
+    ),
+    "circuits.first_order_exact": (
+        "AtP, one backward pass, already recovers the circuit exactly (AUROC {auroc:.3f}), "
+        "although it is off by up to {max_error:.2f} logits ({max_error_head}): its errors here "
+        "are errors of size, not of order across the circuit boundary."
+    ),
+    "circuits.first_order_misses": "AtP misses {missed} (AUROC {auroc:.3f}).",
+    "circuits.answer_keeps": (
+        "Yes: AtP's top {n_reference} heads are exactly the reference circuit, although AtP is "
+        "off by up to {max_error:.2f} logits ({max_error_head}). Its weakest circuit head, "
+        "{weakest_in} (|AtP| = {weakest_in_size:.3f}), still outranks its strongest other head, "
+        "{strongest_out} (|AtP| = {strongest_out_size:.3f})."
+    ),
+    "circuits.answer_swaps": (
+        "No: AtP ranks {strongest_out} (|AtP| = {strongest_out_size:.3f}, outside the circuit) "
+        "above {weakest_in} (|AtP| = {weakest_in_size:.3f}, inside it), so its top {n_reference} "
+        "heads are not the reference circuit; AtP is off by up to {max_error:.2f} logits "
+        "({max_error_head})."
+    ),
+    "circuits.margin_holds": _MARGIN + "less than that margin, so AtP cannot swap these two.",
+    "circuits.margin_exceeded_kept": _MARGIN + _MARGIN_EXCEEDED + "but they do not" + _SWAP_SIZES,
+    "circuits.margin_exceeded_swapped": _MARGIN + _MARGIN_EXCEEDED + "and they do" + _SWAP_SIZES,
+    "circuits.largest_error_far": _largest_error_far,
+    "circuits.largest_error_near": _largest_error_near,
+    "circuits.reference_above_full": _REFERENCE_FAITHFULNESS
+    + (
+        ": more than the full model, so together the other heads' outputs (against their "
+        "means) lower the logit difference."
+    ),
+    "circuits.reference_faithfulness": _REFERENCE_FAITHFULNESS + ".",
+    "circuits.same_top_sets": (
+        "All {n_estimators} estimators put the same {n_reference} heads on top, so their curves "
+        "meet AP's at k = {n_reference}."
+    ),
+    "circuits.some_top_sets_differ": _some_top_sets_differ,
+    "circuits.curves_equal": "Every estimator's faithfulness curve equals AP's at every size.",
+    "circuits.curves_close": _LARGEST_GAP
+    + ": the rankings differ in order below the top, but mean-ablation barely tells them apart.",
+    "circuits.curves_apart": _LARGEST_GAP + ".",
+    "circuits.no_wrong_heads": (
+        "No estimator misranks a head across the circuit boundary, so no head needs explaining."
+    ),
+    "circuits.misranked": _misranked,
+    "circuits.misranked_split": _misranked_split,
+    "circuits.positions": _positions,
+    "circuits.position_misses": (
+        "At positions, {method} misses {missed} and ranks {false_positives} in the circuit instead."
+    ),
+    "circuits.summary_roles": _summary_roles,
+    "circuits.rankings_close": _rankings_close,
+    "circuits.rankings_far": _rankings_far,
+    "circuits.erring": _erring,
+    "circuits.exact_at_both": _exact_at_both,
+    "circuits.faithfulness_summary": (
+        "At the reference size AP's heads keep {faithfulness:.3f} of the full model's logit "
+        "difference, and no estimator's faithfulness curve is more than {max_gap:.3f} from AP's "
+        "at any size."
+    ),
+    "circuits.next_notebook": (
+        "Notebook 07 turns curvature flags into a workflow that spends exact compute only on the "
+        "components that need it."
+    ),
     # notebook 07: add its verdicts here (Screen-Flag-Fix)
     #
     #
