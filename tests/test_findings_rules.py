@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from hvp_utils.analysis.findings import circuits, diagnosis
+from hvp_utils.analysis.findings import circuits, diagnosis, workflow
 
 
 def frame(rows):
@@ -119,3 +119,53 @@ def test_faithfulness_gap_and_differing_top_sets():
     assert gap.key == "circuits.curves_apart"
     assert (gap.values["method"], gap.values["size"]) == ("X", 1)
     assert abs(gap.values["max_gap"] - 0.7) < 1e-12
+
+
+# notebook 07
+
+
+def sff_results(rows):
+    """Results rows (granularity, perturbation, method, spearman, x AP time); 10 components,
+    top-k recall 1 and fixed pass counts everywhere."""
+    cols = ["granularity", "perturbation", "method", "spearman", "x AP time"]
+    frame = pd.DataFrame(rows, columns=cols)
+    return frame.assign(
+        components=10, flagged=2, forward=12, backward=0, hvp=0, **{"top-k recall": 1.0}
+    )
+
+
+def test_pays_off_where_cheaper_and_worth_it_and_not_where_the_screen_is_enough():
+    rows = []
+    for p in ("a", "b"):
+        rows += [
+            ("many", p, workflow.ATP, 0.90, 0.01),
+            ("many", p, workflow.PATCH, 0.99, 0.5),  # cheaper than AP, +0.09: pays off
+            ("many", p, workflow.AP, 1.0, 1.0),
+            ("tame", p, workflow.ATP, 0.999, 0.01),
+            ("tame", p, workflow.PATCH, 0.9995, 0.2),  # cheaper, but +0.0005 < 0.01
+            ("tame", p, workflow.AP, 1.0, 1.0),
+        ]
+    rows += [("many", "a", workflow.HVP, 1.0, 2.0), ("many", "b", workflow.HVP, 1.0, 0.5)]
+    results = sff_results(rows)
+    keys = [f.key for f in workflow.pays_off(results, featured="b").findings]
+    assert keys == ["workflow.pays_off", "workflow.screen_enough", "workflow.hvp_everywhere_slower"]
+    slower = workflow.pays_off(results, featured="b").findings[-1].values
+    assert (slower["n_slower"], slower["n_runs"]) == (1, 2)
+    answer = workflow.answer(results, featured="a").findings
+    assert answer[0].values["granularities"] == ["many"]
+    assert [f.key for f in answer[1:]] == [
+        "workflow.answer_pays_off",
+        "workflow.answer_screen_enough",
+    ]
+
+
+def test_budget_reaches_like_ap_with_the_first_fix():
+    curve = pd.DataFrame(
+        {"budget": [0, 1, 2], "forward passes": [0, 1, 2], "spearman": [0.9, 0.995, 0.999]}
+    )
+    heads = pd.DataFrame({"component": list("xyz"), "flagged": [True, True, False]})
+    results = sff_results([("heads", "a", workflow.AP, 1.0, 1.0)])
+    (finding,) = workflow.budget(curve, heads, results=results, perturbation="a").findings
+    assert finding.key == "workflow.budget_reaches"
+    assert (finding.values["n_fixed"], finding.values["n_flagged"]) == (1, 2)
+    assert finding.values["ap_forward"] == 12 and finding.values["reached"] == 0.995

@@ -224,6 +224,200 @@ def _exact_at_both(v: Mapping[str, Any]) -> str:
     )
 
 
+def _ticked(perturbations: list[str], sep: str = ", ") -> str:
+    return sep.join(f"`{p}`" for p in perturbations)
+
+
+def _fix_detail(v: Mapping[str, Any]) -> str:
+    return "; ".join(
+        f"`{d['perturbation']}` {d['atp']:.4f} -> {d['sff']:.4f}, {d['flagged']} of {v['n']} fixed"
+        for d in v["detail"]
+    )
+
+
+def _atp_ranks_like_ap(v: Mapping[str, Any]) -> str:
+    return (
+        f"{v['granularity']} ({v['n']} components): AtP alone already ranks like AP (Spearman "
+        f"at least {v['like_ap']} under every perturbation), so there is little for a fix to "
+        f"gain. AtP -> SFF (patch): {_fix_detail(v)}."
+    )
+
+
+def _atp_misranks(v: Mapping[str, Any]) -> str:
+    misranks = v["misranks"]
+    where = (
+        "under every perturbation"
+        if len(misranks) == v["n_perturbations"]
+        else "under " + _ticked(misranks)
+    )
+    moves = "moves" if v["towards"] else "does not always move"
+    return (
+        f"{v['granularity']} ({v['n']} components): AtP misranks {where} (Spearman below "
+        f"{v['like_ap']}); fixing the flagged components with exact patching {moves} the "
+        f"ranking towards AP's. AtP -> SFF (patch): {_fix_detail(v)}."
+    )
+
+
+def _same_circuit(v: Mapping[str, Any]) -> str:
+    n = v["n_cells"]
+    atp = count_phrase(v["n_atp"], n, "(granularity, perturbation) cell")
+    ending = (
+        ": what the fix changes is the order of the effects, not circuit membership."
+        if v["n_atp"] == n
+        else "."
+    )
+    return (
+        f"AtP alone puts AP's circuit on top (top-k recall 1) in {atp}, SFF (patch) in "
+        f"{count_phrase(v['n_sff'], n, 'cell')}{ending}"
+    )
+
+
+def _patch_fix_best(v: Mapping[str, Any]) -> str:
+    n = v["n_cells"]
+    return (
+        "Where all three fixes ran, the exact fix (`patch`) ranks at least as well as `hvp` and "
+        f"`multistep` in {count_phrase(v['n_best'], n, 'cell')} and uses the fewest passes in "
+        f"{count_phrase(v['n_fewest'], n, 'cell')}."
+    )
+
+
+def _hvp_everywhere_passes(v: Mapping[str, Any]) -> str:
+    extra = "" if v["extra_forward"] == [0] else f" plus {v['extra_forward']}"
+    backward = " or ".join(f"{x:g}" for x in v["backward_per_component"])
+    hvp = " or ".join(f"{x:g}" for x in v["hvp_per_component"])
+    return (
+        f"HVP everywhere uses AP's forward passes{extra}, plus {backward} backward and {hvp} "
+        "double-backward pass per component: more than AP everywhere, by construction."
+    )
+
+
+def _budget_reaches(v: Mapping[str, Any]) -> str:
+    n = v["n_fixed"]
+    fixed = count_phrase(n, v["n_flagged"], "flagged head")
+    return (
+        f"Fixing the flagged heads most curved first (`{v['perturbation']}`), Spearman first "
+        f"reaches {v['like_ap']} with {fixed} fixed ({v['reached']:.4f}; AtP alone "
+        f"{v['atp']:.4f}, all {v['n_flagged']} fixed {v['all_fixed']:.4f}): {n} forward "
+        f"{'pass' if n == 1 else 'passes'} on top of the screen's, where AP everywhere spends "
+        f"{v['ap_forward']}."
+    )
+
+
+def _costs(times: list[float]) -> str:
+    return " and ".join(f"{t:.2g}x" for t in times)
+
+
+def _lifts(v: Mapping[str, Any]) -> str:
+    return " and ".join(f"{x:+.3f}" for x in v["lifts"])
+
+
+def _pays_off(v: Mapping[str, Any]) -> str:
+    return (
+        f"{v['granularity']}: SFF (patch) takes {_costs(v['costs'])} AP's time and raises "
+        f"Spearman by {_lifts(v)} over AtP alone ({_ticked(v['perturbations'], ' and ')}): here "
+        "it pays off."
+    )
+
+
+def _ap_better_buy(v: Mapping[str, Any]) -> str:
+    return (
+        f"{v['granularity']}: SFF (patch) raises Spearman by {_lifts(v)} over AtP alone but "
+        f"takes {_costs(v['costs'])} AP's time, longer than patching every component exactly: "
+        "with this few components, AP everywhere is the better buy."
+    )
+
+
+def _screen_enough(v: Mapping[str, Any]) -> str:
+    return (
+        f"{v['granularity']}: SFF (patch) takes {_costs(v['costs'])} AP's time, but AtP alone, "
+        f"at {_costs(v['atp_costs'])}, already ranks within {v['min_gain']} of it (Spearman gain "
+        f"{_lifts(v)}): the screen alone is enough here."
+    )
+
+
+def _pays_off_partly(v: Mapping[str, Any]) -> str:
+    where = f"under {_ticked(v['both'])}." if v["both"] else "under no perturbation."
+    return (
+        f"{v['granularity']}: SFF (patch) takes {_costs(v['costs'])} AP's time and changes "
+        f"Spearman by {_lifts(v)} over AtP alone; it is both cheaper than AP and worth at least "
+        f"{v['min_gain']} in Spearman only {where}"
+    )
+
+
+def _hvp_everywhere_slower(v: Mapping[str, Any]) -> str:
+    n, total = v["n_slower"], v["n_runs"]
+    runs = "both runs" if n == total == 2 else count_phrase(n, total, "run")
+    spread = f" ({v['fastest']:.1f}x to {v['slowest']:.1f}x)." if total > 1 else "."
+    return f"HVP everywhere took longer than AP everywhere in {runs}{spread}"
+
+
+def _answer_pays_at(v: Mapping[str, Any]) -> str:
+    where = " and ".join(v["granularities"]) or "no granularity"
+    return (
+        f"In this run SFF (patch) pays off under every perturbation at {where}: it needs both "
+        "many components, so that AP everywhere is expensive, and an AtP that misranks."
+    )
+
+
+def _answer_mixed(v: Mapping[str, Any]) -> str:
+    cheaper = _ticked(v["cheaper"]) or "no perturbation"
+    worth = _ticked(v["worth"]) or "no perturbation"
+    return (
+        f"{v['granularity']} ({v['n']} components): cheaper than AP everywhere under {cheaper} "
+        f"and worth it under {worth}."
+    )
+
+
+def _spend(v: Mapping[str, Any]) -> str:
+    return (
+        f"SFF (patch) spends {v['sff_forward']} forward, {v['sff_backward']} backward and "
+        f"{v['sff_hvp']} double-backward passes where AP spends {v['ap_forward']} forward passes "
+        f"(`{v['featured']}`)"
+    )
+
+
+def _summary_misranks(v: Mapping[str, Any]) -> str:
+    sff = " and ".join(f"{x:.4f}" for x in v["sff"])
+    atp = " and ".join(f"{x:.4f}" for x in v["atp"])
+    return (
+        f"{v['granularity']} ({v['n']} components): AtP misranks (Spearman below {v['like_ap']} "
+        f"under {_ticked(v['misranks'])}); with the flagged ones fixed by exact patching, "
+        f"Spearman is {sff} (AtP: {atp}); {_spend(v)}."
+    )
+
+
+def _summary_ranks_like_ap(v: Mapping[str, Any]) -> str:
+    return (
+        f"{v['granularity']} ({v['n']} components): AtP alone already ranks like AP (Spearman "
+        f"at least {v['like_ap']}), so the fix has little to gain; {_spend(v)}."
+    )
+
+
+def _summary_same_circuit_everywhere(v: Mapping[str, Any]) -> str:
+    return (
+        "AtP alone recovers AP's circuit (top-k recall 1) in "
+        f"{count_phrase(v['n_atp'], v['n_cells'], 'cell')}: on this model the fix refines the "
+        "order of the effects rather than the circuit."
+    )
+
+
+def _summary_same_circuit(v: Mapping[str, Any]) -> str:
+    n = v["n_cells"]
+    return (
+        f"AtP alone recovers AP's circuit (top-k recall 1) in {count_phrase(v['n_atp'], n, 'cell')}"
+        f", SFF (patch) in {count_phrase(v['n_sff'], n, 'cell')}."
+    )
+
+
+def _summary_patch_best(v: Mapping[str, Any]) -> str:
+    n = v["n_cells"]
+    return (
+        "Among the three fixes, exact patching ranks at least as well as the second-order ones "
+        f"in {count_phrase(v['n_best'], n, 'cell')} where all three ran, and uses the fewest "
+        f"passes in {count_phrase(v['n_fewest'], n, 'cell')}."
+    )
+
+
 SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
     # notebook 02: diagnosis
     "diagnosis.checks_hold": _checks_hold,
@@ -377,9 +571,56 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
         "Notebook 07 turns curvature flags into a workflow that spends exact compute only on the "
         "components that need it."
     ),
-    # notebook 07: add its verdicts here (Screen-Flag-Fix)
-    #
-    #
+    # notebook 07: Screen-Flag-Fix
+    "workflow.atp_ranks_like_ap": _atp_ranks_like_ap,
+    "workflow.atp_misranks": _atp_misranks,
+    "workflow.same_circuit": _same_circuit,
+    "workflow.patch_fix_best": _patch_fix_best,
+    "workflow.hvp_everywhere_passes": _hvp_everywhere_passes,
+    "workflow.budget_never": (
+        "Even with all {n_flagged} flagged heads fixed (`{perturbation}`), Spearman stays below "
+        "{like_ap} (AtP alone {atp:.4f}, all {n_flagged} fixed {all_fixed:.4f})."
+    ),
+    "workflow.budget_none_needed": (
+        "AtP alone already ranks the heads like AP under `{perturbation}` (Spearman {atp:.4f}, "
+        "at least {like_ap}): no fix is needed; all {n_flagged} flagged heads fixed give "
+        "{all_fixed:.4f}."
+    ),
+    "workflow.budget_reaches": _budget_reaches,
+    "workflow.pays_off": _pays_off,
+    "workflow.ap_better_buy": _ap_better_buy,
+    "workflow.screen_enough": _screen_enough,
+    "workflow.pays_off_partly": _pays_off_partly,
+    "workflow.hvp_everywhere_slower": _hvp_everywhere_slower,
+    "workflow.answer_pays_at": _answer_pays_at,
+    "workflow.answer_pays_off": (
+        "{granularity} ({n} components): it pays off, cheaper than AP everywhere and lifting "
+        "Spearman by at least {min_gain} over AtP alone under every perturbation."
+    ),
+    "workflow.answer_few_components": (
+        "{granularity} ({n} components): the fix is worth it, but with this few components "
+        "patching every one takes less time than the screen and the fix together."
+    ),
+    "workflow.answer_screen_enough": (
+        "{granularity} ({n} components): cheaper than AP everywhere, but the fix lifts Spearman "
+        "by less than {min_gain} over AtP alone: the screen alone is as good here."
+    ),
+    "workflow.answer_mixed": _answer_mixed,
+    "workflow.summary_misranks": _summary_misranks,
+    "workflow.summary_ranks_like_ap": _summary_ranks_like_ap,
+    "workflow.summary_same_circuit_everywhere": _summary_same_circuit_everywhere,
+    "workflow.summary_same_circuit": _summary_same_circuit,
+    "workflow.summary_patch_best_everywhere": (
+        "Among the three fixes, exact patching ranks at least as well as the second-order ones "
+        "in every cell where all three ran ({n_cells}), with the fewest passes: a fix for a few "
+        "flagged components needs no second derivative."
+    ),
+    "workflow.summary_patch_best": _summary_patch_best,
+    "workflow.summary_wall_time": (
+        "Whether those passes cost less time than AP's is measured in section 3: the workflow "
+        "can only pay off where both conditions hold, AtP misranking and enough components to "
+        "make AP expensive."
+    ),
     # notebook 08: add its verdicts here (take-home)
     #
     #
