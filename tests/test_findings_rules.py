@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from hvp_utils.analysis.findings import circuits, diagnosis, workflow
+from hvp_utils.analysis.findings import circuits, diagnosis, takeaways, workflow
 
 
 def frame(rows):
@@ -169,3 +169,35 @@ def test_budget_reaches_like_ap_with_the_first_fix():
     assert finding.key == "workflow.budget_reaches"
     assert (finding.values["n_fixed"], finding.values["n_flagged"]) == (1, 2)
     assert finding.values["ap_forward"] == 12 and finding.values["reached"] == 0.995
+
+
+# notebook 08
+
+
+def test_answer_names_the_worst_kinds_and_whether_they_are_the_local_ones():
+    atp_nmae = pd.DataFrame(
+        {"p": [0.9, 0.1, 0.8], "q": [0.9, 0.8, 0.1]},
+        index=pd.Index(["head_q", "head_out", "neuron_pre"], name="kind"),
+    )
+    found = takeaways.answer(atp_nmae, local_kinds=["head_q", "neuron_pre"])
+    p, q = found.findings
+    assert p.key == "takeaways.worst_are_local"
+    assert [w["kind"] for w in p.values["worst"]] == ["head_q", "neuron_pre"]
+    assert q.key == "takeaways.worst_not_local"  # head_out (0.8) outranks neuron_pre (0.1)
+
+
+def test_rules_of_thumb_pick_what_ranks_like_ap():
+    columns = ["best at AtP cost", "its nmae", "its x AtP time", "AtP nmae", "AtP ranks like AP"]
+    decision = pd.DataFrame(
+        [
+            ("p", "a", "AtP", 0.2, 1.0, 0.2, True, "AtP", 0.2),
+            ("p", "b", "AtP*", 0.1, 1.5, 0.3, False, "AP", 1.0),
+            ("p", "c", "AtP*", 0.1, 1.5, 0.3, False, "IG K=2", 0.5),
+        ],
+        columns=["perturbation", "kind", *columns, "cheapest ranking like AP", "its x AP time"],
+    ).set_index(["perturbation", "kind"])
+    found = takeaways.rules_of_thumb(
+        decision, kinds=["a", "b", "c"], perturbation="p", budget_x_atp=2.0
+    )
+    assert [f.values["ranking"] for f in found.findings] == ["atp", "only_ap", "cheapest"]
+    assert [f.values["atp_best"] for f in found.findings] == [True, False, False]

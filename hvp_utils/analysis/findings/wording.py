@@ -418,6 +418,97 @@ def _summary_patch_best(v: Mapping[str, Any]) -> str:
     )
 
 
+def _kinds(kinds: list[str]) -> str:
+    return ", ".join(f"`{k}`" for k in kinds)
+
+
+def _worst_listing(v: Mapping[str, Any]) -> str:
+    return ", ".join(f"`{w['kind']}` ({w['nmae']:.3f})" for w in v["worst"])
+
+
+def _worst_are_local(v: Mapping[str, Any]) -> str:
+    return (
+        f"Under `{v['perturbation']}` AtP is furthest off on {_worst_listing(v)}: exactly the "
+        "kinds whose local map is non-linear (the softmax for queries and keys, the GELU for "
+        "neuron pre-activations), where $E_\\text{local}$ adds to $E_\\text{down}$."
+    )
+
+
+def _worst_not_local(v: Mapping[str, Any]) -> str:
+    return (
+        f"Under `{v['perturbation']}` AtP is furthest off on {_worst_listing(v)}; the kinds with "
+        f"a non-linear local map are {_kinds(v['local_kinds'])}, so here downstream "
+        "non-linearity also matters."
+    )
+
+
+def _atp_enough(v: Mapping[str, Any]) -> str:
+    kinds = v["kinds"]
+    return (
+        f"Under `{v['perturbation']}`, AtP alone already ranks like AP on {_kinds(kinds)} "
+        f"({count_phrase(len(kinds), v['n_kinds'], 'kind')})."
+    )
+
+
+def _need_ap(v: Mapping[str, Any]) -> str:
+    return (
+        f"On {_kinds(v['kinds'])} nothing cheaper than activation patching ranks like it: there, "
+        "when the ranking matters, patch."
+    )
+
+
+def _budget_changes_pick(v: Mapping[str, Any]) -> str:
+    return (
+        f"Spending up to AP's time instead of {v['budget_x_atp']:g}x AtP's changes the most "
+        f"accurate choice on {count_phrase(v['n_changed'], v['n_kinds'], 'kind')}."
+    )
+
+
+def _envelope(v: Mapping[str, Any]) -> str:
+    where = (
+        "always at more than AP's wall time"
+        if v["all_slower"]
+        else "in some kinds below AP's wall time"
+    )
+    return (
+        "At any cost, the most accurate estimator of each kind reaches an NMAE of at most "
+        f"{v['max_best']:.2g} under `{v['perturbation']}` (the hardest kind is `{v['hardest']}`), "
+        f"{where}; below AP's time the best NMAE per kind ranges from {v['below_min']:.2g} to "
+        f"{v['below_max']:.2g}."
+    )
+
+
+def _joint_worse(v: Mapping[str, Any]) -> str:
+    return (
+        f"The one-pass joint HVP correction costs {v['median_x_atp']:.2f}x AtP's time (median "
+        "over kinds) but is less accurate than AtP on "
+        f"{count_phrase(v['n_worse'], v['n_kinds'], 'kind')} (notebook 04 shows why: its cross "
+        "terms between components can be as large as the curvature it is after)."
+    )
+
+
+def _rule_of_thumb(v: Mapping[str, Any]) -> str:
+    if v["atp_best"]:
+        advice = (
+            f"AtP (NMAE {v['atp_nmae']:.2g}): nothing within {v['budget_x_atp']:g}x its time "
+            "does better"
+        )
+    else:
+        advice = (
+            f"{v['best']} at AtP's cost (NMAE {v['best_nmae']:.2g} against AtP's "
+            f"{v['atp_nmae']:.2g}, {v['best_x_atp']:.2f}x AtP's time)"
+        )
+    ranking = {
+        "atp": "AtP already ranks like AP",
+        "only_ap": "only AP itself ranks like AP",
+        "cheapest": (
+            f"the cheapest that ranks like AP is {v['cheapest']} ({v['cheapest_x_ap']:.2f}x AP's "
+            "time)"
+        ),
+    }[v["ranking"]]
+    return f"`{v['kind']}`: {advice}. For the ranking alone, {ranking}."
+
+
 SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
     # notebook 02: diagnosis
     "diagnosis.checks_hold": _checks_hold,
@@ -621,9 +712,61 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
         "can only pay off where both conditions hold, AtP misranking and enough components to "
         "make AP expensive."
     ),
-    # notebook 08: add its verdicts here (take-home)
-    #
-    #
+    # notebook 08: take-home
+    "takeaways.source": (
+        "The tables were made by `{command}` in {minutes:.1f} minutes; this page reads them and "
+        "measures nothing."
+    ),
+    "takeaways.rerun": (
+        "Only `perturbation` (here `{perturbation}`) changes what the page shows. To measure "
+        "with your own settings, run `python -m hvp_utils.cli.bench --model {model_name} "
+        "--n-prompts {n_prompts} --seed {seed} --dtype {dtype} --out runs/bench` from the "
+        'repository root and set `bench_dir = "../runs/bench"`.'
+    ),
+    "takeaways.worst_are_local": _worst_are_local,
+    "takeaways.worst_not_local": _worst_not_local,
+    "takeaways.atp_enough": _atp_enough,
+    "takeaways.atp_enough_nowhere": (
+        "Under `{perturbation}`, AtP alone ranks like AP on none of the {n_kinds} kinds."
+    ),
+    "takeaways.need_ap": _need_ap,
+    "takeaways.exact_local": (
+        "On `{kind}`, AtP (exact local) cuts AtP's NMAE from {atp_nmae:.3f} to {local_nmae:.3f} "
+        "({ratio:.2f}x) at {x_atp:.2f}x AtP's wall time: it removes the local error and keeps "
+        "the downstream one."
+    ),
+    "takeaways.budget_changes_pick": _budget_changes_pick,
+    "takeaways.per_component_slower": (
+        "No per-component correction (HVP diag, per-component IG, multi-step HVP) is faster than "
+        "AP on any kind or perturbation: the fastest, {method} on `{kind}` under "
+        "`{perturbation}`, takes {x_ap:.2f}x AP's time. On a model this size the exact answer is "
+        "the cheaper one; these rules earn their place as fixes for a few flagged components, "
+        "or where AP is expensive."
+    ),
+    "takeaways.per_component_fastest": (
+        "The fastest per-component correction, {method} on `{kind}` under `{perturbation}`, "
+        "takes {x_ap:.2f}x AP's time."
+    ),
+    "takeaways.envelope": _envelope,
+    "takeaways.joint_worse": _joint_worse,
+    "takeaways.diag_neurons": (
+        "On the {n_components} neurons of the layer, the exact per-neuron correction (HVP diag) "
+        "cuts AtP's NMAE from {atp_nmae:.2g} to {diag_nmae:.2g} but costs {x_atp:.0f}x AtP's "
+        "time ({x_ap:.2f}x AP's)."
+    ),
+    "takeaways.hutchinson_beats_atp": (
+        "Hutchinson needs {n_probes} probes to beat AtP (NMAE {nmae:.2g}) and costs "
+        "{x_atp:.1f}x AtP's time there; {max_probes} probes reach NMAE {max_nmae:.2g} at "
+        "{max_x_ap:.2f}x AP's time."
+    ),
+    "takeaways.hutchinson_never_beats": (
+        "No probe count up to {max_probes} beats AtP's NMAE ({atp_nmae:.2g}) here."
+    ),
+    "takeaways.sff_neurons": (
+        "Screen-Flag-Fix (patch) on `{kind}`: Spearman {spearman:.4f} with AP and top-k recall "
+        "{topk_recall:.2f} at {x_ap:.2f}x AP's time."
+    ),
+    "takeaways.rule_of_thumb": _rule_of_thumb,
 }
 
 
