@@ -224,8 +224,9 @@ def _exact_at_both(v: Mapping[str, Any]) -> str:
     )
 
 
-def _ticked(perturbations: list[str], sep: str = ", ") -> str:
-    return sep.join(f"`{p}`" for p in perturbations)
+def _quoted(names: list[str], sep: str = ", ") -> str:
+    """'`a`, `b`': names set as code."""
+    return sep.join(f"`{name}`" for name in names)
 
 
 def _fix_detail(v: Mapping[str, Any]) -> str:
@@ -248,7 +249,7 @@ def _atp_misranks(v: Mapping[str, Any]) -> str:
     where = (
         "under every perturbation"
         if len(misranks) == v["n_perturbations"]
-        else "under " + _ticked(misranks)
+        else "under " + _quoted(misranks)
     )
     moves = "moves" if v["towards"] else "does not always move"
     return (
@@ -314,7 +315,7 @@ def _lifts(v: Mapping[str, Any]) -> str:
 def _pays_off(v: Mapping[str, Any]) -> str:
     return (
         f"{v['granularity']}: SFF (patch) takes {_costs(v['costs'])} AP's time and raises "
-        f"Spearman by {_lifts(v)} over AtP alone ({_ticked(v['perturbations'], ' and ')}): here "
+        f"Spearman by {_lifts(v)} over AtP alone ({_quoted(v['perturbations'], ' and ')}): here "
         "it pays off."
     )
 
@@ -336,7 +337,7 @@ def _screen_enough(v: Mapping[str, Any]) -> str:
 
 
 def _pays_off_partly(v: Mapping[str, Any]) -> str:
-    where = f"under {_ticked(v['both'])}." if v["both"] else "under no perturbation."
+    where = f"under {_quoted(v['both'])}." if v["both"] else "under no perturbation."
     return (
         f"{v['granularity']}: SFF (patch) takes {_costs(v['costs'])} AP's time and changes "
         f"Spearman by {_lifts(v)} over AtP alone; it is both cheaper than AP and worth at least "
@@ -360,8 +361,8 @@ def _answer_pays_at(v: Mapping[str, Any]) -> str:
 
 
 def _answer_mixed(v: Mapping[str, Any]) -> str:
-    cheaper = _ticked(v["cheaper"]) or "no perturbation"
-    worth = _ticked(v["worth"]) or "no perturbation"
+    cheaper = _quoted(v["cheaper"]) or "no perturbation"
+    worth = _quoted(v["worth"]) or "no perturbation"
     return (
         f"{v['granularity']} ({v['n']} components): cheaper than AP everywhere under {cheaper} "
         f"and worth it under {worth}."
@@ -381,7 +382,7 @@ def _summary_misranks(v: Mapping[str, Any]) -> str:
     atp = " and ".join(f"{x:.4f}" for x in v["atp"])
     return (
         f"{v['granularity']} ({v['n']} components): AtP misranks (Spearman below {v['like_ap']} "
-        f"under {_ticked(v['misranks'])}); with the flagged ones fixed by exact patching, "
+        f"under {_quoted(v['misranks'])}); with the flagged ones fixed by exact patching, "
         f"Spearman is {sff} (AtP: {atp}); {_spend(v)}."
     )
 
@@ -418,10 +419,6 @@ def _summary_patch_best(v: Mapping[str, Any]) -> str:
     )
 
 
-def _kinds(kinds: list[str]) -> str:
-    return ", ".join(f"`{k}`" for k in kinds)
-
-
 def _worst_listing(v: Mapping[str, Any]) -> str:
     return ", ".join(f"`{w['kind']}` ({w['nmae']:.3f})" for w in v["worst"])
 
@@ -437,7 +434,7 @@ def _worst_are_local(v: Mapping[str, Any]) -> str:
 def _worst_not_local(v: Mapping[str, Any]) -> str:
     return (
         f"Under `{v['perturbation']}` AtP is furthest off on {_worst_listing(v)}; the kinds with "
-        f"a non-linear local map are {_kinds(v['local_kinds'])}, so here downstream "
+        f"a non-linear local map are {_quoted(v['local_kinds'])}, so here downstream "
         "non-linearity also matters."
     )
 
@@ -445,14 +442,14 @@ def _worst_not_local(v: Mapping[str, Any]) -> str:
 def _atp_enough(v: Mapping[str, Any]) -> str:
     kinds = v["kinds"]
     return (
-        f"Under `{v['perturbation']}`, AtP alone already ranks like AP on {_kinds(kinds)} "
+        f"Under `{v['perturbation']}`, AtP alone already ranks like AP on {_quoted(kinds)} "
         f"({count_phrase(len(kinds), v['n_kinds'], 'kind')})."
     )
 
 
 def _need_ap(v: Mapping[str, Any]) -> str:
     return (
-        f"On {_kinds(v['kinds'])} nothing cheaper than activation patching ranks like it: there, "
+        f"On {_quoted(v['kinds'])} nothing cheaper than activation patching ranks like it: there, "
         "when the ranking matters, patch."
     )
 

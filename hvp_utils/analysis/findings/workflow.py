@@ -65,7 +65,7 @@ def gains(
             for p in perts
         ]
         values = dict(granularity=g, n=_components(table, g, perts), like_ap=like_ap, detail=detail)
-        misranks = [d["perturbation"] for d in detail if d["atp"] < like_ap]
+        misranks = atp_misranks(table, g, perts, like_ap=like_ap)
         if not misranks:
             found.state("workflow.atp_ranks_like_ap", **values)
             continue
@@ -87,6 +87,13 @@ def gains(
         hvp_per_component=sorted({float(v) for v in hvp.hvp / hvp.components}),
     )
     return found
+
+
+def atp_misranks(
+    table: pd.DataFrame, granularity: str, perts: list[str], *, like_ap: float
+) -> list[str]:
+    """The perturbations under which AtP alone's Spearman is below ``like_ap``."""
+    return [p for p in perts if table.loc[(granularity, p, ATP), "spearman"] < like_ap]
 
 
 def perturbations(results: pd.DataFrame, *, featured: str) -> list[str]:
@@ -263,18 +270,20 @@ def summary(results: pd.DataFrame, *, featured: str, like_ap: float = LIKE_AP) -
             sff_hvp=int(sff.hvp),
             ap_forward=int(ap.forward),
         )
-        atp = [float(table.loc[(g, p, ATP), "spearman"]) for p in perts]
-        misranks = [p for p, rho in zip(perts, atp, strict=True) if rho < like_ap]
-        if not misranks:
+        misranks = atp_misranks(table, g, perts, like_ap=like_ap)
+        if misranks:
+            spearman = {
+                m: [float(table.loc[(g, p, m), "spearman"]) for p in perts] for m in (ATP, PATCH)
+            }
+            found.state(
+                "workflow.summary_misranks",
+                **values,
+                misranks=misranks,
+                atp=spearman[ATP],
+                sff=spearman[PATCH],
+            )
+        else:
             found.state("workflow.summary_ranks_like_ap", **values)
-            continue
-        found.state(
-            "workflow.summary_misranks",
-            **values,
-            misranks=misranks,
-            atp=atp,
-            sff=[float(table.loc[(g, p, PATCH), "spearman"]) for p in perts],
-        )
     circuits = same_circuit(results)
     if circuits["n_atp"] == circuits["n_cells"]:
         found.state("workflow.summary_same_circuit_everywhere", **circuits)
