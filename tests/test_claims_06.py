@@ -1,8 +1,10 @@
-"""Every number notebook 06's prose states, recomputed from the tables it recorded.
+"""Notebook 06's verdicts, recomputed from the tables it recorded (committed run and reruns).
 
-The rankings, circuits, AUROCs and role counts are recomputed here with plain numpy/pandas from
-the recorded per-head estimates and attention shares; AP's faithfulness at the reference size
-is recomputed from the embedded model with plain mean-ablation hooks.
+The rankings, circuits, AUROCs, role counts and faithfulness gaps are recomputed here with plain
+numpy/pandas from the recorded per-head estimates, attention shares and curves (not with
+``hvp_utils``), then compared with the verdict keys and values the notebook states; AP's
+faithfulness at the reference size is recomputed from the embedded model with plain
+mean-ablation hooks.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from tests.claims import Recorded, close, params
 
 NB = "06"
 MIN_ATTENTION = 0.3  # head_roles' default threshold, restated in the notebook's role table
+AP, ATP, DIAG = "AP", "AtP", "HVP diag"
 
 
 def reference_of(values: pd.Series, fraction: float) -> list[str]:
@@ -60,8 +63,49 @@ def role_of(row: pd.Series) -> str:
 def load(path) -> tuple[Recorded, pd.DataFrame, list[str]]:
     r = Recorded(path)
     scores = r.table("head_estimates").set_index("head")
-    reference = reference_of(scores["AP"], r["reference_fraction"])
+    reference = reference_of(scores[AP], r["reference_fraction"])
     return r, scores, reference
+
+
+def recovered(scores: pd.DataFrame, reference: list[str]) -> pd.DataFrame:
+    """Per estimator: precision at k = |reference|, AUROC, and the heads missed / added."""
+    k, rows = len(reference), {}
+    for m in scores.columns.drop(AP):
+        top = top_set(scores[m], k)
+        rows[m] = {
+            "precision": len(top & set(reference)) / k,
+            "auroc": auroc_pairs(scores[m], set(reference)),
+            "missed": ", ".join(h for h in scores.index if h in reference and h not in top),
+            "false_positives": ", ".join(
+                h for h in scores.index if h in top and h not in reference
+            ),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def circuit_roles(roles: pd.DataFrame, reference: list[str]) -> tuple[list[dict], dict]:
+    """The (layer, role) groups of the circuit and the counts of its positive-effect heads."""
+    circuit = roles.loc[reference]
+    groups = [
+        {"layer": layer, "role": role, "n": len(g), "heads": ", ".join(g.index)}
+        for (layer, role), g in circuit.groupby(["layer", "role"])
+    ]
+    positive = circuit[circuit.AP > 0]
+    counts = {
+        "n_positive": len(positive),
+        "n_layer0": int((positive.layer == 0).sum()),
+        "n_copy_s": int((positive.role == "copies S to end").sum()),
+    }
+    return groups, counts
+
+
+def mechanism_key(counts: dict) -> str:
+    n = counts["n_positive"]
+    if n == 0 or counts["n_layer0"] != n:
+        return "circuits.positive_layers"
+    return (
+        "circuits.positive_layer0_copy_s" if counts["n_copy_s"] == n else "circuits.positive_layer0"
+    )
 
 
 @params(NB)
@@ -77,109 +121,75 @@ def test_reference_circuit_and_roles(path):
     roles = r.table("head_roles").set_index("head")
     assert list(roles.index) == list(scores.index)
     assert np.allclose(roles.AP, scores.AP)
-    assert r["n_reference"] == len(reference)
-    assert close(r["largest_abs_ap"], roles.AP.abs().max())
     assert roles.index[roles["in circuit"]].tolist() == reference
-    assert r.says(f"holds {len(reference)} of {len(roles)} heads")
-    assert r.says(f"({r['largest_abs_ap']:.2f} logits): {', '.join(reference)}.")
+    _, stated = r.only("circuits.reference")
+    assert (stated["n_reference"], stated["n_heads"]) == (len(reference), len(roles))
+    assert stated["fraction"] == r["reference_fraction"]
+    assert close(stated["largest_abs_ap"], roles.AP.abs().max())
+    assert stated["heads"] == ", ".join(reference)
 
     # every head's role follows the stated rules, and layer 0 never gets a GPT-2 role
     recomputed = roles.apply(role_of, axis=1)
     assert (recomputed == roles.role).all(), roles[recomputed != roles.role]
     assert not roles[roles.layer == 0].role.isin(["name mover", "S2 reader"]).any()
 
-    circuit = roles.loc[reference]
-    counts = circuit.groupby(["layer", "role"]).size()
-    assert r["circuit_role_counts"] == {
-        f"L{layer} {role}": int(n) for (layer, role), n in counts.items()
-    }
-    for (layer, role), n in counts.items():
-        names = ", ".join(circuit[(circuit.layer == layer) & (circuit.role == role)].index)
-        verb = "is" if n == 1 else "are"
-        assert r.says(f"{n} at layer {layer} {verb} '{role}' ({names})")
+    groups, counts = circuit_roles(roles, reference)
+    assert r.only("circuits.roles")[1]["groups"] == groups
 
-    movers = int((circuit.role == "name mover").sum())
-    assert r["n_circuit_name_movers"] == movers
-    assert r.says("No circuit head is a name mover") == (movers == 0)
+    movers = int((roles.loc[reference].role == "name mover").sum())
+    key, stated = r.only("circuits.no_name_mover", "circuits.name_movers")
+    if movers == 0:
+        assert key == "circuits.no_name_mover"
+    else:
+        assert key == "circuits.name_movers" and stated["n_movers"] == movers
 
-    positive = circuit[circuit.AP > 0]
-    n_pos, n_l0 = len(positive), int((positive.layer == 0).sum())
-    n_copy = int((positive.role == "copies S to end").sum())
-    assert (r["n_positive"], r["n_positive_layer0"], r["n_positive_copy_s"]) == (
-        n_pos,
-        n_l0,
-        n_copy,
+    key, stated = r.only(
+        "circuits.positive_layers", "circuits.positive_layer0", "circuits.positive_layer0_copy_s"
     )
-    every = f"Every circuit head with a positive effect ({n_pos}) sits at layer 0"
-    assert r.says(every) == (n_pos > 0 and n_l0 == n_pos)
-    assert r.says("and all copy S to the end") == (n_pos > 0 and n_l0 == n_pos == n_copy)
-    assert r.says("they move the subject's name from S2") == (n_pos > 0 and n_l0 == n_pos == n_copy)
+    assert key == mechanism_key(counts) and stated == counts
 
 
 @params(NB)
 def test_recovery_of_every_estimator(path):
     r, scores, reference = load(path)
-    k = len(reference)
     table = r.table("recovery").set_index("method")
-    methods = list(table.index)  # recorded rows keep their order; JSON sorts a row's keys
-    assert set(methods) == set(scores.columns) - {"AP"}
-    aurocs, exact, errors = {}, [], {}
-    for m in methods:
-        top = top_set(scores[m], k)
-        precision = len(top & set(reference)) / k
-        assert close(table.loc[m, "precision"], precision)
-        aurocs[m] = auroc_pairs(scores[m], set(reference))
-        assert close(table.loc[m, "auroc"], aurocs[m]), m
-        missed = [h for h in scores.index if h in reference and h not in top]
-        extra = [h for h in scores.index if h in top and h not in reference]
-        assert (table.loc[m, "missed"] or "") == ", ".join(missed)
-        assert (table.loc[m, "false_positives"] or "") == ", ".join(extra)
-        if precision == 1.0:
-            exact.append(m)
-        else:
-            errors[m] = {"missed": ", ".join(missed), "false_positives": ", ".join(extra)}
-    auroc = pd.Series(aurocs)
-    assert close(r["min_auroc"], auroc.min()) and close(r["max_auroc"], auroc.max())
-    assert r["min_auroc_method"] == auroc.idxmin()
-    assert r["n_exact"] == len(exact) and r["errors"] == errors
+    ours = recovered(scores, reference)
+    assert set(table.index) == set(ours.index)
+    for m in table.index:
+        assert close(table.loc[m, "precision"], ours.loc[m, "precision"]), m
+        assert close(table.loc[m, "auroc"], ours.loc[m, "auroc"]), m
+        assert (table.loc[m, "missed"] or "") == ours.loc[m, "missed"], m
+        assert (table.loc[m, "false_positives"] or "") == ours.loc[m, "false_positives"], m
+    ours = ours.loc[table.index]  # the notebook's order of estimators
+    auroc = ours.auroc
+    key, stated = r.only("circuits.auroc_equal", "circuits.auroc_range")
     if auroc.min() == auroc.max():
-        assert r.says(f"Every estimator's AUROC is {auroc.min():.3f}")
+        assert key == "circuits.auroc_equal" and close(stated["auroc"], auroc.min())
     else:
-        assert r.says(
-            f"AUROC ranges from {auroc.min():.3f} ({auroc.idxmin()}) to {auroc.max():.3f}"
-        )
-        assert r.says(f"the lowest AUROC is {auroc.min():.3f} ({auroc.idxmin()})")
-    n = len(methods)
-    phrase = f"all {n} estimators" if len(exact) == n else f"{len(exact)} of {n} estimators"
-    phrase = "none of the" + f" {n} estimators" if not exact else phrase
-    assert r.says(
-        f"{phrase.capitalize()} recover the reference circuit exactly at its size ({k} heads)"
-    )
-    for m, err in errors.items():
-        assert r.says(
-            f"{m} misses {err['missed']} and ranks {err['false_positives']} in the circuit"
-        )
-    if errors:
-        lead = (
-            "Per head, the only ranking that errs is "
-            if len(errors) == 1
-            else "Per head, the rankings that err are "
-        )
-        assert r.says(lead + ", ".join(errors))
-    close_to_ap = "Head rankings from the estimators are close to AP's"
-    assert r.says(close_to_ap) == (auroc.min() >= 0.9)
+        assert key == "circuits.auroc_range"
+        assert close(stated["min_auroc"], auroc.min()) and close(stated["max_auroc"], auroc.max())
+        assert stated["min_method"] == auroc.idxmin() and stated["n_estimators"] == len(ours)
 
-    atp_exact = "AtP" in exact
-    assert r["atp_exact"] == atp_exact and close(r["atp_auroc"], aurocs["AtP"])
-    error = (scores["AtP"] - scores["AP"]).abs()
-    assert close(r["atp_max_abs_error"], error.max(), abs_=1e-5)
-    assert r["atp_max_abs_error_head"] == error.idxmax()
-    if atp_exact:
-        assert r.says(f"already recovers the circuit exactly (AUROC {aurocs['AtP']:.3f})")
-        assert r.says(f"off by up to {error.max():.2f} logits ({error.idxmax()})")
-        assert r.says("AtP is not among them") or not errors
+    exact = ours.index[ours.precision == 1.0].tolist()
+    _, stated = r.only("circuits.exact")
+    assert stated["methods"] == exact and stated["n_exact"] == len(exact)
+    assert (stated["n_estimators"], stated["n_reference"]) == (len(ours), len(reference))
+    erring = ours[ours.precision < 1.0]
+    assert len(r.verdicts("circuits.misses")) == len(erring)
+    for m, row in erring.iterrows():
+        _, stated = r.only("circuits.misses", method=m)
+        assert (stated["missed"], stated["false_positives"]) == (row.missed, row.false_positives)
+
+    error = (scores[ATP] - scores[AP]).abs()
+    key, stated = r.only("circuits.first_order_exact", "circuits.first_order_misses")
+    assert close(stated["auroc"], ours.loc[ATP, "auroc"])
+    if ATP in exact:
+        assert key == "circuits.first_order_exact"
+        assert close(stated["max_error"], error.max(), abs_=1e-5)
+        assert stated["max_error_head"] == error.idxmax()
     else:
-        assert r.says(f"AtP misses {errors['AtP']['missed']}")
+        assert key == "circuits.first_order_misses"
+        assert stated["missed"] == ours.loc[ATP, "missed"]
 
 
 @params(NB)
@@ -191,30 +201,42 @@ def test_faithfulness_claims(path):
     sets = r.table("top_k_sets").set_index("method").top_k
     for m in scores.columns:
         assert sets[m] == ", ".join(sorted(top_set(scores[m], k))), m
-    faith_ap = at_ref.loc["AP", "faithfulness"]
-    assert close(r["faith_ap_at_reference"], faith_ap)
-    same = [m for m in scores.columns if m != "AP" and sets[m] == sets["AP"]]
-    assert r["n_same_top_set"] == len(same)
+    faith_ap = at_ref.loc[AP, "faithfulness"]
+    key, stated = r.only("circuits.reference_above_full", "circuits.reference_faithfulness")
+    assert key == (
+        "circuits.reference_above_full" if faith_ap > 1 else "circuits.reference_faithfulness"
+    )
+    assert close(stated["faithfulness"], faith_ap)
+    assert (stated["n_reference"], stated["n_others"]) == (k, len(scores) - k)
+
+    same = [m for m in scores.columns if m != AP and sets[m] == sets[AP]]
     for m in same:  # the same kept set gives the same ablated model
         assert close(at_ref.loc[m, "faithfulness"], faith_ap)
-    differ = {m: at_ref.loc[m, "faithfulness"] for m in at_ref.index if m != "AP" and m not in same}
-    assert r["faith_differs"].keys() == differ.keys()
-    assert all(close(r["faith_differs"][m], v) for m, v in differ.items())
-    assert r.says(f"leaves {faith_ap:.3f} of the full model's logit difference")
-    assert r.says("more than the full model") == (faith_ap > 1)
-    for m, v in differ.items():
-        assert r.says(f"{m} keeps {v:.3f}")
+    differ = {m: at_ref.loc[m, "faithfulness"] for m in at_ref.index if m != AP and m not in same}
+    key, stated = r.only("circuits.same_top_sets", "circuits.some_top_sets_differ")
+    assert (stated["n_same"], stated["n_estimators"]) == (len(same), len(at_ref) - 1)
+    if differ:
+        assert key == "circuits.some_top_sets_differ"
+        assert stated["differ"].keys() == differ.keys()
+        assert all(close(stated["differ"][m], v) for m, v in differ.items())
+    else:
+        assert key == "circuits.same_top_sets"
 
     curves = r.table("faithfulness_curves").set_index("size")[list(at_ref.index)]
     assert curves.index.tolist() == sorted(curves.index) and k in curves.index
     assert curves.index.min() == 0 and curves.index.max() == len(scores)
-    gap = curves.drop(columns="AP").sub(curves["AP"], axis=0).abs()
-    assert close(r["max_gap_to_ap"], gap.max().max(), abs_=1e-5)
-    if gap.max().max() > 0:
-        assert r["max_gap_method"] == gap.max().idxmax()
-        assert r["max_gap_size"] == gap[gap.max().idxmax()].idxmax()
-        assert r.says(f"largest gap between an estimator's curve and AP's is {gap.max().max():.3f}")
-    assert r.says(f"no estimator's faithfulness curve is more than {r['max_gap_to_ap']:.3f}")
+    gap = curves.drop(columns=AP).sub(curves[AP], axis=0).abs()
+    largest = gap.max().max()
+    key, stated = r.only("circuits.curves_equal", "circuits.curves_close", "circuits.curves_apart")
+    assert close(stated["max_gap"], largest, abs_=1e-5)
+    if largest == 0:
+        assert key == "circuits.curves_equal"
+    else:
+        assert key == ("circuits.curves_close" if largest < 0.1 else "circuits.curves_apart")
+        assert stated["method"] == gap.max().idxmax()
+        assert stated["size"] == gap[gap.max().idxmax()].idxmax()
+    _, stated = r.only("circuits.faithfulness_summary")
+    assert close(stated["faithfulness"], faith_ap) and close(stated["max_gap"], largest, abs_=1e-5)
 
 
 @params(NB)
@@ -248,86 +270,118 @@ def test_faithfulness_of_ap_recomputed_from_the_model(path):
         full = float(task.metric(model(task.clean_tokens)))
         hooks = [hook_for(layer) for layer in range(model.cfg.n_layers)]
         ablated = float(task.metric(model.run_with_hooks(task.clean_tokens, fwd_hooks=hooks)))
-    assert close(r["faith_ap_at_reference"], ablated / full)
+    _, stated = r.only("circuits.reference_above_full", "circuits.reference_faithfulness")
+    assert close(stated["faithfulness"], ablated / full)
 
 
 @params(NB)
 def test_why_they_err(path):
     r, scores, reference = load(path)
     k = len(reference)
-    table = r.table("recovery").set_index("method")
+    ours = recovered(scores, reference)
     wrong = sorted(
-        {h for col in ("missed", "false_positives") for c in table[col] if c for h in c.split(", ")}
+        {h for col in ("missed", "false_positives") for c in ours[col] if c for h in c.split(", ")}
     )
-    assert r["n_wrong_heads"] == len(wrong)
     if not wrong:
-        assert r.says("No estimator misranks a head across the circuit boundary")
+        assert r.verdicts("circuits.no_wrong_heads")
         return
     heads = r.table("wrong_heads").set_index("head")
     assert heads.index.tolist() == wrong
     ranks = {m: ranks_of(scores[m]) for m in scores.columns}
     own = "g''(0)/2"
     for h in wrong:
-        assert close(heads.loc[h, "AtP"], scores.loc[h, "AtP"], abs_=1e-5)
-        assert close(heads.loc[h, own], scores.loc[h, "HVP diag"] - scores.loc[h, "AtP"], abs_=1e-5)
-        assert heads.loc[h, "rank AP"] == ranks["AP"][h]
-    erring = table.index[table.precision < 1.0].tolist()
-    for m in erring:
+        assert close(heads.loc[h, "AtP"], scores.loc[h, ATP], abs_=1e-5)
+        assert close(heads.loc[h, own], scores.loc[h, DIAG] - scores.loc[h, ATP], abs_=1e-5)
+        assert heads.loc[h, "rank AP"] == ranks[AP][h]
+    n_stated = 0
+    for m in ours.index[ours.precision < 1.0]:
         for h in wrong:
-            rank, rank_ap = ranks[m][h], ranks["AP"][h]
+            rank, rank_ap = ranks[m][h], ranks[AP][h]
             assert heads.loc[h, f"rank {m}"] == rank
             if (rank <= k) == (rank_ap <= k):
+                assert not r.verdicts(
+                    "circuits.misranked", "circuits.misranked_split", method=m, head=h
+                )
                 continue
-            error = scores.loc[h, m] - scores.loc[h, "AP"]
-            assert close(r[f"error_{m}_{h}"], error, abs_=1e-5)
-            side = "outside" if rank > k else "inside"
-            assert r.says(f"{m} puts {h} at rank {rank} (AP: rank {rank_ap}), {side} the {k}-head")
-            if f"{m}: cross terms / 2" in heads.columns:
-                cross = scores.loc[h, m] - scores.loc[h, "HVP diag"]  # both are AtP + second / 2
-                assert close(r[f"cross_{m}_{h}"], cross, abs_=1e-5)
-                first = scores.loc[h, "AtP"] - scores.loc[h, "AP"]
-                assert close(error, first + heads.loc[h, own] + cross, abs_=1e-5)
-                share = "most" if abs(cross) > abs(error) / 2 else "less than half"
-                assert r.says(f"plus cross terms {cross:.3f}: the cross terms make {share} of it")
+            n_stated += 1
+            key, stated = r.only("circuits.misranked", "circuits.misranked_split", method=m, head=h)
+            error = scores.loc[h, m] - scores.loc[h, AP]
+            assert (stated["rank"], stated["rank_ap"], stated["n_reference"]) == (rank, rank_ap, k)
+            assert stated["inside"] is bool(rank <= k)
+            assert close(stated["error"], error, abs_=1e-5)
+            assert close(stated["estimate"], scores.loc[h, m], abs_=1e-5)
+            assert close(stated["ap"], scores.loc[h, AP], abs_=1e-5)
+            if f"{m}: cross terms / 2" not in heads.columns:
+                assert key == "circuits.misranked"
+                continue
+            assert key == "circuits.misranked_split"
+            cross = scores.loc[h, m] - scores.loc[h, DIAG]  # both are AtP + second / 2
+            first = scores.loc[h, ATP] - scores.loc[h, AP]
+            assert close(stated["cross"], cross, abs_=1e-5)
+            assert close(stated["first_error"], first, abs_=1e-5)
+            assert close(error, first + heads.loc[h, own] + cross, abs_=1e-5)
+            assert stated["cross_most"] is bool(abs(cross) > abs(error) / 2)
+    assert n_stated == len(r.verdicts("circuits.misranked", "circuits.misranked_split"))
 
 
 @params(NB)
 def test_heads_at_each_position(path):
     r, scores, _ = load(path)
     pos = r.table("position_estimates").set_index("component")
-    reference = reference_of(pos["AP"], r["reference_fraction"])
-    k = len(reference)
-    assert r["n_reference_pos"] == k
+    reference = reference_of(pos[AP], r["reference_fraction"])
     table = r.table("recovery_pos").set_index("method")
-    exact, aurocs = [], {}
-    assert set(table.index) == set(pos.columns) - {"AP"}
+    ours = recovered(pos, reference)
+    assert set(table.index) == set(ours.index)
     for m in table.index:
-        top = top_set(pos[m], k)
-        assert close(table.loc[m, "precision"], len(top & set(reference)) / k)
-        aurocs[m] = auroc_pairs(pos[m], set(reference))
-        assert close(table.loc[m, "auroc"], aurocs[m])
-        if top == set(reference):
-            exact.append(m)
-        else:
-            missed = ", ".join(c for c in pos.index if c in reference and c not in top)
-            assert r.says(f"At positions, {m} misses {missed}")
-    auroc = pd.Series(aurocs)
-    assert r["n_exact_pos"] == len(exact)
-    assert close(r["min_auroc_pos"], auroc.min()) and r["min_auroc_pos_method"] == auroc.idxmin()
-    assert r.says(f"{k} of {len(pos)} (head, position) components are in the reference")
-    assert r.says(f"the lowest AUROC is {auroc.min():.3f} ({auroc.idxmin()})")
+        assert close(table.loc[m, "precision"], ours.loc[m, "precision"])
+        assert close(table.loc[m, "auroc"], ours.loc[m, "auroc"])
+    ours = ours.loc[table.index]
+    exact = ours.index[ours.precision == 1.0].tolist()
+    _, stated = r.only("circuits.positions")
+    assert (stated["n_reference"], stated["n_components"]) == (len(reference), len(pos))
+    assert (stated["n_exact"], stated["n_estimators"]) == (len(exact), len(ours))
+    assert close(stated["min_auroc"], ours.auroc.min())
+    assert stated["min_method"] == ours.auroc.idxmin()
+    erring = ours[ours.precision < 1.0]
+    assert len(r.verdicts("circuits.position_misses")) == len(erring)
+    for m, row in erring.iterrows():
+        _, stated = r.only("circuits.position_misses", method=m)
+        assert (stated["missed"], stated["false_positives"]) == (row.missed, row.false_positives)
 
-    head_table = r.table("recovery").set_index("method")
-    both = [m for m in head_table.index if m in table.index]
-    exact_heads = set(head_table.index[head_table.precision == 1.0])
-    exact_both = [m for m in both if m in exact_heads and m in exact]
-    assert r["exact_at_both"] == exact_both
-    if exact_both:
-        assert r.says(
-            f"{len(exact_both)} ({', '.join(exact_both)}) recover the circuit exactly both"
-        )
-    else:
-        assert r.says("none recovers the circuit exactly both")
+    heads = recovered(scores, reference_of(scores[AP], r["reference_fraction"]))
+    heads = heads.loc[r.table("recovery").method]
+    both = [m for m in heads.index if m in ours.index]
+    exact_both = [m for m in both if heads.loc[m, "precision"] == 1.0 and m in exact]
+    _, stated = r.only("circuits.exact_at_both")
+    assert stated == {"n_both": len(both), "methods": exact_both}
+
+
+@params(NB)
+def test_summary(path):
+    r, scores, reference = load(path)
+    roles = r.table("head_roles").set_index("head")
+    groups, counts = circuit_roles(roles, reference)
+    key = mechanism_key(counts)
+    _, stated = r.only("circuits.summary_roles")
+    assert stated["groups"] == groups
+    assert stated["mechanism"] == (None if key == "circuits.positive_layers" else key)
+
+    ours = recovered(scores, reference).loc[r.table("recovery").method]
+    key, stated = r.only("circuits.rankings_close", "circuits.rankings_far")
+    assert key == (
+        "circuits.rankings_close" if ours.auroc.min() >= 0.9 else "circuits.rankings_far"
+    )
+    assert (
+        close(stated["min_auroc"], ours.auroc.min()) and stated["min_method"] == ours.auroc.idxmin()
+    )
+    assert stated["n_exact"] == int((ours.precision == 1.0).sum())
+    assert (stated["n_estimators"], stated["n_reference"]) == (len(ours), len(reference))
+    erring = ours.index[ours.precision < 1.0].tolist()
+    if not erring:
+        assert not r.verdicts("circuits.erring")
+        return
+    _, stated = r.only("circuits.erring")
+    assert stated == {"methods": erring, "first_order_errs": ATP in erring}
 
 
 @params(NB)
@@ -337,50 +391,52 @@ def test_answer_about_the_first_order_ranking(path):
     r, scores, reference = load(path)
     k = len(reference)
     boundary = r.table("boundary").set_index("head")
-    assert np.allclose(boundary["|AP|"], scores.loc[boundary.index, "AP"].abs(), atol=1e-5)
-    assert np.allclose(boundary["|AtP|"], scores.loc[boundary.index, "AtP"].abs(), atol=1e-5)
-    assert np.allclose(
-        boundary["|AtP - AP|"],
-        (scores["AtP"] - scores["AP"]).abs().loc[boundary.index],
-        atol=1e-5,
-    )
+    assert np.allclose(boundary["|AP|"], scores.loc[boundary.index, AP].abs(), atol=1e-5)
+    assert np.allclose(boundary["|AtP|"], scores.loc[boundary.index, ATP].abs(), atol=1e-5)
     assert boundary.index[boundary["in circuit"]].tolist() == reference
 
-    ap, at = scores["AP"].abs(), scores["AtP"].abs()
+    ap, at = scores[AP].abs(), scores[ATP].abs()
+    err = (scores[ATP] - scores[AP]).abs()
+    assert np.allclose(boundary["|AtP - AP|"], err.loc[boundary.index], atol=1e-5)
     inside = ap.index.isin(reference)
-    weak_in, strong_out = ap[inside].idxmin(), ap[~inside].idxmax()
-    assert (r["weakest_in_head"], r["strongest_out_head"]) == (weak_in, strong_out)
-    margin = ap[weak_in] - ap[strong_out]
-    assert margin > 0 and close(r["ap_margin"], margin)
     atp_in, atp_out = at[inside].idxmin(), at[~inside].idxmax()
-    assert (r["atp_weakest_in_head"], r["atp_strongest_out_head"]) == (atp_in, atp_out)
     keeps = bool(at[atp_in] > at[atp_out])
-    assert r["atp_keeps_boundary"] == keeps
-    assert keeps == (top_set(scores["AtP"], k) == set(reference))
-    if keeps:
-        assert r.says(f"Yes: AtP's top {k} heads are exactly the reference circuit")
-        assert r.says(f"Its weakest circuit head, {atp_in} (|AtP| = {at[atp_in]:.3f})")
-    else:
-        assert r.says(f"No: AtP ranks {atp_out} (|AtP| = {at[atp_out]:.3f}, outside")
+    assert keeps == (top_set(scores[ATP], k) == set(reference))
+    key, stated = r.only("circuits.answer_keeps", "circuits.answer_swaps")
+    assert key == ("circuits.answer_keeps" if keeps else "circuits.answer_swaps")
+    assert (stated["weakest_in"], stated["strongest_out"], stated["n_reference"]) == (
+        atp_in,
+        atp_out,
+        k,
+    )
+    assert close(stated["weakest_in_size"], at[atp_in], abs_=1e-5)
+    assert close(stated["strongest_out_size"], at[atp_out], abs_=1e-5)
+    assert close(stated["max_error"], err.max(), abs_=1e-5)
+    assert stated["max_error_head"] == err.idxmax()
 
-    err = (scores["AtP"] - scores["AP"]).abs()
-    assert close(r["boundary_error_in"], err[weak_in], abs_=1e-5)
-    assert close(r["boundary_error_out"], err[strong_out], abs_=1e-5)
-    assert r.says(f"are {margin:.3f} logits apart")
-    bounded = err[weak_in] + err[strong_out] < margin
-    assert r.says("less than that margin, so AtP cannot swap these two") == bounded
-    if bounded:  # then the two cannot have swapped: a consequence the test checks directly
-        assert at[weak_in] > at[strong_out]
+    weak_in, strong_out = ap[inside].idxmin(), ap[~inside].idxmax()
+    margin = ap[weak_in] - ap[strong_out]
+    assert margin > 0
+    key, stated = r.only(
+        "circuits.margin_holds", "circuits.margin_exceeded_kept", "circuits.margin_exceeded_swapped"
+    )
+    assert (stated["weakest_in"], stated["strongest_out"]) == (weak_in, strong_out)
+    assert close(stated["margin"], margin)
+    assert close(stated["error_in"], err[weak_in], abs_=1e-5)
+    assert close(stated["error_out"], err[strong_out], abs_=1e-5)
+    if err[weak_in] + err[strong_out] < margin:
+        assert key == "circuits.margin_holds"
+        assert at[weak_in] > at[strong_out]  # a consequence the test checks directly
+    elif at[weak_in] > at[strong_out]:
+        assert key == "circuits.margin_exceeded_kept"
     else:
-        verdict = "but they do not" if at[weak_in] > at[strong_out] else "and they do"
-        assert r.says(
-            f"so they could have swapped, {verdict}: |AtP| = {at[weak_in]:.3f} for {weak_in} "
-            f"against {at[strong_out]:.3f} for {strong_out}."
-        )
+        assert key == "circuits.margin_exceeded_swapped"
 
     worst = err.idxmax()
     distance = ap[worst] - ap[strong_out] if worst in reference else ap[weak_in] - ap[worst]
-    assert close(r["max_error_distance"], distance, abs_=1e-5)
-    side = "inside" if worst in reference else "outside"
-    assert r.says(f"falls on {worst}, {side} the circuit and {distance:.2f} logits from")
-    assert r.says("on its own it cannot move the head across") == (err.max() < distance)
+    key, stated = r.only("circuits.largest_error_far", "circuits.largest_error_near")
+    assert key == (
+        "circuits.largest_error_far" if err.max() < distance else "circuits.largest_error_near"
+    )
+    assert close(stated["distance"], distance, abs_=1e-5)
+    assert stated["inside"] is (worst in reference)

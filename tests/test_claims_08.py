@@ -1,8 +1,8 @@
-"""Notebook 08's sentences, recomputed: from the tables it recorded and from docs/bench itself.
+"""Notebook 08's verdicts, recomputed: from the tables it recorded and from docs/bench itself.
 
 The takeaways page only reads the benchmark's CSV files, so every table it recorded must equal
-what those files say now (a stale page after ``make bench`` fails here), and every sentence must
-follow from the tables.
+what those files say now (a stale page after ``make bench`` fails here), and every verdict and
+value it states must follow from the tables, recomputed here with the test's own pandas code.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from tests.claims import ROOT, Recorded, close, params
 
 BENCH = ROOT / "docs" / "bench"
 LOCAL_KINDS = ("head_q", "head_k", "neuron_pre")
+SPEARMAN_LIKE_AP = 0.99  # the notebook's spearman_like_ap, restated
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +29,22 @@ def estimates(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[~frame.family.str.startswith("AP")]
 
 
-def ranks_like_ap(row, spearman: float) -> bool:
-    return bool(row.spearman >= spearman and row.topk_recall >= 1.0)
+def ranks_like_ap(row) -> bool:
+    return bool(row.spearman >= SPEARMAN_LIKE_AP and row.topk_recall >= 1.0)
+
+
+def featured(rec: Recorded) -> str:
+    return rec.only("takeaways.rerun")[1]["perturbation"]
 
 
 @params("08")
 def test_the_source_is_the_committed_benchmark(path):
     rec = Recorded(path)
     record = json.loads((BENCH / "run.json").read_text())
-    assert close(rec["bench_minutes"], record["seconds"] / 60)
-    assert rec.says(f"`{record['command']}` in {record['seconds'] / 60:.1f} minutes")
-    assert rec["perturbation"] in ("name_swap", "random_token")
+    _, stated = rec.only("takeaways.source")
+    assert stated["command"] == record["command"]
+    assert close(stated["minutes"], record["seconds"] / 60)
+    assert featured(rec) in ("name_swap", "random_token")
 
 
 @params("08")
@@ -51,66 +57,79 @@ def test_atp_error_table_and_the_answer(path, bench):
     for p in table.columns:
         for kind in table.index:
             assert close(table.loc[kind, p], atp.loc[kind, p]), (kind, p)
-        worst = list(table[p].sort_values(ascending=False).index[: len(LOCAL_KINDS)])
-        assert rec[f"worst_kinds_{p}"] == worst
-        assert rec[f"worst_are_local_{p}"] == (set(worst) == set(LOCAL_KINDS))
-        assert rec.says(
-            f"Under `{p}` AtP is furthest off on `{worst[0]}` ({table.loc[worst[0], p]:.3f})"
+        worst = atp[p].sort_values(ascending=False).iloc[: len(LOCAL_KINDS)]
+        key, stated = rec.only(
+            "takeaways.worst_are_local", "takeaways.worst_not_local", perturbation=p
         )
+        assert [w["kind"] for w in stated["worst"]] == list(worst.index)
+        assert all(close(w["nmae"], worst[w["kind"]]) for w in stated["worst"])
+        local = set(worst.index) == set(LOCAL_KINDS)
+        assert key == ("takeaways.worst_are_local" if local else "takeaways.worst_not_local")
 
 
 @params("08")
 def test_decision_table_follows_from_the_benchmark(path, bench):
     rec = Recorded(path)
-    budget, spearman = rec["budget_x_atp"], rec["spearman_like_ap"]
+    budget = rec.only("takeaways.budget_changes_pick")[1]["budget_x_atp"]
     decision = rec.table("decision").set_index(["perturbation", "kind"])
     assert set(decision.index) == set(bench.groupby(["perturbation", "kind"]).groups)
     for (p, kind), row in decision.iterrows():
         group = bench[(bench.perturbation == p) & (bench.kind == kind)]
         atp = group[group.estimator == "atp"].iloc[0]
         assert close(row["AtP nmae"], atp.nmae)
-        assert row["AtP ranks like AP"] == ranks_like_ap(atp, spearman)
+        assert row["AtP ranks like AP"] == ranks_like_ap(atp)
         cheap = estimates(group)
         at_budget = cheap[cheap.x_AtP_time <= budget].sort_values("nmae").iloc[0]
-        assert row["best at AtP cost"] == at_budget.method and close(
-            row["its nmae"], at_budget.nmae
-        )
-        assert row["it ranks like AP"] == ranks_like_ap(at_budget, spearman)
+        assert row["best at AtP cost"] == at_budget.method
+        assert close(row["its nmae"], at_budget.nmae)
+        assert row["it ranks like AP"] == ranks_like_ap(at_budget)
         below = cheap[cheap.x_AP_time < 1.0].sort_values("nmae").iloc[0]
         assert row["best below AP cost"] == below.method and close(row["nmae below AP"], below.nmae)
-        like = group[(group.spearman >= spearman) & (group.topk_recall >= 1.0)]
+        like = group[(group.spearman >= SPEARMAN_LIKE_AP) & (group.topk_recall >= 1.0)]
         assert row["cheapest ranking like AP"] == like.sort_values("seconds").iloc[0].method
 
 
 @params("08")
 def test_what_the_chart_says(path, bench):
     rec = Recorded(path)
-    p = rec["perturbation"]
+    p = featured(rec)
     decision = rec.table("decision").set_index(["perturbation", "kind"]).loc[p]
-    kinds = list(decision.index)
-    assert rec["atp_enough_kinds"] == [k for k in kinds if decision.loc[k, "AtP ranks like AP"]]
-    assert rec["need_ap_kinds"] == [
-        k for k in kinds if decision.loc[k, "cheapest ranking like AP"] == "AP"
-    ]
+    kinds = list(dict.fromkeys(bench.kind))
+    assert sorted(kinds) == sorted(decision.index)
+    enough = [k for k in kinds if decision.loc[k, "AtP ranks like AP"]]
+    key, stated = rec.only("takeaways.atp_enough", "takeaways.atp_enough_nowhere")
+    assert stated["n_kinds"] == len(kinds) and stated["perturbation"] == p
+    if enough:
+        assert key == "takeaways.atp_enough" and stated["kinds"] == enough
+    else:
+        assert key == "takeaways.atp_enough_nowhere"
+    need_ap = [k for k in kinds if decision.loc[k, "cheapest ranking like AP"] == "AP"]
+    stated = rec.verdicts("takeaways.need_ap")
+    assert [v["kinds"] for _, v in stated] == ([need_ap] if need_ap else [])
+
+    rows = bench[(bench.perturbation == p) & (bench.estimator == "atp_local")].set_index("kind")
+    assert len(rec.verdicts("takeaways.exact_local")) == len(LOCAL_KINDS)
+    for kind in LOCAL_KINDS:
+        _, stated = rec.only("takeaways.exact_local", kind=kind)
+        atp = bench[(bench.perturbation == p) & (bench.estimator == "atp") & (bench.kind == kind)]
+        assert close(stated["atp_nmae"], atp.nmae.iloc[0])
+        assert close(stated["local_nmae"], rows.loc[kind, "nmae"])
+        assert close(stated["ratio"], rows.loc[kind, "nmae"] / atp.nmae.iloc[0], rel=1e-3)
+        assert close(stated["x_atp"], rows.loc[kind, "x_AtP_time"])
+
     same = [
         k
         for k in kinds
         if decision.loc[k, "best at AtP cost"] == decision.loc[k, "best below AP cost"]
     ]
-    assert rec["same_pick_kinds"] == same
-    rows = bench[(bench.perturbation == p) & (bench.estimator == "atp_local")].set_index("kind")
-    for kind in LOCAL_KINDS:
-        ratio = rows.loc[kind, "nmae"] / decision.loc[kind, "AtP nmae"]
-        assert close(rec[f"local_ratio_{kind}"], ratio, rel=1e-3)
-        assert close(rec[f"local_x_atp_{kind}"], rows.loc[kind, "x_AtP_time"])
-        first = decision.loc[kind, "AtP nmae"]
-        assert rec.says(f"On `{kind}`, AtP (exact local) cuts AtP's NMAE from {first:.3f}")
+    _, stated = rec.only("takeaways.budget_changes_pick")
+    assert (stated["n_changed"], stated["n_kinds"]) == (len(kinds) - len(same), len(kinds))
 
 
 @params("08")
 def test_accuracy_for_compute(path, bench):
     rec = Recorded(path)
-    p = rec["perturbation"]
+    p = featured(rec)
     per_component = rec.table("per_component")
     expected = bench[
         bench.family.isin(["HVP (one point)", "IG (per component)", "multi-step HVP"])
@@ -118,43 +137,85 @@ def test_accuracy_for_compute(path, bench):
     ]
     assert len(per_component) == len(expected)
     assert sorted(per_component.method.unique()) == sorted(expected.method.unique())
-    assert close(rec["fastest_per_component_x_ap"], expected.x_AP_time.min())
+    fastest = expected.sort_values("x_AP_time").iloc[0]
+    key, stated = rec.only("takeaways.per_component_slower", "takeaways.per_component_fastest")
+    assert close(stated["x_ap"], fastest.x_AP_time)
+    assert (stated["method"], stated["kind"]) == (fastest.method, fastest.kind)
+    slower = fastest.x_AP_time > 1.0
+    assert key == (
+        "takeaways.per_component_slower" if slower else "takeaways.per_component_fastest"
+    )
+
     envelope = rec.table("envelope").set_index("kind")
     for kind, row in envelope.iterrows():
         group = estimates(bench[(bench.perturbation == p) & (bench.kind == kind)])
         assert close(row["best nmae at any cost"], group.nmae.min(), abs_=1e-9)
         assert close(row["best nmae below AP time"], group[group.x_AP_time < 1].nmae.min())
-    assert rec["hardest_kind"] == envelope["best nmae at any cost"].idxmax()
-    assert rec["most_accurate_all_slower_than_ap"] == bool((envelope["its x AP time"] > 1).all())
+        assert close(row["its x AP time"], group.sort_values("nmae").iloc[0].x_AP_time)
+    _, stated = rec.only("takeaways.envelope")
+    best, below = envelope["best nmae at any cost"], envelope["best nmae below AP time"]
+    assert stated["hardest"] == best.idxmax() and close(stated["max_best"], best.max())
+    assert close(stated["below_min"], below.min()) and close(stated["below_max"], below.max())
+    assert stated["all_slower"] is bool((envelope["its x AP time"] > 1).all())
+
     joint = bench[(bench.perturbation == p) & (bench.method == "HVP joint")].set_index("kind")
     atp = bench[(bench.perturbation == p) & (bench.estimator == "atp")].set_index("kind")
-    worse = [k for k in envelope.index if joint.loc[k, "nmae"] > atp.loc[k, "nmae"]]
-    assert rec["joint_worse_kinds"] == worse
+    kinds = list(dict.fromkeys(bench.kind))
+    worse = [k for k in kinds if joint.loc[k, "nmae"] > atp.loc[k, "nmae"]]
+    _, stated = rec.only("takeaways.joint_worse")
+    assert stated["kinds"] == worse and (stated["n_worse"], stated["n_kinds"]) == (
+        len(worse),
+        len(kinds),
+    )
+    assert close(stated["median_x_atp"], joint.loc[kinds, "x_AtP_time"].median())
 
 
 @params("08")
-def test_neuron_level(path):
+def test_neuron_level(path, bench):
     rec = Recorded(path)
-    p = rec["perturbation"]
+    p = featured(rec)
     probes = pd.read_csv(BENCH / "hutchinson.csv")
     probes = probes[probes.perturbation == p].set_index("method")
     sweep = rec.table("sweep").set_index("method")
     for method in probes.index:
         assert close(sweep.loc[method, "nmae"], probes.loc[method, "nmae"])
-    assert close(rec["diag_x_atp"], probes.loc["HVP diag", "x_AtP_time"])
+    _, stated = rec.only("takeaways.diag_neurons")
+    assert close(stated["x_atp"], probes.loc["HVP diag", "x_AtP_time"])
+    assert close(stated["diag_nmae"], probes.loc["HVP diag", "nmae"])
+    assert close(stated["atp_nmae"], probes.loc["AtP", "nmae"])
     hutch = probes[probes.n_probes.notna()].sort_values("n_probes")
     beats = hutch[hutch.nmae < probes.loc["AtP", "nmae"]]
-    fewest = int(beats.n_probes.iloc[0]) if len(beats) else None
-    assert rec["fewest_probes_beating_atp"] == fewest
-    if fewest is not None:
-        assert rec.says(f"Hutchinson needs {fewest} probes to beat AtP")
+    key, stated = rec.only("takeaways.hutchinson_beats_atp", "takeaways.hutchinson_never_beats")
+    assert stated["max_probes"] == int(hutch.n_probes.max())
+    if len(beats):
+        assert key == "takeaways.hutchinson_beats_atp"
+        assert stated["n_probes"] == int(beats.n_probes.iloc[0])
+        assert close(stated["nmae"], beats.nmae.iloc[0])
+    else:
+        assert key == "takeaways.hutchinson_never_beats"
+    sff = bench[(bench.perturbation == p) & (bench.family == "SFF")].set_index("kind")
+    neuron_kinds = [k for k in ("neuron", "neuron_pre") if k in sff.index]
+    assert len(rec.verdicts("takeaways.sff_neurons")) == len(neuron_kinds)
+    for kind in neuron_kinds:
+        _, stated = rec.only("takeaways.sff_neurons", kind=kind)
+        assert close(stated["spearman"], sff.loc[kind, "spearman"])
+        assert close(stated["x_ap"], sff.loc[kind, "x_AP_time"])
 
 
 @params("08")
 def test_every_kind_gets_a_rule_of_thumb(path):
     rec = Recorded(path)
-    p = rec["perturbation"]
+    p = featured(rec)
     decision = rec.table("decision").set_index(["perturbation", "kind"]).loc[p]
+    assert len(rec.verdicts("takeaways.rule_of_thumb")) == len(decision)
     for kind, row in decision.iterrows():
-        lead = f"`{kind}`: {row['best at AtP cost']}"
-        assert rec.says(lead), lead
+        _, stated = rec.only("takeaways.rule_of_thumb", kind=kind)
+        assert stated["best"] == row["best at AtP cost"]
+        assert stated["atp_best"] is (row["best at AtP cost"] == "AtP")
+        if row["AtP ranks like AP"]:
+            assert stated["ranking"] == "atp"
+        elif row["cheapest ranking like AP"] == "AP":
+            assert stated["ranking"] == "only_ap"
+        else:
+            assert stated["ranking"] == "cheapest"
+            assert stated["cheapest"] == row["cheapest ranking like AP"]

@@ -3,18 +3,22 @@
 - :mod:`.record`: :class:`Finding` (a verdict and its values) and :class:`Findings` (the
   verdicts of one notebook section with the tables behind them, displayed as markdown);
 - :mod:`.wording`: the sentence of every verdict, in one place;
-- one module of rules per notebook topic: :mod:`.by_hand` (notebook 00),
-  :mod:`.attribution` (01), :mod:`.diagnosis` (02), :mod:`.reliability` (03),
-  :mod:`.second_order` (04), :mod:`.quadrature` (05), ...
+- one module of rules per notebook: :mod:`.by_hand` (00), :mod:`.attribution` (01),
+  :mod:`.diagnosis` (02), :mod:`.reliability` (03), :mod:`.second_order` (04),
+  :mod:`.quadrature` (05), :mod:`.circuits` (06), :mod:`.workflow` (07),
+  :mod:`.takeaways` (08).
 """
 
 from hvp_utils.analysis.findings import (
     attribution,
     by_hand,
+    circuits,
     diagnosis,
     quadrature,
     reliability,
     second_order,
+    takeaways,
+    workflow,
 )
 from hvp_utils.analysis.findings.record import RECORD_KEY, Finding, Findings
 from hvp_utils.analysis.findings.wording import count_phrase
@@ -25,9 +29,12 @@ __all__ = [
     "Findings",
     "attribution",
     "by_hand",
+    "circuits",
     "count_phrase",
     "diagnosis",
     "quadrature",
     "reliability",
     "second_order",
+    "takeaways",
+    "workflow",
 ]

@@ -1,0 +1,372 @@
+"""The verdicts of notebook 06: the reference circuit, and how well each estimator recovers it.
+
+The functions read the notebook's tables: the head-role table of
+:func:`hvp_utils.head_roles` (one row per head, with ``in circuit``), the per-component
+estimates (one column per method, AP first under the label ``truth``), the recovery tables of
+:func:`hvp_utils.recovery_table` (one row per estimator: ``precision``, ``auroc``, ``missed``,
+``false_positives``) and the faithfulness curves of :func:`hvp_utils.faithfulness` (``size``,
+``faithfulness``, ``method``). Each decides the verdicts of one notebook section and returns them
+as :class:`~hvp_utils.analysis.findings.record.Findings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from hvp_utils.analysis.findings.record import Findings
+
+#: The columns of the head-role table the role verdicts are computed from.
+ROLE_COLUMNS = ["layer", "AP", "end->IO", "end->S1", "end->S2", "S2->S1", "S2->IO", "role"]
+#: Below this largest gap to AP's faithfulness curve, mean ablation "barely tells them apart".
+CLOSE_GAP = 0.1
+#: From this lowest AUROC on, the estimators' head rankings are "close to AP's".
+CLOSE_AUROC = 0.9
+
+
+def reference_circuit(roles: pd.DataFrame, *, fraction: float, run: Mapping[str, Any]) -> Findings:
+    """The reference circuit (rows with ``in circuit``: ``|AP| >= fraction * max|AP|``), its
+    heads grouped by (layer, role), how many are name movers, and whether every head with a
+    positive effect sits at layer 0 (and copies S to the end). ``run`` (model, perturbation,
+    prompts, seed) is recorded as flat values."""
+    found = Findings("06", "The reference circuit")
+    for key, value in {**run, "reference_fraction": fraction}.items():
+        found.record(key, value)
+    found.table("head_roles", roles[[*ROLE_COLUMNS, "in circuit"]])
+    circuit = roles[roles["in circuit"]]
+    found.state(
+        "circuits.reference",
+        n_reference=len(circuit),
+        n_heads=len(roles),
+        fraction=fraction,
+        largest_abs_ap=float(roles.AP.abs().max()),
+        heads=", ".join(circuit.index),
+    )
+    found.state("circuits.roles", groups=role_groups(circuit))
+    movers = int((circuit.role == "name mover").sum())
+    if movers == 0:
+        found.state("circuits.no_name_mover")
+    else:
+        found.state("circuits.name_movers", n_movers=movers, n_reference=len(circuit))
+    key, values = positive_heads(circuit)
+    found.state(key, **values)
+    return found
+
+
+def role_groups(circuit: pd.DataFrame) -> list[dict[str, Any]]:
+    """The circuit's heads by (layer, role), in order of layer then role."""
+    return [
+        {"layer": int(layer), "role": role, "n": len(g), "heads": ", ".join(g.index)}
+        for (layer, role), g in circuit.groupby(["layer", "role"], sort=True)
+    ]
+
+
+def positive_heads(circuit: pd.DataFrame) -> tuple[str, dict[str, int]]:
+    """Where the circuit heads with a positive AP effect sit: all at layer 0 (and how many copy
+    S to the end), or not."""
+    positive = circuit[circuit.AP > 0]
+    n_layer0 = int((positive.layer == 0).sum())
+    n_copy_s = int((positive.role == "copies S to end").sum())
+    values = dict(n_positive=len(positive), n_layer0=n_layer0, n_copy_s=n_copy_s)
+    if not len(positive) or n_layer0 != len(positive):
+        return "circuits.positive_layers", values
+    if n_copy_s == len(positive):
+        return "circuits.positive_layer0_copy_s", values
+    return "circuits.positive_layer0", values
+
+
+def recovery(
+    scores: pd.DataFrame,
+    recovery: pd.DataFrame,
+    *,
+    reference: list[str],
+    truth: str,
+    first_order: str,
+) -> Findings:
+    """The AUROC range over the estimators, which recover the reference exactly at its size
+    (precision 1), what the others miss, and whether the first-order estimator
+    (``first_order``) is exact, with its largest error ``max|estimate - truth|``."""
+    found = Findings("06", "Recovery")
+    found.table("head_estimates", scores)
+    found.table("recovery", recovery[["precision", "recall", "auroc", "missed", "false_positives"]])
+    auroc = recovery.auroc
+    if auroc.min() == auroc.max():
+        found.state("circuits.auroc_equal", auroc=float(auroc.min()))
+    else:
+        found.state(
+            "circuits.auroc_range",
+            min_auroc=float(auroc.min()),
+            min_method=str(auroc.idxmin()),
+            max_auroc=float(auroc.max()),
+            n_estimators=len(recovery),
+        )
+    exact = recovery.index[recovery.precision == 1.0].tolist()
+    found.state(
+        "circuits.exact",
+        n_exact=len(exact),
+        n_estimators=len(recovery),
+        methods=exact,
+        n_reference=len(reference),
+    )
+    for method, row in recovery[recovery.precision < 1.0].iterrows():
+        found.state(
+            "circuits.misses", method=method, missed=row.missed, false_positives=row.false_positives
+        )
+    error = (scores[first_order] - scores[truth]).abs()
+    values = dict(auroc=float(recovery.loc[first_order, "auroc"]))
+    if recovery.loc[first_order, "precision"] == 1.0:
+        found.state(
+            "circuits.first_order_exact",
+            **values,
+            max_error=float(error.max()),
+            max_error_head=str(error.idxmax()),
+        )
+    else:
+        found.state(
+            "circuits.first_order_misses", **values, missed=recovery.loc[first_order, "missed"]
+        )
+    return found
+
+
+def boundary(
+    scores: pd.DataFrame, *, reference: list[str], truth: str, first_order: str
+) -> Findings:
+    """Whether the first-order ranking keeps the circuit boundary: its weakest circuit head
+    against its strongest other head; AP's margin ``min_C|AP| - max_notC|AP|`` against the
+    first-order errors on the two heads at AP's boundary; and how far from the boundary the
+    largest error falls (``|AP| - max_notC|AP|`` inside, ``min_C|AP| - |AP|`` outside)."""
+    found = Findings("06", "Answer")
+    size_ap, size_fo = scores[truth].abs(), scores[first_order].abs()
+    inside = size_ap.index.isin(reference)
+    error = (scores[first_order] - scores[truth]).abs()
+    table = pd.DataFrame(
+        {"in circuit": inside, "|AP|": size_ap, "|AtP|": size_fo, "|AtP - AP|": error}
+    )
+    found.table("boundary", table)
+    max_head = str(error.idxmax())
+    largest = dict(max_error=float(error.max()), max_error_head=max_head)
+    fo_in, fo_out = str(size_fo[inside].idxmin()), str(size_fo[~inside].idxmax())
+    kept = bool(size_fo[fo_in] > size_fo[fo_out])
+    found.state(
+        "circuits.answer_keeps" if kept else "circuits.answer_swaps",
+        n_reference=len(reference),
+        **largest,
+        weakest_in=fo_in,
+        weakest_in_size=float(size_fo[fo_in]),
+        strongest_out=fo_out,
+        strongest_out_size=float(size_fo[fo_out]),
+    )
+    weak_in, strong_out = str(size_ap[inside].idxmin()), str(size_ap[~inside].idxmax())
+    margin = float(size_ap[weak_in] - size_ap[strong_out])
+    err_in, err_out = float(error[weak_in]), float(error[strong_out])
+    if err_in + err_out < margin:
+        key = "circuits.margin_holds"
+    elif size_fo[weak_in] > size_fo[strong_out]:
+        key = "circuits.margin_exceeded_kept"
+    else:
+        key = "circuits.margin_exceeded_swapped"
+    found.state(
+        key,
+        weakest_in=weak_in,
+        weakest_in_ap=float(size_ap[weak_in]),
+        strongest_out=strong_out,
+        strongest_out_ap=float(size_ap[strong_out]),
+        margin=margin,
+        error_in=err_in,
+        error_out=err_out,
+        weakest_in_size=float(size_fo[weak_in]),
+        strongest_out_size=float(size_fo[strong_out]),
+    )
+    worst_in = max_head in reference
+    distance = float(
+        size_ap[max_head] - size_ap[strong_out]
+        if worst_in
+        else size_ap[weak_in] - size_ap[max_head]
+    )
+    found.state(
+        "circuits.largest_error_far"
+        if largest["max_error"] < distance
+        else "circuits.largest_error_near",
+        **largest,
+        inside=worst_in,
+        distance=distance,
+    )
+    return found
+
+
+def faithfulness(
+    curves: pd.DataFrame, scores: pd.DataFrame, *, reference: list[str], truth: str
+) -> Findings:
+    """Faithfulness at the reference size ``k``: AP's (above the full model's when > 1),
+    which estimators put AP's top-``k`` heads on top (and so match it), and the largest gap
+    ``|F_method(k) - F_AP(k)|`` between an estimator's curve and AP's over all sizes (close
+    when below :data:`CLOSE_GAP`)."""
+    found = Findings("06", "Faithfulness")
+    k = len(reference)
+    at_reference = curves[curves["size"] == k].set_index("method")[["size", "faithfulness"]]
+    found.table("faithfulness_at_reference", at_reference)
+    top_sets = {m: ", ".join(sorted(top_k(scores[m], k))) for m in at_reference.index}
+    found.table(
+        "top_k_sets", pd.DataFrame({"method": list(top_sets), "top_k": list(top_sets.values())})
+    )
+    faith = float(at_reference.loc[truth, "faithfulness"])
+    found.state(
+        "circuits.reference_above_full" if faith > 1 else "circuits.reference_faithfulness",
+        n_reference=k,
+        n_others=len(scores) - k,
+        faithfulness=faith,
+    )
+    others = at_reference.drop(index=truth).faithfulness
+    same = [m for m in others.index if top_sets[m] == top_sets[truth]]
+    differ = {m: float(v) for m, v in others.items() if m not in same}
+    values = dict(n_same=len(same), n_estimators=len(others), n_reference=k)
+    if differ:
+        found.state("circuits.some_top_sets_differ", **values, differ=differ)
+    else:
+        found.state("circuits.same_top_sets", **values)
+    wide = curves.pivot_table(index="size", columns="method", values="faithfulness", sort=False)
+    found.table("faithfulness_curves", wide)
+    gap = _gaps(wide, truth)
+    max_gap = float(gap.max().max())
+    if max_gap == 0:
+        found.state("circuits.curves_equal", max_gap=max_gap)
+        return found
+    method = str(gap.max().idxmax())
+    found.state(
+        "circuits.curves_close" if max_gap < CLOSE_GAP else "circuits.curves_apart",
+        max_gap=max_gap,
+        method=method,
+        size=int(gap[method].idxmax()),
+    )
+    return found
+
+
+def top_k(values: pd.Series, k: int) -> list[str]:
+    """The ``k`` components with the largest |value|."""
+    return values.abs().nlargest(k).index.tolist()
+
+
+def why_they_err(wrong: pd.DataFrame, recovery: pd.DataFrame, *, n_reference: int) -> Findings:
+    """For each erring estimator (precision < 1) and each head it puts on the wrong side of the
+    ``n_reference``-head boundary (``rank <= n_reference`` unlike AP's): its estimate against
+    AP's, and for the HVP variants the split of the error into AtP's, the head's own curvature
+    ``g''(0)/2`` and the cross terms (which make "most" of it when ``|cross| > |error| / 2``)."""
+    found = Findings("06", "Why they err")
+    if len(wrong):
+        found.table("wrong_heads", wrong)
+    else:
+        found.state("circuits.no_wrong_heads")
+    for method in recovery.index[recovery.precision < 1.0]:
+        for head, row in wrong.iterrows():
+            rank, rank_ap = int(row[f"rank {method}"]), int(row["rank AP"])
+            if (rank <= n_reference) == (rank_ap <= n_reference):
+                continue  # this estimator puts the head on the right side of the boundary
+            estimate, ap = float(row[method]), float(row["AP"])
+            values = dict(
+                method=method,
+                head=head,
+                rank=rank,
+                rank_ap=rank_ap,
+                inside=rank <= n_reference,
+                n_reference=n_reference,
+                estimate=estimate,
+                ap=ap,
+                error=estimate - ap,
+            )
+            cross_column = f"{method}: cross terms / 2"
+            if cross_column not in wrong.columns:
+                found.state("circuits.misranked", **values)
+                continue
+            cross = float(row[cross_column])
+            found.state(
+                "circuits.misranked_split",
+                **values,
+                first_error=float(row["AtP"]) - ap,
+                curvature=float(row["g''(0)/2"]),
+                cross=cross,
+                cross_most=abs(cross) > abs(estimate - ap) / 2,
+            )
+    return found
+
+
+def positions(scores: pd.DataFrame, recovery: pd.DataFrame, *, reference: list[str]) -> Findings:
+    """Recovery at (head, position) granularity: the reference size, how many estimators
+    recover it exactly (precision 1), the lowest AUROC, and what the others miss."""
+    found = Findings("06", "Heads at each position")
+    found.table("position_estimates", scores)
+    found.table("recovery_pos", recovery[["precision", "auroc", "missed", "false_positives"]])
+    found.state(
+        "circuits.positions",
+        n_reference=len(reference),
+        n_components=len(scores),
+        n_exact=int((recovery.precision == 1.0).sum()),
+        n_estimators=len(recovery),
+        min_auroc=float(recovery.auroc.min()),
+        min_method=str(recovery.auroc.idxmin()),
+    )
+    for method, row in recovery[recovery.precision < 1.0].iterrows():
+        found.state(
+            "circuits.position_misses",
+            method=method,
+            missed=row.missed,
+            false_positives=row.false_positives,
+        )
+    return found
+
+
+def summary(
+    roles: pd.DataFrame,
+    *,
+    recovery: pd.DataFrame,
+    recovery_pos: pd.DataFrame,
+    curves: pd.DataFrame,
+    truth: str,
+    first_order: str,
+) -> Findings:
+    """The section verdicts together: the circuit's roles (with the layer-0 mechanism when
+    every positive head sits at layer 0), the lowest AUROC (close when at least
+    :data:`CLOSE_AUROC`), the rankings that err, the estimators exact at both granularities,
+    AP's faithfulness at the reference size and the largest gap to its curve."""
+    found = Findings("06", "Summary")
+    circuit = roles[roles["in circuit"]]
+    mechanism, mechanism_values = positive_heads(circuit)
+    found.state(
+        "circuits.summary_roles",
+        groups=role_groups(circuit),
+        mechanism=None if mechanism == "circuits.positive_layers" else mechanism,
+        **mechanism_values,
+    )
+    auroc = recovery.auroc
+    found.state(
+        "circuits.rankings_close" if auroc.min() >= CLOSE_AUROC else "circuits.rankings_far",
+        min_auroc=float(auroc.min()),
+        min_method=str(auroc.idxmin()),
+        n_exact=int((recovery.precision == 1.0).sum()),
+        n_estimators=len(recovery),
+        n_reference=len(circuit),
+    )
+    erring = recovery.index[recovery.precision < 1.0].tolist()
+    if erring:
+        found.state("circuits.erring", methods=erring, first_order_errs=first_order in erring)
+    both = [m for m in recovery.index if m in recovery_pos.index]
+    exact_both = [
+        m
+        for m in both
+        if recovery.loc[m, "precision"] == 1.0 and recovery_pos.loc[m, "precision"] == 1.0
+    ]
+    found.state("circuits.exact_at_both", n_both=len(both), methods=exact_both)
+    wide = curves.pivot_table(index="size", columns="method", values="faithfulness", sort=False)
+    found.state(
+        "circuits.faithfulness_summary",
+        faithfulness=float(wide.loc[len(circuit), truth]),
+        max_gap=float(_gaps(wide, truth).max().max()),
+    )
+    found.state("circuits.next_notebook")
+    return found
+
+
+def _gaps(wide: pd.DataFrame, truth: str) -> pd.DataFrame:
+    """``|F_method(k) - F_truth(k)|`` per size (rows) and estimator (columns)."""
+    return wide.drop(columns=truth).sub(wide[truth], axis=0).abs()

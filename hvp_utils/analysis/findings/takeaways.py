@@ -1,0 +1,255 @@
+"""The verdicts of notebook 08: which estimator when, read off the benchmark's tables.
+
+The functions read the tables of ``make bench`` (``estimators.csv``: one row per estimator,
+perturbation and component kind, with ``nmae``, ``spearman``, ``topk_recall``, ``x_AP_time``
+and ``x_AtP_time``; the probe sweep of ``hutchinson.csv``) and the tables the notebook derives
+from them (AtP's NMAE per kind, :func:`hvp_utils.decision_table`, the accuracy-for-compute
+envelope). Each decides the verdicts of one notebook section and returns them as
+:class:`~hvp_utils.analysis.findings.record.Findings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from hvp_utils.analysis.findings.record import Findings
+
+#: The columns of the decision table the verdicts are computed from.
+DECISION_COLUMNS = [
+    "components",
+    "AtP nmae",
+    "AtP ranks like AP",
+    "best at AtP cost",
+    "its nmae",
+    "its x AtP time",
+    "it ranks like AP",
+    "best below AP cost",
+    "nmae below AP",
+    "x AP time below AP",
+    "cheapest ranking like AP",
+    "its x AP time",
+]
+#: The families of per-component corrections (one HVP, IG or multi-step rule per component).
+PER_COMPONENT_FAMILIES = ["HVP (one point)", "IG (per component)", "multi-step HVP"]
+
+
+def source(
+    run: Mapping[str, Any],
+    *,
+    perturbation: str,
+    model_name: str,
+    n_prompts: int,
+    seed: int,
+    dtype: str,
+) -> Findings:
+    """Where the tables come from (the benchmark's command and wall time, from its
+    ``run.json``), and how to measure them again with the notebook's settings."""
+    found = Findings("08", "Where the numbers come from")
+    found.state("takeaways.source", command=run["command"], minutes=run["seconds"] / 60)
+    found.state(
+        "takeaways.rerun",
+        perturbation=perturbation,
+        model_name=model_name,
+        n_prompts=n_prompts,
+        seed=seed,
+        dtype=dtype,
+    )
+    return found
+
+
+def answer(atp_nmae: pd.DataFrame, *, local_kinds: list[str]) -> Findings:
+    """Per perturbation (column of ``atp_nmae``, kinds as rows): the ``len(local_kinds)`` kinds
+    where AtP's NMAE is largest, and whether they are exactly the kinds with a non-linear local
+    map."""
+    found = Findings("08", "Answer")
+    found.table("atp_nmae", atp_nmae)
+    for p in atp_nmae.columns:
+        worst = atp_nmae[p].sort_values(ascending=False).iloc[: len(local_kinds)]
+        values = dict(
+            perturbation=p,
+            worst=[{"kind": k, "nmae": float(v)} for k, v in worst.items()],
+            local_kinds=list(local_kinds),
+        )
+        local = set(worst.index) == set(local_kinds)
+        found.state("takeaways.worst_are_local" if local else "takeaways.worst_not_local", **values)
+    return found
+
+
+def chart(
+    decision: pd.DataFrame,
+    frame: pd.DataFrame,
+    *,
+    perturbation: str,
+    budget_x_atp: float,
+    local_kinds: list[str],
+) -> Findings:
+    """Under ``perturbation``: the kinds where AtP already ranks like AP, those where only AP
+    does, what AtP (exact local) does to AtP's NMAE on the kinds with a non-linear local map
+    (``nmae_local / nmae_AtP``), and on how many kinds spending up to AP's time instead of
+    ``budget_x_atp`` times AtP's changes the most accurate pick."""
+    found = Findings("08", "What the chart says")
+    found.table("decision", decision[DECISION_COLUMNS])
+    kinds = list(dict.fromkeys(frame.kind))
+    sub = decision.loc[perturbation]
+    enough = [k for k in kinds if sub.loc[k, "AtP ranks like AP"]]
+    if enough:
+        found.state(
+            "takeaways.atp_enough", perturbation=perturbation, kinds=enough, n_kinds=len(kinds)
+        )
+    else:
+        found.state("takeaways.atp_enough_nowhere", perturbation=perturbation, n_kinds=len(kinds))
+    need_ap = [k for k in kinds if sub.loc[k, "cheapest ranking like AP"] == "AP"]
+    if need_ap:
+        found.state("takeaways.need_ap", kinds=need_ap)
+    local = frame[(frame.perturbation == perturbation) & (frame.estimator == "atp_local")]
+    local = local.set_index("kind").loc[local_kinds, ["nmae", "x_AtP_time"]]
+    found.table("exact_local", local)
+    for k, row in local.iterrows():
+        atp = float(sub.loc[k, "AtP nmae"])
+        found.state(
+            "takeaways.exact_local",
+            kind=k,
+            atp_nmae=atp,
+            local_nmae=float(row.nmae),
+            ratio=float(row.nmae / atp),
+            x_atp=float(row.x_AtP_time),
+        )
+    same = [k for k in kinds if sub.loc[k, "best at AtP cost"] == sub.loc[k, "best below AP cost"]]
+    found.state(
+        "takeaways.budget_changes_pick",
+        n_changed=len(kinds) - len(same),
+        n_kinds=len(kinds),
+        budget_x_atp=budget_x_atp,
+    )
+    return found
+
+
+def compute(frame: pd.DataFrame, *, envelope: pd.DataFrame, perturbation: str) -> Findings:
+    """Whether any per-component correction (HVP diag, per-component IG, multi-step HVP; no
+    joint or Hutchinson variant) is faster than AP; the envelope's largest best NMAE at any cost
+    and its range below AP's time; and on how many kinds the joint HVP correction is less
+    accurate than AtP."""
+    found = Findings("08", "Accuracy for compute")
+    per_component = frame[
+        frame.family.isin(PER_COMPONENT_FAMILIES) & ~frame.method.str.contains("joint|hutchinson")
+    ]
+    found.table(
+        "per_component", per_component[["perturbation", "kind", "method", "nmae", "x_AP_time"]]
+    )
+    fastest = per_component.sort_values("x_AP_time").iloc[0]
+    found.state(
+        "takeaways.per_component_slower"
+        if fastest.x_AP_time > 1.0
+        else "takeaways.per_component_fastest",
+        method=fastest.method,
+        kind=fastest.kind,
+        perturbation=fastest.perturbation,
+        x_ap=float(fastest.x_AP_time),
+    )
+    found.table("envelope", envelope)
+    best, below = envelope["best nmae at any cost"], envelope["best nmae below AP time"]
+    found.state(
+        "takeaways.envelope",
+        perturbation=perturbation,
+        max_best=float(best.max()),
+        hardest=str(best.idxmax()),
+        all_slower=bool((envelope["its x AP time"] > 1.0).all()),
+        below_min=float(below.min()),
+        below_max=float(below.max()),
+    )
+    kinds = list(dict.fromkeys(frame.kind))
+    featured = frame[frame.perturbation == perturbation]
+    joint = featured[featured.method == "HVP joint"].set_index("kind").loc[kinds]
+    atp = featured[featured.estimator == "atp"].set_index("kind").loc[kinds]
+    found.table(
+        "joint",
+        pd.DataFrame({"nmae": joint.nmae, "x_AtP_time": joint.x_AtP_time, "AtP nmae": atp.nmae}),
+    )
+    worse = [k for k in kinds if joint.loc[k, "nmae"] > atp.loc[k, "nmae"]]
+    found.state(
+        "takeaways.joint_worse",
+        median_x_atp=float(joint.x_AtP_time.median()),
+        kinds=worse,
+        n_worse=len(worse),
+        n_kinds=len(kinds),
+    )
+    return found
+
+
+def neuron_level(sweep: pd.DataFrame, frame: pd.DataFrame, *, perturbation: str) -> Findings:
+    """On the neurons of one layer (the probe sweep, one row per method): what HVP diag costs
+    and gains over AtP, the fewest Hutchinson probes whose NMAE beats AtP's, and Screen-Flag-Fix
+    on the neuron kinds under ``perturbation``."""
+    found = Findings("08", "At the neuron level")
+    found.table("sweep", sweep)
+    atp, diag = sweep.loc["AtP"], sweep.loc["HVP diag"]
+    found.state(
+        "takeaways.diag_neurons",
+        n_components=int(atp.n_components),
+        atp_nmae=float(atp.nmae),
+        diag_nmae=float(diag.nmae),
+        x_atp=float(diag.x_AtP_time),
+        x_ap=float(diag.x_AP_time),
+    )
+    hutch = sweep[sweep.n_probes.notna()].sort_values("n_probes")
+    beats = hutch[hutch.nmae < atp.nmae]
+    most = dict(max_probes=int(hutch.n_probes.max()))
+    if len(beats):
+        first = beats.iloc[0]
+        found.state(
+            "takeaways.hutchinson_beats_atp",
+            **most,
+            n_probes=int(first.n_probes),
+            nmae=float(first.nmae),
+            x_atp=float(first.x_AtP_time),
+            max_nmae=float(hutch.nmae.iloc[-1]),
+            max_x_ap=float(hutch.x_AP_time.iloc[-1]),
+        )
+    else:
+        found.state("takeaways.hutchinson_never_beats", **most, atp_nmae=float(atp.nmae))
+    sff = frame[(frame.perturbation == perturbation) & (frame.family == "SFF")].set_index("kind")
+    found.table("sff", sff[["method", "nmae", "spearman", "topk_recall", "x_AP_time"]])
+    for k in [k for k in ("neuron", "neuron_pre") if k in sff.index]:
+        row = sff.loc[k]
+        found.state(
+            "takeaways.sff_neurons",
+            kind=k,
+            spearman=float(row.spearman),
+            topk_recall=float(row.topk_recall),
+            x_ap=float(row.x_AP_time),
+        )
+    return found
+
+
+def rules_of_thumb(
+    decision: pd.DataFrame, *, kinds: list[str], perturbation: str, budget_x_atp: float
+) -> Findings:
+    """Per kind under ``perturbation``: the most accurate estimator within ``budget_x_atp``
+    times AtP's wall time, and what ranks like AP (AtP itself, only AP, or the cheapest that
+    does)."""
+    found = Findings("08", f"Which estimator when ({perturbation})")
+    for k in kinds:
+        row = decision.loc[(perturbation, k)]
+        if row["AtP ranks like AP"]:
+            ranking = "atp"
+        elif row["cheapest ranking like AP"] == "AP":
+            ranking = "only_ap"
+        else:
+            ranking = "cheapest"
+        found.state(
+            "takeaways.rule_of_thumb",
+            kind=k,
+            atp_best=row["best at AtP cost"] == "AtP",
+            best=row["best at AtP cost"],
+            best_nmae=float(row["its nmae"]),
+            best_x_atp=float(row["its x AtP time"]),
+            atp_nmae=float(row["AtP nmae"]),
+            budget_x_atp=budget_x_atp,
+            ranking=ranking,
+            cheapest=row["cheapest ranking like AP"],
+            cheapest_x_ap=float(row["its x AP time"]),
+        )
+    return found
