@@ -175,7 +175,7 @@ def _frame(comps, ap, atp, columns, meter) -> pd.DataFrame:
     frame["E_local"] = frame.AtP_out - frame.AtP
     frame["second_local"] = columns["second_local"].numpy()
     frame["second_down"] = columns["second_down"].numpy()
-    frame.attrs["cost"] = meter.as_dict()
+    frame.attrs["cost"] = meter.cost().as_row()
     return frame
 
 

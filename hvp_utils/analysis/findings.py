@@ -110,13 +110,3 @@ def count_phrase(n: int, total: int, noun: str, plural: str | None = None) -> st
     if n == 0:
         return f"none of the {total} {many}"
     return f"{n} of {total} {many}" if n > 1 else f"1 of {total} {many}"
-
-
-def ratio_phrase(value: float, reference: float) -> str:
-    """``value`` against ``reference`` in words: '3.2x more', '0.41x (smaller)', 'equal'."""
-    if reference == 0:
-        return "undefined (the reference is 0)"
-    r = value / reference
-    if math.isclose(r, 1.0, rel_tol=5e-3):
-        return "about equal"
-    return f"{r:.2f}x" + (" (larger)" if r > 1 else " (smaller)")

@@ -89,11 +89,11 @@ def _summary(comps, pieces, tau, threshold) -> pd.DataFrame:
             "lower": lower.numpy(),
             "upper": upper.numpy(),
             "threshold": np.nan if cuts is None else cuts.numpy(),
-            "score": reasons["scores"].numpy(),
+            "score": reasons.scores.numpy(),
         }
     )
     for column in REASON_NAMES:
-        frame[column] = reasons[column].numpy()
+        frame[column] = getattr(reasons, column).numpy()
     return frame
 
 
@@ -150,7 +150,7 @@ def path_curves(
                     "band": row.M2 * t**2 / 2,
                 }
             )
-    summary.attrs["cost"] = meter.as_dict()
+    summary.attrs["cost"] = meter.cost().as_row()
     return PathCurves(pd.DataFrame(rows), summary, tau, threshold)
 
 

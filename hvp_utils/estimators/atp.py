@@ -15,10 +15,9 @@ from hvp_utils.core.engine import (
     context_for,
     hook_gradients,
 )
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import DIRECTION_SUFFIX, Attribution, CostMeter, Estimator, declare
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction, Model
-from hvp_utils.estimators.registry import describe
+from hvp_utils.core.types import Direction, Family, Model
 
 
 def atp(
@@ -51,4 +50,13 @@ def atp(
     hooks = list(group_by_hook(comps))
     grads, _ = hook_gradients(model, task, ctx, hooks, meter, chunk_size=chunk_size)
     values = component_inner_products(comps, grads, ctx)[0]
-    return Attribution.build(values.cpu(), comps, describe("atp", direction=direction), meter)
+    record = atp_estimator(direction=direction)
+    return Attribution.build(values.cpu(), comps, record, meter)
+
+
+def atp_estimator(
+    *, direction: Direction = "denoising", chunk_size: int | None = None
+) -> Estimator:
+    """The record of :func:`atp` with these options (label ``AtP``)."""
+    label = "AtP" + DIRECTION_SUFFIX[direction]
+    return declare("atp", atp, label, Family.ATP, direction=direction, chunk_size=chunk_size)

@@ -18,7 +18,7 @@ contributions (attention and MLP outputs) dropped, and
 
 where dropping a layer at or before the component's own leaves its estimate unchanged. This
 is a *magnitude* for ranking components; ``values`` carry it with the sign of the QK-fixed
-estimate, and ``extras`` keep both parts (``qk_fixed``, ``graddrop``). The dropped estimates
+estimate, and the result keeps both parts (``qk_fixed``, ``graddrop``). The dropped estimates
 are replicates of one replicated backward pass (one replicate per later layer).
 """
 
@@ -36,11 +36,18 @@ from hvp_utils.core.engine import (
     hook_gradients,
 )
 from hvp_utils.core.local_maps import local_change
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import (
+    DIRECTION_SUFFIX,
+    AtPStarAttribution,
+    CostMeter,
+    Estimator,
+    declare,
+)
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction, Model
-from hvp_utils.estimators.registry import describe
+from hvp_utils.core.types import Direction, Family, Model
 
+#: The label of AtP* with and without GradDrop.
+LABELS = {True: "AtP*", False: "AtP* (QK fix)"}
 #: Component kinds that act through the attention pattern (the QK fix applies to them).
 QK_KINDS = ("head_q", "head_k")
 
@@ -117,7 +124,7 @@ def atp_star(
     direction: Direction = "denoising",
     chunk_size: int | None = None,
     context: PatchContext | None = None,
-) -> Attribution:
+) -> AtPStarAttribution:
     """AtP with the QK fix for query/key components and (optionally) GradDrop.
 
     Args:
@@ -131,7 +138,7 @@ def atp_star(
             ``extra_hooks=(get_act_name("pattern", l), ...)``).
 
     Returns:
-        :class:`Attribution`; ``extras``: ``qk_fixed`` (``AtP*_c`` of the module docstring:
+        :class:`AtPStarAttribution`: ``qk_fixed`` (``AtP*_c`` of the module docstring:
         the pattern-level AtP for query/key components, ``g_c'(0)`` for the rest) and, with
         GradDrop, ``graddrop = 1/(L-1) sum_l |AtP*_{drop l}(c)|``; ``values`` are
         ``qk_fixed`` without GradDrop, else ``sign(qk_fixed) * graddrop``.
@@ -140,7 +147,7 @@ def atp_star(
     qk_layers = sorted({c.layer for c in comps if c.kind in QK_KINDS})
     extra = tuple(get_act_name("pattern", layer) for layer in qk_layers)
     ctx = context_for(model, task, comps, direction, meter, context, extra_hooks=extra)
-    spec = describe("atp_star", graddrop=graddrop, direction=direction)
+    record = atp_star_estimator(graddrop=graddrop, direction=direction)
     changes = exact_pattern_changes(model, ctx, comps, meter)
     n_layers = model.cfg.n_layers
     drops = [None]
@@ -149,11 +156,24 @@ def atp_star(
     estimates = _qk_fixed_estimates(model, task, comps, ctx, changes, meter, drops, chunk_size)
     qk_fixed = estimates[0]
     if not graddrop:
-        return Attribution.build(qk_fixed, comps, spec, meter, qk_fixed=qk_fixed)
+        return AtPStarAttribution.build(
+            qk_fixed, comps, record, meter, qk_fixed=qk_fixed, graddrop=None
+        )
     layers = torch.tensor([c.layer for c in comps])
     per_layer = qk_fixed.expand(n_layers, -1).clone()  # dropping layer l <= own layer: AtP*
     for r, layer in enumerate(drops[1:], start=1):
         per_layer[layer] = torch.where(layers < layer, estimates[r], qk_fixed)
     magnitude = per_layer.abs().sum(0) / max(n_layers - 1, 1)
     values = torch.where(qk_fixed < 0, -magnitude, magnitude)
-    return Attribution.build(values, comps, spec, meter, qk_fixed=qk_fixed, graddrop=magnitude)
+    return AtPStarAttribution.build(
+        values, comps, record, meter, qk_fixed=qk_fixed, graddrop=magnitude
+    )
+
+
+def atp_star_estimator(
+    *, graddrop: bool = True, direction: Direction = "denoising", chunk_size: int | None = None
+) -> Estimator:
+    """The record of :func:`atp_star` with these options (:data:`LABELS`)."""
+    label = LABELS[graddrop] + DIRECTION_SUFFIX[direction]
+    options = {"graddrop": graddrop, "direction": direction, "chunk_size": chunk_size}
+    return declare("atp_star", atp_star, label, Family.ATP_STAR, **options)

@@ -54,10 +54,9 @@ from hvp_utils.core.local_maps import (
     output_slice,
     with_delta,
 )
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import DIRECTION_SUFFIX, Attribution, CostMeter, Estimator, declare
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction, Model
-from hvp_utils.estimators.registry import describe
+from hvp_utils.core.types import Direction, Family, Model
 
 #: One partial pass: the input hook and the selection on non-aligned axes that moves.
 PassKey = tuple[str, tuple[tuple[int, int], ...]]
@@ -161,4 +160,14 @@ def atp_local(
     for (_, moved), members in local_passes(comps, local).items():
         members_comps = [comps[i] for i in members]
         values[members] = _pass_estimates(model, ctx, members_comps, moved, grads, meter)
-    return Attribution.build(values, comps, describe("atp_local", direction=direction), meter)
+    return Attribution.build(values, comps, atp_local_estimator(direction=direction), meter)
+
+
+def atp_local_estimator(
+    *, direction: Direction = "denoising", chunk_size: int | None = None
+) -> Estimator:
+    """The record of :func:`atp_local` with these options (label ``AtP (exact local)``)."""
+    label = "AtP (exact local)" + DIRECTION_SUFFIX[direction]
+    return declare(
+        "atp_local", atp_local, label, Family.ATP_LOCAL, direction=direction, chunk_size=chunk_size
+    )

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from hvp_utils.core.components import Component
 from hvp_utils.core.engine import PatchContext, context_for, path_derivatives
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import DIRECTION_SUFFIX, Attribution, CostMeter, Estimator, declare
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction, Model
-from hvp_utils.estimators.registry import describe
+from hvp_utils.core.types import Direction, Family, Model
 
 
 def activation_patching(
@@ -41,5 +40,13 @@ def activation_patching(
     meter = CostMeter()
     ctx = context_for(model, task, comps, direction, meter, context)
     path = path_derivatives(model, task, comps, 1.0, 0, ctx, meter, chunk_size)
-    spec = describe("ap", direction=direction)
-    return Attribution.build(path.g - ctx.base_metric, comps, spec, meter)
+    record = ap_estimator(direction=direction)
+    return Attribution.build(path.g - ctx.base_metric, comps, record, meter)
+
+
+def ap_estimator(*, direction: Direction = "denoising", chunk_size: int | None = None) -> Estimator:
+    """The record of :func:`activation_patching` with these options (label ``AP``)."""
+    label = "AP" + DIRECTION_SUFFIX[direction]
+    return declare(
+        "ap", activation_patching, label, Family.AP, direction=direction, chunk_size=chunk_size
+    )

@@ -33,10 +33,18 @@ from hvp_utils.core.engine import (
     path_derivatives,
     stacked_masks,
 )
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import (
+    DIRECTION_SUFFIX,
+    CostMeter,
+    Estimator,
+    SecondOrderAttribution,
+    declare,
+)
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import HVP_MODES, Direction, HVPMode, Model, check_choice
-from hvp_utils.estimators.registry import describe
+from hvp_utils.core.types import HVP_MODES, Direction, Family, HVPMode, Model, check_choice
+
+#: The label of each mode (Hutchinson's adds its probe count ``S``).
+LABELS = {"diag": "HVP diag", "joint": "HVP joint", "hutchinson": "HVP hutchinson"}
 
 
 def hvp_correction(
@@ -50,7 +58,7 @@ def hvp_correction(
     direction: Direction = "denoising",
     chunk_size: int | None = None,
     context: PatchContext | None = None,
-) -> Attribution:
+) -> SecondOrderAttribution:
     """AtP plus half the second derivative of each patch path: ``g_c'(0) + g_c''(0) / 2``.
 
     The second derivative is ``<delta_c, H_cc delta_c>`` (``mode="diag"``, exact), or
@@ -70,7 +78,7 @@ def hvp_correction(
         context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
 
     Returns:
-        :class:`Attribution` with ``values = first + second / 2``; ``extras``: ``first``
+        :class:`SecondOrderAttribution` with ``values = first + second / 2``, ``first``
         (``g_c'(0)``, i.e. AtP) and ``second`` (the estimate of ``g_c''(0)`` used).
     """
     check_choice(mode, HVP_MODES, "mode")
@@ -84,9 +92,27 @@ def hvp_correction(
     else:
         signs = _direction_signs(len(comps), mode, n_probes, seed)
         first, second = _shared_direction_hvp(model, task, comps, ctx, signs, meter, chunk_size)
-    options = {"n_probes": n_probes, "seed": seed} if mode == "hutchinson" else {}
-    spec = describe("hvp", mode=mode, direction=direction, **options)
-    return Attribution.build(first + second / 2, comps, spec, meter, first=first, second=second)
+    record = hvp_estimator(mode=mode, n_probes=n_probes, seed=seed, direction=direction)
+    return SecondOrderAttribution.build(
+        first + second / 2, comps, record, meter, first=first, second=second
+    )
+
+
+def hvp_estimator(
+    *,
+    mode: HVPMode = "diag",
+    n_probes: int = 16,
+    seed: int = 0,
+    direction: Direction = "denoising",
+    chunk_size: int | None = None,
+) -> Estimator:
+    """The record of :func:`hvp_correction` with these options (:data:`LABELS`; the probe
+    count and seed count only for ``mode="hutchinson"``, in the label and the key)."""
+    sampled = mode == "hutchinson"
+    label = LABELS[mode] + (f" S={n_probes}" if sampled else "") + DIRECTION_SUFFIX[direction]
+    probes = {"n_probes": n_probes, "seed": seed} if sampled else {}
+    options = {"mode": mode, "direction": direction, "chunk_size": chunk_size, **probes}
+    return declare("hvp", hvp_correction, label, Family.HVP, **options)
 
 
 def _direction_signs(n: int, mode: HVPMode, n_probes: int, seed: int) -> torch.Tensor:

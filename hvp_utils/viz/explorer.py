@@ -25,6 +25,7 @@ from hvp_utils.analysis.reliability import (
     lagrange_interval,
     reasons_text,
 )
+from hvp_utils.core.results import FlagReasons
 from hvp_utils.viz.plots import threshold_lines
 
 #: Legend label of the band: the Lagrange interval of AtP on [0, t], from estimated maxima.
@@ -125,21 +126,21 @@ def flag_explanation(row: pd.Series, tau: float, theta: float) -> list[str]:
     first, second = float(row.AtP), float(row.AtP + row.g2 / 2)
     lower, upper = lagrange_interval(torch.tensor([first]), torch.tensor([float(row.M2)]))
     lower, upper = float(lower[0]), float(upper[0])
-    score = float(reasons["scores"][0])
+    score = float(reasons.scores[0])
     mark = {True: "flagged", False: "ok"}
     return [
-        f"r>tau ({mark[bool(reasons['flag_score'][0])]}): r = |g''(0)/2| / (|g'(0)| + "
+        f"r>tau ({mark[bool(reasons.flag_score[0])]}): r = |g''(0)/2| / (|g'(0)| + "
         f"|g''(0)/2|) = {score:.2f} {'>' if score > tau else '≤'} τ = {tau:.2f}",
-        f"sign ({mark[bool(reasons['flag_sign'][0])]}): AtP = {first:+.3g}, "
+        f"sign ({mark[bool(reasons.flag_sign[0])]}): AtP = {first:+.3g}, "
         f"AtP + g''(0)/2 = {second:+.3g}",
-        f"threshold ({mark[bool(reasons['flag_threshold'][0])]}): the Lagrange interval "
+        f"threshold ({mark[bool(reasons.flag_threshold[0])]}): the Lagrange interval "
         f"[{lower:.3g}, {upper:.3g}] "
-        + ("crosses" if bool(reasons["flag_threshold"][0]) else "does not cross")
+        + ("crosses" if bool(reasons.flag_threshold[0]) else "does not cross")
         + f" ±θ = ±{theta:.3g}",
     ]
 
 
-def flag_reasons_of(row: pd.Series, tau: float, theta: float) -> dict[str, torch.Tensor]:
+def flag_reasons_of(row: pd.Series, tau: float, theta: float) -> FlagReasons:
     """:func:`~hvp_utils.analysis.reliability.flag_reasons` of one summary row of
     :class:`~hvp_utils.analysis.paths.PathCurves` at another ``tau`` and ``theta``."""
 
@@ -200,7 +201,7 @@ class PathExplorer:
 
     def verdict(self) -> str:
         reasons = flag_reasons_of(self.row(), self.tau, self.theta)
-        on = [short for column, short in REASON_NAMES.items() if bool(reasons[column][0])]
+        on = [short for column, short in REASON_NAMES.items() if bool(getattr(reasons, column)[0])]
         return "flagged: " + ", ".join(on) if on else "ok"
 
     def figure(self) -> plt.Figure:

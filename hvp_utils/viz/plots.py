@@ -11,8 +11,9 @@ import seaborn as sns
 
 from hvp_utils.analysis.benchmark import pareto_frontier
 from hvp_utils.analysis.circuits import circuit_recovery
-from hvp_utils.core.components import head_of
+from hvp_utils.core.components import Component
 from hvp_utils.core.results import Attribution
+from hvp_utils.core.types import Family
 
 
 def set_style() -> None:
@@ -78,16 +79,22 @@ def scatter_vs_truth(
     return grid
 
 
-def head_grid(result: Attribution, n_layers: int, n_heads: int) -> np.ndarray:
-    """``head_out`` values as a (layer, head) array (positions: see :func:`head_of`)."""
+def head_grid(
+    result: Attribution, comps: list[Component], *, n_layers: int, n_heads: int
+) -> np.ndarray:
+    """Per-head values as a (layer, head) array, each at its component's ``layer``, ``head``."""
+    if result.names != [c.name for c in comps]:
+        raise ValueError("the result must cover comps in the same order")
     grid = np.full((n_layers, n_heads), np.nan)
-    for name, value in zip(result.names, result.values.tolist(), strict=True):
-        grid[head_of(name)] = value
+    for comp, value in zip(comps, result.values.tolist(), strict=True):
+        grid[comp.layer, comp.head] = value
     return grid
 
 
 def head_heatmaps(
     results: list[Attribution],
+    comps: list[Component],
+    *,
     n_layers: int,
     n_heads: int,
     title: str = "",
@@ -95,7 +102,7 @@ def head_heatmaps(
 ):
     """Side-by-side (layer x head) heatmaps on one shared, zero-centred colour scale, with
     one labelled colorbar for all panels (``cbar_label``: what the colour means, with units)."""
-    grids = [head_grid(r, n_layers, n_heads) for r in results]
+    grids = [head_grid(r, comps, n_layers=n_layers, n_heads=n_heads) for r in results]
     scale = max(np.nanmax(np.abs(g)) for g in grids)
     fig, axes = plt.subplots(
         1,
@@ -413,7 +420,7 @@ def pareto_plot(frame: pd.DataFrame, row: str, col: str):
     only frontier points are labelled, each where its label collides with nothing.
     """
     rows, cols = frame[row].unique(), frame[col].unique()
-    families = [f for f in dict.fromkeys(frame.family) if f != "AP"]
+    families = [f for f in dict.fromkeys(frame.family) if f != Family.AP]
     palette = dict(zip(families, sns.color_palette("tab10", n_colors=len(families)), strict=True))
     markers = dict(zip(families, "osD^vPXh<>p*"[: len(families)], strict=True))
     fig, axes = plt.subplots(
@@ -534,7 +541,7 @@ def roc_plot(
     styles = method_styles(list(found))
 
     def draw(axes, method, highlight):
-        roc = found[method]["roc"]
+        roc = found[method].roc
         style = styles[method] if highlight else {"color": "0.82", "ls": "-", "marker": None}
         axes.plot(
             roc.fpr,
@@ -542,7 +549,7 @@ def roc_plot(
             drawstyle="steps-post",
             lw=1.6 if highlight else 1.0,
             zorder=3 if highlight else 2,
-            label=f"{method} ({found[method]['auroc']:.3f})",
+            label=f"{method} ({found[method].auroc:.3f})",
             markevery=max(1, len(roc) // 8),
             markersize=5,
             **style,
@@ -580,7 +587,7 @@ def roc_plot(
                 draw(panel, other, False)
         draw(panel, method, True)
         finish(panel)
-        panel.set_title(f"{method}\nAUROC {found[method]['auroc']:.3f}", fontsize=9)
+        panel.set_title(f"{method}\nAUROC {found[method].auroc:.3f}", fontsize=9)
     for panel in list(axes.flat)[len(found) :]:
         panel.set_visible(False)
     for panel in axes[-1]:
