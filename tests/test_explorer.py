@@ -95,7 +95,7 @@ def test_flag_rules_at_any_tau_and_theta_closed_form():
 
 
 def test_explorer_verdict_matches_flag_reasons(source):
-    explorer = viz.explore(source, tau=0.3, share=0.1, component="MLP1")
+    explorer = viz.explore(source, tau=0.3, threshold_share=0.1, component="MLP1")
     row = explorer.row()
     theta = 0.1 * source.scale("name_swap", "mlp_out")
     expected = hu.flag_reasons(
@@ -131,7 +131,7 @@ def test_static_outside_jupyter_live_widget_inside(source, monkeypatch):
 
 
 def test_widget_controls_drive_the_selection(source):
-    explorer = viz.explore(source, tau=0.3, share=0.1, component="MLP0", interactive=True)
+    explorer = viz.explore(source, tau=0.3, threshold_share=0.1, component="MLP0", interactive=True)
     box = explorer.widget()
     (selects, sliders), verdict = box.children[0].children, box.children[1]
     perturbation, kind, component = selects.children

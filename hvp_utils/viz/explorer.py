@@ -154,7 +154,7 @@ def flag_reasons_of(row: pd.Series, tau: float, theta: float) -> FlagReasons:
 
 class PathExplorer:
     """The patch-path explorer: perturbation, kind and component drop-downs and sliders for
-    ``tau`` and the circuit threshold (``theta = share * the kind's largest |AtP|``), drawing
+    ``tau`` and the circuit threshold (``theta = threshold_share * the kind's largest |AtP|``), drawing
     g(t), the tangent and parabola, the Lagrange band, ``±theta`` and why the component is
     flagged.
 
@@ -166,7 +166,7 @@ class PathExplorer:
     Args:
         source: a :class:`~hvp_utils.analysis.paths.PathSource` (patch paths on demand).
         tau: the starting score threshold.
-        share: the starting circuit-threshold share.
+        threshold_share: the starting circuit-threshold share.
         perturbation, component: the starting selection (default: the first of each).
         interactive: None (default: live only in a Jupyter frontend), True or False.
     """
@@ -176,7 +176,7 @@ class PathExplorer:
         source: PathSource,
         *,
         tau: float = 0.3,
-        share: float = 0.1,
+        threshold_share: float = 0.1,
         perturbation: str | None = None,
         component: str | None = None,
         interactive: bool | None = None,
@@ -185,7 +185,7 @@ class PathExplorer:
         self.perturbation = perturbation or source.perturbations[0]
         first_kind = source.kinds()[0]
         self.component = component or source.names(first_kind)[0]
-        self.tau, self.share = float(tau), float(share)
+        self.tau, self.threshold_share = float(tau), float(threshold_share)
         self.interactive = interactive
         self._widget = None
 
@@ -193,7 +193,7 @@ class PathExplorer:
     @property
     def theta(self) -> float:
         kind = self.source.kind_of(self.component)
-        return self.share * self.source.scale(self.perturbation, kind)
+        return self.threshold_share * self.source.scale(self.perturbation, kind)
 
     def row(self) -> pd.Series:
         paths = self.source(self.perturbation, self.component)
@@ -219,7 +219,7 @@ class PathExplorer:
     def __repr__(self) -> str:
         return (
             f"PathExplorer({self.perturbation}, {self.component}, tau={self.tau:.2f}, "
-            f"theta={self.share:.2f} x largest |AtP| = {self.theta:.3g}): {self.verdict()}"
+            f"theta={self.threshold_share:.2f} x largest |AtP| = {self.theta:.3g}): {self.verdict()}"
         )
 
     # the widget ---------------------------------------------------------------------------
@@ -254,7 +254,7 @@ class PathExplorer:
             value=self.tau, min=0.0, max=1.0, step=0.05, description="τ (score)", **slider
         )
         share = widgets.FloatSlider(
-            value=self.share,
+            value=self.threshold_share,
             min=0.0,
             max=1.0,
             step=0.01,
@@ -269,7 +269,7 @@ class PathExplorer:
                 component.value = component.options[0]
                 return  # the component's own change redraws
             self.perturbation, self.component = perturbation.value, component.value
-            self.tau, self.share = tau.value, share.value
+            self.tau, self.threshold_share = tau.value, share.value
             with out:
                 out.clear_output(wait=True)
                 fig = self.figure()
@@ -302,7 +302,7 @@ class PathExplorer:
 
 
 def explore(source: PathSource, **options) -> PathExplorer:
-    """The explorer of :class:`PathExplorer` on ``source`` (options: tau, share,
+    """The explorer of :class:`PathExplorer` on ``source`` (options: tau, threshold_share,
     perturbation, component, interactive). Display it (the last line of a cell)."""
     return PathExplorer(source, **options)
 

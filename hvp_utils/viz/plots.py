@@ -229,7 +229,7 @@ def score_vs_error(
     frame: pd.DataFrame,
     tau: float,
     negligible_share: float = 0.02,
-    cut_share: float | None = 0.1,
+    threshold_share: float | None = 0.1,
     col: str = "perturbation",
     bad: str = "bad",
 ) -> plt.Figure:
@@ -237,7 +237,7 @@ def score_vs_error(
     scale), one panel per ``col``: colour and marker per kind, filled where ``frame[bad]``
     (the detector's target) holds, hollow elsewhere; the flag threshold tau (dashed) and the
     absolute levels of the target (dotted: negligible below ``negligible_share``, always bad
-    above ``cut_share``). ``frame`` has kind, score, AP, AtP, the ``bad`` label and ``col``."""
+    above ``threshold_share``). ``frame`` has kind, score, AP, AtP, the ``bad`` label and ``col``."""
     data = frame.copy()
     scale = data.groupby([col, "kind"], sort=False).AP.transform(lambda a: a.abs().max())
     data["error_share"] = ((data.AtP - data.AP).abs() / scale).clip(lower=1e-6)
@@ -267,8 +267,8 @@ def score_vs_error(
                 )
         ax.axvline(tau, color="0.3", lw=0.9, ls="--")
         ax.axhline(negligible_share, color="0.5", lw=0.8, ls=":")
-        if cut_share is not None:
-            ax.axhline(cut_share, color="C3", lw=0.9, ls=":")
+        if threshold_share is not None:
+            ax.axhline(threshold_share, color="C3", lw=0.9, ls=":")
         ax.set(yscale="log", xlabel="reliability score r", title=str(panel), xlim=(-0.03, 1.03))
     axes[0].set_ylabel("|AtP - AP| / largest |AP| of the kind")
     handles = [
@@ -289,8 +289,10 @@ def score_vs_error(
         plt.Line2D([], [], color="0.3", ls="--", label=f"τ = {tau:g}"),
         plt.Line2D([], [], color="0.5", ls=":", label=f"negligible: {negligible_share:g}"),
     ]
-    if cut_share is not None:
-        handles.append(plt.Line2D([], [], color="C3", ls=":", label=f"always bad: {cut_share:g}"))
+    if threshold_share is not None:
+        handles.append(
+            plt.Line2D([], [], color="C3", ls=":", label=f"always bad: {threshold_share:g}")
+        )
     fig.tight_layout()
     fig.legend(
         handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False
