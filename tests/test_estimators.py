@@ -26,7 +26,7 @@ from reference import (
 import hvp_utils as hu
 from hvp_utils import components
 from hvp_utils.core.components import Component
-from hvp_utils.core.engine import path_derivatives, prepare
+from hvp_utils.core.engine import EngineRun, path_derivatives, prepare
 from hvp_utils.core.results import CostMeter
 
 
@@ -59,8 +59,8 @@ def test_second_derivative_matches_autograd_hvp_and_finite_differences(kind, toy
 
 def test_third_derivative_matches_autograd(toy64, toy_task):
     comps = components(toy64, "mlp_out")
-    ctx = prepare(toy64, toy_task, comps)
-    path = path_derivatives(toy64, toy_task, comps, 0.3, 3, ctx, CostMeter())
+    run = EngineRun(toy64, toy_task, prepare(toy64, toy_task, comps), CostMeter())
+    path = path_derivatives(run, comps, t=0.3, order=3)
     for i, comp in enumerate(comps):
         g = path_function(toy64, toy_task, comp)
         for order, ours in ((1, path.d1), (2, path.d2), (3, path.d3)):
@@ -278,9 +278,9 @@ def test_a_bad_literal_option_is_refused(case, toy64, toy_task):
 def test_a_bad_direction_or_kind_is_refused_by_prepare_and_components(toy64, toy_task):
     comps = components(toy64, "mlp_out")
     with pytest.raises(BAD_OPTION_ERRORS, match="sideways"):
-        prepare(toy64, toy_task, comps, "sideways")
+        prepare(toy64, toy_task, comps, direction="sideways")
     with pytest.raises(ValueError, match="unknown direction"):
-        inspect.unwrap(prepare)(toy64, toy_task, comps, "sideways")
+        inspect.unwrap(prepare)(toy64, toy_task, comps, direction="sideways")
     with pytest.raises(BAD_OPTION_ERRORS, match="attention"):
         components(toy64, "attention")
     with pytest.raises(ValueError, match="unknown component kind"):

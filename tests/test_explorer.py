@@ -141,7 +141,11 @@ def test_widget_controls_drive_the_selection(source):
     assert explorer.component == component.value == source.names("head_out")[0]
     perturbation.value = "random_token"
     tau.value, share.value = 0.0, 0.0
-    assert (explorer.perturbation, explorer.tau, explorer.share) == ("random_token", 0.0, 0.0)
+    assert (explorer.perturbation, explorer.tau, explorer.threshold_share) == (
+        "random_token",
+        0.0,
+        0.0,
+    )
     assert "r>tau" in verdict.value  # any curvature exceeds tau = 0
     tau.value = 1.0
     assert "r>tau" not in verdict.value  # r < 1 always

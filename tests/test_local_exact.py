@@ -97,7 +97,7 @@ def test_one_whole_hook_pass_gives_every_components_own_change(toy64, toy_task, 
     comps = comps if kind != "neuron_pre" else pick(comps, 4)
     out_hook = output_slice(toy64, comps[0]).hook
     ctx = hu.prepare(toy64, toy_task, comps, extra_hooks=(out_hook,))
-    change = local_change(toy64, ctx, comps[0].hook, out_hook, layer=1)
+    change = local_change(toy64, ctx, in_hook=comps[0].hook, out_hook=out_hook, layer=1)
     for comp in comps:
         _, own = reference(toy64, toy_task, comp)
         mask = output_slice(toy64, comp).mask(own.shape, own.dtype)

@@ -183,7 +183,7 @@ def convergence(
     return pd.DataFrame(rows)
 
 
-def fitted_orders(frame: pd.DataFrame, value: str = "max_abs_error") -> pd.DataFrame:
+def fitted_orders(frame: pd.DataFrame, *, value: str = "max_abs_error") -> pd.DataFrame:
     """Slope of log(error) against log(1/K) per rule: the measured error order, fitted over
     the pre-asymptotic range only.
 

@@ -167,13 +167,19 @@ def faithfulness(
                 kept[c.hook][r : r + 1], c.mask(means[c.hook].shape, means[c.hook].dtype)
             )
     rows = task.clean_tokens.numel()
-    chunks = replicate_chunks([0] * len(sizes), rows, order=0, chunk_size=chunk_size)
+    chunks = replicate_chunks(
+        [0] * len(sizes), rows_per_replicate=rows, order=0, chunk_size=chunk_size
+    )
     with torch.no_grad():
         full = metric_per_prompt(model, task, task.clean_tokens).mean()
         kept_metric = torch.cat(
             [
                 replicated_metric(
-                    model, task, task.clean_tokens, len(chunk), _ablation(kept, means, chunk)
+                    model,
+                    task,
+                    task.clean_tokens,
+                    replicates=len(chunk),
+                    fwd_hooks=_ablation(kept, means, chunk),
                 )
                 for chunk in progress(chunks, "faithfulness")
             ]

@@ -76,9 +76,9 @@ from torch import Tensor
 
 from hvp_utils.core.components import Component
 from hvp_utils.core.engine import (
+    EngineRun,
     PatchContext,
     PathDerivatives,
-    context_for,
     path_derivatives,
     path_derivatives_at,
 )
@@ -96,7 +96,7 @@ from hvp_utils.core.types import Direction, Family, Model
 Vector = Float[Tensor, "n_components"]  # noqa: F821
 
 
-def reliability_score(first: Vector, second: Vector, eps: float = 1e-12) -> Vector:
+def reliability_score(first: Vector, second: Vector, *, eps: float = 1e-12) -> Vector:
     """``r = |g''/2| / (|g'| + |g''/2| + eps)``: share of the estimate first order misses."""
     half = (second / 2).abs()
     return half / (first.abs() + half + eps)
@@ -138,7 +138,7 @@ def flag_reasons(
     ``max |g''|``) straddles ``threshold`` (a number, or one per component; all False without
     a threshold); ``scores`` = ``r_c``; ``flags`` (a property) = any of the three.
     """
-    scores = reliability_score(first, second, eps)
+    scores = reliability_score(first, second, eps=eps)
     near = torch.zeros(len(first), dtype=torch.bool)
     if threshold is not None:
         if max_second is None:
@@ -190,7 +190,7 @@ def interval_maximum(
 
 
 def derivative_maximum(
-    pieces: list[PathDerivatives], derivative: int, h: float, refine: bool = True
+    pieces: list[PathDerivatives], derivative: int, h: float, *, refine: bool = True
 ) -> tuple[Vector, Vector]:
     """Estimated ``max_t |g^(derivative)(t)|`` from the samples: (refined, sampled only)."""
     key, below = f"d{derivative}", f"d{derivative - 1}"
@@ -206,7 +206,7 @@ def _bounds(pieces: list[PathDerivatives], order: int, refine: bool) -> dict[str
     """Centre, radius and the maxima behind it, for the order-1 or order-2 remainder."""
     h = 1.0 / (len(pieces) - 1)
     start = pieces[0]
-    maximum, sampled = derivative_maximum(pieces, order + 1, h, refine)
+    maximum, sampled = derivative_maximum(pieces, order + 1, h, refine=refine)
     factor = 0.5 if order == 1 else 1.0 / 6.0
     centre = start.d1 if order == 1 else start.d1 + start.d2 / 2
     return {
@@ -257,10 +257,10 @@ def error_bounds(
     """
     if order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order!r}")
-    meter = CostMeter()
-    ctx = context_for(model, task, comps, direction, meter, context)
-    nodes = path_nodes(n_nodes)
-    pieces = path_derivatives_at(model, task, comps, nodes, order + 1, ctx, meter, chunk_size)
+    run = EngineRun.start(
+        model, task, comps, direction=direction, chunk_size=chunk_size, context=context
+    )
+    pieces = path_derivatives_at(run, comps, nodes=path_nodes(n_nodes), order=order + 1)
     parts = _bounds(pieces, order, refine)
     values, radius = parts.pop("values"), parts["radius"]
     if order == 1:
@@ -275,7 +275,7 @@ def error_bounds(
     key = f"bounds[order={order},n_nodes={n_nodes}]"
     record = Estimator("bounds", key, label, Family.BOUNDS)
     return IntervalAttribution.build(
-        values, comps, record, meter, lower=values - radius, upper=values + radius, **parts
+        values, comps, record, run.meter, lower=values - radius, upper=values + radius, **parts
     )
 
 
@@ -318,9 +318,12 @@ def reliability(
     if bounds is not None:
         first, second, max_second = bounds.first, bounds.second, bounds.max_second
     else:
-        ctx = context_for(model, task, comps, direction, meter, context)
+        run = EngineRun.start(
+            model, task, comps, direction=direction, chunk_size=chunk_size, context=context
+        )
+        meter = run.meter
         first, second, max_second = _derivatives_and_maximum(
-            model, task, comps, ctx, threshold, n_nodes, chunk_size, meter
+            run, comps, threshold=threshold, n_nodes=n_nodes
         )
     reasons = flag_reasons(
         first, second, tau=tau, max_second=max_second, threshold=threshold, eps=eps
@@ -336,14 +339,13 @@ def reliability(
 
 
 def _derivatives_and_maximum(
-    model, task, comps, ctx, threshold, n_nodes, chunk_size, meter
+    run: EngineRun, comps: list[Component], *, threshold: float | None, n_nodes: int
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """g'(0), g''(0) and (with a threshold) the estimate of max |g''| on [0, 1]."""
     if threshold is None:
-        start = path_derivatives(model, task, comps, 0.0, 2, ctx, meter, chunk_size)
+        start = path_derivatives(run, comps, t=0.0, order=2)
         return start.d1, start.d2, None
-    nodes = path_nodes(n_nodes)
-    pieces = path_derivatives_at(model, task, comps, nodes, 2, ctx, meter, chunk_size)
+    pieces = path_derivatives_at(run, comps, nodes=path_nodes(n_nodes), order=2)
     maximum, _ = derivative_maximum(pieces, 2, 1.0 / (n_nodes - 1))
     return pieces[0].d1, pieces[0].d2, maximum
 
@@ -437,7 +439,7 @@ def coverage_report(*, lower: Vector, upper: Vector, truth: Vector) -> pd.DataFr
     return pd.DataFrame([row])
 
 
-def sample_components(comps: list[Component], k: int | None, seed: int = 0) -> list[Component]:
+def sample_components(comps: list[Component], *, k: int | None, seed: int = 0) -> list[Component]:
     """A seeded random subset of ``k`` components in their original order (all if ``k`` is
     None or not smaller): keeps per-component sweeps over a layer's neurons affordable."""
     if k is None or k >= len(comps):

@@ -97,7 +97,7 @@ def screen_flag_fix(
     check_choice(fix, FIXES, "fix")
     comps = check_components(comps)
     meter = CostMeter()
-    ctx = context_for(model, task, comps, direction, meter, context)
+    ctx = context_for(model, task, comps, direction=direction, meter=meter, context=context)
     screen = hvp_correction(
         model,
         task,

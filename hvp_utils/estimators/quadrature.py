@@ -40,14 +40,14 @@ import torch
 
 from hvp_utils.core.components import Component, group_by_hook
 from hvp_utils.core.engine import (
+    EngineRun,
     PatchContext,
     component_inner_products,
-    context_for,
     hook_gradients,
     path_derivatives_at,
     union_masks,
 )
-from hvp_utils.core.results import DIRECTION_SUFFIX, Attribution, CostMeter, Estimator, declare
+from hvp_utils.core.results import DIRECTION_SUFFIX, Attribution, Estimator, declare
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import (
     IG_MODES,
@@ -140,16 +140,7 @@ def ig_nodes(steps: int, *, rule: IGRule) -> tuple[list[float], list[float]]:
     return [t for t, _, _ in nodes], [a for _, a, _ in nodes]
 
 
-def _rule_values(
-    model: Model,
-    task: PatchingTask,
-    comps: list[Component],
-    rule: str,
-    steps: int,
-    ctx: PatchContext,
-    meter: CostMeter,
-    chunk_size: int | None,
-) -> torch.Tensor:
+def _rule_values(run: EngineRun, comps: list[Component], rule: str, steps: int) -> torch.Tensor:
     """``sum a g_c'(t) + b g_c''(t)`` over the nodes of :func:`composite_rule` for every
     component: one order-2 sweep over the nodes with a ``g''`` term, one order-1 sweep over
     the rest."""
@@ -159,7 +150,7 @@ def _rule_values(
     values = 0.0
     for group, order in ((curved, 2), (flat, 1)):
         ts = [t for t, _, _ in group]
-        pieces = path_derivatives_at(model, task, comps, ts, order, ctx, meter, chunk_size)
+        pieces = path_derivatives_at(run, comps, nodes=ts, order=order)
         for (_, a, b), p in zip(group, pieces, strict=True):
             values = values + (a * p.d1 + b * p.d2 if b else a * p.d1)
     return values
@@ -201,11 +192,12 @@ def multistep_hvp(
     check_choice(rule, MULTISTEP_RULES, "rule")
     if steps < 1:
         raise ValueError("steps must be at least 1")
-    meter = CostMeter()
-    ctx = context_for(model, task, comps, direction, meter, context)
-    values = _rule_values(model, task, comps, rule, steps, ctx, meter, chunk_size)
+    run = EngineRun.start(
+        model, task, comps, direction=direction, chunk_size=chunk_size, context=context
+    )
+    values = _rule_values(run, comps, rule, steps)
     record = multistep_estimator(steps=steps, rule=rule, direction=direction)
-    return Attribution.build(values, comps, record, meter)
+    return Attribution.build(values, comps, record, run.meter)
 
 
 def multistep_estimator(
@@ -259,15 +251,16 @@ def integrated_gradients(
         raise ValueError("steps must be at least 1")
     check_choice(rule, IG_RULES, "rule")
     check_choice(mode, IG_MODES, "mode")
-    meter = CostMeter()
-    ctx = context_for(model, task, comps, direction, meter, context)
+    run = EngineRun.start(
+        model, task, comps, direction=direction, chunk_size=chunk_size, context=context
+    )
     if mode == "per_component":
-        values = _rule_values(model, task, comps, rule, steps, ctx, meter, chunk_size)
+        values = _rule_values(run, comps, rule, steps)
     else:
         nodes, weights = ig_nodes(steps, rule=rule)
-        values = _joint_ig(model, task, comps, ctx, nodes, weights, meter, chunk_size)
+        values = _joint_ig(run, comps, nodes, weights)
     record = ig_estimator(steps=steps, rule=rule, mode=mode, direction=direction)
-    return Attribution.build(values, comps, record, meter)
+    return Attribution.build(values, comps, record, run.meter)
 
 
 def ig_estimator(
@@ -287,17 +280,11 @@ def ig_estimator(
 
 
 def _joint_ig(
-    model: Model,
-    task: PatchingTask,
-    comps: list[Component],
-    ctx: PatchContext,
-    nodes: list[float],
-    weights: list[float],
-    meter: CostMeter,
-    chunk_size: int | None,
+    run: EngineRun, comps: list[Component], nodes: list[float], weights: list[float]
 ) -> torch.Tensor:
     """``sum_j w_j <grad_{a_h} m(a_h^b + t_j * union_mask_h * delta_h), delta_c>`` per
     component; the nodes of one hook are the replicates of one :func:`hook_gradients` call."""
+    ctx = run.context
     values = torch.zeros(len(comps), dtype=torch.float64)
     ts = torch.tensor(nodes, dtype=torch.float64)
     w = torch.tensor(weights, dtype=torch.float64)
@@ -307,9 +294,7 @@ def _joint_ig(
         step = union_masks(hook_comps, ctx)[hook] * delta  # [batch, ...]
         scale = ts.to(delta.dtype).to(delta.device).view(-1, *[1] * delta.dim())
         offsets = {hook: scale * step.unsqueeze(0)}  # [nodes, batch, ...]
-        grads, _ = hook_gradients(
-            model, task, ctx, [hook], meter, len(nodes), offsets=offsets, chunk_size=chunk_size
-        )
+        grads, _ = hook_gradients(run, [hook], replicates=len(nodes), offsets=offsets)
         per_node = component_inner_products(hook_comps, grads, ctx).cpu()  # [nodes, n_hook]
         values[members] = (w[:, None] * per_node).sum(0)
     return values

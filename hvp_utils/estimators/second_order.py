@@ -26,16 +26,15 @@ import torch
 
 from hvp_utils.core.components import Component, group_by_hook
 from hvp_utils.core.engine import (
+    EngineRun,
     PatchContext,
     component_inner_products,
-    context_for,
     hook_gradients,
     path_derivatives,
     stacked_masks,
 )
 from hvp_utils.core.results import (
     DIRECTION_SUFFIX,
-    CostMeter,
     Estimator,
     SecondOrderAttribution,
     declare,
@@ -84,17 +83,18 @@ def hvp_correction(
     check_choice(mode, HVP_MODES, "mode")
     if mode == "hutchinson" and n_probes < 1:
         raise ValueError(f"hutchinson needs n_probes >= 1 (got {n_probes})")
-    meter = CostMeter()
-    ctx = context_for(model, task, comps, direction, meter, context)
+    run = EngineRun.start(
+        model, task, comps, direction=direction, chunk_size=chunk_size, context=context
+    )
     if mode == "diag":
-        path = path_derivatives(model, task, comps, 0.0, 2, ctx, meter, chunk_size)
+        path = path_derivatives(run, comps, t=0.0, order=2)
         first, second = path.d1, path.d2
     else:
         signs = _direction_signs(len(comps), mode, n_probes, seed)
-        first, second = _shared_direction_hvp(model, task, comps, ctx, signs, meter, chunk_size)
+        first, second = _shared_direction_hvp(run, comps, signs)
     record = hvp_estimator(mode=mode, n_probes=n_probes, seed=seed, direction=direction)
     return SecondOrderAttribution.build(
-        first + second / 2, comps, record, meter, first=first, second=second
+        first + second / 2, comps, record, run.meter, first=first, second=second
     )
 
 
@@ -139,29 +139,17 @@ def _signed_directions(
 
 
 def _shared_direction_hvp(
-    model: Model,
-    task: PatchingTask,
-    comps: list[Component],
-    ctx: PatchContext,
-    signs: torch.Tensor,
-    meter: CostMeter,
-    chunk_size: int | None,
+    run: EngineRun, comps: list[Component], signs: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """AtP and ``mean_s sigma_sc <delta_c, (H v_s)_c>`` with ``v_s = sum_c sigma_sc delta_c``.
 
     The directions are the replicates of one :func:`hook_gradients` call (forward, backward,
     double backward), chunked like every replicated pass.
     """
+    ctx = run.context
     directions = _signed_directions(comps, ctx, signs)
     grads, hvps = hook_gradients(
-        model,
-        task,
-        ctx,
-        list(directions),
-        meter,
-        replicates=signs.shape[0],
-        directions=directions,
-        chunk_size=chunk_size,
+        run, list(directions), replicates=signs.shape[0], directions=directions
     )
     first = component_inner_products(comps, grads, ctx)[0]  # every replicate: the base run
     curvature = component_inner_products(comps, hvps, ctx)  # [S, n]

@@ -41,8 +41,8 @@ def draw_path_panel(
     ax: plt.Axes,
     paths: PathCurves,
     name: str,
-    legend: bool = True,
     *,
+    legend: bool = True,
     theta: float | None = None,
     verdict: str | None = None,
 ) -> None:
@@ -76,7 +76,7 @@ def draw_path_panel(
 
 
 def static_path_figure(
-    paths: PathCurves, names: list[str] | None = None, ncols: int = 3, height: float = 2.7
+    paths: PathCurves, *, names: list[str] | None = None, ncols: int = 3, height: float = 2.7
 ) -> plt.Figure:
     """The explorer's panel for each of ``names`` (default: every component) in a grid, with
     one legend for all panels below the grid."""
@@ -154,7 +154,8 @@ def flag_reasons_of(row: pd.Series, tau: float, theta: float) -> FlagReasons:
 
 class PathExplorer:
     """The patch-path explorer: perturbation, kind and component drop-downs and sliders for
-    ``tau`` and the circuit threshold (``theta = threshold_share * the kind's largest |AtP|``), drawing
+    ``tau`` and the circuit threshold (``theta = threshold_share * the kind's largest |AtP|``),
+    drawing
     g(t), the tangent and parabola, the Lagrange band, ``±theta`` and why the component is
     flagged.
 
@@ -219,7 +220,8 @@ class PathExplorer:
     def __repr__(self) -> str:
         return (
             f"PathExplorer({self.perturbation}, {self.component}, tau={self.tau:.2f}, "
-            f"theta={self.threshold_share:.2f} x largest |AtP| = {self.theta:.3g}): {self.verdict()}"
+            f"theta={self.threshold_share:.2f} x largest |AtP| = {self.theta:.3g}): "
+            f"{self.verdict()}"
         )
 
     # the widget ---------------------------------------------------------------------------
@@ -307,7 +309,7 @@ def explore(source: PathSource, **options) -> PathExplorer:
     return PathExplorer(source, **options)
 
 
-def draw_overshoot_panel(ax: plt.Axes, paths: PathCurves, name: str, label: str = "") -> None:
+def draw_overshoot_panel(ax: plt.Axes, paths: PathCurves, name: str, *, label: str = "") -> None:
     """Where the second-order correction lands: the exact path g(t) - g(0) (dots), the tangent
     g'(0) t and the parabola g'(0) t + g''(0) t^2 / 2, and at t = 1 AP, AtP and the corrected
     estimate, with the first-order error e1 = AP - AtP and the correction c = g''(0)/2 drawn as
@@ -347,7 +349,7 @@ def draw_overshoot_panel(ax: plt.Axes, paths: PathCurves, name: str, label: str 
 
 
 def overshoot_figure(
-    panels: list[tuple[PathCurves, str, str]], ncols: int = 3, height: float = 2.9
+    panels: list[tuple[PathCurves, str, str]], *, ncols: int = 3, height: float = 2.9
 ) -> plt.Figure:
     """:func:`draw_overshoot_panel` for each ``(paths, component, label)`` in a grid, with one
     legend below it; ``label`` names the run (e.g. the perturbation)."""
@@ -356,7 +358,8 @@ def overshoot_figure(
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, height * nrows), squeeze=False)
     for k, ax in enumerate(axes.flat):
         if k < len(panels):
-            draw_overshoot_panel(ax, *panels[k])
+            paths, name, label = panels[k]
+            draw_overshoot_panel(ax, paths, name, label=label)
         else:
             ax.set_visible(False)
     for ax in axes[:, 0]:

@@ -41,6 +41,7 @@ def estimate_vs_truth_frame(estimate: Attribution, truth: Attribution, **labels)
 
 def scatter_vs_truth(
     frame: pd.DataFrame,
+    *,
     row: str,
     col: str,
     hue: str | None = None,
@@ -145,7 +146,7 @@ KIND_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7"
 KIND_MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 
 
-def error_share_bars(shares: pd.DataFrame, col: str = "perturbation") -> sns.FacetGrid:
+def error_share_bars(shares: pd.DataFrame, *, col: str = "perturbation") -> sns.FacetGrid:
     """Stacked bars per component kind: share of the total |AP - AtP| carried by the
     downstream term E_down and by the local term E_local (``shares`` from
     :func:`hvp_utils.analysis.diagnosis.error_shares`, with ``kind`` and ``col`` columns)."""
@@ -182,7 +183,7 @@ def error_share_bars(shares: pd.DataFrame, col: str = "perturbation") -> sns.Fac
     return grid
 
 
-def error_terms_scatter(frame: pd.DataFrame, col: str = "perturbation") -> sns.FacetGrid:
+def error_terms_scatter(frame: pd.DataFrame, *, col: str = "perturbation") -> sns.FacetGrid:
     """|E_local| against |E_down| per component (log-log), one colour and marker per kind;
     points above the diagonal are components whose AtP error is mostly local."""
     data = frame.assign(
@@ -227,6 +228,7 @@ def error_terms_scatter(frame: pd.DataFrame, col: str = "perturbation") -> sns.F
 
 def score_vs_error(
     frame: pd.DataFrame,
+    *,
     tau: float,
     negligible_share: float = 0.02,
     threshold_share: float | None = 0.1,
@@ -237,7 +239,8 @@ def score_vs_error(
     scale), one panel per ``col``: colour and marker per kind, filled where ``frame[bad]``
     (the detector's target) holds, hollow elsewhere; the flag threshold tau (dashed) and the
     absolute levels of the target (dotted: negligible below ``negligible_share``, always bad
-    above ``threshold_share``). ``frame`` has kind, score, AP, AtP, the ``bad`` label and ``col``."""
+    above ``threshold_share``). ``frame`` has kind, score, AP, AtP, the ``bad`` label and
+    ``col``."""
     data = frame.copy()
     scale = data.groupby([col, "kind"], sort=False).AP.transform(lambda a: a.abs().max())
     data["error_share"] = ((data.AtP - data.AP).abs() / scale).clip(lower=1e-6)
@@ -314,6 +317,7 @@ def threshold_lines(ax: plt.Axes, theta: float) -> None:
 
 def interval_plot(
     frame: pd.DataFrame,
+    *,
     ax: plt.Axes | None = None,
     title: str = "",
     threshold: float | None = None,
@@ -411,7 +415,7 @@ def _place_labels(ax, xs, ys, texts, avoid_x, avoid_y, fontsize: float = 8) -> N
             annotate(text, x, y, *near[0])
 
 
-def pareto_plot(frame: pd.DataFrame, row: str, col: str):
+def pareto_plot(frame: pd.DataFrame, *, row: str, col: str):
     """NMAE against wall time (log-log), one point per estimator, one panel per (row, col),
     with the Pareto frontier (estimators nothing beats on both axes) drawn and labelled.
 
@@ -527,8 +531,8 @@ def convergence_plot(frame: pd.DataFrame):
 def roc_plot(
     estimates: list[Attribution],
     reference: list[str],
-    ax=None,
     *,
+    ax=None,
     facet: bool = True,
     ncols: int = 4,
 ):
@@ -622,7 +626,7 @@ def method_styles(methods: list[str]) -> dict[str, dict]:
 
 
 def faithfulness_plot(
-    curves: pd.DataFrame, reference_size: int, truth_method: str = "AP", ncols: int = 4
+    curves: pd.DataFrame, reference_size: int, *, truth_method: str = "AP", ncols: int = 4
 ):
     """Faithfulness against circuit size, one panel per ranking against ``truth_method``'s.
 
@@ -698,6 +702,7 @@ def faithfulness_plot(
 
 def accuracy_compute_plot(
     frame: pd.DataFrame,
+    *,
     x: str,
     y: str,
     row: str,
