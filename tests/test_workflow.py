@@ -61,3 +61,9 @@ def test_fix_replaces_only_flagged_components(toy64, toy_task, heads):
 def test_bad_fix_is_an_error(toy64, toy_task, heads):
     with pytest.raises(BAD_OPTION_ERRORS):
         screen_flag_fix(toy64, toy_task, heads, fix="magic")
+
+
+def test_a_share_of_the_components_caps_the_fixed_count(toy64, toy_task, heads):
+    result = screen_flag_fix(toy64, toy_task, heads, tau=-1.0, max_fixed_share=0.1)
+    assert int(result.fixed.sum()) == int(0.1 * len(heads)) > 0
+    assert result.key == "sff[max_fixed_share=0.1,tau=-1.0]"
