@@ -27,8 +27,8 @@ def keys_of(duels: pd.DataFrame) -> dict[str, str]:
 
 
 def test_the_keys_the_tests_name_are_the_registry_keys():
-    assert hu.estimator("multistep", steps=1, rule="radau").key == RADAU1
-    assert hu.estimator("ig", steps=1, rule="gauss").key == GAUSS1
+    assert hu.multistep_estimator(steps=1, rule="radau").key == RADAU1
+    assert hu.ig_estimator(steps=1, rule="gauss").key == GAUSS1
 
 
 @params("05")
@@ -38,8 +38,8 @@ def test_radau_against_gauss_and_taylor_against_midpoint(path):
     pairs = {
         "radau_vs_gauss": (RADAU1, GAUSS1),
         "taylor_vs_midpoint": (
-            hu.estimator("multistep", steps=2, rule="taylor").key,
-            hu.estimator("ig", steps=2).key,
+            hu.multistep_estimator(steps=2, rule="taylor").key,
+            hu.ig_estimator(steps=2).key,
         ),
     }
     labels = keys_of(duels.drop_duplicates("key"))
@@ -251,7 +251,7 @@ def test_pass_counts(path):
         "the estimators whose passes do not grow with the number of components are "
         + ", ".join(flat)
     )
-    atp = hu.estimator("atp")
+    atp = hu.atp_estimator()
     assert atp.key in order  # AtP's cost, from the package: 3 forward passes and 1 backward
     assert set(passes[passes.key == atp.key].forward) == {3}
 
