@@ -68,18 +68,6 @@ from hvp_utils.core.local_maps import (  # noqa: F401  (OutputSlice: re-exported
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Direction, Model
 
-COLUMNS = (
-    "component",
-    "kind",
-    "AP",
-    "AtP",
-    "AtP_out",
-    "E_down",
-    "E_local",
-    "second_local",
-    "second_down",
-)
-
 
 def local_path_expansion(
     run: EngineRun, *, in_hook: str, out_hook: str, layer: int
