@@ -4,7 +4,8 @@ The helper package behind the notebook suite, in layers (each imports only those
 
     core/        components, tasks (IOI prompts, corruptions, metric), results, the patch-path
                  engine, models, accuracy metrics, the Literal option types
-    estimators/  AP, AtP, AtP*, HVP correction, multi-step HVP, IG, and their registry
+    estimators/  AP, AtP, AtP*, HVP correction, multi-step HVP, IG, each with its record,
+                 and the table of quadrature rules
     analysis/    diagnosis (E_down / E_local), reliability and bounds, patch paths,
                  Screen-Flag-Fix, circuits, accuracy-against-compute runs, reference checks
     viz/         plots and the patch-path explorer (imports matplotlib; ``from hvp_utils
@@ -22,12 +23,14 @@ from hvp_utils import exercises
 from hvp_utils.analysis.benchmark import (
     convergence,
     decision_table,
+    default_estimators,
     fitted_orders,
     pareto_frontier,
     run_estimators,
 )
 from hvp_utils.analysis.checks import check_second_order, path_derivative, path_function
 from hvp_utils.analysis.circuits import (
+    CircuitRecovery,
     ap_circuit,
     circuit_recovery,
     faithfulness,
@@ -50,7 +53,7 @@ from hvp_utils.analysis.reliability import (
     reliability_score,
     sample_components,
 )
-from hvp_utils.analysis.screen_flag_fix import screen_flag_fix
+from hvp_utils.analysis.screen_flag_fix import screen_flag_fix, sff_estimator
 from hvp_utils.core.components import Component, components
 from hvp_utils.core.engine import PatchContext, prepare
 from hvp_utils.core.metrics import auroc, compare, pearson, spearman
@@ -64,7 +67,18 @@ from hvp_utils.core.models import (
     load_model,
     resolve_dtype,
 )
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import (
+    AtPStarAttribution,
+    Attribution,
+    Cost,
+    CostMeter,
+    Estimator,
+    FlagReasons,
+    IntervalAttribution,
+    ReliabilityAttribution,
+    ScreenFlagFixResult,
+    SecondOrderAttribution,
+)
 from hvp_utils.core.tasks import (
     PatchingTask,
     TaskError,
@@ -76,6 +90,7 @@ from hvp_utils.core.tasks import (
 from hvp_utils.core.types import (
     KINDS,
     Direction,
+    Family,
     Fix,
     HVPMode,
     IGMode,
@@ -85,33 +100,44 @@ from hvp_utils.core.types import (
     Perturbation,
 )
 from hvp_utils.estimators import (
-    ERROR_ORDER,
-    ESTIMATORS,
-    EstimatorSpec,
+    RULES,
+    QuadratureRule,
     activation_patching,
+    ap_estimator,
+    apply_rule,
     atp,
+    atp_estimator,
     atp_local,
+    atp_local_estimator,
     atp_star,
-    estimator,
+    atp_star_estimator,
     hvp_correction,
+    hvp_estimator,
+    ig_estimator,
     integrated_gradients,
+    multistep_estimator,
     multistep_hvp,
 )
 
 __all__ = [
-    "ERROR_ORDER",
-    "ESTIMATORS",
     "KINDS",
+    "RULES",
+    "AtPStarAttribution",
     "Attribution",
+    "CircuitRecovery",
     "Component",
+    "Cost",
     "CostMeter",
     "Direction",
-    "EstimatorSpec",
+    "Estimator",
+    "Family",
     "Findings",
+    "FlagReasons",
     "Fix",
     "HVPMode",
     "IGMode",
     "IGRule",
+    "IntervalAttribution",
     "Kind",
     "LowPrecisionWarning",
     "ModelWeightsUnavailableError",
@@ -121,15 +147,24 @@ __all__ = [
     "PathCurves",
     "PathSource",
     "Perturbation",
+    "QuadratureRule",
+    "ReliabilityAttribution",
+    "ScreenFlagFixResult",
+    "SecondOrderAttribution",
     "TaskError",
     "TaskPerformanceWarning",
     "UnknownModelError",
     "UnsupportedArchitectureError",
     "activation_patching",
     "ap_circuit",
+    "ap_estimator",
+    "apply_rule",
     "atp",
+    "atp_estimator",
     "atp_local",
+    "atp_local_estimator",
     "atp_star",
+    "atp_star_estimator",
     "auroc",
     "bad_estimates",
     "check_second_order",
@@ -140,11 +175,11 @@ __all__ = [
     "count_phrase",
     "coverage_report",
     "decision_table",
+    "default_estimators",
     "detector_report",
     "diagnose",
     "error_bounds",
     "error_shares",
-    "estimator",
     "exercises",
     "faithfulness",
     "findings",
@@ -153,11 +188,14 @@ __all__ = [
     "flag_reasons",
     "head_roles",
     "hvp_correction",
+    "hvp_estimator",
+    "ig_estimator",
     "integrated_gradients",
     "ioi_dataset",
     "lagrange_interval",
     "load_local_checkpoint",
     "load_model",
+    "multistep_estimator",
     "multistep_hvp",
     "pareto_frontier",
     "path_curves",
@@ -173,6 +211,7 @@ __all__ = [
     "run_estimators",
     "sample_components",
     "screen_flag_fix",
+    "sff_estimator",
     "spearman",
     "task_baseline",
     "task_report",

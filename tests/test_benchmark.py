@@ -19,16 +19,18 @@ def heads(toy64):
 @pytest.fixture(scope="module")
 def run(toy64, toy_task, heads):
     grid = [
-        hu.estimator("atp"),
-        hu.estimator("hvp"),
-        hu.estimator("hvp", mode="joint"),
-        hu.estimator("hvp", mode="hutchinson", n_probes=4, seed=0),
-        hu.estimator("hvp", mode="hutchinson", n_probes=4, seed=1),
-        hu.estimator("multistep", steps=1, rule="radau"),
-        hu.estimator("ig", steps=2),
-        hu.estimator("sff", fix="patch"),
+        hu.atp_estimator(),
+        hu.hvp_estimator(),
+        hu.hvp_estimator(mode="joint"),
+        hu.hvp_estimator(mode="hutchinson", n_probes=4, seed=0),
+        hu.hvp_estimator(mode="hutchinson", n_probes=4, seed=1),
+        hu.multistep_estimator(steps=1, rule="radau"),
+        hu.ig_estimator(steps=2),
+        hu.sff_estimator(fix="patch"),
     ]
-    return hu.run_estimators(toy64, toy_task, heads, grid, perturbation="name_swap", kind="head")
+    return hu.run_estimators(
+        toy64, toy_task, heads, estimators=grid, perturbation="name_swap", kind="head"
+    )
 
 
 def test_one_row_per_estimator_keyed_without_collisions(run):
@@ -47,7 +49,7 @@ def test_rows_are_compare_of_each_result_against_ap(run):
         expected = hu.compare(results[row.key], truth).iloc[0]
         for column in ("pearson", "spearman", "nmae", "topk_recall"):
             assert row[column] == pytest.approx(expected[column], nan_ok=True)
-        assert row.forward == results[row.key].cost["forward"]
+        assert row.forward == results[row.key].cost.forward
     ap = frame.set_index("key").loc["ap"]
     assert ap.nmae == 0 and ap.x_AP_time == pytest.approx(1.0)
     assert frame.set_index("key").loc["atp"].x_AtP_time == pytest.approx(1.0)
@@ -56,7 +58,8 @@ def test_rows_are_compare_of_each_result_against_ap(run):
 
 def test_duplicate_estimators_are_refused(toy64, toy_task, heads):
     with pytest.raises(ValueError, match="twice"):
-        hu.run_estimators(toy64, toy_task, heads, [hu.estimator("atp"), hu.estimator("atp")])
+        twice = [hu.atp_estimator(), hu.atp_estimator()]
+        hu.run_estimators(toy64, toy_task, heads, estimators=twice)
 
 
 def test_targets_report_reads_keys_not_labels(run):
@@ -108,6 +111,7 @@ def test_frontier_picks_the_cheapest_that_ranks_like_ap_and_the_best_under_budge
     frame = pd.DataFrame(rows).assign(
         perturbation="p",
         kind="k",
+        family=["AP", "AtP", "f", "f", "f"],
         x_AtP_time=lambda f: f.seconds / 0.1,
         x_AP_time=lambda f: f.seconds,
     )
@@ -130,7 +134,7 @@ def test_a_tiny_bench_writes_every_result(tmp_path):
     peer = frame[frame.key == "tl_patching"]
     assert (peer.nmae < 1e-9).all()  # TransformerLens's AP is ours
     captum = frame[frame.key == "captum_ig"].set_index("perturbation").nmae
-    joint = hu.estimator("ig", steps=2, mode="joint").key
+    joint = hu.ig_estimator(steps=2, mode="joint").key
     ours = frame[frame.key == joint].set_index("perturbation").nmae
     pd.testing.assert_series_equal(captum, ours, check_names=False, atol=1e-9)
     probes = pd.read_csv(out / "hutchinson.csv")

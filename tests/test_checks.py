@@ -18,12 +18,12 @@ def some_queries(toy64):
 
 def test_noising_swaps_base_and_source(toy64, toy_task, some_queries):
     comp = some_queries[0]
-    _, x_r, x_c = slice_function(toy64, toy_task, comp, "denoising")
-    _, y_r, y_c = slice_function(toy64, toy_task, comp, "noising")
+    _, x_r, x_c = slice_function(toy64, toy_task, comp, direction="denoising")
+    _, y_r, y_c = slice_function(toy64, toy_task, comp, direction="noising")
     torch.testing.assert_close(x_r, y_c)
     torch.testing.assert_close(x_c, y_r)
     # the noising path starts on the clean run and ends on AP's noising effect
-    g = path_function(toy64, toy_task, comp, "noising")
+    g = path_function(toy64, toy_task, comp, direction="noising")
     truth = hu.activation_patching(toy64, toy_task, [comp], direction="noising")
     with torch.no_grad():
         clean = toy_task.metric(toy64(toy_task.clean_tokens))
@@ -46,4 +46,4 @@ def test_check_second_order_catches_a_wrong_estimate(toy64, toy_task, some_queri
     with pytest.raises(AssertionError, match="disagrees"):
         hu.check_second_order(toy64, toy_task, some_queries, noising, direction="denoising")
     with pytest.raises(BAD_OPTION_ERRORS):
-        slice_function(toy64, toy_task, some_queries[0], "sideways")
+        slice_function(toy64, toy_task, some_queries[0], direction="sideways")

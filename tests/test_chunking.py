@@ -50,9 +50,9 @@ def run_counting_passes(monkeypatch, estimator, *args, **kwargs):
     passes = []
     original = engine.replicated_metric
 
-    def spy(model, task, start, replicates, fwd_hooks, layer=None):
+    def spy(model, task, start, *, replicates, fwd_hooks, layer=None):
         passes.append(replicates)
-        return original(model, task, start, replicates, fwd_hooks, layer)
+        return original(model, task, start, replicates=replicates, fwd_hooks=fwd_hooks, layer=layer)
 
     with monkeypatch.context() as patch:
         patch.setattr(engine, "replicated_metric", spy)
@@ -71,13 +71,18 @@ def test_chunk_size_changes_passes_not_values(name, toy64, small, monkeypatch):
     scale = float(default.values.abs().max())
     assert scale > 1e-3, "all-zero values prove nothing"
     torch.testing.assert_close(single.values, default.values, rtol=1e-12, atol=1e-12 * scale)
-    for key, extra in default.extras.items():
-        torch.testing.assert_close(single.extras[key], extra, rtol=1e-12, atol=1e-12 * scale)
-    assert {k: single.cost[k] for k in PASS_COUNTS} == {k: default.cost[k] for k in PASS_COUNTS}
+    singles = single.columns()
+    for key, column in default.columns().items():
+        expected = torch.as_tensor(column)
+        torch.testing.assert_close(
+            torch.as_tensor(singles[key]), expected, rtol=1e-12, atol=1e-12 * scale
+        )
+    passes = {k: getattr(single.cost, k) for k in PASS_COUNTS}
+    assert passes == {k: getattr(default.cost, k) for k in PASS_COUNTS}
     # every counted forward is a replicate of a pass through replicated_metric (besides the
     # two caching runs and AtP*'s single-layer pattern passes)
     local = 1 if name.startswith("atp_star") else 0
-    assert sum(default_passes) == sum(single_passes) == default.cost["forward"] - 2 - local
+    assert sum(default_passes) == sum(single_passes) == default.cost.forward - 2 - local
     assert set(single_passes) == {1}
     if splits:
         assert len(single_passes) > len(default_passes)
@@ -87,8 +92,12 @@ def test_chunk_size_changes_passes_not_values(name, toy64, small, monkeypatch):
 
 def test_the_chunks_follow_the_token_budget_and_the_layers():
     budget = engine.TOKENS_PER_PASS[2]
-    chunks = engine.replicate_chunks([1, 0, 1, 1, 0], budget // 2, 2)
+    chunks = engine.replicate_chunks([1, 0, 1, 1, 0], rows_per_replicate=budget // 2, order=2)
     assert chunks == [[1, 4], [0, 2], [3]]
-    assert engine.replicate_chunks([0] * 5, 10, 1, chunk_size=2) == [[0, 1], [2, 3], [4]]
+    assert engine.replicate_chunks([0] * 5, rows_per_replicate=10, order=1, chunk_size=2) == [
+        [0, 1],
+        [2, 3],
+        [4],
+    ]
     with pytest.raises(ValueError, match="chunk_size"):
-        engine.replicate_chunks([0], 10, 1, chunk_size=0)
+        engine.replicate_chunks([0], rows_per_replicate=10, order=1, chunk_size=0)

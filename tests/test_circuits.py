@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from reference import made_up
 
 import hvp_utils as hu
 from hvp_utils import components
@@ -27,12 +28,11 @@ def test_auroc_matches_brute_force_pairs():
 
 
 def test_recovery_counts_hits_at_the_reference_size():
-    est = hu.Attribution(torch.tensor([3.0, -2.5, 0.1, 1.0]), ["a", "b", "c", "d"], "X", {})
+    est = made_up(torch.tensor([3.0, -2.5, 0.1, 1.0]), ["a", "b", "c", "d"])
     found = circuits.circuit_recovery(est, ["a", "d"])
-    assert (
-        found["precision"] == 0.5 and found["missed"] == ["d"] and found["false_positives"] == ["b"]
-    )
-    assert found["auroc"] == pytest.approx(0.75)
+    assert found.precision == 0.5 and found.missed == ["d"] and found.false_positives == ["b"]
+    assert found.auroc == pytest.approx(0.75)
+    assert found.to_frame().loc["X"].tolist() == [0.5, 0.5, found.auroc, "d", "b"]
     with pytest.raises(ValueError, match="not in the estimate"):
         circuits.circuit_recovery(est, ["z"])
 

@@ -34,7 +34,7 @@ def labelled(found: Recorded) -> pd.DataFrame:
     frame["error"], frame["scale"] = error, scale
     large = error > found["max_rel_error"] * frame.AP.abs()
     frame["bad"] = (large & (error > found["negligible_share"] * scale)) | (
-        error > found["selection_share"] * scale
+        error > found["threshold_share"] * scale
     )
     frame["bad_relative"] = large
     return frame
@@ -59,7 +59,7 @@ def test_flags_follow_from_the_recorded_derivatives(path):
     assert ((frame.score > found["tau"]) == frame.flag_score).all()
     sign = frame.AtP * frame.second_order < 0
     assert (sign == frame.flag_sign).all()
-    theta = found["selection_share"] * frame.AtP.abs().groupby(
+    theta = found["threshold_share"] * frame.AtP.abs().groupby(
         [frame.perturbation, frame.kind]
     ).transform("max")
     box = intervals.loc[list(zip(frame.perturbation, frame.component, strict=True))]

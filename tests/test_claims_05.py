@@ -26,8 +26,8 @@ def keys_of(duels: pd.DataFrame) -> dict[str, str]:
 
 
 def test_the_keys_the_tests_name_are_the_registry_keys():
-    assert hu.estimator("multistep", steps=1, rule="radau").key == RADAU1
-    assert hu.estimator("ig", steps=1, rule="gauss").key == GAUSS1
+    assert hu.multistep_estimator(steps=1, rule="radau").key == RADAU1
+    assert hu.ig_estimator(steps=1, rule="gauss").key == GAUSS1
 
 
 def duel(duels: pd.DataFrame, a: str, b: str) -> dict:
@@ -53,8 +53,8 @@ def pairs() -> dict[str, tuple[str, str]]:
     return {
         "radau_vs_gauss": (RADAU1, GAUSS1),
         "taylor_vs_midpoint": (
-            hu.estimator("multistep", steps=2, rule="taylor").key,
-            hu.estimator("ig", steps=2).key,
+            hu.multistep_estimator(steps=2, rule="taylor").key,
+            hu.ig_estimator(steps=2).key,
         ),
     }
 
@@ -285,7 +285,7 @@ def test_pass_counts(path):
     _, stated = rec.only("quadrature.pass_growth")
     assert (stated["n_more"], stated["n_runs"]) == (more, len(per_comp))
     assert stated["flat"] == flat and "AtP" in flat
-    atp = hu.estimator("atp")
+    atp = hu.atp_estimator()
     assert atp.key in order  # AtP's cost, from the package: 3 forward passes and 1 backward
     assert set(passes[passes.key == atp.key].forward) == {3}
 

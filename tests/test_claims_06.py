@@ -20,10 +20,10 @@ MIN_ATTENTION = 0.3  # head_roles' default threshold, restated in the notebook's
 AP, ATP, DIAG = "AP", "AtP", "HVP diag"
 
 
-def reference_of(values: pd.Series, fraction: float) -> list[str]:
-    """Components whose |AP| is at least ``fraction`` of the largest, in their given order."""
+def reference_of(values: pd.Series, threshold_share: float) -> list[str]:
+    """Components whose |AP| is at least ``threshold_share`` of the largest, in their given order."""
     size = values.abs()
-    return [name for name, v in size.items() if v >= fraction * size.max()]
+    return [name for name, v in size.items() if v >= threshold_share * size.max()]
 
 
 def top_set(values: pd.Series, k: int) -> set[str]:
@@ -63,7 +63,7 @@ def role_of(row: pd.Series) -> str:
 def load(path) -> tuple[Recorded, pd.DataFrame, list[str]]:
     r = Recorded(path)
     scores = r.table("head_estimates").set_index("head")
-    reference = reference_of(scores[AP], r["reference_fraction"])
+    reference = reference_of(scores[AP], r["threshold_share"])
     return r, scores, reference
 
 
@@ -124,7 +124,7 @@ def test_reference_circuit_and_roles(path):
     assert roles.index[roles["in circuit"]].tolist() == reference
     _, stated = r.only("circuits.reference")
     assert (stated["n_reference"], stated["n_heads"]) == (len(reference), len(roles))
-    assert stated["fraction"] == r["reference_fraction"]
+    assert stated["threshold_share"] == r["threshold_share"]
     assert close(stated["largest_abs_ap"], roles.AP.abs().max())
     assert stated["heads"] == ", ".join(reference)
 
@@ -328,7 +328,7 @@ def test_why_they_err(path):
 def test_heads_at_each_position(path):
     r, scores, _ = load(path)
     pos = r.table("position_estimates").set_index("component")
-    reference = reference_of(pos[AP], r["reference_fraction"])
+    reference = reference_of(pos[AP], r["threshold_share"])
     table = r.table("recovery_pos").set_index("method")
     ours = recovered(pos, reference)
     assert set(table.index) == set(ours.index)
@@ -348,7 +348,7 @@ def test_heads_at_each_position(path):
         _, stated = r.only("circuits.position_misses", method=m)
         assert (stated["missed"], stated["false_positives"]) == (row.missed, row.false_positives)
 
-    heads = recovered(scores, reference_of(scores[AP], r["reference_fraction"]))
+    heads = recovered(scores, reference_of(scores[AP], r["threshold_share"]))
     heads = heads.loc[r.table("recovery").method]
     both = [m for m in heads.index if m in ours.index]
     exact_both = [m for m in both if heads.loc[m, "precision"] == 1.0 and m in exact]

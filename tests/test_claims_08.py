@@ -12,6 +12,7 @@ import json
 import pandas as pd
 import pytest
 
+import hvp_utils as hu
 from tests.claims import ROOT, Recorded, close, params
 
 BENCH = ROOT / "docs" / "bench"
@@ -26,7 +27,7 @@ def bench() -> pd.DataFrame:
 
 def estimates(frame: pd.DataFrame) -> pd.DataFrame:
     """Every row but activation patching (ours and TransformerLens's)."""
-    return frame[~frame.family.str.startswith("AP")]
+    return frame[~frame.family.isin([hu.Family.AP, hu.Family.AP_PEER])]
 
 
 def ranks_like_ap(row) -> bool:

@@ -204,7 +204,7 @@ def test_grouped_query_keys_feed_their_group(direction):
         out = output_slice(model, comp)
         reference = local_error_reference(model, task, comp, out, direction, eps=1e-2)
         assert frame.iloc[i].E_local == pytest.approx(reference, rel=1e-3, abs=1e-5), comp.name
-        g = path_function(model, task, comp, direction)
+        g = path_function(model, task, comp, direction=direction)
         atp = path_derivative(g, 0.0, 1)
         assert frame.iloc[i].AtP == pytest.approx(atp, rel=1e-4, abs=1e-6), comp.name
         g2 = path_derivative(g, 0.0, 2)

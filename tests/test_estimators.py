@@ -14,6 +14,7 @@ from reference import (
     component_index,
     graddrop_reference,
     hook_gradients_reference,
+    made_up,
     path_derivative,
     path_function,
     qk_fixed_reference,
@@ -25,7 +26,7 @@ from reference import (
 import hvp_utils as hu
 from hvp_utils import components
 from hvp_utils.core.components import Component
-from hvp_utils.core.engine import path_derivatives, prepare
+from hvp_utils.core.engine import EngineRun, path_derivatives, prepare
 from hvp_utils.core.results import CostMeter
 
 
@@ -58,8 +59,8 @@ def test_second_derivative_matches_autograd_hvp_and_finite_differences(kind, toy
 
 def test_third_derivative_matches_autograd(toy64, toy_task):
     comps = components(toy64, "mlp_out")
-    ctx = prepare(toy64, toy_task, comps)
-    path = path_derivatives(toy64, toy_task, comps, 0.3, 3, ctx, CostMeter())
+    run = EngineRun(toy64, toy_task, prepare(toy64, toy_task, comps), CostMeter())
+    path = path_derivatives(run, comps, t=0.3, order=3)
     for i, comp in enumerate(comps):
         g = path_function(toy64, toy_task, comp)
         for order, ours in ((1, path.d1), (2, path.d2), (3, path.d3)):
@@ -104,7 +105,7 @@ def test_joint_hvp_matches_a_whole_hook_hessian_vector_product(toy64, toy_task):
     torch.testing.assert_close(joint.values, joint.first + expected / 2, rtol=1e-7, atol=1e-10)
     diag = hu.hvp_correction(toy64, toy_task, comps, mode="diag").second
     assert (joint.second - diag).abs().max() > 1e-3, "no cross terms: the test proves nothing"
-    assert joint.cost["hvp"] == 1 and joint.cost["backward"] == 1
+    assert joint.cost.hvp == 1 and joint.cost.backward == 1
 
 
 def test_hutchinson_mean_approaches_diag(toy64, toy_task):
@@ -117,7 +118,7 @@ def test_hutchinson_mean_approaches_diag(toy64, toy_task):
             for s in range(3)
         ]
         errors[n_probes] = np.mean([float((r.second - diag).abs().mean()) for r in runs])
-        assert all(r.cost["hvp"] == n_probes for r in runs)
+        assert all(r.cost.hvp == n_probes for r in runs)
     joint = hu.hvp_correction(toy64, toy_task, comps, mode="joint").second
     assert errors[64] < errors[4] / 2.5  # variance ~ 1/S: error ~ 1/sqrt(S), 4x here
     assert errors[64] < float((joint - diag).abs().mean())
@@ -171,8 +172,8 @@ def test_quadrature_error_order(rule, method, toy64, curved):
         slope = error_slope(errors[i])
         # at least the derived order (a wrong weight drops it to 2 or 1); faster before the
         # asymptotic range is fine
-        assert slope <= -hu.ERROR_ORDER[rule] + 0.6, (comps[i].name, errors[i])
-        assert slope >= -hu.ERROR_ORDER[rule] - 1.5, (comps[i].name, errors[i])
+        assert slope <= -hu.RULES[rule].error_order + 0.6, (comps[i].name, errors[i])
+        assert slope >= -hu.RULES[rule].error_order - 1.5, (comps[i].name, errors[i])
 
 
 def test_joint_ig_interpolates_a_hook_together(toy64, toy_task):
@@ -183,7 +184,7 @@ def test_joint_ig_interpolates_a_hook_together(toy64, toy_task):
         toy64, toy_task, [Component("attn1", "custom", "blocks.1.attn.hook_z", 1, ())]
     )
     assert float(joint.values.sum()) == pytest.approx(float(whole.values[0]), rel=1e-3)
-    assert joint.cost["forward"] == 2 + 50 and joint.cost["backward"] == 50
+    assert joint.cost.forward == 2 + 50 and joint.cost.backward == 50
 
 
 def test_atp_star_qk_fix_linearises_only_after_the_pattern(toy64, toy_task):
@@ -226,17 +227,13 @@ def test_graddrop_matches_plain_hooks_with_detached_layers(toy64, toy_task):
     n_layers = toy64.cfg.n_layers
     undropped = n_layers / (n_layers - 1) * plain.abs()
     assert (expected[:2] - undropped[:2]).abs().min() > 1e-3, "dropping changed nothing"
-    assert star.cost["backward"] == n_layers  # the base run and one per later layer
+    assert star.cost.backward == n_layers  # the base run and one per later layer
 
 
 def test_compare_against_closed_forms():
     names = [f"c{i}" for i in range(5)]
-    truth = hu.Attribution(
-        torch.tensor([1.0, -2.0, 3.0, 0.01, 4.0], dtype=torch.float64), names, "AP", {}
-    )
-    est = hu.Attribution(
-        torch.tensor([2.5, -1.0, 2.0, -0.5, 4.0], dtype=torch.float64), names, "X", {}
-    )
+    truth = made_up(torch.tensor([1.0, -2.0, 3.0, 0.01, 4.0], dtype=torch.float64), names, "AP")
+    est = made_up(torch.tensor([2.5, -1.0, 2.0, -0.5, 4.0], dtype=torch.float64), names)
     row = hu.compare(est, truth, top_k=2).iloc[0]
     assert row.pearson == pytest.approx(np.corrcoef(est.values, truth.values)[0, 1])
     assert row.spearman == pytest.approx(0.9)  # c0 and c2 swap ranks: 1 - 6*2/(5*24)
@@ -281,9 +278,9 @@ def test_a_bad_literal_option_is_refused(case, toy64, toy_task):
 def test_a_bad_direction_or_kind_is_refused_by_prepare_and_components(toy64, toy_task):
     comps = components(toy64, "mlp_out")
     with pytest.raises(BAD_OPTION_ERRORS, match="sideways"):
-        prepare(toy64, toy_task, comps, "sideways")
+        prepare(toy64, toy_task, comps, direction="sideways")
     with pytest.raises(ValueError, match="unknown direction"):
-        inspect.unwrap(prepare)(toy64, toy_task, comps, "sideways")
+        inspect.unwrap(prepare)(toy64, toy_task, comps, direction="sideways")
     with pytest.raises(BAD_OPTION_ERRORS, match="attention"):
         components(toy64, "attention")
     with pytest.raises(ValueError, match="unknown component kind"):

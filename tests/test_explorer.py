@@ -73,14 +73,16 @@ def test_flag_rules_at_any_tau_and_theta_closed_form():
     # the Lagrange interval is 1 -+ 3/2 = [-0.5, 2.5]
     row = pd.Series({"AtP": 1.0, "g2": -3.0, "M2": 3.0})
     reasons = viz.explorer.flag_reasons_of(row, tau=0.5, theta=1.0)
-    assert float(reasons["scores"][0]) == pytest.approx(0.6)
-    assert [bool(reasons[k][0]) for k in ("flag_score", "flag_sign", "flag_threshold")] == [
+    assert float(reasons.scores[0]) == pytest.approx(0.6)
+    assert [
+        bool(getattr(reasons, k)[0]) for k in ("flag_score", "flag_sign", "flag_threshold")
+    ] == [
         True,
         True,
         True,
     ]
     quiet = viz.explorer.flag_reasons_of(row, tau=0.7, theta=3.0)
-    assert [bool(quiet[k][0]) for k in ("flag_score", "flag_sign", "flag_threshold")] == [
+    assert [bool(getattr(quiet, k)[0]) for k in ("flag_score", "flag_sign", "flag_threshold")] == [
         False,
         True,
         False,
@@ -93,7 +95,7 @@ def test_flag_rules_at_any_tau_and_theta_closed_form():
 
 
 def test_explorer_verdict_matches_flag_reasons(source):
-    explorer = viz.explore(source, tau=0.3, share=0.1, component="MLP1")
+    explorer = viz.explore(source, tau=0.3, threshold_share=0.1, component="MLP1")
     row = explorer.row()
     theta = 0.1 * source.scale("name_swap", "mlp_out")
     expected = hu.flag_reasons(
@@ -105,7 +107,7 @@ def test_explorer_verdict_matches_flag_reasons(source):
     )
     assert explorer.theta == pytest.approx(theta)
     names = {"flag_score": "r>tau", "flag_sign": "sign", "flag_threshold": "threshold"}
-    on = [short for key, short in names.items() if bool(expected[key][0])]
+    on = [short for key, short in names.items() if bool(getattr(expected, key)[0])]
     assert explorer.verdict() == ("flagged: " + ", ".join(on) if on else "ok")
 
 
@@ -129,7 +131,7 @@ def test_static_outside_jupyter_live_widget_inside(source, monkeypatch):
 
 
 def test_widget_controls_drive_the_selection(source):
-    explorer = viz.explore(source, tau=0.3, share=0.1, component="MLP0", interactive=True)
+    explorer = viz.explore(source, tau=0.3, threshold_share=0.1, component="MLP0", interactive=True)
     box = explorer.widget()
     (selects, sliders), verdict = box.children[0].children, box.children[1]
     perturbation, kind, component = selects.children
@@ -139,7 +141,11 @@ def test_widget_controls_drive_the_selection(source):
     assert explorer.component == component.value == source.names("head_out")[0]
     perturbation.value = "random_token"
     tau.value, share.value = 0.0, 0.0
-    assert (explorer.perturbation, explorer.tau, explorer.share) == ("random_token", 0.0, 0.0)
+    assert (explorer.perturbation, explorer.tau, explorer.threshold_share) == (
+        "random_token",
+        0.0,
+        0.0,
+    )
     assert "r>tau" in verdict.value  # any curvature exceeds tau = 0
     tau.value = 1.0
     assert "r>tau" not in verdict.value  # r < 1 always

@@ -386,7 +386,7 @@ def test_reference_circuit_groups_roles_and_reads_the_layer0_mechanism():
             ("L1H1", 1, 0.01, "other", False),
         ]
     )
-    found = circuits.reference_circuit(roles, fraction=0.1, run={"seed": 0})
+    found = circuits.reference_circuit(roles, threshold_share=0.1, run={"seed": 0})
     keys = [f.key for f in found.findings]
     assert keys == [
         "circuits.reference",
@@ -404,7 +404,7 @@ def test_reference_circuit_groups_roles_and_reads_the_layer0_mechanism():
         (0, "copies S to end", 1),
         (1, "negative", 1),
     ]
-    assert found.values["seed"] == 0 and found.values["reference_fraction"] == 0.1
+    assert found.values["seed"] == 0 and found.values["threshold_share"] == 0.1
 
 
 def test_boundary_swapped_by_errors_larger_than_the_margin():

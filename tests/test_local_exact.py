@@ -19,7 +19,6 @@ from transformer_lens.utilities import get_act_name
 import hvp_utils as hu
 from hvp_utils.core.components import Component
 from hvp_utils.core.local_maps import local_change, output_slice
-from hvp_utils.estimators.registry import ESTIMATORS
 
 LOCAL_KINDS = ("head_q", "head_k", "neuron_pre")
 IDENTITY_KINDS = ("head_out", "head_out_pos", "mlp_out", "neuron", "resid_pos")
@@ -87,7 +86,7 @@ def test_plain_hook_reference_and_diagnose(toy64, toy_task, direction):
     assert (result.values - atp.values).abs().max() > 1e-3, "no local curvature: proves nothing"
     # one caching pair, one forward/backward, one single-layer pass per input hook
     n_hooks = len({c.hook for c in comps})
-    assert (result.cost["forward"], result.cost["backward"]) == (3 + n_hooks, 1)
+    assert (result.cost.forward, result.cost.backward) == (3 + n_hooks, 1)
 
 
 @pytest.mark.parametrize("kind", LOCAL_KINDS)
@@ -98,7 +97,7 @@ def test_one_whole_hook_pass_gives_every_components_own_change(toy64, toy_task, 
     comps = comps if kind != "neuron_pre" else pick(comps, 4)
     out_hook = output_slice(toy64, comps[0]).hook
     ctx = hu.prepare(toy64, toy_task, comps, extra_hooks=(out_hook,))
-    change = local_change(toy64, ctx, comps[0].hook, out_hook, layer=1)
+    change = local_change(toy64, ctx, in_hook=comps[0].hook, out_hook=out_hook, layer=1)
     for comp in comps:
         _, own = reference(toy64, toy_task, comp)
         mask = output_slice(toy64, comp).mask(own.shape, dtype=own.dtype)
@@ -127,7 +126,7 @@ def test_components_at_several_positions_of_one_hook(toy64, toy_task, direction)
         result.values, references(toy64, toy_task, comps, direction), rtol=1e-8, atol=1e-10
     )
     # queries and neurons: one pass per hook; keys: one per key position (softmax over keys)
-    assert result.cost["forward"] == 3 + 1 + 1 + 2
+    assert result.cost.forward == 3 + 1 + 1 + 2
     keys = [c for c in comps if c.kind == "head_k" and dict(c.select)[2] == 0]
     whole = Component("k0", "head_k", keys[0].hook, 1, ((2, 0),))
     separate = hu.atp_local(toy64, toy_task, keys, direction=direction).values.sum()
@@ -176,19 +175,22 @@ def test_pattern_map_is_linear_so_equals_atp(toy64, toy_task):
     )
 
 
-def test_registered_and_called_through_the_registry(toy64, toy_task):
-    spec = hu.estimator("atp_local")
-    assert ESTIMATORS["atp_local"].func is hu.atp_local and "atp_local" in hu.__all__
-    assert (spec.key, spec.label, spec.family) == (
+def test_record_names_the_estimator_and_runs_it(toy64, toy_task):
+    record = hu.atp_local_estimator()
+    assert record.func is hu.atp_local and "atp_local" in hu.__all__
+    assert (record.key, record.label, record.family) == (
         "atp_local",
         "AtP (exact local)",
-        "AtP (exact local)",
+        hu.Family.ATP_LOCAL,
     )
-    assert hu.estimator("atp_local", direction="noising").label == "AtP (exact local) (noising)"
+    noising = hu.atp_local_estimator(direction="noising")
+    assert noising.label == "AtP (exact local) (noising)"
     comps = layer_comps(toy64, toy_task, ("head_q",), layers=(2,))
-    via_spec, direct = spec(toy64, toy_task, comps), hu.atp_local(toy64, toy_task, comps)
-    assert via_spec.key == direct.key == "atp_local" and via_spec.method == "AtP (exact local)"
-    assert torch.equal(via_spec.values, direct.values)
+    result = record(toy64, toy_task, comps)
+    assert result.estimator == record and result.method == "AtP (exact local)"
+    torch.testing.assert_close(
+        result.values, references(toy64, toy_task, comps), rtol=1e-8, atol=1e-10
+    )
 
 
 def test_chunk_size_and_a_shared_context_change_no_value(toy64, toy_task):
@@ -199,7 +201,7 @@ def test_chunk_size_and_a_shared_context_change_no_value(toy64, toy_task):
     ctx = hu.prepare(toy64, toy_task, comps, extra_hooks=outs)
     shared = hu.atp_local(toy64, toy_task, comps, context=ctx)
     torch.testing.assert_close(shared.values, default.values, rtol=1e-12, atol=1e-14)
-    assert shared.cost["forward"] == default.cost["forward"] - 2
+    assert shared.cost.forward == default.cost.forward - 2
     with pytest.raises(ValueError, match="lacks"):
         hu.atp_local(toy64, toy_task, comps, context=hu.prepare(toy64, toy_task, comps))
 

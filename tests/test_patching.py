@@ -166,10 +166,10 @@ def test_atp_is_derivative_at_zero(kind, which, toy64, tiny64, toy_task, tiny_ta
 def test_atp_costs_one_backward(toy64, toy_task):
     comps = components(toy64, "neuron")
     estimate = atp(toy64, toy_task, comps)
-    assert estimate.cost["backward"] == 1 and estimate.cost["hvp"] == 0
-    assert estimate.cost["forward"] == 3  # clean, corrupted, base with gradient
+    assert estimate.cost.backward == 1 and estimate.cost.hvp == 0
+    assert estimate.cost.forward == 3  # clean, corrupted, base with gradient
     ap = activation_patching(toy64, toy_task, components(toy64, "head_out"))
-    assert ap.cost["forward"] == 2 + 32 and ap.cost["backward"] == 0
+    assert ap.cost.forward == 2 + 32 and ap.cost.backward == 0
 
 
 def test_noising_direction_matches_transformer_lens(toy64, toy_task):
@@ -226,7 +226,7 @@ def test_a_shared_context_gives_the_same_values_and_saves_its_passes(toy64, toy_
         alone = estimator(toy64, toy_task, comps)
         shared = estimator(toy64, toy_task, comps, context=context)
         torch.testing.assert_close(shared.values, alone.values, rtol=1e-12, atol=1e-12)
-        assert shared.cost["forward"] == alone.cost["forward"] - 2
+        assert shared.cost.forward == alone.cost.forward - 2
         assert shared.key == alone.key
     subset = atp(toy64, toy_task, comps[10:13], context=context)
     torch.testing.assert_close(subset.values, atp(toy64, toy_task, comps[10:13]).values)

@@ -8,7 +8,7 @@ from reference import BAD_OPTION_ERRORS
 
 import hvp_utils as hu
 from hvp_utils import activation_patching, components, integrated_gradients
-from hvp_utils.analysis.peers import TL_AP_LABEL, captum_layer_ig, tl_patching_ap
+from hvp_utils.analysis.peers import captum_layer_ig, tl_patching_ap
 
 NAMED_POSITIONS = ("N1", "N2", "S2", "end")
 
@@ -34,8 +34,8 @@ def test_transformer_lens_patching_matches_our_ap(kind, toy64, toy_task):
     comps = peer_components(toy64, toy_task, kind)
     peer = tl_patching_ap(toy64, toy_task, comps)
     assert_same(peer, activation_patching(toy64, toy_task, comps), comps)
-    assert peer.method == TL_AP_LABEL
-    assert peer.cost["forward"] == 2 + len(comps) and peer.cost["backward"] == 0
+    assert peer.method == "AP (transformer_lens.patching)" and peer.estimator.is_ground_truth
+    assert peer.cost.forward == 2 + len(comps) and peer.cost.backward == 0
 
 
 def test_transformer_lens_patching_keeps_the_order_of_comps(toy64, toy_task):
@@ -71,8 +71,8 @@ def test_captum_layer_ig_matches_our_joint_ig(
     ours = integrated_gradients(toy64, toy_task, comps, steps=steps, rule=rule, mode="joint")
     assert_same(peer, ours, comps)
     n_hooks = len({c.hook for c in comps})
-    assert peer.cost["forward"] == n_hooks * (2 + n_steps)
-    assert peer.cost["backward"] == n_hooks * n_steps
+    assert peer.cost.forward == n_hooks * (2 + n_steps)
+    assert peer.cost.backward == n_hooks * n_steps
 
 
 def test_captum_layer_ig_noising(toy64, toy_task):
@@ -80,7 +80,7 @@ def test_captum_layer_ig_noising(toy64, toy_task):
     peer = captum_layer_ig(toy64, toy_task, comps, steps=4, direction="noising")
     ours = integrated_gradients(toy64, toy_task, comps, steps=4, mode="joint", direction="noising")
     assert_same(peer, ours, comps)
-    assert peer.method == "IG joint (Captum LayerIG) K=4 noising"
+    assert peer.method == "IG joint (Captum LayerIG) K=4 (noising)"
 
 
 def test_captum_layer_ig_labels_and_options(toy64, toy_task):

@@ -63,10 +63,10 @@ def test_no_estimator_computes_the_full_unembedding(toy64, toy_task):
     try:
         comps = hu.components(toy64, "head_out", layers=[3])[:2]
         for spec in (
-            hu.estimator("ap"),
-            hu.estimator("atp"),
-            hu.estimator("hvp"),
-            hu.estimator("ig", steps=2, mode="joint"),
+            hu.ap_estimator(),
+            hu.atp_estimator(),
+            hu.hvp_estimator(),
+            hu.ig_estimator(steps=2, mode="joint"),
         ):
             spec(toy64, toy_task, comps)
         hu.task_report(toy64, toy_task)

@@ -59,29 +59,27 @@ def test_auroc_and_detector_closed_forms():
     assert auroc(t64(1.0, 1.0, 1.0, 1.0, 1.0), labels) == pytest.approx(0.5)
     assert math.isnan(auroc(t64(1.0, 2.0), torch.tensor([True, True])))
     names = [f"c{i}" for i in range(4)]
-    truth = hu.Attribution(t64(1.0, 1.0, 1.0, -1.0), names, "AP", {})
-    result = hu.Attribution(
-        t64(2.0, 1.1, 0.0, -1.0),
-        names,
-        "reliability",
-        {},
-        extras={
-            "first": t64(2.0, 1.1, 0.0, -1.0),
-            "scores": t64(0.9, 0.2, 0.1, 0.0),
-            "flags": torch.tensor([True, True, False, False]),
-        },
+    truth = t64(1.0, 1.0, 1.0, -1.0)
+    first = t64(2.0, 1.1, 0.0, -1.0)
+    no = torch.zeros(len(names), dtype=torch.bool)
+    reasons = hu.FlagReasons(
+        scores=t64(0.9, 0.2, 0.1, 0.0),
+        flag_score=torch.tensor([True, True, False, False]),
+        flag_sign=no,
+        flag_threshold=no,
     )
     # relative error alone: c0 (100% off) and c2 (100%) are bad
-    row = detector_report(result, truth, negligible_share=0.0, cut_share=None).iloc[0]
+    row = detector_report(
+        reasons, first=first, truth=truth, negligible_share=0.0, threshold_share=None
+    ).iloc[0]
     assert (row.positives, row.flagged, row.precision, row.recall) == (2, 2, 0.5, 0.5)
     assert row.auroc == pytest.approx(0.75)  # pairs (c0, c1), (c0, c3), (c2, c3) of four
     # no bad estimate at all: recall is undefined (NaN), not 0; so is the AUROC
-    exact = hu.Attribution(result.first, names, "AP", {})
-    row = detector_report(result, exact).iloc[0]
+    row = detector_report(reasons, first=first, truth=first).iloc[0]
     assert row.positives == 0 and row.flagged == 2 and row.precision == 0.0
     assert math.isnan(row.recall) and math.isnan(row.auroc)
     # nothing flagged: precision is undefined (NaN)
-    row = detector_report(result, truth, tau=1.0).iloc[0]
+    row = detector_report(reasons, first=first, truth=truth, tau=1.0).iloc[0]
     assert row.flagged == 0 and math.isnan(row.precision) and row.recall == 0.0
 
 
@@ -89,13 +87,17 @@ def test_bad_estimates_account_for_absolute_size():
     truth = t64(10.0, 10.0, 0.001, 0.5, -0.4)
     estimate = t64(7.0, 9.0, 0.004, 0.1, 0.4)
     # errors 3, 1, 0.003, 0.4, 0.8; relative 0.3, 0.1, 3, 0.8, 2; the kind's scale is 10
-    relative_only = bad_estimates(estimate, truth, negligible_share=0.0, cut_share=None)
+    relative_only = bad_estimates(estimate, truth, negligible_share=0.0, threshold_share=None)
     assert relative_only.tolist() == [False, False, True, True, True]
-    matters = bad_estimates(estimate, truth, negligible_share=0.05, cut_share=0.2)
+    matters = bad_estimates(estimate, truth, negligible_share=0.05, threshold_share=0.2)
     # 3 > 0.2 * 10: bad although only 30% off; 0.003 and 0.4 are below 0.05 * 10: negligible
     assert matters.tolist() == [True, False, False, False, True]
     per_component = bad_estimates(
-        estimate, truth, negligible_share=0.05, cut_share=0.2, scale=t64(100, 100, 1, 1, 1)
+        estimate,
+        truth,
+        negligible_share=0.05,
+        threshold_share=0.2,
+        scale=t64(100, 100, 1, 1, 1),
     )
     assert per_component.tolist() == [False, False, False, True, True]
 
@@ -108,10 +110,10 @@ def test_reliability_scores_match_path_derivatives(toy64, toy_task):
         g = path_function(toy64, toy_task, comp)
         first, second = path_derivative(g, 0.0, 1), path_derivative(g, 0.0, 2)
         score = abs(second / 2) / (abs(first) + abs(second / 2) + 1e-12)
-        assert float(result.scores[i]) == pytest.approx(score, rel=1e-7)
-        assert bool(result.flags[i]) == (score > 0.3 or first * (first + second / 2) < 0)
-    assert result.flags.dtype == torch.bool and len(result.scores) == len(comps)
-    assert not result.flag_threshold.any()
+        assert float(result.reasons.scores[i]) == pytest.approx(score, rel=1e-7)
+        assert bool(result.reasons.flags[i]) == (score > 0.3 or first * (first + second / 2) < 0)
+    assert result.reasons.flags.dtype == torch.bool and len(result.reasons.scores) == len(comps)
+    assert not result.reasons.flag_threshold.any()
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +135,11 @@ def test_bounds_are_exact_on_a_quadratic_metric(tiny64, quadratic):
     torch.testing.assert_close(first.radius, first.second.abs() / 2)
     centre = float(first.values[0].abs())  # strictly inside the first interval
     flagged = reliability(tiny64, task, comps, threshold=centre, bounds=first)
-    assert bool(flagged.flag_threshold[0]) and bool(flagged.flags[0])
+    assert bool(flagged.reasons.flag_threshold[0]) and bool(flagged.reasons.flags[0])
     far = 10 * float(first.upper.abs().max() + first.lower.abs().max())
-    assert not reliability(tiny64, task, comps, threshold=far, bounds=first).flag_threshold.any()
+    assert not reliability(
+        tiny64, task, comps, threshold=far, bounds=first
+    ).reasons.flag_threshold.any()
 
 
 def test_bounds_use_the_lagrange_factors(toy64, toy_task):
@@ -160,16 +164,24 @@ def test_detector_and_coverage_on_the_embedded_model(toy64, toy_task):
     scored = reliability(toy64, toy_task, comps, threshold=0.01, bounds=bounds)
     torch.testing.assert_close(scored.lower, bounds.lower)
     torch.testing.assert_close(scored.upper, bounds.upper)
-    assert scored.flag_threshold.tolist() == straddles(bounds.lower, bounds.upper, 0.01).tolist()
-    report = detector_report(scored, truth, negligible_share=0.0, cut_share=None).iloc[0]
+    expected = straddles(bounds.lower, bounds.upper, 0.01).tolist()
+    assert scored.reasons.flag_threshold.tolist() == expected
+    report = detector_report(
+        scored.reasons,
+        first=scored.first,
+        truth=truth.values,
+        negligible_share=0.0,
+        threshold_share=None,
+    ).iloc[0]
     assert 0 < report.positives < len(comps)
     assert report.auroc > 0.7, report
     # measured, not guaranteed: on these queries the estimated intervals hold every AP effect
-    assert coverage_report(bounds, truth).iloc[0].coverage == 1.0
+    covered = coverage_report(lower=bounds.lower, upper=bounds.upper, truth=truth.values)
+    assert covered.iloc[0].coverage == 1.0
     # the same estimate of max|g''| without bounds=: the same interval and flags
     alone = reliability(toy64, toy_task, comps, threshold=0.01, n_nodes=3)
     torch.testing.assert_close(alone.max_second, bounds.max_second)
-    assert alone.flag_threshold.tolist() == scored.flag_threshold.tolist()
+    assert alone.reasons.flag_threshold.tolist() == scored.reasons.flag_threshold.tolist()
 
 
 def test_path_curves_static_figure_and_explorer(toy64, toy_task):
@@ -201,21 +213,21 @@ def test_path_curves_static_figure_and_explorer(toy64, toy_task):
 def test_flag_reasons_closed_forms():
     first, second = t64(1.0, 1.0, -2.0, 2.0), t64(-3.0, 0.2, 1.0, 0.1)
     reasons = hu.flag_reasons(first, second, tau=0.3)
-    assert reasons["flag_score"].tolist() == [True, False, False, False]
-    assert reasons["flag_sign"].tolist() == [True, False, False, False]
-    assert not reasons["flag_threshold"].any()
+    assert reasons.flag_score.tolist() == [True, False, False, False]
+    assert reasons.flag_sign.tolist() == [True, False, False, False]
+    assert not reasons.flag_threshold.any()
     # the Lagrange interval g'(0) -+ M2/2 with M2 = 1: [0.5, 1.5], [0.5, 1.5], [-2.5, -1.5], ...
     m2 = t64(1.0, 1.0, 1.0, 1.0)
     lower, upper = lagrange_interval(first, m2)
     torch.testing.assert_close(lower, first - 0.5)
     torch.testing.assert_close(upper, first + 0.5)
     near = hu.flag_reasons(first, second, tau=0.3, max_second=m2, threshold=1.8)
-    assert near["flag_threshold"].tolist() == [False, False, True, True]
-    assert near["flags"].tolist() == [True, False, True, True]
+    assert near.flag_threshold.tolist() == [False, False, True, True]
+    assert near.flags.tolist() == [True, False, True, True]
     per_component = hu.flag_reasons(
         first, second, tau=0.3, max_second=m2, threshold=t64(1, 1, 9, 9)
     )
-    assert per_component["flag_threshold"].tolist() == [True, True, False, False]
+    assert per_component.flag_threshold.tolist() == [True, True, False, False]
     with pytest.raises(ValueError, match="needs the Lagrange interval"):
         hu.flag_reasons(first, second, tau=0.3, threshold=1.0)
 

@@ -17,10 +17,10 @@ import hvp_utils as hu
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "tl39_reference.json").read_text())
 ESTIMATORS = {
-    "ap": hu.estimator("ap"),
-    "atp": hu.estimator("atp"),
-    "hvp_diag": hu.estimator("hvp", mode="diag"),
-    "ig2": hu.estimator("ig", steps=2),
+    "ap": hu.ap_estimator(),
+    "atp": hu.atp_estimator(),
+    "hvp_diag": hu.hvp_estimator(mode="diag"),
+    "ig2": hu.ig_estimator(steps=2),
 }
 
 

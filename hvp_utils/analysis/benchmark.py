@@ -1,13 +1,15 @@
 """Accuracy against compute: run many estimators on the same components, measure each against
 activation patching, and time them in the same process.
 
-Estimators are :class:`~hvp_utils.estimators.registry.EstimatorSpec` objects from the registry
-(``estimator("ig", steps=4)``): each returns an :class:`~hvp_utils.core.results.Attribution`
-with a unique ``key``, a ``label`` and a ``family``, so this module never special-cases a
-method and never reads meaning out of a label.
+Estimators are records (:class:`~hvp_utils.core.results.Estimator`, e.g.
+``ig_estimator(steps=4)``): each returns an :class:`~hvp_utils.core.results.Attribution`
+carrying its record (a unique ``key``, a ``label`` and a ``family``), so this module never
+special-cases a method and never reads meaning out of a label.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -15,59 +17,70 @@ import torch
 
 from hvp_utils.core.components import Component
 from hvp_utils.core.metrics import compare
-from hvp_utils.core.results import Attribution
+from hvp_utils.core.results import RUNTIME_OPTIONS, Attribution, Estimator
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Model
-from hvp_utils.estimators import ERROR_ORDER, estimator
-from hvp_utils.estimators.registry import RUNTIME_OPTIONS, EstimatorSpec
+from hvp_utils.core.types import Family, Model
+from hvp_utils.estimators import (
+    RULES,
+    ap_estimator,
+    atp_estimator,
+    atp_local_estimator,
+    atp_star_estimator,
+    hvp_estimator,
+    ig_estimator,
+    multistep_estimator,
+)
 
 #: Pass counts copied into each row of :func:`run_estimators`.
 PASS_COLUMNS = ("forward", "backward", "hvp")
+#: The families of exact activation patching (ours and a peer's): the ground truth.
+GROUND_TRUTH_FAMILIES = (Family.AP.value, Family.AP_PEER.value)
 
 
-def default_estimators(quick: bool = False) -> list[EstimatorSpec]:
+def default_estimators(*, quick: bool = False) -> list[Estimator]:
     """The estimator grid of notebook 05 and ``make bench`` (``quick``: a smaller grid)."""
     grid = [
-        estimator("atp"),
-        estimator("atp_local"),
-        estimator("atp_star"),
-        estimator("hvp", mode="diag"),
-        estimator("hvp", mode="joint"),
-        estimator("hvp", mode="hutchinson", n_probes=16),
-        estimator("multistep", steps=1, rule="radau"),
-        estimator("multistep", steps=2, rule="radau"),
-        estimator("multistep", steps=2, rule="taylor"),
-        estimator("multistep", steps=1, rule="trapezoid"),
-        estimator("ig", steps=1),
-        estimator("ig", steps=2),
-        estimator("ig", steps=4),
-        estimator("ig", steps=1, rule="gauss"),
-        estimator("ig", steps=2, mode="joint"),
-        estimator("ig", steps=8, mode="joint"),
+        atp_estimator(),
+        atp_local_estimator(),
+        atp_star_estimator(),
+        hvp_estimator(mode="diag"),
+        hvp_estimator(mode="joint"),
+        hvp_estimator(mode="hutchinson", n_probes=16),
+        multistep_estimator(steps=1, rule="radau"),
+        multistep_estimator(steps=2, rule="radau"),
+        multistep_estimator(steps=2, rule="taylor"),
+        multistep_estimator(steps=1, rule="trapezoid"),
+        ig_estimator(steps=1),
+        ig_estimator(steps=2),
+        ig_estimator(steps=4),
+        ig_estimator(steps=1, rule="gauss"),
+        ig_estimator(steps=2, mode="joint"),
+        ig_estimator(steps=8, mode="joint"),
     ]
     if not quick:
         grid += [
-            estimator("multistep", steps=4, rule="taylor"),
-            estimator("multistep", steps=2, rule="trapezoid"),
-            estimator("ig", steps=8),
-            estimator("ig", steps=2, rule="gauss"),
+            multistep_estimator(steps=4, rule="taylor"),
+            multistep_estimator(steps=2, rule="trapezoid"),
+            ig_estimator(steps=8),
+            ig_estimator(steps=2, rule="gauss"),
         ]
     return grid
 
 
-def spec_columns(spec: EstimatorSpec) -> dict:
-    """The spec as table columns: ``key``, ``estimator`` (registry name), ``family`` and one
-    ``opt_<name>`` column per option (runtime options left out)."""
-    options = {f"opt_{k}": v for k, v in spec.settings.items() if k not in RUNTIME_OPTIONS}
-    return {"key": spec.key, "estimator": spec.name, "family": spec.family, **options}
+def record_columns(record: Estimator) -> dict:
+    """The record as table columns: ``key``, ``estimator`` (its short name), ``family`` and
+    one ``opt_<name>`` column per option (runtime options left out)."""
+    options = {f"opt_{k}": v for k, v in record.options.items() if k not in RUNTIME_OPTIONS}
+    family = record.family.value
+    return {"key": record.key, "estimator": record.name, "family": family, **options}
 
 
 def run_estimators(
     model: Model,
     task: PatchingTask,
     comps: list[Component],
-    estimators: list[EstimatorSpec] | None = None,
     *,
+    estimators: list[Estimator] | None = None,
     truth: Attribution | None = None,
     **labels: object,
 ) -> tuple[pd.DataFrame, dict[str, Attribution]]:
@@ -75,36 +88,36 @@ def run_estimators(
 
     Args:
         model, task, comps: as for every estimator.
-        estimators: registry specs (default: :func:`default_estimators`); keys must differ.
+        estimators: estimator records (default: :func:`default_estimators`); keys must differ.
         truth: an AP result on ``comps`` (computed here when None, and timed here).
         labels: constant columns added to every row (e.g. ``perturbation=..., kind=...``).
 
     Returns:
         ``(frame, results)``: one row per estimator (AP first) with the :func:`compare`
-        metrics, the spec columns of :func:`spec_columns`, pass counts, and wall time as
+        metrics, the record columns of :func:`record_columns`, pass counts, and wall time as
         ratios to AtP (``x_AtP_time``, NaN without an AtP row) and to AP (``x_AP_time``), all
         measured in this process; ``results`` maps each key to its :class:`Attribution`.
     """
-    specs = [estimator("ap"), *(estimators or default_estimators())]
-    keys = [spec.key for spec in specs]
+    records = [ap_estimator(), *(estimators or default_estimators())]
+    keys = [record.key for record in records]
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
         raise ValueError(f"estimators {repeated} appear twice; give each its own options")
-    results = {"ap": truth if truth is not None else specs[0](model, task, comps)}
-    for spec in specs[1:]:
-        results[spec.key] = spec(model, task, comps)
-    truth = results["ap"]
+    ap_key, atp_key = records[0].key, atp_estimator().key
+    results = {ap_key: truth if truth is not None else records[0](model, task, comps)}
+    for record in records[1:]:
+        results[record.key] = record(model, task, comps)
+    truth = results[ap_key]
     rows = []
-    for spec in specs:
-        result = results[spec.key]
+    for record in records:
+        result = results[record.key]
         row = compare(result, truth).reset_index().iloc[0].to_dict()
-        row.update({k: result.cost[k] for k in PASS_COLUMNS})
-        rows.append({**spec_columns(spec), **row})
+        row.update({k: getattr(result.cost, k) for k in PASS_COLUMNS})
+        rows.append({**record_columns(record), **row})
     frame = pd.DataFrame(rows)
-    atp_key = estimator("atp").key
-    atp_seconds = results[atp_key].cost["seconds"] if atp_key in results else np.nan
+    atp_seconds = results[atp_key].cost.seconds if atp_key in results else np.nan
     frame["x_AtP_time"] = frame.seconds / atp_seconds
-    frame["x_AP_time"] = frame.seconds / truth.cost["seconds"]
+    frame["x_AP_time"] = frame.seconds / truth.cost.seconds
     for key, value in labels.items():
         frame[key] = value
     return frame, results
@@ -124,6 +137,7 @@ def convergence(
     model: Model,
     task: PatchingTask,
     comps: list[Component],
+    *,
     steps: tuple[int, ...] = (1, 2, 4, 8),
     truth: Attribution | None = None,
     chunk_size: int | None = None,
@@ -137,20 +151,20 @@ def convergence(
         epsilon (``eps`` and ``max_abs_ap`` are columns too).
     """
     if truth is None:
-        truth = estimator("ap")(model, task, comps, chunk_size=chunk_size)
+        truth = ap_estimator()(model, task, comps, chunk_size=chunk_size)
     eps = float(torch.finfo(model.cfg.dtype).eps)
     scale = float(truth.values.abs().max())
     rules = {
-        "taylor": estimator("multistep", rule="taylor"),
-        "trapezoid": estimator("multistep", rule="trapezoid"),
-        "radau": estimator("multistep", rule="radau"),
-        "midpoint": estimator("ig", rule="midpoint"),
-        "gauss": estimator("ig", rule="gauss"),
+        "taylor": partial(multistep_estimator, rule="taylor"),
+        "trapezoid": partial(multistep_estimator, rule="trapezoid"),
+        "radau": partial(multistep_estimator, rule="radau"),
+        "midpoint": partial(ig_estimator, rule="midpoint"),
+        "gauss": partial(ig_estimator, rule="gauss"),
     }
     rows = []
-    for rule, spec in rules.items():
+    for rule, record_of in rules.items():
         for k in steps:
-            result = spec.bind(steps=k)(model, task, comps, chunk_size=chunk_size)
+            result = record_of(steps=k)(model, task, comps, chunk_size=chunk_size)
             error = (result.values - truth.values).abs()
             rows.append(
                 {
@@ -159,8 +173,8 @@ def convergence(
                     "nmae": float(error.mean() / truth.values.abs().mean()),
                     "max_abs_error": float(error.max()),
                     "worst": truth.names[int(error.argmax())],
-                    "seconds": result.cost["seconds"],
-                    "derived_order": ERROR_ORDER[rule],
+                    "seconds": result.cost.seconds,
+                    "derived_order": RULES[rule].error_order,
                     "eps": eps,
                     "max_abs_ap": scale,
                     "floor": FLOOR_FACTOR * eps * scale,
@@ -169,7 +183,7 @@ def convergence(
     return pd.DataFrame(rows)
 
 
-def fitted_orders(frame: pd.DataFrame, value: str = "max_abs_error") -> pd.DataFrame:
+def fitted_orders(frame: pd.DataFrame, *, value: str = "max_abs_error") -> pd.DataFrame:
     """Slope of log(error) against log(1/K) per rule: the measured error order, fitted over
     the pre-asymptotic range only.
 
@@ -234,24 +248,24 @@ def pareto_frontier(frame: pd.DataFrame) -> pd.DataFrame:
     return ordered.loc[keep]
 
 
-def ranks_like_ap(rows: pd.DataFrame, spearman: float = 0.99) -> pd.Series:
+def ranks_like_ap(rows: pd.DataFrame, *, spearman: float = 0.99) -> pd.Series:
     """Rows whose ranking is AP's: Spearman at least ``spearman`` and the same top-k."""
     return (rows.spearman >= spearman) & (rows.topk_recall >= 1.0)
 
 
-def cheapest_ranking_like_ap(group: pd.DataFrame, spearman: float = 0.99) -> pd.Series:
+def cheapest_ranking_like_ap(group: pd.DataFrame, *, spearman: float = 0.99) -> pd.Series:
     """The fastest row of ``group`` that ranks like AP (AP itself when nothing cheaper does)."""
-    return group[ranks_like_ap(group, spearman)].sort_values("seconds").iloc[0]
+    return group[ranks_like_ap(group, spearman=spearman)].sort_values("seconds").iloc[0]
 
 
 def most_accurate(group: pd.DataFrame, allowed: pd.Series) -> pd.Series:
     """The lowest-NMAE row of ``group[allowed]``, exact patching (ours or a peer's) excluded."""
-    patching = group.family.str.startswith("AP") if "family" in group else group.estimator == "ap"
+    patching = group.family.isin(GROUND_TRUTH_FAMILIES)
     return group[allowed & ~patching].sort_values("nmae").iloc[0]
 
 
 def frontier_table(
-    frame: pd.DataFrame, spearman: float = 0.99, max_x_atp_time: float = 2.0
+    frame: pd.DataFrame, *, spearman: float = 0.99, max_x_atp_time: float = 2.0
 ) -> pd.DataFrame:
     """Per (perturbation, kind) of a :func:`run_estimators` frame: the cheapest estimator that
     ranks like AP, and the most accurate one that costs about what AtP costs.
@@ -270,7 +284,7 @@ def frontier_table(
     """
     rows = []
     for (perturbation, kind), group in frame.groupby(["perturbation", "kind"], sort=False):
-        cheapest = cheapest_ranking_like_ap(group, spearman)
+        cheapest = cheapest_ranking_like_ap(group, spearman=spearman)
         best = most_accurate(group, group.x_AtP_time <= max_x_atp_time)
         rows.append(
             {
@@ -288,7 +302,7 @@ def frontier_table(
 
 
 def decision_table(
-    frame: pd.DataFrame, budget_x_atp: float = 2.0, spearman: float = 0.99
+    frame: pd.DataFrame, *, budget_x_atp: float = 2.0, spearman: float = 0.99
 ) -> pd.DataFrame:
     """Which estimator when, per (perturbation, kind) of a :func:`run_estimators` frame: AtP
     alone; the most accurate estimator within ``budget_x_atp`` times AtP's wall time; the most
@@ -299,8 +313,8 @@ def decision_table(
         atp = group[group.estimator == "atp"].iloc[0]
         budget = most_accurate(group, group.x_AtP_time <= budget_x_atp)
         below = most_accurate(group, group.x_AP_time < 1.0)
-        cheapest = cheapest_ranking_like_ap(group, spearman)
-        like = ranks_like_ap(pd.DataFrame([atp, budget, below]), spearman).tolist()
+        cheapest = cheapest_ranking_like_ap(group, spearman=spearman)
+        like = ranks_like_ap(pd.DataFrame([atp, budget, below]), spearman=spearman).tolist()
         rows.append(
             {
                 "perturbation": p,
@@ -328,8 +342,8 @@ def probe_sweep(
     model: Model,
     task: PatchingTask,
     comps: list[Component],
-    probes: tuple[int, ...] = (4, 8, 16, 32, 64, 128),
     *,
+    probes: tuple[int, ...] = (4, 8, 16, 32, 64, 128),
     truth: Attribution | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -347,9 +361,9 @@ def probe_sweep(
         with each ``S``: ``n_probes`` (NaN for the first two), ``nmae``, ``spearman``,
         ``seconds``, ``x_AP_time`` and ``x_AtP_time``.
     """
-    grid = [estimator("atp"), estimator("hvp", mode="diag")]
-    grid += [estimator("hvp", mode="hutchinson", n_probes=s, seed=seed) for s in probes]
-    frame, _ = run_estimators(model, task, comps, grid, truth=truth)
+    grid = [atp_estimator(), hvp_estimator(mode="diag")]
+    grid += [hvp_estimator(mode="hutchinson", n_probes=s, seed=seed) for s in probes]
+    frame, _ = run_estimators(model, task, comps, estimators=grid, truth=truth)
     frame = frame[frame.estimator != "ap"]
     sampled = frame.opt_mode.eq("hutchinson")
     frame = frame.assign(n_probes=frame.opt_n_probes.where(sampled))

@@ -37,6 +37,7 @@ def slice_function(
     model: Model,
     task: PatchingTask,
     comp: Component,
+    *,
     direction: Direction = "denoising",
 ):
     """The metric as a function of the component's slice on the base run.
@@ -72,10 +73,11 @@ def path_function(
     model: Model,
     task: PatchingTask,
     comp: Component,
+    *,
     direction: Direction = "denoising",
 ):
     """``g(t) = phi(x_r + t (x_c - x_r))``, differentiable in ``t`` (see :func:`slice_function`)."""
-    phi, x_r, x_c = slice_function(model, task, comp, direction)
+    phi, x_r, x_c = slice_function(model, task, comp, direction=direction)
     return lambda t: phi(x_r + t * (x_c - x_r))
 
 
@@ -93,6 +95,7 @@ def check_second_order(
     task: PatchingTask,
     comps: list[Component],
     estimate: Attribution,
+    *,
     step: float = 1e-4,
     rtol: float = 1e-6,
     direction: Direction = "denoising",
@@ -108,9 +111,9 @@ def check_second_order(
     rows = []
     for comp in comps:
         i = estimate.names.index(comp.name)
-        phi, x_r, x_c = slice_function(model, task, comp, direction)
+        phi, x_r, x_c = slice_function(model, task, comp, direction=direction)
         _, h_delta = torch.autograd.functional.hvp(phi, x_r, x_c - x_r)
-        g = path_function(model, task, comp, direction)
+        g = path_function(model, task, comp, direction=direction)
         rows.append(
             {
                 "component": comp.name,

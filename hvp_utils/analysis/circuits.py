@@ -1,8 +1,8 @@
 """Circuits: reference circuits, recovery of a circuit from any estimator, faithfulness.
 
 - Reference circuit of the embedded model: the components whose activation-patching effect is
-  at least ``fraction`` of the largest (:func:`ap_circuit`). For ``gpt2-small``: the published
-  IOI head classes of Wang et al. 2022 (``data/ioi/gpt2_small_ioi_heads.csv``).
+  at least ``threshold_share`` of the largest (:func:`ap_circuit`). For ``gpt2-small``: the
+  published IOI head classes of Wang et al. 2022 (``data/ioi/gpt2_small_ioi_heads.csv``).
 - Recovery (:func:`circuit_recovery`): rank components by |estimate|; precision and recall of
   the top-|reference| set, and the ROC curve over every cut-off with its area (AUROC).
 - Faithfulness (:func:`faithfulness`): keep the top-k components, mean-ablate every other one
@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -43,13 +44,13 @@ def published_ioi_heads() -> pd.DataFrame:
     return frame
 
 
-def ap_circuit(truth: Attribution, fraction: float = 0.1) -> list[str]:
-    """Components with |AP| >= ``fraction`` * max |AP| (the embedded model's reference)."""
+def ap_circuit(truth: Attribution, *, threshold_share: float = 0.1) -> list[str]:
+    """Components with |AP| >= ``threshold_share`` * max |AP| (the embedded model's reference)."""
     values = truth.values.abs()
     return [
         n
         for n, v in zip(truth.names, values.tolist(), strict=True)
-        if v >= fraction * float(values.max())
+        if v >= threshold_share * float(values.max())
     ]
 
 
@@ -62,7 +63,40 @@ def roc_curve(scores: Tensor, positive: Tensor) -> pd.DataFrame:
     return pd.DataFrame({"fpr": fpr.numpy(), "tpr": tpr.numpy(), "k": np.arange(len(tpr))})
 
 
-def circuit_recovery(estimate: Attribution, reference: list[str]) -> dict:
+@dataclass(frozen=True)
+class CircuitRecovery:
+    """How well ranking by ``|estimate|`` recovers a reference circuit of ``k`` components.
+
+    ``precision``, ``recall``: of the top-``k`` set; ``auroc``: over every cut-off;
+    ``missed``: reference components outside the top ``k``; ``false_positives``: top-``k``
+    components outside the reference; ``roc``: the ROC curve (:func:`roc_curve`).
+    """
+
+    method: str
+    precision: float
+    recall: float
+    auroc: float
+    missed: list[str]
+    false_positives: list[str]
+    roc: pd.DataFrame = field(repr=False)
+
+    def as_row(self) -> dict:
+        """The numbers and the two lists (comma-separated), without the curve."""
+        return {
+            "method": self.method,
+            "precision": self.precision,
+            "recall": self.recall,
+            "auroc": self.auroc,
+            "missed": ", ".join(self.missed),
+            "false_positives": ", ".join(self.false_positives),
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """:meth:`as_row` as a one-row frame indexed by method."""
+        return pd.DataFrame([self.as_row()]).set_index("method")
+
+
+def circuit_recovery(estimate: Attribution, reference: list[str]) -> CircuitRecovery:
     """Precision and recall at the reference size, AUROC, and the ROC curve, ranking by |value|."""
     unknown = set(reference) - set(estimate.names)
     if unknown:
@@ -74,26 +108,20 @@ def circuit_recovery(estimate: Attribution, reference: list[str]) -> dict:
     k = len(reference)
     top = set(scores.argsort(descending=True)[:k].tolist())
     hits = sum(bool(positive[i]) for i in top)
-    return {
-        "method": estimate.method,
-        "precision": hits / k,
-        "recall": hits / int(positive.sum()),
-        "auroc": auroc(scores, positive),
-        "missed": [estimate.names[i] for i in range(len(scores)) if positive[i] and i not in top],
-        "false_positives": [estimate.names[i] for i in sorted(top) if not positive[i]],
-        "roc": roc_curve(scores, positive),
-    }
+    return CircuitRecovery(
+        method=estimate.method,
+        precision=hits / k,
+        recall=hits / int(positive.sum()),
+        auroc=auroc(scores, positive),
+        missed=[estimate.names[i] for i in range(len(scores)) if positive[i] and i not in top],
+        false_positives=[estimate.names[i] for i in sorted(top) if not positive[i]],
+        roc=roc_curve(scores, positive),
+    )
 
 
 def recovery_table(estimates: list[Attribution], reference: list[str]) -> pd.DataFrame:
     """One row per estimator: precision, recall, AUROC, and the components it gets wrong."""
-    rows = []
-    for estimate in estimates:
-        found = circuit_recovery(estimate, reference)
-        found.pop("roc")
-        found["missed"] = ", ".join(found["missed"])
-        found["false_positives"] = ", ".join(found["false_positives"])
-        rows.append(found)
+    rows = [circuit_recovery(estimate, reference).as_row() for estimate in estimates]
     return pd.DataFrame(rows).set_index("method")
 
 
@@ -109,8 +137,8 @@ def faithfulness(
     task: PatchingTask,
     ranking: Attribution | list[Component],
     comps: list[Component],
-    sizes: list[int] | None = None,
     *,
+    sizes: list[int] | None = None,
     chunk_size: int | None = None,
 ) -> pd.DataFrame:
     """``m(top-k kept, the rest of comps mean-ablated) / m(full model)`` on the clean prompts.
@@ -139,13 +167,19 @@ def faithfulness(
                 kept[c.hook][r : r + 1], c.mask(means[c.hook].shape, dtype=means[c.hook].dtype)
             )
     rows = task.clean_tokens.numel()
-    chunks = replicate_chunks([0] * len(sizes), rows, order=0, chunk_size=chunk_size)
+    chunks = replicate_chunks(
+        [0] * len(sizes), rows_per_replicate=rows, order=0, chunk_size=chunk_size
+    )
     with torch.no_grad():
         full = metric_per_prompt(model, task, task.clean_tokens).mean()
         kept_metric = torch.cat(
             [
                 replicated_metric(
-                    model, task, task.clean_tokens, len(chunk), _ablation(kept, means, chunk)
+                    model,
+                    task,
+                    task.clean_tokens,
+                    replicates=len(chunk),
+                    fwd_hooks=_ablation(kept, means, chunk),
                 )
                 for chunk in progress(chunks, "faithfulness")
             ]
@@ -212,7 +246,7 @@ ROLES_LATER = (
 
 
 def head_roles(
-    model: Model, task: PatchingTask, truth: Attribution, min_attention: float = 0.3
+    model: Model, task: PatchingTask, truth: Attribution, *, min_attention: float = 0.3
 ) -> pd.DataFrame:
     """Attention of every head at the final position (to IO, S1, S2) and at S2 (to S1, IO),
     its AP effect, and a role read off them.

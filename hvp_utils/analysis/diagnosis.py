@@ -51,12 +51,11 @@ from torch import Tensor
 
 from hvp_utils.core.components import Component, check_components, group_by_hook
 from hvp_utils.core.engine import (
-    PatchContext,
+    EngineRun,
     component_inner_products,
     hook_gradients,
     local_output,
     path_derivatives,
-    prepare,
 )
 from hvp_utils.core.local_maps import (  # noqa: F401  (OutputSlice: re-exported)
     LOCAL_MAPS,
@@ -66,61 +65,49 @@ from hvp_utils.core.local_maps import (  # noqa: F401  (OutputSlice: re-exported
     output_slice,
     with_delta,
 )
-from hvp_utils.core.results import CostMeter
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Direction, Model
 
-COLUMNS = (
-    "component",
-    "kind",
-    "AP",
-    "AtP",
-    "AtP_out",
-    "E_down",
-    "E_local",
-    "second_local",
-    "second_down",
-)
-
 
 def local_path_expansion(
-    model: Model,
-    ctx: PatchContext,
-    in_hook: str,
-    out_hook: str,
-    meter: CostMeter,
-    *,
-    layer: int,
+    run: EngineRun, *, in_hook: str, out_hook: str, layer: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """For the whole hook moved along ``a_r + s * delta`` (one partial forward of its layer),
     the output hook's ``o(1) - o(0)``, ``do/ds (0) = J_phi delta`` and
     ``d^2o/ds^2 (0) = phi''[delta, delta]``, each shaped like the output activation."""
-    delta = ctx.deltas[in_hook]
+    delta = run.context.deltas[in_hook]
 
     def local_path(scale: Tensor) -> Tensor:
-        return local_output(model, ctx, in_hook, out_hook, scale, layer=layer)
+        return local_output(
+            run.model, run.context, in_hook=in_hook, out_hook=out_hook, scale=scale, layer=layer
+        )
 
     zero, one = (torch.tensor(v, dtype=delta.dtype, device=delta.device) for v in (0.0, 1.0))
     first = lambda s: torch.func.jvp(local_path, (s,), (one,))[1]  # noqa: E731
     with torch.no_grad():
         change = local_path(one) - local_path(zero)
     slope, curvature = torch.func.jvp(first, (zero,), (one,))
-    meter.add(forward=2)
+    run.meter.add(forward=2)
     return change, slope.detach(), curvature.detach()
 
 
-def _local_terms(model, task, ctx, comps, members, grads, meter) -> dict[str, Tensor]:
+def _local_terms(
+    run: EngineRun, comps: list[Component], members: list[int], grads: dict[str, Tensor]
+) -> dict[str, Tensor]:
     """AtP_out, second_local and second_down of the components ``members`` of one input hook."""
+    ctx = run.context
     first = comps[members[0]]
-    outs = [output_slice(model, comps[i]) for i in members]
+    outs = [output_slice(run.model, comps[i]) for i in members]
     out_hook = outs[0].hook
     change, slope, curvature = local_path_expansion(
-        model, ctx, first.hook, out_hook, meter, layer=first.layer
+        run, in_hook=first.hook, out_hook=out_hook, layer=first.layer
     )
     field = {out_hook: grads[out_hook]}
     atp_out = component_inner_products(outs, field, with_delta(ctx, out_hook, change))[0]
     local = component_inner_products(outs, field, with_delta(ctx, out_hook, curvature))[0]
-    down = path_derivatives(model, task, outs, 0.0, 2, with_delta(ctx, out_hook, slope), meter)
+    down = path_derivatives(
+        run.with_context(with_delta(ctx, out_hook, slope)), outs, t=0.0, order=2
+    )
     return {"AtP_out": atp_out.cpu(), "second_local": local.cpu(), "second_down": down.d2}
 
 
@@ -138,12 +125,12 @@ def diagnose(
     """
     comps = check_components(comps)
     check_local_map(model, comps)
-    meter = CostMeter()
     out_hooks = tuple(sorted({output_hook(c) for c in comps}))
-    ctx = prepare(model, task, comps, direction, meter, extra_hooks=out_hooks)
-    ap = path_derivatives(model, task, comps, 1.0, 0, ctx, meter).g - ctx.base_metric
+    run = EngineRun.start(model, task, comps, direction=direction, extra_hooks=out_hooks)
+    ctx = run.context
+    ap = path_derivatives(run, comps, t=1.0, order=0).g - ctx.base_metric
     hooks = sorted(set(group_by_hook(comps)) | set(out_hooks))
-    grads, _ = hook_gradients(model, task, ctx, hooks, meter)
+    grads, _ = hook_gradients(run, hooks)
     atp = component_inner_products(comps, grads, ctx)[0].cpu()
     columns = {
         "AtP_out": atp.clone(),
@@ -152,13 +139,13 @@ def diagnose(
     }
     identity = [i for i, c in enumerate(comps) if c.kind not in LOCAL_MAPS]
     if identity:
-        path = path_derivatives(model, task, [comps[i] for i in identity], 0.0, 2, ctx, meter)
+        path = path_derivatives(run, [comps[i] for i in identity], t=0.0, order=2)
         columns["second_down"][identity] = path.d2
     for members in group_by_hook(comps).values():
         if comps[members[0]].kind in LOCAL_MAPS:
-            for key, value in _local_terms(model, task, ctx, comps, members, grads, meter).items():
+            for key, value in _local_terms(run, comps, members, grads).items():
                 columns[key][members] = value
-    return _frame(comps, ap, atp, columns, meter)
+    return _frame(comps, ap, atp, columns, run.meter)
 
 
 def _frame(comps, ap, atp, columns, meter) -> pd.DataFrame:
@@ -175,11 +162,11 @@ def _frame(comps, ap, atp, columns, meter) -> pd.DataFrame:
     frame["E_local"] = frame.AtP_out - frame.AtP
     frame["second_local"] = columns["second_local"].numpy()
     frame["second_down"] = columns["second_down"].numpy()
-    frame.attrs["cost"] = meter.as_dict()
+    frame.attrs["cost"] = meter.cost().as_row()
     return frame
 
 
-def error_shares(frame: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+def error_shares(frame: pd.DataFrame, *, by: list[str] | None = None) -> pd.DataFrame:
     """Share of the total AtP error carried by each term, per group (default: per kind):
 
     ``down_share = sum|E_down| / (sum|E_down| + sum|E_local|)`` (``local_share`` = the rest),

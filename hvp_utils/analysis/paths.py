@@ -30,8 +30,7 @@ from hvp_utils.analysis.reliability import (
     path_nodes,
 )
 from hvp_utils.core.components import Component
-from hvp_utils.core.engine import PatchContext, context_for, path_derivatives, path_derivatives_at
-from hvp_utils.core.results import CostMeter
+from hvp_utils.core.engine import EngineRun, PatchContext, path_derivatives, path_derivatives_at
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Direction, Model
 
@@ -51,12 +50,12 @@ class PathCurves:
     threshold: Threshold
 
 
-def _path_values(model, task, comps, ts, ctx, meter, chunk_size) -> torch.Tensor:
+def _path_values(run: EngineRun, comps: list[Component], ts: list[float]) -> torch.Tensor:
     """``g_c(t) - g_c(0)`` for every component and every ``t``: ``[len(ts), n]``."""
     stacked = [c for _ in ts for c in comps]
     t = torch.tensor([x for x in ts for _ in comps], dtype=torch.float64)
-    values = path_derivatives(model, task, stacked, t, 0, ctx, meter, chunk_size).g
-    return values.view(len(ts), len(comps)) - ctx.base_metric
+    values = path_derivatives(run, stacked, t=t, order=0).g
+    return values.view(len(ts), len(comps)) - run.context.base_metric
 
 
 def component_thresholds(comps: list[Component], threshold: Threshold) -> torch.Tensor | None:
@@ -89,11 +88,11 @@ def _summary(comps, pieces, tau, threshold) -> pd.DataFrame:
             "lower": lower.numpy(),
             "upper": upper.numpy(),
             "threshold": np.nan if cuts is None else cuts.numpy(),
-            "score": reasons["scores"].numpy(),
+            "score": reasons.scores.numpy(),
         }
     )
     for column in REASON_NAMES:
-        frame[column] = reasons[column].numpy()
+        frame[column] = getattr(reasons, column).numpy()
     return frame
 
 
@@ -128,12 +127,12 @@ def path_curves(
         :class:`PathCurves` (one order-0 sweep over all (component, t), one order-2 sweep at
         ``n_nodes`` nodes); ``summary.attrs["cost"]`` holds the cost.
     """
-    meter = CostMeter()
-    ctx = context_for(model, task, comps, direction, meter, context)
+    run = EngineRun.start(
+        model, task, comps, direction=direction, chunk_size=chunk_size, context=context
+    )
     ts = np.linspace(0.0, 1.0, n_points).tolist()
-    values = _path_values(model, task, comps, ts, ctx, meter, chunk_size)
-    nodes = path_nodes(n_nodes)
-    pieces = path_derivatives_at(model, task, comps, nodes, 2, ctx, meter, chunk_size)
+    values = _path_values(run, comps, ts)
+    pieces = path_derivatives_at(run, comps, nodes=path_nodes(n_nodes), order=2)
     summary = _summary(comps, pieces, tau, threshold)
     summary.insert(2, "AP", values[-1].numpy())
     rows = []
@@ -150,7 +149,7 @@ def path_curves(
                     "band": row.M2 * t**2 / 2,
                 }
             )
-    summary.attrs["cost"] = meter.as_dict()
+    summary.attrs["cost"] = run.meter.cost().as_row()
     return PathCurves(pd.DataFrame(rows), summary, tau, threshold)
 
 

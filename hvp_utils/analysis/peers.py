@@ -32,16 +32,17 @@ from transformer_lens.utilities import get_act_name
 
 from hvp_utils.core.components import Component, check_components, group_by_hook
 from hvp_utils.core.readout import run_with_answer_logits
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import DIRECTION_SUFFIX, Attribution, CostMeter, Estimator, declare
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import DIRECTIONS, Direction, Model, check_choice
+from hvp_utils.core.types import DIRECTIONS, Direction, Family, Model, check_choice
 
-TL_AP_LABEL = "AP (transformer_lens.patching)"
 #: Captum's quadrature methods that match our IG rules: ``riemann_middle`` with ``n_steps=K``
 #: is our ``rule="midpoint"`` with ``steps=K``; ``gausslegendre`` with ``n_steps=n`` is the
 #: ``n``-point Gauss-Legendre rule on [0, 1], our two-point ``rule="gauss"`` only at n = 2.
 CaptumMethod = Literal["riemann_middle", "gausslegendre"]
 CAPTUM_METHODS: tuple[str, ...] = get_args(CaptumMethod)
+#: What a label adds for each Captum method.
+METHOD_SUFFIX = {"riemann_middle": "", "gausslegendre": " gausslegendre"}
 
 
 def _neuron_setter(
@@ -116,7 +117,13 @@ def tl_patching_ap(model: Model, task: PatchingTask, comps: list[Component]) -> 
             baseline=True,
         )
     meter.add(forward=2 + len(comps))
-    return Attribution.build(result.effect().double().cpu(), comps, TL_AP_LABEL, meter)
+    return Attribution.build(result.effect().double().cpu(), comps, tl_patching_estimator(), meter)
+
+
+def tl_patching_estimator() -> Estimator:
+    """The record of :func:`tl_patching_ap` (a peer of activation patching)."""
+    label = Family.AP_PEER.value
+    return declare("tl_patching", tl_patching_ap, label, Family.AP_PEER)
 
 
 def _tl_index(comp: Component, activation: str) -> list[int]:
@@ -186,8 +193,21 @@ def captum_layer_ig(
         attribution = lig.attribute(base, baselines=source, n_steps=steps, method=method)
         values[members] = _component_sums(model.hook_dict[hook], attribution, comps, members)
         meter.add(forward=2 + steps, backward=steps)
-    label = f"IG joint (Captum LayerIG) K={steps}" + _label_suffix(method, direction)
-    return Attribution.build(-values / task.n_prompts, comps, label, meter)
+    record = captum_ig_estimator(steps=steps, method=method, direction=direction)
+    return Attribution.build(-values / task.n_prompts, comps, record, meter)
+
+
+def captum_ig_estimator(
+    *,
+    steps: int = 2,
+    method: CaptumMethod = "riemann_middle",
+    direction: Direction = "denoising",
+) -> Estimator:
+    """The record of :func:`captum_layer_ig` with these options (a peer of joint IG)."""
+    label = f"IG joint (Captum LayerIG) K={steps}" + METHOD_SUFFIX[method]
+    label += DIRECTION_SUFFIX[direction]
+    options = {"steps": steps, "method": method, "direction": direction}
+    return declare("captum_ig", captum_layer_ig, label, Family.IG_PEER, **options)
 
 
 def _check_captum_options(steps: int, method: str, direction: str) -> None:
@@ -227,11 +247,3 @@ def _per_prompt_metric(
     replicate-major, as Captum stacks its interpolation nodes)."""
     logits, _ = run_with_answer_logits(model, tokens, task.answers_for(tokens.shape[0]))
     return task.answer_metric(logits)
-
-
-def _label_suffix(method: str, direction: str) -> str:
-    """What tells a non-default Captum run apart in its label (and so its key)."""
-    parts = [
-        p for p, default in ((method, "riemann_middle"), (direction, "denoising")) if p != default
-    ]
-    return "".join(f" {p}" for p in parts)

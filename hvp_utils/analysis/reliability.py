@@ -28,7 +28,7 @@ one order up, ``|Delta_c - g'(0) - g''(0)/2| <= M_3 / 6`` around the second-orde
 is ``error_bounds(order=2)``.
 
 **Flags.** A component is *flagged* when any of three reasons holds (each kept as its own
-extra):
+mask of :class:`~hvp_utils.core.results.FlagReasons`):
 
 - ``flag_score``: ``r_c > tau``;
 - ``flag_sign``: first and second order disagree in sign, ``g'(0) (g'(0) + g''(0)/2) < 0``;
@@ -57,8 +57,9 @@ estimate *bad* when its error ``e = |AtP - AP|`` is
 
 - large for the component and not negligible for its kind:
   ``e > max_rel_error |AP|`` and ``e > negligible_share S``, or
-- large for its kind whatever the component's size: ``e > cut_share S``, an error that can
-  carry a component across a circuit cut at ``cut_share`` of the largest effect,
+- large for its kind whatever the component's size: ``e > threshold_share S``, an error
+  that can carry a component across a circuit cut at ``threshold_share`` of the largest
+  effect,
 
 with ``S`` the largest ``|AP|`` of the component's kind. :func:`detector_report` measures the
 reliability score and the flags as detectors of these labels.
@@ -75,21 +76,27 @@ from torch import Tensor
 
 from hvp_utils.core.components import Component
 from hvp_utils.core.engine import (
+    EngineRun,
     PatchContext,
     PathDerivatives,
-    context_for,
     path_derivatives,
     path_derivatives_at,
 )
 from hvp_utils.core.metrics import auroc
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import (
+    CostMeter,
+    Estimator,
+    FlagReasons,
+    IntervalAttribution,
+    ReliabilityAttribution,
+)
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction, Model
+from hvp_utils.core.types import Direction, Family, Model
 
 Vector = Float[Tensor, "n_components"]  # noqa: F821
 
 
-def reliability_score(first: Vector, second: Vector, eps: float = 1e-12) -> Vector:
+def reliability_score(first: Vector, second: Vector, *, eps: float = 1e-12) -> Vector:
     """``r = |g''/2| / (|g'| + |g''/2| + eps)``: share of the estimate first order misses."""
     half = (second / 2).abs()
     return half / (first.abs() + half + eps)
@@ -123,15 +130,15 @@ def flag_reasons(
     max_second: Vector | None = None,
     threshold: float | Vector | None = None,
     eps: float = 1e-12,
-) -> dict[str, Tensor]:
+) -> FlagReasons:
     """Why first order cannot be trusted, per component (see the module docstring):
 
     ``flag_score`` = ``r_c > tau``; ``flag_sign`` = :func:`sign_change`; ``flag_threshold`` =
     the Lagrange interval of :func:`lagrange_interval` (from ``max_second``, the estimate of
     ``max |g''|``) straddles ``threshold`` (a number, or one per component; all False without
-    a threshold); ``flags`` = any of the three; ``scores`` = ``r_c``.
+    a threshold); ``scores`` = ``r_c``; ``flags`` (a property) = any of the three.
     """
-    scores = reliability_score(first, second, eps)
+    scores = reliability_score(first, second, eps=eps)
     near = torch.zeros(len(first), dtype=torch.bool)
     if threshold is not None:
         if max_second is None:
@@ -140,13 +147,12 @@ def flag_reasons(
             )
         lower, upper = lagrange_interval(first, max_second)
         near = straddles(lower, upper, threshold)
-    reasons = {
-        "flag_score": scores > tau,
-        "flag_sign": sign_change(first, second),
-        "flag_threshold": near,
-    }
-    flags = reasons["flag_score"] | reasons["flag_sign"] | reasons["flag_threshold"]
-    return {"scores": scores, "flags": flags, **reasons}
+    return FlagReasons(
+        scores=scores,
+        flag_score=scores > tau,
+        flag_sign=sign_change(first, second),
+        flag_threshold=near,
+    )
 
 
 #: Each flag reason of :func:`flag_reasons` and its short name for people.
@@ -184,7 +190,7 @@ def interval_maximum(
 
 
 def derivative_maximum(
-    pieces: list[PathDerivatives], derivative: int, h: float, refine: bool = True
+    pieces: list[PathDerivatives], derivative: int, h: float, *, refine: bool = True
 ) -> tuple[Vector, Vector]:
     """Estimated ``max_t |g^(derivative)(t)|`` from the samples: (refined, sampled only)."""
     key, below = f"d{derivative}", f"d{derivative - 1}"
@@ -200,7 +206,7 @@ def _bounds(pieces: list[PathDerivatives], order: int, refine: bool) -> dict[str
     """Centre, radius and the maxima behind it, for the order-1 or order-2 remainder."""
     h = 1.0 / (len(pieces) - 1)
     start = pieces[0]
-    maximum, sampled = derivative_maximum(pieces, order + 1, h, refine)
+    maximum, sampled = derivative_maximum(pieces, order + 1, h, refine=refine)
     factor = 0.5 if order == 1 else 1.0 / 6.0
     centre = start.d1 if order == 1 else start.d1 + start.d2 / 2
     return {
@@ -224,7 +230,7 @@ def error_bounds(
     direction: Direction = "denoising",
     chunk_size: int | None = None,
     context: PatchContext | None = None,
-) -> Attribution:
+) -> IntervalAttribution:
     """Taylor estimate of order 1 (AtP) or 2 with its interval from the Lagrange remainder.
 
     ``order=1`` (default): ``values = g'(0)`` and the **Lagrange interval**
@@ -243,18 +249,18 @@ def error_bounds(
         context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
 
     Returns:
-        :class:`Attribution`; ``extras``: ``lower``, ``upper``, ``radius``,
+        :class:`IntervalAttribution`: ``lower``, ``upper``, ``radius``,
         ``max_derivative`` (the maximum used), ``max_sampled`` (the node maximum),
         ``first`` = g'(0), ``second`` = g''(0), ``max_second`` = ``M2_hat`` (the estimate
         of ``max |g''|`` behind the Lagrange interval); with ``order=2`` also the Lagrange
-        interval ``lower1``, ``upper1`` from the same sweep.
+        interval ``first_order_lower``, ``first_order_upper`` from the same sweep.
     """
     if order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order!r}")
-    meter = CostMeter()
-    ctx = context_for(model, task, comps, direction, meter, context)
-    nodes = path_nodes(n_nodes)
-    pieces = path_derivatives_at(model, task, comps, nodes, order + 1, ctx, meter, chunk_size)
+    run = EngineRun.start(
+        model, task, comps, direction=direction, chunk_size=chunk_size, context=context
+    )
+    pieces = path_derivatives_at(run, comps, nodes=path_nodes(n_nodes), order=order + 1)
     parts = _bounds(pieces, order, refine)
     values, radius = parts.pop("values"), parts["radius"]
     if order == 1:
@@ -262,12 +268,14 @@ def error_bounds(
     else:
         order1 = _bounds(pieces, 1, refine)
         parts["max_second"] = order1["max_derivative"]
-        parts["lower1"], parts["upper1"] = lagrange_interval(
+        parts["first_order_lower"], parts["first_order_upper"] = lagrange_interval(
             order1["values"], order1["max_derivative"]
         )
-    method = f"bounds order {order} K={n_nodes}"
-    return Attribution.build(
-        values, comps, method, meter, lower=values - radius, upper=values + radius, **parts
+    label = f"bounds order {order} K={n_nodes}"
+    key = f"bounds[order={order},n_nodes={n_nodes}]"
+    record = Estimator("bounds", key, label, Family.BOUNDS)
+    return IntervalAttribution.build(
+        values, comps, record, run.meter, lower=values - radius, upper=values + radius, **parts
     )
 
 
@@ -280,11 +288,11 @@ def reliability(
     threshold: float | None = None,
     eps: float = 1e-12,
     n_nodes: int = 3,
-    bounds: Attribution | None = None,
+    bounds: IntervalAttribution | None = None,
     direction: Direction = "denoising",
     chunk_size: int | None = None,
     context: PatchContext | None = None,
-) -> Attribution:
+) -> ReliabilityAttribution:
     """AtP estimates with the reliability score ``r_c`` and the flags of :func:`flag_reasons`.
 
     Args:
@@ -300,48 +308,46 @@ def reliability(
         direction, chunk_size, context: as for :func:`error_bounds`.
 
     Returns:
-        :class:`Attribution` with ``values = g'(0)`` (AtP); ``extras``: ``scores``,
-        ``flags`` (any reason), ``flag_score``, ``flag_sign``, ``flag_threshold``,
-        ``first``, ``second`` and, with a ``threshold`` or ``bounds``, the Lagrange interval
-        ``lower``/``upper`` and its ``max_second``. Without a threshold (and without
+        :class:`ReliabilityAttribution` with ``values = g'(0)`` (AtP), its ``reasons``
+        (:class:`~hvp_utils.core.results.FlagReasons`), ``first``, ``second`` and, with a
+        ``threshold`` or ``bounds``, the Lagrange interval ``lower``/``upper`` and its
+        ``max_second``. Without a threshold (and without
         ``bounds``) the cost is one second-order pass per component; with one, ``n_nodes``.
     """
     meter = CostMeter()
     if bounds is not None:
         first, second, max_second = bounds.first, bounds.second, bounds.max_second
     else:
-        ctx = context_for(model, task, comps, direction, meter, context)
+        run = EngineRun.start(
+            model, task, comps, direction=direction, chunk_size=chunk_size, context=context
+        )
+        meter = run.meter
         first, second, max_second = _derivatives_and_maximum(
-            model, task, comps, ctx, threshold, n_nodes, chunk_size, meter
+            run, comps, threshold=threshold, n_nodes=n_nodes
         )
     reasons = flag_reasons(
         first, second, tau=tau, max_second=max_second, threshold=threshold, eps=eps
     )
-    extras = {}
+    interval = {}
     if max_second is not None:
         lower, upper = lagrange_interval(first, max_second)
-        extras = {"lower": lower, "upper": upper, "max_second": max_second}
-    return Attribution.build(
-        first, comps, "reliability", meter, first=first, second=second, **reasons, **extras
+        interval = {"lower": lower, "upper": upper, "max_second": max_second}
+    record = Estimator("reliability", "reliability", "reliability", Family.RELIABILITY)
+    return ReliabilityAttribution.build(
+        first, comps, record, meter, first=first, second=second, reasons=reasons, **interval
     )
 
 
 def _derivatives_and_maximum(
-    model, task, comps, ctx, threshold, n_nodes, chunk_size, meter
+    run: EngineRun, comps: list[Component], *, threshold: float | None, n_nodes: int
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """g'(0), g''(0) and (with a threshold) the estimate of max |g''| on [0, 1]."""
     if threshold is None:
-        start = path_derivatives(model, task, comps, 0.0, 2, ctx, meter, chunk_size)
+        start = path_derivatives(run, comps, t=0.0, order=2)
         return start.d1, start.d2, None
-    nodes = path_nodes(n_nodes)
-    pieces = path_derivatives_at(model, task, comps, nodes, 2, ctx, meter, chunk_size)
+    pieces = path_derivatives_at(run, comps, nodes=path_nodes(n_nodes), order=2)
     maximum, _ = derivative_maximum(pieces, 2, 1.0 / (n_nodes - 1))
     return pieces[0].d1, pieces[0].d2, maximum
-
-
-def relative_error(estimate: Tensor, truth: Tensor) -> Tensor:
-    """``|estimate - AP| / |AP|`` (inf where AP is exactly zero and the estimate is not)."""
-    return (estimate - truth).abs() / truth.abs()
 
 
 def bad_estimates(
@@ -350,50 +356,53 @@ def bad_estimates(
     *,
     max_rel_error: float = 0.5,
     negligible_share: float = 0.02,
-    cut_share: float | None = 0.1,
+    threshold_share: float | None = 0.1,
     scale: float | Tensor | None = None,
 ) -> Tensor:
     """Which estimates miss AP by an error that matters (see the module docstring):
 
-    ``e > max_rel_error |AP|`` and ``e > negligible_share * S``, or ``e > cut_share * S``,
+    ``e > max_rel_error |AP|`` and ``e > negligible_share * S``, or
+    ``e > threshold_share * S``,
     with ``e = |estimate - AP|`` and ``S = scale`` (default: the largest ``|AP|`` of
     ``truth``; pass one value per component when ``truth`` pools several kinds).
-    ``negligible_share=0, cut_share=None`` gives the relative error alone.
+    ``negligible_share=0, threshold_share=None`` gives the relative error alone.
     """
     error = (estimate - truth).abs()
     size = truth.abs().max() if scale is None else torch.as_tensor(scale, dtype=error.dtype)
     bad = (error > max_rel_error * truth.abs()) & (error > negligible_share * size)
-    if cut_share is not None:
-        bad = bad | (error > cut_share * size)
+    if threshold_share is not None:
+        bad = bad | (error > threshold_share * size)
     return bad
 
 
 def detector_report(
-    result: Attribution,
-    truth: Attribution,
+    reasons: FlagReasons,
+    *,
+    first: Vector,
+    truth: Vector,
     max_rel_error: float = 0.5,
     tau: float | None = None,
-    *,
     negligible_share: float = 0.02,
-    cut_share: float | None = 0.1,
+    threshold_share: float | None = 0.1,
     scale: float | Tensor | None = None,
 ) -> pd.DataFrame:
     """The reliability score as a detector of bad AtP estimates (:func:`bad_estimates` of
-    ``result.first`` against ``truth``): AUROC of ``scores``; precision and recall of
-    ``flags`` (or of ``scores > tau``); ``caught`` counts the bad estimates flagged.
+    ``first`` against the AP values ``truth``): AUROC of ``reasons.scores``; precision and
+    recall of ``reasons.flags`` (or of ``scores > tau``); ``caught`` counts the bad
+    estimates flagged.
 
     Undefined quantities are NaN, not 0: AUROC without both classes, precision when nothing
     is flagged, recall when no estimate is bad (there is nothing to catch).
     """
     positive = bad_estimates(
-        result.first,
-        truth.values,
+        first,
+        truth,
         max_rel_error=max_rel_error,
         negligible_share=negligible_share,
-        cut_share=cut_share,
+        threshold_share=threshold_share,
         scale=scale,
     )
-    flags = result.flags if tau is None else result.scores > tau
+    flags = reasons.flags if tau is None else reasons.scores > tau
     hits, n_flagged, n_positive = (
         int((flags & positive).sum()),
         int(flags.sum()),
@@ -404,33 +413,33 @@ def detector_report(
         "positives": n_positive,
         "flagged": n_flagged,
         "caught": hits,
-        "auroc": auroc(result.scores, positive),
+        "auroc": auroc(reasons.scores, positive),
         "precision": hits / n_flagged if n_flagged else float("nan"),
         "recall": hits / n_positive if n_positive else float("nan"),
     }
     return pd.DataFrame([row])
 
 
-def coverage_report(bounds: Attribution, truth: Attribution) -> pd.DataFrame:
-    """Measured coverage of an interval (the share of AP effects inside ``[lower, upper]``:
-    the intervals are estimates, so this is measured, not guaranteed) and its width relative
-    to ``|AP|`` (median), beside the median width and the largest miss outside the interval."""
-    ap = truth.values
-    inside = (bounds.lower <= ap) & (ap <= bounds.upper)
-    width = bounds.upper - bounds.lower
-    miss = torch.clamp(torch.maximum(bounds.lower - ap, ap - bounds.upper), min=0)
+def coverage_report(*, lower: Vector, upper: Vector, truth: Vector) -> pd.DataFrame:
+    """Measured coverage of an interval (the share of AP effects ``truth`` inside
+    ``[lower, upper]``: the intervals are estimates, so this is measured, not guaranteed) and
+    its width relative to ``|AP|`` (median), beside the median width and the largest miss
+    outside the interval."""
+    inside = (lower <= truth) & (truth <= upper)
+    width = upper - lower
+    miss = torch.clamp(torch.maximum(lower - truth, truth - upper), min=0)
     row = {
         "n": len(truth),
         "coverage": float(inside.double().mean()),
-        "median_rel_width": float((width / ap.abs()).median()),
+        "median_rel_width": float((width / truth.abs()).median()),
         "median_width": float(width.median()),
-        "median_abs_AP": float(ap.abs().median()),
+        "median_abs_AP": float(truth.abs().median()),
         "max_miss": float(miss.max()),
     }
     return pd.DataFrame([row])
 
 
-def sample_components(comps: list[Component], k: int | None, seed: int = 0) -> list[Component]:
+def sample_components(comps: list[Component], *, k: int | None, seed: int = 0) -> list[Component]:
     """A seeded random subset of ``k`` components in their original order (all if ``k`` is
     None or not smaller): keeps per-component sweeps over a layer's neurons affordable."""
     if k is None or k >= len(comps):

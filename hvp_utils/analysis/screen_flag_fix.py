@@ -7,16 +7,16 @@
    when its reliability score ``r_c = |g''/2| / (|g'| + |g''/2|)`` exceeds ``tau``, when
    first and second order disagree in sign, or when its Lagrange interval
    ``g' -+ M2_hat / 2`` (:func:`~hvp_utils.analysis.reliability.lagrange_interval`) straddles
-   the selection threshold (default: ``fraction`` of the largest |AtP|), so that it could fall
-   on either side of the circuit's cut. The screen has ``g''`` at ``t = 0`` only, so its
-   estimate of ``max_[0,1] |g''|`` is that one sample widened by ``margin`` (``g''`` varies
-   along the path): ``M2_hat = margin * |g''(0)|``.
-2. **Fix** only the flagged ones (at most ``budget``, largest ``|g''|/2`` first) with exact
+   the selection threshold (default: ``threshold_share`` of the largest |AtP|), so that it
+   could fall on either side of the circuit's cut. The screen has ``g''`` at ``t = 0`` only,
+   so its estimate of ``max_[0,1] |g''|`` is that one sample widened by ``margin`` (``g''``
+   varies along the path): ``M2_hat = margin * |g''(0)|``.
+2. **Fix** only the flagged ones (at most ``max_fixed``, largest ``|g''|/2`` first) with exact
    activation patching (``fix="patch"``), the per-component HVP correction (``"hvp"``) or
    the order-4 Hermite-Radau multi-step rule (``"multistep"``), in the same prepared
    context as the screen.
 
-The result's ``cost`` adds up both stages and keeps each one under ``cost["stages"]``.
+The result's ``cost`` adds up both stages and keeps each one in ``cost.stages``.
 """
 
 from __future__ import annotations
@@ -29,12 +29,18 @@ from torch import Tensor
 from hvp_utils.analysis.reliability import flag_reasons
 from hvp_utils.core.components import Component, check_components
 from hvp_utils.core.engine import PatchContext, context_for
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import (
+    DIRECTION_SUFFIX,
+    Cost,
+    CostMeter,
+    Estimator,
+    ScreenFlagFixResult,
+    declare,
+)
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import FIXES, Direction, Fix, Model, check_choice
+from hvp_utils.core.types import FIXES, Direction, Family, Fix, Model, check_choice
 from hvp_utils.estimators.patching import activation_patching
 from hvp_utils.estimators.quadrature import multistep_hvp
-from hvp_utils.estimators.registry import describe, register
 from hvp_utils.estimators.second_order import hvp_correction
 
 FIX_ESTIMATORS = {
@@ -42,7 +48,8 @@ FIX_ESTIMATORS = {
     "hvp": partial(hvp_correction, mode="diag"),
     "multistep": partial(multistep_hvp, steps=1, rule="radau"),
 }
-STAGES = ("screen_flag", "fix")
+#: The label of Screen-Flag-Fix with each fix.
+LABELS = {"patch": "SFF (patch)", "hvp": "SFF (hvp)", "multistep": "SFF (multistep)"}
 
 
 def screen_flag_fix(
@@ -51,26 +58,30 @@ def screen_flag_fix(
     comps: list[Component],
     *,
     fix: Fix = "patch",
-    budget: int | float | None = None,
+    max_fixed: int | None = None,
+    max_fixed_share: float | None = None,
     tau: float = 0.3,
     threshold: float | None = None,
-    fraction: float = 0.1,
+    threshold_share: float = 0.1,
     margin: float = 2.0,
     n_probes: int = 8,
     seed: int = 0,
     direction: Direction = "denoising",
     chunk_size: int | None = None,
     context: PatchContext | None = None,
-) -> Attribution:
+) -> ScreenFlagFixResult:
     """AtP everywhere, corrected on the flagged components only (see the module docstring).
 
     Args:
         model, task, comps: as for every estimator (see :func:`hvp_utils.atp`).
         fix: ``"patch"``, ``"hvp"`` or ``"multistep"``: what replaces AtP where flagged.
-        budget: the most components fixed, as a count or a fraction (< 1) of ``comps``.
+        max_fixed: the most components fixed (None: no limit).
+        max_fixed_share: the most components fixed, as a share of ``comps`` (rounded down;
+            None: no limit).
         tau: flag components whose reliability score exceeds it.
-        threshold: the circuit's cut on ``|effect|`` (None: ``fraction`` of the largest |AtP|).
-        fraction: see ``threshold``.
+        threshold: the circuit's cut on ``|effect|`` (None: ``threshold_share`` of the
+            largest |AtP|).
+        threshold_share: see ``threshold``.
         margin: ``M2_hat = margin * |g''(0)|``, the estimate of ``max |g''|`` behind the
             Lagrange interval ``g' -+ M2_hat / 2`` tested against the threshold.
         n_probes: Hutchinson probes ``S`` of the flag stage; ``seed`` seeds their signs.
@@ -79,14 +90,14 @@ def screen_flag_fix(
         context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
 
     Returns:
-        :class:`Attribution` with AtP where not fixed and the fix elsewhere; ``extras``:
-        ``flagged`` (bool: fixed), ``scores``, ``screen`` (AtP), ``curvature``
-        (Hutchinson g''); ``cost["stages"]`` holds ``screen_flag`` and ``fix``.
+        :class:`ScreenFlagFixResult` with AtP where not fixed and the fix elsewhere, the
+        screen (``first``, ``second``), the flag ``reasons`` and the ``fixed`` mask;
+        ``cost.stages`` holds ``screen_flag`` and ``fix``.
     """
     check_choice(fix, FIXES, "fix")
     comps = check_components(comps)
     meter = CostMeter()
-    ctx = context_for(model, task, comps, direction, meter, context)
+    ctx = context_for(model, task, comps, direction=direction, meter=meter, context=context)
     screen = hvp_correction(
         model,
         task,
@@ -98,11 +109,12 @@ def screen_flag_fix(
         chunk_size=chunk_size,
         context=ctx,
     )
-    stages = {"screen_flag": _merged(meter.as_dict(), screen.cost)}
+    stages = {"screen_flag": meter.cost() + screen.cost}
     first, second = screen.first, screen.second
-    cut = fraction * float(first.abs().max()) if threshold is None else threshold
+    cut = threshold_share * float(first.abs().max()) if threshold is None else threshold
     reasons = flag_reasons(first, second, tau=tau, max_second=margin * second.abs(), threshold=cut)
-    chosen = within_budget(reasons["flags"], second.abs(), budget, len(comps))
+    limits = [n for n in (max_fixed, _share_count(max_fixed_share, len(comps))) if n is not None]
+    chosen = within_budget(reasons.flags, second.abs(), max_fixed=min(limits, default=None))
     values = first.clone()
     if chosen:
         fixer = FIX_ESTIMATORS[fix]
@@ -112,45 +124,47 @@ def screen_flag_fix(
         stages["fix"] = fixed.cost
     selected = torch.zeros(len(comps), dtype=torch.bool)
     selected[chosen] = True
-    options = {"fix": fix, "tau": tau, "n_probes": n_probes, "seed": seed, "direction": direction}
-    options |= {"budget": budget, "threshold": threshold, "fraction": fraction, "margin": margin}
-    result = Attribution.build(
+    record = sff_estimator(
+        fix=fix,
+        max_fixed=max_fixed,
+        max_fixed_share=max_fixed_share,
+        tau=tau,
+        threshold=threshold,
+        threshold_share=threshold_share,
+        margin=margin,
+        n_probes=n_probes,
+        seed=seed,
+        direction=direction,
+    )
+    return ScreenFlagFixResult.build(
         values,
         comps,
-        describe("sff", **options),
-        CostMeter(),
-        flagged=selected,
-        scores=reasons["scores"],
-        screen=first,
-        curvature=second,
+        record,
+        Cost.of_stages(stages),
+        first=first,
+        second=second,
+        reasons=reasons,
+        fixed=selected,
     )
-    result.cost = _total_cost(stages)
-    return result
 
 
-def within_budget(
-    flagged: Tensor, priority: Tensor, budget: int | float | None, n: int
-) -> list[int]:
-    """The flagged indices to fix, in index order: the ``budget`` with the largest ``priority``
-    (``|g''(0)|``, the most curved first); a float budget below 1 is a share of ``n``, None
-    fixes every flagged one."""
+def sff_estimator(
+    *, fix: Fix = "patch", direction: Direction = "denoising", **options
+) -> Estimator:
+    """The record of :func:`screen_flag_fix` with these options (:data:`LABELS`)."""
+    label = LABELS[fix] + DIRECTION_SUFFIX[direction]
+    return declare(
+        "sff", screen_flag_fix, label, Family.SFF, fix=fix, direction=direction, **options
+    )
+
+
+def _share_count(share: float | None, n: int) -> int | None:
+    """``int(share * n)``, or None without a share."""
+    return None if share is None else int(share * n)
+
+
+def within_budget(flagged: Tensor, priority: Tensor, *, max_fixed: int | None) -> list[int]:
+    """The flagged indices to fix, in index order: the ``max_fixed`` with the largest
+    ``priority`` (``|g''(0)|``, the most curved first); None fixes every flagged one."""
     order = [i for i in priority.argsort(descending=True).tolist() if flagged[i]]
-    if budget is None:
-        return sorted(order)
-    limit = int(budget * n) if isinstance(budget, float) and budget < 1 else int(budget)
-    return sorted(order[:limit])
-
-
-def _merged(*costs: dict) -> dict:
-    """Pass counts and seconds of several cost dicts added up."""
-    keys = ("seconds", "forward", "backward", "hvp", "third_order")
-    return {k: sum(cost.get(k, 0) for cost in costs) for k in keys}
-
-
-def _total_cost(stages: dict[str, dict]) -> dict:
-    total = _merged(*stages.values())
-    total["stages"] = {name: dict(cost) for name, cost in stages.items()}
-    return total
-
-
-register("sff", screen_flag_fix, lambda o: f"SFF ({o['fix']})", "SFF")
+    return sorted(order if max_fixed is None else order[:max_fixed])

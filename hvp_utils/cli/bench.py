@@ -31,14 +31,15 @@ from hvp_utils.analysis.benchmark import (
     run_estimators,
 )
 from hvp_utils.analysis.circuits import ap_circuit, circuit_recovery
-from hvp_utils.analysis.peers import captum_layer_ig, tl_patching_ap
+from hvp_utils.analysis.peers import captum_ig_estimator, tl_patching_estimator
+from hvp_utils.analysis.screen_flag_fix import sff_estimator
 from hvp_utils.cli.tables import to_markdown
 from hvp_utils.core.components import Component, components
 from hvp_utils.core.models import load_model
+from hvp_utils.core.results import Estimator
 from hvp_utils.core.tasks import PatchingTask, ioi_dataset
-from hvp_utils.core.types import PERTURBATIONS
-from hvp_utils.estimators import estimator
-from hvp_utils.estimators.registry import EstimatorSpec, keyword_defaults
+from hvp_utils.core.types import PERTURBATIONS, Family
+from hvp_utils.estimators import atp_estimator, hvp_estimator, ig_estimator
 from hvp_utils.viz.plots import pareto_plot
 
 KINDS = ("head_out", "head_out_pos", "mlp_out", "neuron", "head_q", "head_k", "neuron_pre")
@@ -49,34 +50,18 @@ TL_PATCHING_KINDS = ("head_out", "head_out_pos", "neuron")
 WHOLE_HOOK_KINDS = ("head_out", "mlp_out", "head_q", "head_k")
 #: Neurons per kind in the estimator grid (the probe sweep takes the whole layer).
 N_NEURONS = 128
-PEER_FAMILIES = ("AP (transformer_lens.patching)", "IG joint (Captum)")
+PEER_FAMILIES = (Family.AP_PEER.value, Family.IG_PEER.value)
 
 
-def peer_spec(name: str, func, label: str, family: str, **options) -> EstimatorSpec:
-    """A published implementation as a row of the benchmark (not a registered estimator)."""
-    defaults = keyword_defaults(func)
-    return EstimatorSpec(name, func, lambda o: label, lambda o: family, defaults, options).bind(
-        **options
-    )
-
-
-def peers(kind: str, quick: bool = False) -> list[EstimatorSpec]:
+def peers(kind: str, *, quick: bool = False) -> list[Estimator]:
     """The peers that compute what one of our estimators computes, for ``kind``: AP through
     ``transformer_lens.patching`` (:data:`TL_PATCHING_KINDS`) and joint IG (midpoint rule)
     through Captum (:data:`WHOLE_HOOK_KINDS`)."""
     rows = []
     if kind in TL_PATCHING_KINDS:
-        rows.append(peer_spec("tl_patching", tl_patching_ap, PEER_FAMILIES[0], PEER_FAMILIES[0]))
+        rows.append(tl_patching_estimator())
     for steps in ((2,) if quick else (2, 8)) if kind in WHOLE_HOOK_KINDS else ():
-        rows.append(
-            peer_spec(
-                "captum_ig",
-                captum_layer_ig,
-                f"IG joint (Captum LayerIG) K={steps}",
-                PEER_FAMILIES[1],
-                steps=steps,
-            )
-        )
+        rows.append(captum_ig_estimator(steps=steps))
     return rows
 
 
@@ -116,9 +101,13 @@ def run(
         for kind in kinds:
             start = time.perf_counter()
             comps = bench_components(model, task, kind)
-            grid = [*default_estimators(quick), estimator("sff", fix="patch"), *peers(kind, quick)]
+            grid = [
+                *default_estimators(quick=quick),
+                sff_estimator(fix="patch"),
+                *peers(kind, quick=quick),
+            ]
             frame, results = run_estimators(
-                model, task, comps, grid, perturbation=perturbation, kind=kind
+                model, task, comps, estimators=grid, perturbation=perturbation, kind=kind
             )
             frames.append(with_circuit_columns(frame, results))
             print(
@@ -139,7 +128,7 @@ def probe_table(
     for perturbation in PERTURBATIONS:
         task = ioi_dataset(model, n_prompts=n_prompts, perturbation=perturbation, seed=seed)
         comps = bench_components(model, task, "neuron", n_neurons=None)
-        frame = probe_sweep(model, task, comps, probes, seed=seed)
+        frame = probe_sweep(model, task, comps, probes=probes, seed=seed)
         frames.append(frame.assign(perturbation=perturbation, n_components=len(comps)))
     return pd.concat(frames, ignore_index=True)
 
@@ -148,13 +137,13 @@ def with_circuit_columns(frame: pd.DataFrame, results: dict) -> pd.DataFrame:
     """Add each estimator's recovery of AP's circuit: AUROC and precision at its size."""
     reference = ap_circuit(results["ap"])
     found = {key: circuit_recovery(result, reference) for key, result in results.items()}
-    frame["circuit_auroc"] = frame.key.map(lambda key: found[key]["auroc"])
-    frame["circuit_precision"] = frame.key.map(lambda key: found[key]["precision"])
+    frame["circuit_auroc"] = frame.key.map(lambda key: found[key].auroc)
+    frame["circuit_precision"] = frame.key.map(lambda key: found[key].precision)
     return frame
 
 
-def _rows(frame: pd.DataFrame, spec) -> pd.DataFrame:
-    return frame[frame.key == spec.key]
+def _rows(frame: pd.DataFrame, record: Estimator) -> pd.DataFrame:
+    return frame[frame.key == record.key]
 
 
 def targets(frame: pd.DataFrame) -> str:
@@ -163,7 +152,7 @@ def targets(frame: pd.DataFrame) -> str:
     AtP's is below 0.95, joint HVP's time, and multi-step HVP against IG."""
     lines = ["# Targets", ""]
     groups = list(frame.groupby(["perturbation", "kind"], sort=False))
-    atp, diag, joint = estimator("atp"), estimator("hvp"), estimator("hvp", mode="joint")
+    atp, diag, joint = atp_estimator(), hvp_estimator(), hvp_estimator(mode="joint")
     for perturbation in frame.perturbation.unique():
         first = _rows(frame[frame.perturbation == perturbation], atp)
         for _, worst in first.sort_values("nmae", ascending=False).head(2).iterrows():
@@ -176,7 +165,7 @@ def targets(frame: pd.DataFrame) -> str:
                 f"{'met' if ratio <= 0.5 else 'missed'} (target <= 0.5)"
             )
     has_circuit = "circuit_auroc" in frame.columns
-    for _, row in frame[(frame.family == "SFF") & has_circuit].iterrows():
+    for _, row in frame[(frame.family == Family.SFF.value) & has_circuit].iterrows():
         ok = row.spearman >= 0.99 and row.circuit_precision == 1.0 and row.x_AP_time <= 0.25
         lines.append(
             f"- {row.method}, {row.perturbation}/{row['kind']}: Spearman {row.spearman:.4f}, "
@@ -186,7 +175,7 @@ def targets(frame: pd.DataFrame) -> str:
     for (perturbation, kind), group in groups if has_circuit else []:
         atp_auc = _rows(group, atp).circuit_auroc.iloc[0]
         if atp_auc < 0.95:
-            second = group[group.family.isin(["HVP (one point)", "multi-step HVP"])]
+            second = group[group.family.isin([Family.HVP.value, Family.MULTISTEP.value])]
             better = (second.circuit_auroc > atp_auc).all()
             lines.append(
                 f"- circuit AUROC {perturbation}/{kind}: AtP {atp_auc:.3f} < 0.95; second order "
@@ -250,7 +239,7 @@ def peer_and_local_targets(frame: pd.DataFrame) -> list[str]:
             )
         for steps in (2, 8):
             captum = "captum_ig" if steps == 2 else f"captum_ig[steps={steps}]"
-            ours = estimator("ig", steps=steps, mode="joint").key
+            ours = ig_estimator(steps=steps, mode="joint").key
             if captum in by_key.index and ours in by_key.index:
                 gap = abs(by_key.loc[captum].nmae - by_key.loc[ours].nmae)
                 lines.append(

@@ -57,10 +57,10 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 
 #: The estimators whose cost is measured against model size.
 MEASURED = (
-    hu.estimator("ap"),
-    hu.estimator("atp"),
-    hu.estimator("hvp", mode="diag"),
-    hu.estimator("hvp", mode="joint"),
+    hu.ap_estimator(),
+    hu.atp_estimator(),
+    hu.hvp_estimator(mode="diag"),
+    hu.hvp_estimator(mode="joint"),
 )
 
 
@@ -109,7 +109,7 @@ def peak_tensor_bytes(fn: Callable[[], object]) -> int:
     return peak
 
 
-def measure(model: Model, estimator: hu.EstimatorSpec) -> dict:
+def measure(model: Model, estimator: hu.Estimator) -> dict:
     """Seconds, pass counts and peak tensor memory of one estimator on ``model``."""
     task = hu.ioi_dataset(model, n_prompts=N_PROMPTS, perturbation="name_swap", seed=0)
     comps = scaled_components(model)
@@ -120,10 +120,10 @@ def measure(model: Model, estimator: hu.EstimatorSpec) -> dict:
     return {
         "estimator": estimator.label,
         "components": len(comps),
-        "seconds": cost["seconds"],
-        "forward": cost["forward"],
-        "backward": cost["backward"],
-        "hvp": cost["hvp"],
+        "seconds": cost.seconds,
+        "forward": cost.forward,
+        "backward": cost.backward,
+        "hvp": cost.hvp,
         "peak_MB": peak / 2**20,
     }
 

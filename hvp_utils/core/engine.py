@@ -21,12 +21,15 @@ Every batched pass runs through :func:`replicated_metric`, in chunks of replicat
 :func:`replicate_chunks` (the ``chunk_size`` of every estimator): :func:`path_derivatives` for
 per-component paths, :func:`hook_gradients` for gradients (and Hessian-vector products) with
 respect to whole hooks. Chunking changes the memory of a pass, never a value or a pass count.
+Both take an :class:`EngineRun`: the model, the task, the prepared context, the cost meter and
+the chunk size that every call of one estimator shares, e.g.
+``path_derivatives(run, comps, t=0.0, order=2)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -73,6 +76,7 @@ def prepare(
     model: Model,
     task: PatchingTask,
     comps: list[Component],
+    *,
     direction: Direction = "denoising",
     meter: CostMeter | None = None,
     extra_hooks: tuple[str, ...] = (),
@@ -128,6 +132,7 @@ def context_for(
     model: Model,
     task: PatchingTask,
     comps: list[Component],
+    *,
     direction: Direction,
     meter: CostMeter,
     context: PatchContext | None = None,
@@ -146,7 +151,9 @@ def context_for(
         ``ValueError`` saying what is missing); otherwise :func:`prepare`'s context.
     """
     if context is None:
-        return prepare(model, task, comps, direction, meter, extra_hooks)
+        return prepare(
+            model, task, comps, direction=direction, meter=meter, extra_hooks=extra_hooks
+        )
     check_components(comps)
     if context.direction != direction:
         raise ValueError(
@@ -162,9 +169,56 @@ def context_for(
     if missing:
         raise ValueError(
             f"the shared context lacks {missing}; build it with prepare(model, task, comps, "
-            "direction, extra_hooks=...) over every component the estimators will see"
+            "direction=..., extra_hooks=...) over every component the estimators will see"
         )
     return context
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """What every engine call of one estimator shares.
+
+    Attributes:
+        model, task: the model and the task whose metric is differentiated.
+        context: the prepared :class:`PatchContext` (deltas, base residual streams).
+        meter: counts every pass of the estimator.
+        chunk_size: replicates per pass (None: the token budget of :func:`replicate_chunks`).
+    """
+
+    model: Model
+    task: PatchingTask
+    context: PatchContext
+    meter: CostMeter
+    chunk_size: int | None = None
+
+    @classmethod
+    def start(
+        cls,
+        model: Model,
+        task: PatchingTask,
+        comps: list[Component],
+        *,
+        direction: Direction,
+        chunk_size: int | None = None,
+        context: PatchContext | None = None,
+        extra_hooks: tuple[str, ...] = (),
+    ) -> EngineRun:
+        """A fresh meter and :func:`context_for`'s context (``context`` when shared)."""
+        meter = CostMeter()
+        ctx = context_for(
+            model,
+            task,
+            comps,
+            direction=direction,
+            meter=meter,
+            context=context,
+            extra_hooks=extra_hooks,
+        )
+        return cls(model, task, ctx, meter, chunk_size)
+
+    def with_context(self, context: PatchContext) -> EngineRun:
+        """The same run on another context (e.g. another patch direction at one hook)."""
+        return replace(self, context=context)
 
 
 @dataclass
@@ -191,6 +245,7 @@ class PathDerivatives:
 
 def replicate_chunks(
     keys: Sequence[int],
+    *,
     rows_per_replicate: int,
     order: int,
     chunk_size: int | None = None,
@@ -237,6 +292,7 @@ def replicated_metric(
     model: Model,
     task: PatchingTask,
     start: Tensor,
+    *,
     replicates: int,
     fwd_hooks: list,
     layer: int | None = None,
@@ -287,10 +343,10 @@ def stacked_masks(comps: list[Component], members: list[int], like: Tensor) -> T
 def local_output(
     model: Model,
     ctx: PatchContext,
+    *,
     in_hook: str,
     out_hook: str,
     scale: Tensor,
-    *,
     layer: int,
 ) -> Tensor:
     """A later hook of the same layer when a whole hook moves along its patch direction.
@@ -348,32 +404,30 @@ def _replicated_hooks(
 
 
 def path_derivatives(
-    model: Model,
-    task: PatchingTask,
+    run: EngineRun,
     comps: list[Component],
+    *,
     t: Float[Tensor, "n_components"] | float,  # noqa: F821
     order: int,
-    ctx: PatchContext,
-    meter: CostMeter,
-    chunk_size: int | None = None,
 ) -> PathDerivatives:
     """Each component's patch path and its derivatives at its own ``t``.
 
     Component ``i`` is replicate ``i`` of a replicated pass that starts at its layer; the
-    replicates run in the chunks of :func:`replicate_chunks`.
+    replicates run in the chunks of :func:`replicate_chunks` (``run.chunk_size``; values do
+    not depend on it). ``run.meter`` counts ``n`` forwards and ``n`` backward/hvp/third-order
+    passes up to ``order``.
 
     Args:
-        model, task, comps: as for every estimator.
+        run: the model, task, context, meter and chunk size.
+        comps: the components.
         t: one point for all components, or ``t_i`` per component.
         order: the highest derivative (0..3).
-        ctx: the context (deltas and base residual streams).
-        meter: counts ``n`` forwards and ``n`` backward/hvp/third-order passes up to ``order``.
-        chunk_size: replicates per pass (None: the token budget); values do not depend on it.
 
     Returns:
         :class:`PathDerivatives` with ``g = g_i(t_i)``, ``d1 = g_i'(t_i)``, ``d2 = g_i''(t_i)``,
         ``d3 = g_i'''(t_i)`` (float64, up to ``order``).
     """
+    model, task, ctx, meter = run.model, run.task, run.context, run.meter
     n, n_prompts = len(comps), task.n_prompts
     dtype = ctx.deltas[comps[0].hook].dtype
     t = torch.as_tensor(t, dtype=torch.float64)
@@ -382,7 +436,12 @@ def path_derivatives(
         raise ValueError(f"t has shape {tuple(t.shape)}; expected a scalar or ({n},)")
     out = {k: torch.zeros(n, dtype=torch.float64) for k in ("g", "d1", "d2", "d3")[: order + 1]}
     layers = [c.layer for c in comps]
-    chunks = replicate_chunks(layers, n_prompts * task.n_positions, order, chunk_size)
+    chunks = replicate_chunks(
+        layers,
+        rows_per_replicate=n_prompts * task.n_positions,
+        order=order,
+        chunk_size=run.chunk_size,
+    )
     for chunk in progress(chunks, f"patch paths (order {order})"):
         s = (
             t[chunk]
@@ -393,7 +452,14 @@ def path_derivatives(
         layer = layers[chunk[0]]
         hooks = _replicated_hooks(comps, chunk, s, ctx, n_prompts)
         with torch.set_grad_enabled(order > 0):
-            values = replicated_metric(model, task, ctx.base_resid[layer], len(chunk), hooks, layer)
+            values = replicated_metric(
+                model,
+                task,
+                ctx.base_resid[layer],
+                replicates=len(chunk),
+                fwd_hooks=hooks,
+                layer=layer,
+            )
             derivs = [values]
             for k in range(order):
                 (grad,) = torch.autograd.grad(derivs[-1].sum(), s, create_graph=k + 1 < order)
@@ -406,19 +472,12 @@ def path_derivatives(
 
 
 def path_derivatives_at(
-    model: Model,
-    task: PatchingTask,
-    comps: list[Component],
-    nodes: list[float],
-    order: int,
-    ctx: PatchContext,
-    meter: CostMeter,
-    chunk_size: int | None = None,
+    run: EngineRun, comps: list[Component], *, nodes: list[float], order: int
 ) -> list[PathDerivatives]:
     """:func:`path_derivatives` of every component at every node, in one replicated sweep.
 
     Args:
-        model, task, comps, order, ctx, meter, chunk_size: as for :func:`path_derivatives`.
+        run, comps, order: as for :func:`path_derivatives`.
         nodes: the points ``t_k`` (the same for every component).
 
     Returns:
@@ -429,21 +488,18 @@ def path_derivatives_at(
     n = len(comps)
     stacked = [c for _ in nodes for c in comps]
     ts = torch.tensor([t for t in nodes for _ in comps], dtype=torch.float64)
-    path = path_derivatives(model, task, stacked, ts, order, ctx, meter, chunk_size)
+    path = path_derivatives(run, stacked, t=ts, order=order)
     return [path.select(slice(k * n, (k + 1) * n)) for k in range(len(nodes))]
 
 
 def hook_gradients(
-    model: Model,
-    task: PatchingTask,
-    ctx: PatchContext,
+    run: EngineRun,
     hooks: list[str],
-    meter: CostMeter,
+    *,
     replicates: int = 1,
     offsets: dict[str, Tensor] | None = None,
     directions: dict[str, Tensor] | None = None,
     frozen: dict[str, Bool[Tensor, "replicates"]] | None = None,  # noqa: F821
-    chunk_size: int | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
     """Gradients of the metric with respect to whole hooks, per replicate, and optionally
     Hessian-vector products.
@@ -454,15 +510,15 @@ def hook_gradients(
     replicate. The replicates run in the chunks of :func:`replicate_chunks`.
 
     Args:
-        model, task, ctx, meter: as for :func:`path_derivatives` (``replicates`` forwards and
-            backwards are counted, and as many hvp passes with ``directions``).
+        run: as for :func:`path_derivatives` (``replicates`` forwards and backwards are
+            counted, and as many hvp passes with ``directions``; values do not depend on
+            ``run.chunk_size``).
         hooks: the hooks to differentiate with respect to.
         replicates: the number of replicates ``R``.
         offsets: ``{h: [R, batch, ...]}``, each replicate's shift of ``a_h``.
         directions: ``{h: [R, batch, ...]}``, each replicate's direction ``v_r``.
         frozen: ``{h: bool [R]}``: the replicates whose gradient through hook ``h`` is
             dropped (forward value kept; GradDrop).
-        chunk_size: replicates per pass (None: the token budget); values do not depend on it.
 
     Returns:
         ``(grads, hvps)``: ``grads[h][r] = grad_{a_h} m_r`` and, with ``directions``,
@@ -471,14 +527,13 @@ def hook_gradients(
     """
     order = 1 if directions is None else 2
     keys = [0] * replicates
-    chunks = replicate_chunks(keys, task.n_prompts * task.n_positions, order, chunk_size)
+    rows = run.task.n_prompts * run.task.n_positions
+    chunks = replicate_chunks(keys, rows_per_replicate=rows, order=order, chunk_size=run.chunk_size)
     grads, hvps = [], []
     for chunk in progress(chunks, "hook gradients"):
         rows = slice(None) if len(chunk) == replicates else torch.tensor(chunk)
         g, v = _hook_gradients_pass(
-            model,
-            task,
-            ctx,
+            run,
             hooks,
             len(chunk),
             _replicate_rows(offsets, rows),
@@ -487,7 +542,7 @@ def hook_gradients(
         )
         grads.append(g)
         hvps.append(v)
-        meter.add(forward=len(chunk), backward=len(chunk), hvp=len(chunk) * (order - 1))
+        run.meter.add(forward=len(chunk), backward=len(chunk), hvp=len(chunk) * (order - 1))
     join = lambda parts: {h: torch.cat([p[h] for p in parts]) for h in hooks}  # noqa: E731
     return join(grads), None if directions is None else join(hvps)
 
@@ -509,9 +564,7 @@ def _drop_gradient(act: Tensor, hook, drop: Tensor) -> Tensor:
 
 
 def _hook_gradients_pass(
-    model: Model,
-    task: PatchingTask,
-    ctx: PatchContext,
+    run: EngineRun,
     hooks: list[str],
     replicates: int,
     offsets: dict[str, Tensor] | None,
@@ -519,6 +572,7 @@ def _hook_gradients_pass(
     frozen: dict[str, Tensor] | None,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
     """One replicated pass of :func:`hook_gradients` (forward, backward, double backward)."""
+    model, task, ctx = run.model, run.task, run.context
     n_prompts = task.n_prompts
     zeros = {
         h: torch.zeros(
@@ -545,7 +599,12 @@ def _hook_gradients_pass(
     layer = min(ctx.base_resid)
     with torch.enable_grad():
         per_replicate = replicated_metric(
-            model, task, ctx.base_resid[layer], replicates, fwd_hooks, layer
+            model,
+            task,
+            ctx.base_resid[layer],
+            replicates=replicates,
+            fwd_hooks=fwd_hooks,
+            layer=layer,
         )
         leaves = [zeros[h] for h in hooks]
         grads = _zeros_for_unused(

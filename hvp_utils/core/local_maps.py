@@ -110,9 +110,9 @@ def with_delta(ctx: PatchContext, hook: str, delta: Tensor) -> PatchContext:
 def local_change(
     model: Model,
     ctx: PatchContext,
+    *,
     in_hook: str,
     out_hook: str,
-    *,
     layer: int,
     where: Tensor | None = None,
 ) -> Tensor:
@@ -134,6 +134,11 @@ def local_change(
     one = torch.ones((), dtype=delta.dtype, device=delta.device)
     with torch.no_grad():
         moved = local_output(
-            model, with_delta(ctx, in_hook, delta), in_hook, out_hook, one, layer=layer
+            model,
+            with_delta(ctx, in_hook, delta),
+            in_hook=in_hook,
+            out_hook=out_hook,
+            scale=one,
+            layer=layer,
         )
     return moved - ctx.base_acts[out_hook]

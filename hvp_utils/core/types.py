@@ -7,6 +7,7 @@ offer the valid values. Each tuple beside a type lists the same values at run ti
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal, get_args
 
 from transformer_lens.model_bridge import TransformerBridge
@@ -42,6 +43,25 @@ Kind = Literal[
     "head_pattern",
     "neuron_pre",
 ]
+
+
+class Family(StrEnum):
+    """What kind of estimator made a result (its value is the name shown in tables)."""
+
+    AP = "AP"
+    AP_PEER = "AP (transformer_lens.patching)"
+    ATP = "AtP"
+    ATP_STAR = "AtP*"
+    ATP_LOCAL = "AtP (exact local)"
+    HVP = "HVP (one point)"
+    MULTISTEP = "multi-step HVP"
+    IG = "IG (per component)"
+    IG_JOINT = "IG (joint per hook)"
+    IG_PEER = "IG joint (Captum)"
+    SFF = "SFF"
+    BOUNDS = "bounds"
+    RELIABILITY = "reliability"
+
 
 DIRECTIONS: tuple[str, ...] = get_args(Direction)
 HVP_MODES: tuple[str, ...] = get_args(HVPMode)

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from hvp_utils.core.components import Component, group_by_hook
 from hvp_utils.core.engine import (
+    EngineRun,
     PatchContext,
     component_inner_products,
-    context_for,
     hook_gradients,
 )
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import DIRECTION_SUFFIX, Attribution, Estimator, declare
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction, Model
-from hvp_utils.estimators.registry import describe
+from hvp_utils.core.types import Direction, Family, Model
 
 
 def atp(
@@ -46,9 +45,18 @@ def atp(
         corrupted caching runs, the corrupted forward that is differentiated) and 1 backward;
         with a shared context the caching runs are paid by the context: 1 forward, 1 backward.
     """
-    meter = CostMeter()
-    ctx = context_for(model, task, comps, direction, meter, context)
-    hooks = list(group_by_hook(comps))
-    grads, _ = hook_gradients(model, task, ctx, hooks, meter, chunk_size=chunk_size)
-    values = component_inner_products(comps, grads, ctx)[0]
-    return Attribution.build(values.cpu(), comps, describe("atp", direction=direction), meter)
+    run = EngineRun.start(
+        model, task, comps, direction=direction, chunk_size=chunk_size, context=context
+    )
+    grads, _ = hook_gradients(run, list(group_by_hook(comps)))
+    values = component_inner_products(comps, grads, run.context)[0]
+    record = atp_estimator(direction=direction)
+    return Attribution.build(values.cpu(), comps, record, run.meter)
+
+
+def atp_estimator(
+    *, direction: Direction = "denoising", chunk_size: int | None = None
+) -> Estimator:
+    """The record of :func:`atp` with these options (label ``AtP``)."""
+    label = "AtP" + DIRECTION_SUFFIX[direction]
+    return declare("atp", atp, label, Family.ATP, direction=direction, chunk_size=chunk_size)

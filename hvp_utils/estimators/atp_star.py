@@ -18,7 +18,7 @@ contributions (attention and MLP outputs) dropped, and
 
 where dropping a layer at or before the component's own leaves its estimate unchanged. This
 is a *magnitude* for ranking components; ``values`` carry it with the sign of the QK-fixed
-estimate, and ``extras`` keep both parts (``qk_fixed``, ``graddrop``). The dropped estimates
+estimate, and the result keeps both parts (``qk_fixed``, ``graddrop``). The dropped estimates
 are replicates of one replicated backward pass (one replicate per later layer).
 """
 
@@ -30,31 +30,34 @@ from transformer_lens.utilities import get_act_name
 
 from hvp_utils.core.components import Component, group_by_hook, query_heads
 from hvp_utils.core.engine import (
+    EngineRun,
     PatchContext,
     component_inner_products,
-    context_for,
     hook_gradients,
 )
 from hvp_utils.core.local_maps import local_change
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import (
+    DIRECTION_SUFFIX,
+    AtPStarAttribution,
+    Estimator,
+    declare,
+)
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction, Model
-from hvp_utils.estimators.registry import describe
+from hvp_utils.core.types import Direction, Family, Model
 
+#: The label of AtP* with and without GradDrop.
+LABELS = {True: "AtP*", False: "AtP* (QK fix)"}
 #: Component kinds that act through the attention pattern (the QK fix applies to them).
 QK_KINDS = ("head_q", "head_k")
 
 
-def exact_pattern_changes(
-    model: Model, ctx: PatchContext, comps: list[Component], meter: CostMeter
-) -> dict[str, Tensor]:
+def exact_pattern_changes(run: EngineRun, comps: list[Component]) -> dict[str, Tensor]:
     """The exact change of the attention pattern when a query or key hook is patched.
 
     Args:
-        model: the model.
-        ctx: the context (it caches the patterns of the query/key layers).
+        run: the model, the context (it caches the patterns of the query/key layers) and the
+            meter (one forward per query/key hook).
         comps: components; only those of :data:`QK_KINDS` are used.
-        meter: counts one forward per query/key hook.
 
     Returns:
         ``{hook: pattern_l(a_hook^b + delta_hook) - pattern_l(a_hook^b)}`` for each query/key
@@ -64,20 +67,16 @@ def exact_pattern_changes(
     changes = {}
     layers = {c.hook: c.layer for c in comps if c.kind in QK_KINDS}
     for hook, layer in sorted(layers.items()):
-        changes[hook] = local_change(model, ctx, hook, get_act_name("pattern", layer), layer=layer)
-        meter.add(forward=1)
+        pattern = get_act_name("pattern", layer)
+        changes[hook] = local_change(
+            run.model, run.context, in_hook=hook, out_hook=pattern, layer=layer
+        )
+        run.meter.add(forward=1)
     return changes
 
 
 def _qk_fixed_estimates(
-    model: Model,
-    task: PatchingTask,
-    comps: list[Component],
-    ctx: PatchContext,
-    changes: dict[str, Tensor],
-    meter: CostMeter,
-    drops: list[int | None],
-    chunk_size: int | None,
+    run: EngineRun, comps: list[Component], changes: dict[str, Tensor], drops: list[int | None]
 ) -> Tensor:
     """``[len(drops), n]``: the QK-fixed AtP of every component, replicate ``r`` with the
     gradient through layer ``drops[r]``'s attention and MLP outputs dropped (None: none)."""
@@ -93,15 +92,14 @@ def _qk_fixed_estimates(
         for name in ("attn_out", "mlp_out"):
             hook = get_act_name(name, layer)
             frozen.setdefault(hook, torch.zeros(len(drops), dtype=torch.bool))[r] = True
-    grads, _ = hook_gradients(
-        model, task, ctx, hooks, meter, len(drops), frozen=frozen, chunk_size=chunk_size
-    )
+    grads, _ = hook_gradients(run, hooks, replicates=len(drops), frozen=frozen)
+    ctx = run.context
     values = torch.zeros(len(drops), len(comps), dtype=torch.float64)
     if plain:
         values[:, plain] = component_inner_products(plain_comps, grads, ctx).cpu()
     for i in qk:
         c = comps[i]
-        heads = query_heads(model.cfg, c.kind, dict(c.select)[2])
+        heads = query_heads(run.model.cfg, c.kind, dict(c.select)[2])
         grad = grads[get_act_name("pattern", c.layer)][:, :, heads]  # [R, batch, heads, q, k]
         change = changes[c.hook][:, heads]  # [batch, heads, q, k]
         values[:, i] = (grad * change).flatten(1).sum(1).double().cpu()
@@ -117,7 +115,7 @@ def atp_star(
     direction: Direction = "denoising",
     chunk_size: int | None = None,
     context: PatchContext | None = None,
-) -> Attribution:
+) -> AtPStarAttribution:
     """AtP with the QK fix for query/key components and (optionally) GradDrop.
 
     Args:
@@ -131,29 +129,49 @@ def atp_star(
             ``extra_hooks=(get_act_name("pattern", l), ...)``).
 
     Returns:
-        :class:`Attribution`; ``extras``: ``qk_fixed`` (``AtP*_c`` of the module docstring:
+        :class:`AtPStarAttribution`: ``qk_fixed`` (``AtP*_c`` of the module docstring:
         the pattern-level AtP for query/key components, ``g_c'(0)`` for the rest) and, with
         GradDrop, ``graddrop = 1/(L-1) sum_l |AtP*_{drop l}(c)|``; ``values`` are
         ``qk_fixed`` without GradDrop, else ``sign(qk_fixed) * graddrop``.
     """
-    meter = CostMeter()
     qk_layers = sorted({c.layer for c in comps if c.kind in QK_KINDS})
     extra = tuple(get_act_name("pattern", layer) for layer in qk_layers)
-    ctx = context_for(model, task, comps, direction, meter, context, extra_hooks=extra)
-    spec = describe("atp_star", graddrop=graddrop, direction=direction)
-    changes = exact_pattern_changes(model, ctx, comps, meter)
+    run = EngineRun.start(
+        model,
+        task,
+        comps,
+        direction=direction,
+        chunk_size=chunk_size,
+        context=context,
+        extra_hooks=extra,
+    )
+    record = atp_star_estimator(graddrop=graddrop, direction=direction)
+    changes = exact_pattern_changes(run, comps)
     n_layers = model.cfg.n_layers
     drops = [None]
     if graddrop:
         drops += list(range(min(c.layer for c in comps) + 1, n_layers))
-    estimates = _qk_fixed_estimates(model, task, comps, ctx, changes, meter, drops, chunk_size)
+    estimates = _qk_fixed_estimates(run, comps, changes, drops)
     qk_fixed = estimates[0]
     if not graddrop:
-        return Attribution.build(qk_fixed, comps, spec, meter, qk_fixed=qk_fixed)
+        return AtPStarAttribution.build(
+            qk_fixed, comps, record, run.meter, qk_fixed=qk_fixed, graddrop=None
+        )
     layers = torch.tensor([c.layer for c in comps])
     per_layer = qk_fixed.expand(n_layers, -1).clone()  # dropping layer l <= own layer: AtP*
     for r, layer in enumerate(drops[1:], start=1):
         per_layer[layer] = torch.where(layers < layer, estimates[r], qk_fixed)
     magnitude = per_layer.abs().sum(0) / max(n_layers - 1, 1)
     values = torch.where(qk_fixed < 0, -magnitude, magnitude)
-    return Attribution.build(values, comps, spec, meter, qk_fixed=qk_fixed, graddrop=magnitude)
+    return AtPStarAttribution.build(
+        values, comps, record, run.meter, qk_fixed=qk_fixed, graddrop=magnitude
+    )
+
+
+def atp_star_estimator(
+    *, graddrop: bool = True, direction: Direction = "denoising", chunk_size: int | None = None
+) -> Estimator:
+    """The record of :func:`atp_star` with these options (:data:`LABELS`)."""
+    label = LABELS[graddrop] + DIRECTION_SUFFIX[direction]
+    options = {"graddrop": graddrop, "direction": direction, "chunk_size": chunk_size}
+    return declare("atp_star", atp_star, label, Family.ATP_STAR, **options)

@@ -39,9 +39,9 @@ from torch import Tensor
 
 from hvp_utils.core.components import Component, check_components
 from hvp_utils.core.engine import (
+    EngineRun,
     PatchContext,
     component_inner_products,
-    context_for,
     hook_gradients,
 )
 from hvp_utils.core.local_maps import (
@@ -54,10 +54,9 @@ from hvp_utils.core.local_maps import (
     output_slice,
     with_delta,
 )
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import DIRECTION_SUFFIX, Attribution, Estimator, declare
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction, Model
-from hvp_utils.estimators.registry import describe
+from hvp_utils.core.types import Direction, Family, Model
 
 #: One partial pass: the input hook and the selection on non-aligned axes that moves.
 PassKey = tuple[str, tuple[tuple[int, int], ...]]
@@ -99,22 +98,23 @@ def narrowed_slice(model: Model, comp: Component) -> Component:
 
 
 def _pass_estimates(
-    model: Model,
-    ctx: PatchContext,
+    run: EngineRun,
     comps: list[Component],
     moved: tuple[tuple[int, int], ...],
     grads: dict[str, Tensor],
-    meter: CostMeter,
 ) -> Float[Tensor, "n_pass"]:  # noqa: F821
     """``<grad_o m, o_c - o_b>`` for the components of one partial pass."""
+    model, ctx = run.model, run.context
     first = comps[0]
     delta = ctx.deltas[first.hook]
     where = Component("moved", first.kind, first.hook, first.layer, moved)
     where = where.mask(delta.shape, dtype=delta.dtype, device=delta.device) if moved else None
     outs = [narrowed_slice(model, c) for c in comps]
     out_hook = outs[0].hook
-    change = local_change(model, ctx, first.hook, out_hook, layer=first.layer, where=where)
-    meter.add(forward=1)
+    change = local_change(
+        model, ctx, in_hook=first.hook, out_hook=out_hook, layer=first.layer, where=where
+    )
+    run.meter.add(forward=1)
     field = {out_hook: grads[out_hook]}
     return component_inner_products(outs, field, with_delta(ctx, out_hook, change))[0].cpu()
 
@@ -147,18 +147,37 @@ def atp_local(
     """
     comps = check_components(comps)
     check_local_map(model, comps)
-    meter = CostMeter()
     local = [i for i, c in enumerate(comps) if c.kind in LOCAL_MAPS]
     plain = [i for i, c in enumerate(comps) if c.kind not in LOCAL_MAPS]
     out_hooks = {output_hook(comps[i]) for i in local}
     extra = tuple(sorted(out_hooks))
-    ctx = context_for(model, task, comps, direction, meter, context, extra_hooks=extra)
+    run = EngineRun.start(
+        model,
+        task,
+        comps,
+        direction=direction,
+        chunk_size=chunk_size,
+        context=context,
+        extra_hooks=extra,
+    )
     hooks = sorted({comps[i].hook for i in plain} | out_hooks)
-    grads, _ = hook_gradients(model, task, ctx, hooks, meter, chunk_size=chunk_size)
+    grads, _ = hook_gradients(run, hooks)
     values = torch.zeros(len(comps), dtype=torch.float64)
     if plain:
-        values[plain] = component_inner_products([comps[i] for i in plain], grads, ctx)[0].cpu()
+        plain_comps = [comps[i] for i in plain]
+        values[plain] = component_inner_products(plain_comps, grads, run.context)[0].cpu()
     for (_, moved), members in local_passes(comps, local).items():
         members_comps = [comps[i] for i in members]
-        values[members] = _pass_estimates(model, ctx, members_comps, moved, grads, meter)
-    return Attribution.build(values, comps, describe("atp_local", direction=direction), meter)
+        values[members] = _pass_estimates(run, members_comps, moved, grads)
+    record = atp_local_estimator(direction=direction)
+    return Attribution.build(values, comps, record, run.meter)
+
+
+def atp_local_estimator(
+    *, direction: Direction = "denoising", chunk_size: int | None = None
+) -> Estimator:
+    """The record of :func:`atp_local` with these options (label ``AtP (exact local)``)."""
+    label = "AtP (exact local)" + DIRECTION_SUFFIX[direction]
+    return declare(
+        "atp_local", atp_local, label, Family.ATP_LOCAL, direction=direction, chunk_size=chunk_size
+    )

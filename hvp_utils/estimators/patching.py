@@ -9,11 +9,10 @@ N forward passes over the prompt batch, run as a few replicated (batched) forwar
 from __future__ import annotations
 
 from hvp_utils.core.components import Component
-from hvp_utils.core.engine import PatchContext, context_for, path_derivatives
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.engine import EngineRun, PatchContext, path_derivatives
+from hvp_utils.core.results import DIRECTION_SUFFIX, Attribution, Estimator, declare
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction, Model
-from hvp_utils.estimators.registry import describe
+from hvp_utils.core.types import Direction, Family, Model
 
 
 def activation_patching(
@@ -38,8 +37,17 @@ def activation_patching(
         :class:`Attribution` with ``values[i] = m(x_base with a_i <- a_i^source) - m(x_base)``;
         cost ``2 + n`` forwards (``n`` with a shared context).
     """
-    meter = CostMeter()
-    ctx = context_for(model, task, comps, direction, meter, context)
-    path = path_derivatives(model, task, comps, 1.0, 0, ctx, meter, chunk_size)
-    spec = describe("ap", direction=direction)
-    return Attribution.build(path.g - ctx.base_metric, comps, spec, meter)
+    run = EngineRun.start(
+        model, task, comps, direction=direction, chunk_size=chunk_size, context=context
+    )
+    path = path_derivatives(run, comps, t=1.0, order=0)
+    record = ap_estimator(direction=direction)
+    return Attribution.build(path.g - run.context.base_metric, comps, record, run.meter)
+
+
+def ap_estimator(*, direction: Direction = "denoising", chunk_size: int | None = None) -> Estimator:
+    """The record of :func:`activation_patching` with these options (label ``AP``)."""
+    label = "AP" + DIRECTION_SUFFIX[direction]
+    return declare(
+        "ap", activation_patching, label, Family.AP, direction=direction, chunk_size=chunk_size
+    )

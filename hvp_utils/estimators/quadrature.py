@@ -33,35 +33,127 @@ between components of the same hook.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
 from hvp_utils.core.components import Component, group_by_hook
 from hvp_utils.core.engine import (
+    EngineRun,
     PatchContext,
     component_inner_products,
-    context_for,
     hook_gradients,
     path_derivatives_at,
     union_masks,
 )
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import DIRECTION_SUFFIX, Attribution, Estimator, declare
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import (
     IG_MODES,
     IG_RULES,
     MULTISTEP_RULES,
     Direction,
+    Family,
     IGMode,
     IGRule,
     Model,
     MultistepRule,
     check_choice,
 )
-from hvp_utils.estimators.registry import describe
 
-#: Error order in h = 1/K of each rule (derived in the module docstring, checked in tests).
-ERROR_ORDER = {"taylor": 2, "trapezoid": 4, "radau": 4, "midpoint": 2, "gauss": 4}
-RADAU_NODE, RADAU_WEIGHTS = 0.75, (11 / 27, 16 / 27, 1 / 18)  # g'(a), g'(a + 3h/4), h g''(a)
+
+@dataclass(frozen=True)
+class QuadratureRule:
+    """One step ``[a, a + h]`` of a rule for ``int f`` with ``f = g'``:
+
+        int_a^{a+h} f ~ h sum_j w_j f(a + x_j h) + h^2 sum_j v_j f'(a + x_j h),
+
+    ``nodes`` = ``x_j`` (fractions of the step), ``first_weights`` = ``w_j``,
+    ``second_weights`` = ``v_j`` (the ``g''`` terms), ``error_order`` = ``p`` with the error
+    of the K-step rule ``O(h^p)`` (derived in the module docstring, checked in tests).
+    """
+
+    nodes: tuple[float, ...]
+    first_weights: tuple[float, ...]
+    second_weights: tuple[float, ...]
+    error_order: int
+
+
+_GAUSS_OFFSET = 0.5 / 3**0.5
+#: Every quadrature rule of the package: multi-step HVP (``taylor``, ``trapezoid``,
+#: ``radau``) and Integrated Gradients (``midpoint``, ``gauss``; no ``g''`` terms).
+RULES: dict[str, QuadratureRule] = {
+    "taylor": QuadratureRule((0.0,), (1.0,), (0.5,), 2),
+    "trapezoid": QuadratureRule((0.0, 1.0), (0.5, 0.5), (1 / 12, -1 / 12), 4),
+    "radau": QuadratureRule((0.0, 0.75), (11 / 27, 16 / 27), (1 / 18, 0.0), 4),
+    "midpoint": QuadratureRule((0.5,), (1.0,), (0.0,), 2),
+    "gauss": QuadratureRule((0.5 - _GAUSS_OFFSET, 0.5 + _GAUSS_OFFSET), (0.5, 0.5), (0.0, 0.0), 4),
+}
+#: The label of each Integrated Gradients variant (the step count ``K`` is added).
+IG_LABELS = {
+    ("per_component", "midpoint"): "IG",
+    ("per_component", "gauss"): "IG gauss",
+    ("joint", "midpoint"): "IG joint",
+    ("joint", "gauss"): "IG joint gauss",
+}
+IG_FAMILIES = {"per_component": Family.IG, "joint": Family.IG_JOINT}
+
+
+def composite_rule(rule: str, steps: int) -> list[tuple[float, float, float]]:
+    """The K-step rule on [0, 1]: ``(t, a, b)`` per node, ``int_0^1 f ~ sum a f(t) + b f'(t)``.
+
+    Nodes shared by neighbouring steps are merged (their weights added: the trapezoid's
+    interior ``g''`` terms cancel), in order of ``t``.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1 (got {steps})")
+    check_choice(rule, tuple(RULES), "quadrature rule")
+    r, h = RULES[rule], 1.0 / steps
+    merged: dict[float, list[float]] = {}
+    for k in range(steps):
+        for x, w, v in zip(r.nodes, r.first_weights, r.second_weights, strict=True):
+            weights = merged.setdefault((k + x) * h, [0.0, 0.0])
+            weights[0] += h * w
+            weights[1] += h * h * v
+    return sorted((t, a, b) for t, (a, b) in merged.items())
+
+
+def apply_rule(
+    rule: str, *, steps: int, first: Callable[[float], float], second: Callable | None = None
+) -> float:
+    """``sum a f(t) + b f'(t)`` of :func:`composite_rule` for a scalar function: ``first(t)``
+    is ``f = g'``, ``second(t)`` its derivative ``g''`` (needed only by rules with ``g''``
+    terms), so the result estimates ``int_0^1 first``."""
+    total = 0.0
+    for t, a, b in composite_rule(rule, steps):
+        total += a * first(t) + (b * second(t) if b else 0.0)
+    return total
+
+
+def ig_nodes(steps: int, *, rule: IGRule) -> tuple[list[float], list[float]]:
+    """Nodes and weights of Integrated Gradients on [0, 1] (:func:`composite_rule`): midpoint
+    ``t_k = (k + 1/2) h`` with weights ``h``; Gauss ``(k + 1/2 -+ 1/(2 sqrt 3)) h`` with
+    weights ``h/2`` (two nodes per step)."""
+    check_choice(rule, IG_RULES, "rule")
+    nodes = composite_rule(rule, steps)
+    return [t for t, _, _ in nodes], [a for _, a, _ in nodes]
+
+
+def _rule_values(run: EngineRun, comps: list[Component], rule: str, steps: int) -> torch.Tensor:
+    """``sum a g_c'(t) + b g_c''(t)`` over the nodes of :func:`composite_rule` for every
+    component: one order-2 sweep over the nodes with a ``g''`` term, one order-1 sweep over
+    the rest."""
+    nodes = composite_rule(rule, steps)
+    curved = [(t, a, b) for t, a, b in nodes if b]
+    flat = [(t, a, b) for t, a, b in nodes if not b]
+    values = 0.0
+    for group, order in ((curved, 2), (flat, 1)):
+        ts = [t for t, _, _ in group]
+        pieces = path_derivatives_at(run, comps, nodes=ts, order=order)
+        for (_, a, b), p in zip(group, pieces, strict=True):
+            values = values + (a * p.d1 + b * p.d2 if b else a * p.d1)
+    return values
 
 
 def multistep_hvp(
@@ -77,7 +169,8 @@ def multistep_hvp(
 ) -> Attribution:
     """K-step quadrature of ``Delta_c = int_0^1 g_c'(t) dt`` using ``g'`` and ``g''``.
 
-    With ``h = 1/K`` and ``t_k = k h`` (derivations in the module docstring):
+    With ``h = 1/K`` and ``t_k = k h`` (derivations in the module docstring; the rules are
+    the rows of :data:`RULES`):
 
     - ``taylor``: ``sum_{k<K} [h g'(t_k) + h^2/2 g''(t_k)]`` (order 2);
     - ``trapezoid``: ``h [g'(0)/2 + sum_{0<k<K} g'(t_k) + g'(1)/2] - h^2/12 (g''(1) - g''(0))``
@@ -99,30 +192,25 @@ def multistep_hvp(
     check_choice(rule, MULTISTEP_RULES, "rule")
     if steps < 1:
         raise ValueError("steps must be at least 1")
-    meter = CostMeter()
-    ctx = context_for(model, task, comps, direction, meter, context)
-    h = 1.0 / steps
-    left = [k * h for k in range(steps)]
-    if rule == "taylor":
-        pieces = path_derivatives_at(model, task, comps, left, 2, ctx, meter, chunk_size)
-        values = sum(h * p.d1 + h**2 / 2 * p.d2 for p in pieces)
-    elif rule == "radau":
-        w_left, w_node, w_curve = RADAU_WEIGHTS
-        starts = path_derivatives_at(model, task, comps, left, 2, ctx, meter, chunk_size)
-        nodes = [t + RADAU_NODE * h for t in left]
-        inner = path_derivatives_at(model, task, comps, nodes, 1, ctx, meter, chunk_size)
-        values = sum(
-            h * (w_left * a.d1 + w_node * b.d1) + h**2 * w_curve * a.d2
-            for a, b in zip(starts, inner, strict=True)
-        )
-    else:
-        ends = path_derivatives_at(model, task, comps, [0.0, 1.0], 2, ctx, meter, chunk_size)
-        interior = [k * h for k in range(1, steps)]
-        inner = path_derivatives_at(model, task, comps, interior, 1, ctx, meter, chunk_size)
-        trapezoid = h * ((ends[0].d1 + ends[1].d1) / 2 + sum((p.d1 for p in inner), 0.0))
-        values = trapezoid - h**2 / 12 * (ends[1].d2 - ends[0].d2)
-    spec = describe("multistep", steps=steps, rule=rule, direction=direction)
-    return Attribution.build(values, comps, spec, meter)
+    run = EngineRun.start(
+        model, task, comps, direction=direction, chunk_size=chunk_size, context=context
+    )
+    values = _rule_values(run, comps, rule, steps)
+    record = multistep_estimator(steps=steps, rule=rule, direction=direction)
+    return Attribution.build(values, comps, record, run.meter)
+
+
+def multistep_estimator(
+    *,
+    steps: int = 2,
+    rule: MultistepRule = "trapezoid",
+    direction: Direction = "denoising",
+    chunk_size: int | None = None,
+) -> Estimator:
+    """The record of :func:`multistep_hvp` with these options (label ``multistep <rule> K=<K>``)."""
+    label = f"multistep {rule} K={steps}" + DIRECTION_SUFFIX[direction]
+    options = {"steps": steps, "rule": rule, "direction": direction, "chunk_size": chunk_size}
+    return declare("multistep", multistep_hvp, label, Family.MULTISTEP, **options)
 
 
 def integrated_gradients(
@@ -163,30 +251,40 @@ def integrated_gradients(
         raise ValueError("steps must be at least 1")
     check_choice(rule, IG_RULES, "rule")
     check_choice(mode, IG_MODES, "mode")
-    meter = CostMeter()
-    ctx = context_for(model, task, comps, direction, meter, context)
-    nodes, weights = ig_nodes(steps, rule)
-    spec = describe("ig", steps=steps, rule=rule, mode=mode, direction=direction)
+    run = EngineRun.start(
+        model, task, comps, direction=direction, chunk_size=chunk_size, context=context
+    )
     if mode == "per_component":
-        pieces = path_derivatives_at(model, task, comps, nodes, 1, ctx, meter, chunk_size)
-        values = sum(w * p.d1 for w, p in zip(weights, pieces, strict=True))
+        values = _rule_values(run, comps, rule, steps)
     else:
-        values = _joint_ig(model, task, comps, ctx, nodes, weights, meter, chunk_size)
-    return Attribution.build(values, comps, spec, meter)
+        nodes, weights = ig_nodes(steps, rule=rule)
+        values = _joint_ig(run, comps, nodes, weights)
+    record = ig_estimator(steps=steps, rule=rule, mode=mode, direction=direction)
+    return Attribution.build(values, comps, record, run.meter)
+
+
+def ig_estimator(
+    *,
+    steps: int = 2,
+    rule: IGRule = "midpoint",
+    mode: IGMode = "per_component",
+    direction: Direction = "denoising",
+    chunk_size: int | None = None,
+) -> Estimator:
+    """The record of :func:`integrated_gradients` with these options (:data:`IG_LABELS`)."""
+    label = f"{IG_LABELS[mode, rule]} K={steps}" + DIRECTION_SUFFIX[direction]
+    options = {"steps": steps, "rule": rule, "mode": mode, "direction": direction}
+    return declare(
+        "ig", integrated_gradients, label, IG_FAMILIES[mode], **options, chunk_size=chunk_size
+    )
 
 
 def _joint_ig(
-    model: Model,
-    task: PatchingTask,
-    comps: list[Component],
-    ctx: PatchContext,
-    nodes: list[float],
-    weights: list[float],
-    meter: CostMeter,
-    chunk_size: int | None,
+    run: EngineRun, comps: list[Component], nodes: list[float], weights: list[float]
 ) -> torch.Tensor:
     """``sum_j w_j <grad_{a_h} m(a_h^b + t_j * union_mask_h * delta_h), delta_c>`` per
     component; the nodes of one hook are the replicates of one :func:`hook_gradients` call."""
+    ctx = run.context
     values = torch.zeros(len(comps), dtype=torch.float64)
     ts = torch.tensor(nodes, dtype=torch.float64)
     w = torch.tensor(weights, dtype=torch.float64)
@@ -196,29 +294,7 @@ def _joint_ig(
         step = union_masks(hook_comps, ctx)[hook] * delta  # [batch, ...]
         scale = ts.to(delta.dtype).to(delta.device).view(-1, *[1] * delta.dim())
         offsets = {hook: scale * step.unsqueeze(0)}  # [nodes, batch, ...]
-        grads, _ = hook_gradients(
-            model, task, ctx, [hook], meter, len(nodes), offsets=offsets, chunk_size=chunk_size
-        )
+        grads, _ = hook_gradients(run, [hook], replicates=len(nodes), offsets=offsets)
         per_node = component_inner_products(hook_comps, grads, ctx).cpu()  # [nodes, n_hook]
         values[members] = (w[:, None] * per_node).sum(0)
     return values
-
-
-def ig_nodes(steps: int, rule: IGRule) -> tuple[list[float], list[float]]:
-    """Quadrature nodes and weights of Integrated Gradients on [0, 1].
-
-    Args:
-        steps: the number of steps ``K`` (``h = 1/K``).
-        rule: ``"midpoint"`` or ``"gauss"``.
-
-    Returns:
-        ``(nodes, weights)``: midpoint ``t_k = (k + 1/2) h`` with weights ``h``; Gauss
-        ``t = (k + 1/2 -+ 1/(2 sqrt 3)) h`` with weights ``h/2`` (two nodes per step).
-    """
-    check_choice(rule, IG_RULES, "rule")
-    h = 1.0 / steps
-    if rule == "midpoint":
-        return [(k + 0.5) * h for k in range(steps)], [h] * steps
-    offset = 0.5 / 3**0.5
-    nodes = [(k + 0.5 + sign * offset) * h for k in range(steps) for sign in (-1, 1)]
-    return nodes, [h / 2] * (2 * steps)

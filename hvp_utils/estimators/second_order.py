@@ -26,17 +26,24 @@ import torch
 
 from hvp_utils.core.components import Component, group_by_hook
 from hvp_utils.core.engine import (
+    EngineRun,
     PatchContext,
     component_inner_products,
-    context_for,
     hook_gradients,
     path_derivatives,
     stacked_masks,
 )
-from hvp_utils.core.results import Attribution, CostMeter
+from hvp_utils.core.results import (
+    DIRECTION_SUFFIX,
+    Estimator,
+    SecondOrderAttribution,
+    declare,
+)
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import HVP_MODES, Direction, HVPMode, Model, check_choice
-from hvp_utils.estimators.registry import describe
+from hvp_utils.core.types import HVP_MODES, Direction, Family, HVPMode, Model, check_choice
+
+#: The label of each mode (Hutchinson's adds its probe count ``S``).
+LABELS = {"diag": "HVP diag", "joint": "HVP joint", "hutchinson": "HVP hutchinson"}
 
 
 def hvp_correction(
@@ -50,7 +57,7 @@ def hvp_correction(
     direction: Direction = "denoising",
     chunk_size: int | None = None,
     context: PatchContext | None = None,
-) -> Attribution:
+) -> SecondOrderAttribution:
     """AtP plus half the second derivative of each patch path: ``g_c'(0) + g_c''(0) / 2``.
 
     The second derivative is ``<delta_c, H_cc delta_c>`` (``mode="diag"``, exact), or
@@ -70,23 +77,42 @@ def hvp_correction(
         context: a :class:`~hvp_utils.core.engine.PatchContext` shared with other estimators.
 
     Returns:
-        :class:`Attribution` with ``values = first + second / 2``; ``extras``: ``first``
+        :class:`SecondOrderAttribution` with ``values = first + second / 2``, ``first``
         (``g_c'(0)``, i.e. AtP) and ``second`` (the estimate of ``g_c''(0)`` used).
     """
     check_choice(mode, HVP_MODES, "mode")
     if mode == "hutchinson" and n_probes < 1:
         raise ValueError(f"hutchinson needs n_probes >= 1 (got {n_probes})")
-    meter = CostMeter()
-    ctx = context_for(model, task, comps, direction, meter, context)
+    run = EngineRun.start(
+        model, task, comps, direction=direction, chunk_size=chunk_size, context=context
+    )
     if mode == "diag":
-        path = path_derivatives(model, task, comps, 0.0, 2, ctx, meter, chunk_size)
+        path = path_derivatives(run, comps, t=0.0, order=2)
         first, second = path.d1, path.d2
     else:
         signs = _direction_signs(len(comps), mode, n_probes, seed)
-        first, second = _shared_direction_hvp(model, task, comps, ctx, signs, meter, chunk_size)
-    options = {"n_probes": n_probes, "seed": seed} if mode == "hutchinson" else {}
-    spec = describe("hvp", mode=mode, direction=direction, **options)
-    return Attribution.build(first + second / 2, comps, spec, meter, first=first, second=second)
+        first, second = _shared_direction_hvp(run, comps, signs)
+    record = hvp_estimator(mode=mode, n_probes=n_probes, seed=seed, direction=direction)
+    return SecondOrderAttribution.build(
+        first + second / 2, comps, record, run.meter, first=first, second=second
+    )
+
+
+def hvp_estimator(
+    *,
+    mode: HVPMode = "diag",
+    n_probes: int = 16,
+    seed: int = 0,
+    direction: Direction = "denoising",
+    chunk_size: int | None = None,
+) -> Estimator:
+    """The record of :func:`hvp_correction` with these options (:data:`LABELS`; the probe
+    count and seed count only for ``mode="hutchinson"``, in the label and the key)."""
+    sampled = mode == "hutchinson"
+    label = LABELS[mode] + (f" S={n_probes}" if sampled else "") + DIRECTION_SUFFIX[direction]
+    probes = {"n_probes": n_probes, "seed": seed} if sampled else {}
+    options = {"mode": mode, "direction": direction, "chunk_size": chunk_size, **probes}
+    return declare("hvp", hvp_correction, label, Family.HVP, **options)
 
 
 def _direction_signs(n: int, mode: HVPMode, n_probes: int, seed: int) -> torch.Tensor:
@@ -113,29 +139,17 @@ def _signed_directions(
 
 
 def _shared_direction_hvp(
-    model: Model,
-    task: PatchingTask,
-    comps: list[Component],
-    ctx: PatchContext,
-    signs: torch.Tensor,
-    meter: CostMeter,
-    chunk_size: int | None,
+    run: EngineRun, comps: list[Component], signs: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """AtP and ``mean_s sigma_sc <delta_c, (H v_s)_c>`` with ``v_s = sum_c sigma_sc delta_c``.
 
     The directions are the replicates of one :func:`hook_gradients` call (forward, backward,
     double backward), chunked like every replicated pass.
     """
+    ctx = run.context
     directions = _signed_directions(comps, ctx, signs)
     grads, hvps = hook_gradients(
-        model,
-        task,
-        ctx,
-        list(directions),
-        meter,
-        replicates=signs.shape[0],
-        directions=directions,
-        chunk_size=chunk_size,
+        run, list(directions), replicates=signs.shape[0], directions=directions
     )
     first = component_inner_products(comps, grads, ctx)[0]  # every replicate: the base run
     curvature = component_inner_products(comps, hvps, ctx)  # [S, n]

@@ -25,6 +25,7 @@ from hvp_utils.analysis.reliability import (
     lagrange_interval,
     reasons_text,
 )
+from hvp_utils.core.results import FlagReasons
 from hvp_utils.viz.plots import threshold_lines
 
 #: Legend label of the band: the Lagrange interval of AtP on [0, t], from estimated maxima.
@@ -40,8 +41,8 @@ def draw_path_panel(
     ax: plt.Axes,
     paths: PathCurves,
     name: str,
-    legend: bool = True,
     *,
+    legend: bool = True,
     theta: float | None = None,
     verdict: str | None = None,
 ) -> None:
@@ -75,7 +76,7 @@ def draw_path_panel(
 
 
 def static_path_figure(
-    paths: PathCurves, names: list[str] | None = None, ncols: int = 3, height: float = 2.7
+    paths: PathCurves, *, names: list[str] | None = None, ncols: int = 3, height: float = 2.7
 ) -> plt.Figure:
     """The explorer's panel for each of ``names`` (default: every component) in a grid, with
     one legend for all panels below the grid."""
@@ -125,21 +126,21 @@ def flag_explanation(row: pd.Series, tau: float, theta: float) -> list[str]:
     first, second = float(row.AtP), float(row.AtP + row.g2 / 2)
     lower, upper = lagrange_interval(torch.tensor([first]), torch.tensor([float(row.M2)]))
     lower, upper = float(lower[0]), float(upper[0])
-    score = float(reasons["scores"][0])
+    score = float(reasons.scores[0])
     mark = {True: "flagged", False: "ok"}
     return [
-        f"r>tau ({mark[bool(reasons['flag_score'][0])]}): r = |g''(0)/2| / (|g'(0)| + "
+        f"r>tau ({mark[bool(reasons.flag_score[0])]}): r = |g''(0)/2| / (|g'(0)| + "
         f"|g''(0)/2|) = {score:.2f} {'>' if score > tau else '≤'} τ = {tau:.2f}",
-        f"sign ({mark[bool(reasons['flag_sign'][0])]}): AtP = {first:+.3g}, "
+        f"sign ({mark[bool(reasons.flag_sign[0])]}): AtP = {first:+.3g}, "
         f"AtP + g''(0)/2 = {second:+.3g}",
-        f"threshold ({mark[bool(reasons['flag_threshold'][0])]}): the Lagrange interval "
+        f"threshold ({mark[bool(reasons.flag_threshold[0])]}): the Lagrange interval "
         f"[{lower:.3g}, {upper:.3g}] "
-        + ("crosses" if bool(reasons["flag_threshold"][0]) else "does not cross")
+        + ("crosses" if bool(reasons.flag_threshold[0]) else "does not cross")
         + f" ±θ = ±{theta:.3g}",
     ]
 
 
-def flag_reasons_of(row: pd.Series, tau: float, theta: float) -> dict[str, torch.Tensor]:
+def flag_reasons_of(row: pd.Series, tau: float, theta: float) -> FlagReasons:
     """:func:`~hvp_utils.analysis.reliability.flag_reasons` of one summary row of
     :class:`~hvp_utils.analysis.paths.PathCurves` at another ``tau`` and ``theta``."""
 
@@ -153,7 +154,8 @@ def flag_reasons_of(row: pd.Series, tau: float, theta: float) -> dict[str, torch
 
 class PathExplorer:
     """The patch-path explorer: perturbation, kind and component drop-downs and sliders for
-    ``tau`` and the circuit threshold (``theta = share * the kind's largest |AtP|``), drawing
+    ``tau`` and the circuit threshold (``theta = threshold_share * the kind's largest |AtP|``),
+    drawing
     g(t), the tangent and parabola, the Lagrange band, ``±theta`` and why the component is
     flagged.
 
@@ -165,7 +167,7 @@ class PathExplorer:
     Args:
         source: a :class:`~hvp_utils.analysis.paths.PathSource` (patch paths on demand).
         tau: the starting score threshold.
-        share: the starting circuit-threshold share.
+        threshold_share: the starting circuit-threshold share.
         perturbation, component: the starting selection (default: the first of each).
         interactive: None (default: live only in a Jupyter frontend), True or False.
     """
@@ -175,7 +177,7 @@ class PathExplorer:
         source: PathSource,
         *,
         tau: float = 0.3,
-        share: float = 0.1,
+        threshold_share: float = 0.1,
         perturbation: str | None = None,
         component: str | None = None,
         interactive: bool | None = None,
@@ -184,7 +186,7 @@ class PathExplorer:
         self.perturbation = perturbation or source.perturbations[0]
         first_kind = source.kinds()[0]
         self.component = component or source.names(first_kind)[0]
-        self.tau, self.share = float(tau), float(share)
+        self.tau, self.threshold_share = float(tau), float(threshold_share)
         self.interactive = interactive
         self._widget = None
 
@@ -192,7 +194,7 @@ class PathExplorer:
     @property
     def theta(self) -> float:
         kind = self.source.kind_of(self.component)
-        return self.share * self.source.scale(self.perturbation, kind)
+        return self.threshold_share * self.source.scale(self.perturbation, kind)
 
     def row(self) -> pd.Series:
         paths = self.source(self.perturbation, self.component)
@@ -200,7 +202,7 @@ class PathExplorer:
 
     def verdict(self) -> str:
         reasons = flag_reasons_of(self.row(), self.tau, self.theta)
-        on = [short for column, short in REASON_NAMES.items() if bool(reasons[column][0])]
+        on = [short for column, short in REASON_NAMES.items() if bool(getattr(reasons, column)[0])]
         return "flagged: " + ", ".join(on) if on else "ok"
 
     def figure(self) -> plt.Figure:
@@ -218,7 +220,8 @@ class PathExplorer:
     def __repr__(self) -> str:
         return (
             f"PathExplorer({self.perturbation}, {self.component}, tau={self.tau:.2f}, "
-            f"theta={self.share:.2f} x largest |AtP| = {self.theta:.3g}): {self.verdict()}"
+            f"theta={self.threshold_share:.2f} x largest |AtP| = {self.theta:.3g}): "
+            f"{self.verdict()}"
         )
 
     # the widget ---------------------------------------------------------------------------
@@ -253,7 +256,7 @@ class PathExplorer:
             value=self.tau, min=0.0, max=1.0, step=0.05, description="τ (score)", **slider
         )
         share = widgets.FloatSlider(
-            value=self.share,
+            value=self.threshold_share,
             min=0.0,
             max=1.0,
             step=0.01,
@@ -268,7 +271,7 @@ class PathExplorer:
                 component.value = component.options[0]
                 return  # the component's own change redraws
             self.perturbation, self.component = perturbation.value, component.value
-            self.tau, self.share = tau.value, share.value
+            self.tau, self.threshold_share = tau.value, share.value
             with out:
                 out.clear_output(wait=True)
                 fig = self.figure()
@@ -301,12 +304,12 @@ class PathExplorer:
 
 
 def explore(source: PathSource, **options) -> PathExplorer:
-    """The explorer of :class:`PathExplorer` on ``source`` (options: tau, share,
+    """The explorer of :class:`PathExplorer` on ``source`` (options: tau, threshold_share,
     perturbation, component, interactive). Display it (the last line of a cell)."""
     return PathExplorer(source, **options)
 
 
-def draw_overshoot_panel(ax: plt.Axes, paths: PathCurves, name: str, label: str = "") -> None:
+def draw_overshoot_panel(ax: plt.Axes, paths: PathCurves, name: str, *, label: str = "") -> None:
     """Where the second-order correction lands: the exact path g(t) - g(0) (dots), the tangent
     g'(0) t and the parabola g'(0) t + g''(0) t^2 / 2, and at t = 1 AP, AtP and the corrected
     estimate, with the first-order error e1 = AP - AtP and the correction c = g''(0)/2 drawn as
@@ -346,7 +349,7 @@ def draw_overshoot_panel(ax: plt.Axes, paths: PathCurves, name: str, label: str 
 
 
 def overshoot_figure(
-    panels: list[tuple[PathCurves, str, str]], ncols: int = 3, height: float = 2.9
+    panels: list[tuple[PathCurves, str, str]], *, ncols: int = 3, height: float = 2.9
 ) -> plt.Figure:
     """:func:`draw_overshoot_panel` for each ``(paths, component, label)`` in a grid, with one
     legend below it; ``label`` names the run (e.g. the perturbation)."""
@@ -355,7 +358,8 @@ def overshoot_figure(
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, height * nrows), squeeze=False)
     for k, ax in enumerate(axes.flat):
         if k < len(panels):
-            draw_overshoot_panel(ax, *panels[k])
+            paths, name, label = panels[k]
+            draw_overshoot_panel(ax, paths, name, label=label)
         else:
             ax.set_visible(False)
     for ax in axes[:, 0]:

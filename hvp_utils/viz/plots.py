@@ -11,8 +11,9 @@ import seaborn as sns
 
 from hvp_utils.analysis.benchmark import pareto_frontier
 from hvp_utils.analysis.circuits import circuit_recovery
-from hvp_utils.core.components import head_of
+from hvp_utils.core.components import Component
 from hvp_utils.core.results import Attribution
+from hvp_utils.core.types import Family
 
 
 def set_style() -> None:
@@ -40,6 +41,7 @@ def estimate_vs_truth_frame(estimate: Attribution, truth: Attribution, **labels)
 
 def scatter_vs_truth(
     frame: pd.DataFrame,
+    *,
     row: str,
     col: str,
     hue: str | None = None,
@@ -78,16 +80,22 @@ def scatter_vs_truth(
     return grid
 
 
-def head_grid(result: Attribution, n_layers: int, n_heads: int) -> np.ndarray:
-    """``head_out`` values as a (layer, head) array (positions: see :func:`head_of`)."""
+def head_grid(
+    result: Attribution, comps: list[Component], *, n_layers: int, n_heads: int
+) -> np.ndarray:
+    """Per-head values as a (layer, head) array, each at its component's ``layer``, ``head``."""
+    if result.names != [c.name for c in comps]:
+        raise ValueError("the result must cover comps in the same order")
     grid = np.full((n_layers, n_heads), np.nan)
-    for name, value in zip(result.names, result.values.tolist(), strict=True):
-        grid[head_of(name)] = value
+    for comp, value in zip(comps, result.values.tolist(), strict=True):
+        grid[comp.layer, comp.head] = value
     return grid
 
 
 def head_heatmaps(
     results: list[Attribution],
+    comps: list[Component],
+    *,
     n_layers: int,
     n_heads: int,
     title: str = "",
@@ -95,7 +103,7 @@ def head_heatmaps(
 ):
     """Side-by-side (layer x head) heatmaps on one shared, zero-centred colour scale, with
     one labelled colorbar for all panels (``cbar_label``: what the colour means, with units)."""
-    grids = [head_grid(r, n_layers, n_heads) for r in results]
+    grids = [head_grid(r, comps, n_layers=n_layers, n_heads=n_heads) for r in results]
     scale = max(np.nanmax(np.abs(g)) for g in grids)
     fig, axes = plt.subplots(
         1,
@@ -138,7 +146,7 @@ KIND_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7"
 KIND_MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 
 
-def error_share_bars(shares: pd.DataFrame, col: str = "perturbation") -> sns.FacetGrid:
+def error_share_bars(shares: pd.DataFrame, *, col: str = "perturbation") -> sns.FacetGrid:
     """Stacked bars per component kind: share of the total |AP - AtP| carried by the
     downstream term E_down and by the local term E_local (``shares`` from
     :func:`hvp_utils.analysis.diagnosis.error_shares`, with ``kind`` and ``col`` columns)."""
@@ -175,7 +183,7 @@ def error_share_bars(shares: pd.DataFrame, col: str = "perturbation") -> sns.Fac
     return grid
 
 
-def error_terms_scatter(frame: pd.DataFrame, col: str = "perturbation") -> sns.FacetGrid:
+def error_terms_scatter(frame: pd.DataFrame, *, col: str = "perturbation") -> sns.FacetGrid:
     """|E_local| against |E_down| per component (log-log), one colour and marker per kind;
     points above the diagonal are components whose AtP error is mostly local."""
     data = frame.assign(
@@ -220,9 +228,10 @@ def error_terms_scatter(frame: pd.DataFrame, col: str = "perturbation") -> sns.F
 
 def score_vs_error(
     frame: pd.DataFrame,
+    *,
     tau: float,
     negligible_share: float = 0.02,
-    cut_share: float | None = 0.1,
+    threshold_share: float | None = 0.1,
     col: str = "perturbation",
     bad: str = "bad",
 ) -> plt.Figure:
@@ -230,7 +239,8 @@ def score_vs_error(
     scale), one panel per ``col``: colour and marker per kind, filled where ``frame[bad]``
     (the detector's target) holds, hollow elsewhere; the flag threshold tau (dashed) and the
     absolute levels of the target (dotted: negligible below ``negligible_share``, always bad
-    above ``cut_share``). ``frame`` has kind, score, AP, AtP, the ``bad`` label and ``col``."""
+    above ``threshold_share``). ``frame`` has kind, score, AP, AtP, the ``bad`` label and
+    ``col``."""
     data = frame.copy()
     scale = data.groupby([col, "kind"], sort=False).AP.transform(lambda a: a.abs().max())
     data["error_share"] = ((data.AtP - data.AP).abs() / scale).clip(lower=1e-6)
@@ -260,8 +270,8 @@ def score_vs_error(
                 )
         ax.axvline(tau, color="0.3", lw=0.9, ls="--")
         ax.axhline(negligible_share, color="0.5", lw=0.8, ls=":")
-        if cut_share is not None:
-            ax.axhline(cut_share, color="C3", lw=0.9, ls=":")
+        if threshold_share is not None:
+            ax.axhline(threshold_share, color="C3", lw=0.9, ls=":")
         ax.set(yscale="log", xlabel="reliability score r", title=str(panel), xlim=(-0.03, 1.03))
     axes[0].set_ylabel("|AtP - AP| / largest |AP| of the kind")
     handles = [
@@ -282,8 +292,10 @@ def score_vs_error(
         plt.Line2D([], [], color="0.3", ls="--", label=f"τ = {tau:g}"),
         plt.Line2D([], [], color="0.5", ls=":", label=f"negligible: {negligible_share:g}"),
     ]
-    if cut_share is not None:
-        handles.append(plt.Line2D([], [], color="C3", ls=":", label=f"always bad: {cut_share:g}"))
+    if threshold_share is not None:
+        handles.append(
+            plt.Line2D([], [], color="C3", ls=":", label=f"always bad: {threshold_share:g}")
+        )
     fig.tight_layout()
     fig.legend(
         handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False
@@ -305,6 +317,7 @@ def threshold_lines(ax: plt.Axes, theta: float) -> None:
 
 def interval_plot(
     frame: pd.DataFrame,
+    *,
     ax: plt.Axes | None = None,
     title: str = "",
     threshold: float | None = None,
@@ -402,7 +415,7 @@ def _place_labels(ax, xs, ys, texts, avoid_x, avoid_y, fontsize: float = 8) -> N
             annotate(text, x, y, *near[0])
 
 
-def pareto_plot(frame: pd.DataFrame, row: str, col: str):
+def pareto_plot(frame: pd.DataFrame, *, row: str, col: str):
     """NMAE against wall time (log-log), one point per estimator, one panel per (row, col),
     with the Pareto frontier (estimators nothing beats on both axes) drawn and labelled.
 
@@ -413,7 +426,7 @@ def pareto_plot(frame: pd.DataFrame, row: str, col: str):
     only frontier points are labelled, each where its label collides with nothing.
     """
     rows, cols = frame[row].unique(), frame[col].unique()
-    families = [f for f in dict.fromkeys(frame.family) if f != "AP"]
+    families = [f for f in dict.fromkeys(frame.family) if f != Family.AP]
     palette = dict(zip(families, sns.color_palette("tab10", n_colors=len(families)), strict=True))
     markers = dict(zip(families, "osD^vPXh<>p*"[: len(families)], strict=True))
     fig, axes = plt.subplots(
@@ -518,8 +531,8 @@ def convergence_plot(frame: pd.DataFrame):
 def roc_plot(
     estimates: list[Attribution],
     reference: list[str],
-    ax=None,
     *,
+    ax=None,
     facet: bool = True,
     ncols: int = 4,
 ):
@@ -534,7 +547,7 @@ def roc_plot(
     styles = method_styles(list(found))
 
     def draw(axes, method, highlight):
-        roc = found[method]["roc"]
+        roc = found[method].roc
         style = styles[method] if highlight else {"color": "0.82", "ls": "-", "marker": None}
         axes.plot(
             roc.fpr,
@@ -542,7 +555,7 @@ def roc_plot(
             drawstyle="steps-post",
             lw=1.6 if highlight else 1.0,
             zorder=3 if highlight else 2,
-            label=f"{method} ({found[method]['auroc']:.3f})",
+            label=f"{method} ({found[method].auroc:.3f})",
             markevery=max(1, len(roc) // 8),
             markersize=5,
             **style,
@@ -580,7 +593,7 @@ def roc_plot(
                 draw(panel, other, False)
         draw(panel, method, True)
         finish(panel)
-        panel.set_title(f"{method}\nAUROC {found[method]['auroc']:.3f}", fontsize=9)
+        panel.set_title(f"{method}\nAUROC {found[method].auroc:.3f}", fontsize=9)
     for panel in list(axes.flat)[len(found) :]:
         panel.set_visible(False)
     for panel in axes[-1]:
@@ -613,7 +626,7 @@ def method_styles(methods: list[str]) -> dict[str, dict]:
 
 
 def faithfulness_plot(
-    curves: pd.DataFrame, reference_size: int, truth_method: str = "AP", ncols: int = 4
+    curves: pd.DataFrame, reference_size: int, *, truth_method: str = "AP", ncols: int = 4
 ):
     """Faithfulness against circuit size, one panel per ranking against ``truth_method``'s.
 
@@ -689,6 +702,7 @@ def faithfulness_plot(
 
 def accuracy_compute_plot(
     frame: pd.DataFrame,
+    *,
     x: str,
     y: str,
     row: str,

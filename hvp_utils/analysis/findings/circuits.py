@@ -26,13 +26,13 @@ CLOSE_GAP = 0.1
 CLOSE_AUROC = 0.9
 
 
-def reference_circuit(roles: pd.DataFrame, *, fraction: float, run: Mapping[str, Any]) -> Findings:
-    """The reference circuit (rows with ``in circuit``: ``|AP| >= fraction * max|AP|``), its
+def reference_circuit(roles: pd.DataFrame, *, threshold_share: float, run: Mapping[str, Any]) -> Findings:
+    """The reference circuit (rows with ``in circuit``: ``|AP| >= threshold_share * max|AP|``), its
     heads grouped by (layer, role), how many are name movers, and whether every head with a
     positive effect sits at layer 0 (and copies S to the end). ``run`` (model, perturbation,
     prompts, seed) is recorded as flat values."""
     found = Findings("06", "The reference circuit")
-    for key, value in {**run, "reference_fraction": fraction}.items():
+    for key, value in {**run, "threshold_share": threshold_share}.items():
         found.record(key, value)
     found.table("head_roles", roles[[*ROLE_COLUMNS, "in circuit"]])
     circuit = roles[roles["in circuit"]]
@@ -40,7 +40,7 @@ def reference_circuit(roles: pd.DataFrame, *, fraction: float, run: Mapping[str,
         "circuits.reference",
         n_reference=len(circuit),
         n_heads=len(roles),
-        fraction=fraction,
+        threshold_share=threshold_share,
         largest_abs_ap=float(roles.AP.abs().max()),
         heads=", ".join(circuit.index),
     )

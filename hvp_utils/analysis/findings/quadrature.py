@@ -18,12 +18,13 @@ import pandas as pd
 
 from hvp_utils.analysis.benchmark import pareto_frontier
 from hvp_utils.analysis.findings.record import Findings
-from hvp_utils.estimators import estimator
+from hvp_utils.core.types import Family
+from hvp_utils.estimators import ig_estimator, multistep_estimator
 
 #: A fitted error order within this of the derived one shows the derived order.
 ORDER_TOLERANCE = 0.6
 #: Families of the estimators that patch each component along its own path.
-PER_COMPONENT_FAMILIES = ("IG (per component)", "multi-step HVP")
+PER_COMPONENT_FAMILIES = (Family.IG, Family.MULTISTEP)
 DUEL_COLUMNS = ["perturbation", "kind", "key", "method", "nmae", "forward", "backward", "hvp"]
 TIMING_COLUMNS = ["perturbation", "kind", "key", "method", "family", "nmae", "x_AP_time"]
 PASS_COLUMNS = ["perturbation", "kind", "key", "method", "family", "forward", "backward", "hvp"]
@@ -53,12 +54,12 @@ def duel_pairs() -> dict[str, tuple[str, str]]:
     step: Radau (K = 1) against Gauss-Legendre (K = 1), left Taylor against midpoint (K = 2)."""
     return {
         "radau_vs_gauss": (
-            estimator("multistep", steps=1, rule="radau").key,
-            estimator("ig", steps=1, rule="gauss").key,
+            multistep_estimator(steps=1, rule="radau").key,
+            ig_estimator(steps=1, rule="gauss").key,
         ),
         "taylor_vs_midpoint": (
-            estimator("multistep", steps=2, rule="taylor").key,
-            estimator("ig", steps=2).key,
+            multistep_estimator(steps=2, rule="taylor").key,
+            ig_estimator(steps=2).key,
         ),
     }
 

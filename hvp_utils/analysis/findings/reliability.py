@@ -69,7 +69,7 @@ def detector(
     tau: float,
     max_rel_error: float,
     negligible_share: float,
-    selection_share: float,
+    threshold_share: float,
     n_nodes: int,
 ) -> Findings:
     """The score as a detector of bad AtP estimates, per perturbation over all kinds: how many
@@ -85,7 +85,7 @@ def detector(
         "tau": tau,
         "max_rel_error": max_rel_error,
         "negligible_share": negligible_share,
-        "selection_share": selection_share,
+        "threshold_share": threshold_share,
         "n_nodes": n_nodes,
     }
     for key, value in settings.items():

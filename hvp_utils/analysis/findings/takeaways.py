@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from hvp_utils.analysis.findings.record import Findings
+from hvp_utils.core.types import Family
 
 #: The columns of the decision table the verdicts are computed from.
 DECISION_COLUMNS = [
@@ -33,7 +34,7 @@ DECISION_COLUMNS = [
     "its x AP time",
 ]
 #: The families of per-component corrections (one HVP, IG or multi-step rule per component).
-PER_COMPONENT_FAMILIES = ["HVP (one point)", "IG (per component)", "multi-step HVP"]
+PER_COMPONENT_FAMILIES = [Family.HVP, Family.IG, Family.MULTISTEP]
 
 
 def source(

@@ -1500,7 +1500,7 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
     # notebook 06: circuits
     "circuits.reference": (
         "The reference circuit holds {n_reference} of {n_heads} heads, those whose |AP| is at "
-        "least {fraction:.0%} of the largest ({largest_abs_ap:.2f} logits): {heads}."
+        "least {threshold_share:.0%} of the largest ({largest_abs_ap:.2f} logits): {heads}."
     ),
     "circuits.roles": _role_groups,
     "circuits.no_name_mover": (
