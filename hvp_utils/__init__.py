@@ -20,6 +20,7 @@ Everything a notebook needs is importable from here (``import hvp_utils as hu``)
 """
 
 from hvp_utils import exercises
+from hvp_utils.analysis import findings
 from hvp_utils.analysis.benchmark import (
     convergence,
     decision_table,
@@ -39,7 +40,6 @@ from hvp_utils.analysis.circuits import (
     recovery_table,
 )
 from hvp_utils.analysis.diagnosis import diagnose, error_shares
-from hvp_utils.analysis import findings
 from hvp_utils.analysis.findings import Findings, count_phrase
 from hvp_utils.analysis.paths import PathCurves, PathSource, path_curves
 from hvp_utils.analysis.reliability import (

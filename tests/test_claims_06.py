@@ -21,7 +21,7 @@ AP, ATP, DIAG = "AP", "AtP", "HVP diag"
 
 
 def reference_of(values: pd.Series, threshold_share: float) -> list[str]:
-    """Components whose |AP| is at least ``threshold_share`` of the largest, in their given order."""
+    """Components whose |AP| is at least ``threshold_share`` of the largest, in given order."""
     size = values.abs()
     return [name for name, v in size.items() if v >= threshold_share * size.max()]
 

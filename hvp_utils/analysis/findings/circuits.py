@@ -26,7 +26,9 @@ CLOSE_GAP = 0.1
 CLOSE_AUROC = 0.9
 
 
-def reference_circuit(roles: pd.DataFrame, *, threshold_share: float, run: Mapping[str, Any]) -> Findings:
+def reference_circuit(
+    roles: pd.DataFrame, *, threshold_share: float, run: Mapping[str, Any]
+) -> Findings:
     """The reference circuit (rows with ``in circuit``: ``|AP| >= threshold_share * max|AP|``), its
     heads grouped by (layer, role), how many are name movers, and whether every head with a
     positive effect sits at layer 0 (and copies S to the end). ``run`` (model, perturbation,
