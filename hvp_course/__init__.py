@@ -1,4 +1,8 @@
-'''Exercises: the learner writes the function, :func:`check` compares it with the package.
+'''The course's exercises: the learner writes the function, :func:`check` compares it with
+the package and says what is wrong.
+
+This package sits beside the library: the notebooks import it (``import hvp_course as
+course``), ``hvp_utils`` never does.
 
 The contract (for notebook authors)
 -----------------------------------
@@ -10,127 +14,116 @@ An exercise is three consecutive cells.
 
        def patch_head(model, task, layer: int, head: int) -> float:
            """Delta = g(1) - g(0): m(corrupted run with z[:, :, head] <- its clean value) - ...
-
-           Args:
-               model: the model; task: clean_tokens [batch pos], corrupted_tokens [batch pos],
-                   answer_tokens [batch 2].
-           Returns:
-               Delta, a float.
            """
            # your code here
            raise NotImplementedError("patch the clean z of one head into the corrupted run")
 
 2. A code cell that checks it, keeping what it returns::
 
-       patch_head = hu.exercises.check("patch_head", patch_head, model=model, task=task)
+       patch_head = course.check("patch_head", patch_head, model=model, task=task)
 
    On the stub it prints ``○ patch_head: not implemented yet ...`` and returns the reference
    implementation, so the rest of the notebook runs; on a correct function it prints
    ``✓ patch_head passed: ...`` and returns the learner's function; on a wrong one it raises
-   :class:`ExerciseFailed` saying what is wrong (the shape and which axis, the sign, a constant
-   factor, a known mistake, which components differ). The context (``model=``, ``task=``,
-   anything a checker asks for) is optional: without it the embedded model (float64) and a
-   small cached task are used, so tests can check any function directly.
+   :class:`ExerciseFailed` saying what is wrong (a known mistake, the shape and which axis,
+   the sign, a constant factor, which entries differ). ``model=`` and ``task=`` are optional
+   (without them: the embedded model in float64 and a small task), and so are the
+   notebook's results some checks use (``truth=``, ``screen=``, ... see :class:`Context`).
 
-3. A markdown cell tagged ``solution`` (collapsed in JupyterLab and on the rendered page)::
-
-       <details><summary>Solution</summary>
-
-       ```python
-       def patch_head(model, task, layer, head):
-           ...
-       ```
-
-       </details>
+3. A markdown cell tagged ``solution`` (collapsed in JupyterLab and on the rendered page)
+   holding ``<details><summary>Solution</summary>``, a ```python block with the whole
+   function, and ``</details>``.
 
 Rules: the solution defines the same function as the stub; a function uses only its
 arguments, the notebook's imports and the functions of earlier exercises (the tests run each
 solution in exactly that namespace). The exercise name is the function name and a key of
-:data:`EXERCISES`.
-
-A *predict before you run* question is a markdown cell tagged ``predict`` before the code that
-answers it, followed by a markdown cell tagged ``answer`` holding
-``<details><summary>Answer</summary>...</details>``; an answer that states numbers of this run
-is instead a ``hu.Findings("NN", "Answer")`` cell right after the code.
-
-The solutions switch: ``python -m hvp_utils.cli.notebook_tools solutions notebooks/*.ipynb
---out DIR`` writes copies whose exercise cells hold their solutions; ``make solutions``
-executes them into ``runs/solutions/``, and ``make rerun-test`` runs them with the CI
-parameters, so every solution runs end to end. ``tests/test_exercises.py`` finds every
-exercise in every notebook and checks that the stub reports "not implemented", the solution
-passes, and every registered mistake fails with its message.
+:data:`EXERCISES`. A *predict before you run* question is a markdown cell tagged ``predict``
+followed, after the code that answers it, by a markdown cell tagged ``answer`` (or a
+``hu.Findings("NN", "Answer")`` cell). :mod:`hvp_course.cells` checks the contract and fills
+in the solutions (``python -m hvp_utils.cli.notebook_tools solutions notebooks/*.ipynb --out
+DIR``, which ``make solutions`` runs).
 
 Adding an exercise
 ------------------
-A checker and a registration, in ``hvp_utils/exercises/nbNN.py`` (for a new notebook, create
-the module, import it below beside ``nb00`` and add it to :data:`NOTEBOOK_MODULES`)::
+A record in ``hvp_course/nbNN.py`` (listed in that module's ``EXERCISES``)::
 
-    from hvp_utils.analysis.reliability import reliability_score
-    from hvp_utils.estimators import hvp_correction
-    from hvp_utils.exercises.framework import Context, call, exercise, expect_close
-
-    @exercise(
-        "reliability", notebook="03", reference=reliability_score, uses="hu.reliability_score",
-        mistakes={  # label: (a wrong implementation, a fragment of its failure message)
-            "g'' not halved": (lambda first, second: reliability_score(first, 2 * second),
-                               "differ"),
-        },
+    Exercise(
+        name="reliability_score", notebook="03", summary="r_c equals hu.reliability_score",
+        reference=hu.reliability_score, uses="hu.reliability_score", what="r_c",
+        cases=lambda ctx: [Case("three components", (first, second), labels=names)],
+        mistakes=(
+            Mistake("the whole g''(0) was used; the Taylor term is g''(0)/2",
+                    wrong=lambda first, second: hu.reliability_score(first, 2 * second)),
+        ),
+        passed=lambda result: f"r_c of {len(names)} components as hu.reliability_score",
     )
-    def check_reliability(fn, ctx: Context) -> str:
-        """r_c of every head equals hu.reliability_score."""  # the summary line
-        est = ctx.cached("hvp_heads", lambda: hvp_correction(ctx.model, ctx.task, ctx.heads))
-        got = call(fn, est.first, est.second, name="reliability")
-        expect_close(got, reliability_score(est.first, est.second), what="r_c",
-                     rtol=ctx.rtol, labels=est.names)
-        return f"r_c of {len(est.names)} heads as hu.reliability_score"
 
-then the three cells in notebook 03. :func:`~hvp_utils.exercises.framework.expect_close`
-does the explaining (shape, sign, factor, ``known={message: values}`` mistakes, which entries
-differ); ``ctx`` offers the model, the task, the head components, a memo
-(:meth:`Context.cached`), activation patching of every head and the dtype's tolerance.
+then the three cells in the notebook. The explainer (:func:`hvp_course.exercise.explain`)
+calls the function and the reference on every case, tries the mistakes in order on a
+mismatch and otherwise says what differs; ``tests/test_exercises.py`` checks that every
+stub reports "not implemented", every solution passes and every mistake fails with its
+message.
 '''
 
-from hvp_utils.exercises import nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07
-from hvp_utils.exercises.cells import (
-    ContractError,
-    NotebookExercise,
-    contract_problems,
-    fill_solutions,
-    notebook_exercises,
-)
-from hvp_utils.exercises.framework import (
-    EXERCISES,
-    Context,
-    Exercise,
-    ExerciseFailed,
-    Mistake,
-    as_values,
-    call,
-    check,
-    counting_forward_passes,
-    exercise,
-    expect_close,
-)
+from __future__ import annotations
 
-#: The modules that register exercises, one per notebook.
-NOTEBOOK_MODULES = (nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07)
+import sys
+from collections.abc import Callable
+from typing import Any
 
-__all__ = [
-    "EXERCISES",
-    "NOTEBOOK_MODULES",
-    "Context",
-    "ContractError",
-    "Exercise",
-    "ExerciseFailed",
-    "Mistake",
-    "NotebookExercise",
-    "as_values",
-    "call",
-    "check",
-    "contract_problems",
-    "counting_forward_passes",
-    "exercise",
-    "expect_close",
-    "fill_solutions",
-    "notebook_exercises",
-]
+from hvp_course import nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07
+from hvp_course.exercise import Case, Context, Exercise, Mistake, explain
+from hvp_course.explain import ExerciseFailed, NotImplementedYet
+
+#: Every exercise by name.
+EXERCISES: dict[str, Exercise] = {
+    ex.name: ex
+    for module in (nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07)
+    for ex in module.EXERCISES
+}
+
+PASS_MARK, TODO_MARK = "✓", "○"
+
+
+def check(name: str, fn: Callable, **context: Any) -> Callable:
+    """Check the learner's ``fn`` for exercise ``name``; print one line; return what to use.
+
+    Args:
+        name: the exercise (its function's name), a key of :data:`EXERCISES`.
+        fn: the learner's function.
+        **context: ``model=``, ``task=`` (default: the embedded model and a small task) and
+            the notebook's results a check uses (the fields of :class:`Context`).
+
+    Returns:
+        ``fn`` when it passes; the reference while ``fn`` is still the stub (it raises
+        ``NotImplementedError``), so that the rest of the notebook runs.
+
+    Raises:
+        ExerciseFailed: ``fn`` runs but is wrong; the message says what is wrong.
+    """
+    __tracebackhide__ = True
+    if name not in EXERCISES:
+        known = ", ".join(sorted(EXERCISES))
+        raise KeyError(f"no exercise {name!r}; the exercises are: {known}")
+    ex = EXERCISES[name]
+    if not callable(fn):
+        raise ExerciseFailed(f"{name}: pass the function itself, not {type(fn).__name__}")
+    ctx = Context.build(**context)
+    try:
+        detail = ex.passed(explain(ex, fn, ctx))
+    except ExerciseFailed as err:
+        err.args = (f"{name} is not right yet. {err}",)
+        raise
+    except NotImplementedYet:
+        print(
+            f"{TODO_MARK} {name}: not implemented yet. Write the function above and rerun this "
+            f"cell; until then the notebook uses the reference ({ex.uses})."
+        )
+        sys.stdout.flush()
+        return ex.reference
+    print(f"{PASS_MARK} {name} passed: {detail}")
+    sys.stdout.flush()
+    return fn
+
+
+__all__ = ["EXERCISES", "Case", "Context", "Exercise", "ExerciseFailed", "Mistake", "check"]

@@ -2,8 +2,8 @@
 AtP of every head from one backward pass, the patch path g(t), and g''(0) as a
 Hessian-vector product.
 
-Each reference is the package's own implementation; the checkers also use the independent
-references of :mod:`hvp_utils.analysis.checks` (plain hooks, autograd, finite differences).
+Each reference is the package's own implementation; the pass lines also confirm them with
+independent ones (``hu.atp`` for the path's slope, central finite differences of g').
 """
 
 from __future__ import annotations
@@ -13,46 +13,29 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from hvp_course.by_hand import head_component, layer_component
+from hvp_course.exercise import Case, Context, Exercise, Mistake, Result, too_many_passes
 from hvp_utils.analysis.checks import path_derivative, path_function, slice_function
-from hvp_utils.core.components import Component, components
+from hvp_utils.core.components import components
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
 from hvp_utils.estimators import activation_patching, atp, hvp_correction
-from hvp_utils.exercises.framework import (
-    ATP_MAX_FORWARDS,
-    Context,
-    ExerciseFailed,
-    call,
-    counting_forward_passes,
-    exercise,
-    expect_close,
-    scalar,
-)
 
+#: AtP needs the clean run (a cache) and the corrupted run it differentiates (plus, at most,
+#: a separate corrupted cache); more forward passes than this is patching, not attributing.
+ATP_MAX_FORWARDS = 4
 #: Step of the central finite differences that confirm g''(0).
 FD_STEP = 1e-4
+#: The points of the path the g(t) check evaluates.
+PATH_TS = (0.0, 0.25, 0.5, 1.0, 1.5)
 
 
-def head_component(model: Model, layer: int, head: int) -> Component:
-    """The head output ``L{layer}H{head}`` (``hook_z[:, :, head, :]``, every position)."""
-    return components(model, "head_out", layers=[layer])[head]
-
-
-def layer_component(model: Model, layer: int) -> Component:
-    """Every head of one layer as one component: the whole ``hook_z`` (a common mistake)."""
-    hook = head_component(model, layer, 0).hook
-    return Component(f"L{layer} (every head)", "custom", hook, layer, ())
-
-
-def layer_effects(
-    model: Model, task: PatchingTask, layers: list[int], estimator, field: str = "values"
-) -> Tensor:
-    """``estimator``'s ``field`` for the whole ``hook_z`` of each of ``layers`` (repeats
-    allowed), as a common mistake gives them."""
-    unique = sorted(set(layers))
-    result = estimator(model, task, [layer_component(model, layer) for layer in unique])
-    values = getattr(result, field)
-    return torch.stack([values[unique.index(layer)] for layer in layers])
+def head_cases(ctx: Context, n: int) -> list[Case]:
+    """``(model, task, layer, head)`` of the ``n`` heads with the largest |AP|."""
+    return [
+        Case(f"L{layer}H{head}", (ctx.model, ctx.task, layer, head))
+        for layer, head in ctx.top_heads(n)
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,65 +54,76 @@ def _logit_diff_at_first_position(logits: Tensor, answer_tokens: Tensor) -> Tens
     return (picked[:, 0] - picked[:, 1]).mean()
 
 
-@exercise(
-    "logit_diff",
+def _logit_diff_cases(ctx: Context) -> list[Case]:
+    """The clean and the corrupted logits (leaves that require grad) and the answers."""
+    cases = []
+    for label, tokens in (
+        ("clean run", ctx.task.clean_tokens),
+        ("corrupted run", ctx.task.corrupted_tokens),
+    ):
+        with torch.no_grad():
+            logits = ctx.model(tokens)
+        cases.append(Case(label, (logits.clone().requires_grad_(True), ctx.task.answer_tokens)))
+    return cases
+
+
+def _not_differentiable(calls) -> bool:
+    return any(
+        c.error is None and not (isinstance(c.output, Tensor) and c.output.requires_grad)
+        for c in calls
+    )
+
+
+def _logit_diff_passed(result: Result) -> str:
+    clean, corrupted = (float(task_metric) for task_metric in result.expected)
+    return (
+        f"clean {clean:.4f}, corrupted {corrupted:.4f}, as task.metric "
+        f"(largest difference {result.diff:.1e}); differentiable"
+    )
+
+
+LOGIT_DIFF = Exercise(
+    name="logit_diff",
     notebook="00",
+    summary="The metric on the clean and the corrupted logits equals task.metric, as a "
+    "differentiable scalar.",
     reference=logit_diff_reference,
     uses="task.metric",
-    mistakes={
-        "S minus IO": (lambda lg, ans: -logit_diff_reference(lg, ans), "wrong sign"),
-        "one value per prompt": (
-            lambda lg, ans: lg[:, -1].gather(1, ans) @ torch.tensor([1.0, -1.0], dtype=lg.dtype),
-            "one entry per prompt",
+    what="the logit difference",
+    cases=_logit_diff_cases,
+    prompt_hints=True,
+    mistakes=(
+        Mistake(
+            "wrong sign: the metric is logit(IO) - logit(S); answer_tokens[:, 0] is IO, "
+            "[:, 1] is S",
+            wrong=lambda lg, ans: -logit_diff_reference(lg, ans),
         ),
-        "summed over prompts": (
-            lambda lg, ans: logit_diff_reference(lg, ans) * lg.shape[0],
-            "a sum where a mean belongs",
+        Mistake(
+            "one entry per prompt: the metric is the mean over prompts (.mean(0)) of "
+            "logit(IO) - logit(S)",
+            wrong=lambda lg, ans: (
+                lg[:, -1].gather(1, ans) @ torch.tensor([1.0, -1.0], dtype=lg.dtype)
+            ),
         ),
-        "first position": (_logit_diff_at_first_position, "final position"),
-        "a Python float": (lambda lg, ans: logit_diff_reference(lg, ans).item(), "autograd"),
-    },
-)
-def check_logit_diff(fn, ctx: Context) -> str:
-    """The metric on the clean and the corrupted logits equals ``task.metric``, as a
-    differentiable scalar."""
-    __tracebackhide__ = True
-    model, task = ctx.model, ctx.task
-    with torch.no_grad():
-        runs = {
-            "clean run": model(task.clean_tokens),
-            "corrupted run": model(task.corrupted_tokens),
-        }
-    got, expected, first_position = [], [], []
-    for label, logits in runs.items():
-        leaf = logits.clone().requires_grad_(True)
-        value = call(fn, leaf, task.answer_tokens, name="logit_diff")
-        got.append(scalar(value, f"logit_diff on the {label}", task.n_prompts))
-        if not (isinstance(value, Tensor) and value.requires_grad):
-            raise ExerciseFailed(
-                "the value is right but autograd cannot differentiate it: return a torch "
-                "tensor computed from `logits` (no .item(), float() or numpy), since the next "
-                "exercises differentiate the metric"
-            )
-        expected.append(float(task.metric(logits)))
-        first_position.append(float(_logit_diff_at_first_position(logits, task.answer_tokens)))
-    diff = expect_close(
-        torch.stack(got),
-        torch.tensor(expected, dtype=torch.float64),
-        what="the logit difference",
-        rtol=ctx.rtol,
-        labels=list(runs),
-        n_prompts=task.n_prompts,
-        known={
+        Mistake(
+            "a sum where a mean belongs: the metric is the mean over prompts, not their sum",
+            wrong=lambda lg, ans: logit_diff_reference(lg, ans) * lg.shape[0],
+        ),
+        Mistake(
             "that is the logit difference at the first position; the answer is predicted at "
-            "the final position, logits[:, -1]": first_position,
-        },
-        sign_hint="the metric is logit(IO) - logit(S): answer_tokens[:, 0] is IO, [:, 1] is S",
-    )
-    return (
-        f"clean {expected[0]:.4f}, corrupted {expected[1]:.4f}, as task.metric "
-        f"(largest difference {diff:.1e}); differentiable"
-    )
+            "the final position, logits[:, -1]",
+            wrong=_logit_diff_at_first_position,
+        ),
+        Mistake(
+            "autograd cannot differentiate the value: return a torch tensor computed from "
+            "`logits` (no .item(), float() or numpy), since the next exercises "
+            "differentiate the metric",
+            wrong=lambda lg, ans: logit_diff_reference(lg, ans).item(),
+            seen=_not_differentiable,
+        ),
+    ),
+    passed=_logit_diff_passed,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,74 +142,62 @@ def _patch_whole_layer(model: Model, task: PatchingTask, layer: int, head: int) 
 
 
 def _patched_metric(model: Model, task: PatchingTask, layer: int, head: int) -> float:
-    corrupted = float(task.metric(model(task.corrupted_tokens)))
+    with torch.no_grad():
+        corrupted = float(task.metric(model(task.corrupted_tokens)))
     return patch_head_reference(model, task, layer, head) + corrupted
 
 
-def _cases(ctx: Context) -> list[tuple[int, int]]:
+def _noising_effect(model: Model, task: PatchingTask, layer: int, head: int) -> float:
+    comp = head_component(model, layer, head)
+    return float(activation_patching(model, task, [comp], direction="noising").values[0])
+
+
+def _patch_head_cases(ctx: Context) -> list[Case]:
     """The two heads with the largest |AP| and the largest of the last layer."""
     top = ctx.top_heads(2)
     last = ctx.n_layers - 1
     values = ctx.head_ap().values.view(ctx.n_layers, ctx.n_heads)[last]
     extra = (last, int(values.abs().argmax()))
-    return top + ([extra] if extra not in top else [ctx.top_heads(3)[2]])
+    chosen = top + ([extra] if extra not in top else [ctx.top_heads(3)[2]])
+    return [Case(f"L{lay}H{h}", (ctx.model, ctx.task, lay, h)) for lay, h in chosen]
 
 
-@exercise(
-    "patch_head",
+PATCH_HEAD = Exercise(
+    name="patch_head",
     notebook="00",
+    summary="Delta of three heads (the two largest effects, the largest of the last layer) "
+    "equals hu.activation_patching.",
     reference=patch_head_reference,
     uses="hu.activation_patching",
-    mistakes={
-        "returns g(1)": (_patched_metric, "g(1) - g(0)"),
-        "corrupted minus patched": (
-            lambda model, task, layer, head: -patch_head_reference(model, task, layer, head),
-            "wrong sign",
-        ),
-        "every head of the layer": (_patch_whole_layer, "every head of the layer"),
-    },
-)
-def check_patch_head(fn, ctx: Context) -> str:
-    """Delta of three heads (the two largest effects, the largest of the last layer) equals
-    ``hu.activation_patching``."""
-    __tracebackhide__ = True
-    model, task = ctx.model, ctx.task
-    cases = _cases(ctx)
-    labels = [f"L{layer}H{head}" for layer, head in cases]
-    got = [
-        scalar(
-            call(fn, model, task, layer, head, name="patch_head"),
-            f"Delta of {label}",
-            task.n_prompts,
-        )
-        for (layer, head), label in zip(cases, labels, strict=True)
-    ]
-    ap = ctx.head_ap()
-    expected = torch.tensor([ap[label] for label in labels], dtype=torch.float64)
-    corrupted = ctx.baseline()["corrupted_metric"]
-    heads = [head_component(model, *c) for c in cases]
-    layers = [layer for layer, _ in cases]
-    diff = expect_close(
-        torch.stack(got),
-        expected,
-        what="Delta",
-        rtol=ctx.rtol,
-        labels=labels,
-        known={
+    what="Delta",
+    cases=_patch_head_cases,
+    prompt_hints=True,
+    mistakes=(
+        Mistake(
             "that is g(1), the patched metric itself; the effect is the change it makes, "
-            "Delta = g(1) - g(0) = m(patched) - m(corrupted)": expected + corrupted,
+            "Delta = g(1) - g(0) = m(patched) - m(corrupted)",
+            wrong=_patched_metric,
+        ),
+        Mistake(
+            "wrong sign: Delta = m(patched corrupted run) - m(corrupted run), not the reverse",
+            wrong=lambda model, task, layer, head: -patch_head_reference(model, task, layer, head),
+        ),
+        Mistake(
             "that is the noising effect (the corrupted activation patched into the clean "
-            "run); here the clean activation goes into the corrupted run": lambda: (
-                activation_patching(model, task, heads, direction="noising").values
-            ),
+            "run); here the clean activation goes into the corrupted run",
+            wrong=_noising_effect,
+        ),
+        Mistake(
             "that is the effect of patching every head of the layer at once: replace only "
-            "z[:, :, head, :] (hook_z is [batch pos head d_head])": lambda: layer_effects(
-                model, task, layers, activation_patching
-            ),
-        },
-        sign_hint="Delta = m(patched corrupted run) - m(corrupted run), not the reverse",
-    )
-    return f"Delta of {', '.join(labels)} as hu.activation_patching (largest difference {diff:.1e})"
+            "z[:, :, head, :] (hook_z is [batch pos head d_head])",
+            wrong=_patch_whole_layer,
+        ),
+    ),
+    passed=lambda r: (
+        f"Delta of {', '.join(c.label for c in r.cases)} as hu.activation_patching "
+        f"(largest difference {r.diff:.1e})"
+    ),
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +207,8 @@ def check_patch_head(fn, ctx: Context) -> str:
 def atp_heads_reference(model: Model, task: PatchingTask) -> Tensor:
     """``AtP[l, h] = <grad_{z_lh} m(x_r), z_lh^clean - z_lh^corrupted>`` (``hu.atp``)."""
     cfg = model.cfg
-    return atp(model, task, components(model, "head_out")).values.view(cfg.n_layers, cfg.n_heads)
+    heads = components(model, kind="head_out")
+    return atp(model, task, heads).values.view(cfg.n_layers, cfg.n_heads)
 
 
 def _atp_heads_detached(model: Model, task: PatchingTask) -> Tensor:
@@ -253,66 +236,71 @@ def _atp_heads_detached(model: Model, task: PatchingTask) -> Tensor:
     )
 
 
+def _atp_heads_on_clean_run(model: Model, task: PatchingTask) -> Tensor:
+    cfg = model.cfg
+    heads = components(model, kind="head_out")
+    noising = atp(model, task, heads, direction="noising").values
+    return -noising.view(cfg.n_layers, cfg.n_heads)
+
+
 def _atp_heads_many_passes(model: Model, task: PatchingTask) -> Tensor:
     for _ in range(ATP_MAX_FORWARDS + 1):
         model(task.corrupted_tokens)
     return atp_heads_reference(model, task)
 
 
-@exercise(
-    "atp_heads",
+def _atp_heads_cases(ctx: Context) -> list[Case]:
+    names = tuple(c.name for c in ctx.heads)
+    return [Case("every head", (ctx.model, ctx.task), labels=names, max_passes=ATP_MAX_FORWARDS)]
+
+
+ATP_HEADS = Exercise(
+    name="atp_heads",
     notebook="00",
+    summary="AtP of every head, [n_layers, n_heads], equals hu.atp, computed in at most four "
+    "forward passes and one backward pass.",
     reference=atp_heads_reference,
     uses="hu.atp",
-    mistakes={
-        "transposed": (lambda model, task: atp_heads_reference(model, task).T, "swapped"),
-        "delta = corrupted - clean": (
-            lambda model, task: -atp_heads_reference(model, task),
-            "wrong sign",
+    what="AtP",
+    cases=_atp_heads_cases,
+    axes=("n_layers", "n_heads"),
+    prompt_hints=True,
+    counts_passes=True,
+    mistakes=(
+        Mistake(
+            "the axes are swapped (transposed): return [n_layers, n_heads], row l holding "
+            "the heads of layer l",
+            wrong=lambda model, task: atp_heads_reference(model, task).T,
         ),
-        "detached hooks": (_atp_heads_detached, "detach"),
-        "one pass per head": (_atp_heads_many_passes, "forward passes"),
-    },
-)
-def check_atp_heads(fn, ctx: Context) -> str:
-    """AtP of every head, ``[n_layers, n_heads]``, equals ``hu.atp``, computed in at most
-    four forward passes and one backward pass."""
-    __tracebackhide__ = True
-    model, task = ctx.model, ctx.task
-    with counting_forward_passes(model) as passes:
-        got = call(fn, model, task, name="atp_heads")
-    expected = atp_heads_reference(model, task)
-    diff = expect_close(
-        got,
-        expected,
-        what="AtP",
-        rtol=ctx.rtol,
-        labels=[c.name for c in ctx.heads],
-        axes=("n_layers", "n_heads"),
-        n_prompts=task.n_prompts,
-        known={
+        Mistake(
+            "wrong sign: delta = z(clean) - z(corrupted), the gradient taken on the corrupted run",
+            wrong=lambda model, task: -atp_heads_reference(model, task),
+        ),
+        Mistake(
             "these are the gradients with each hook_z detached (a new leaf per layer): a "
             "gradient at an early layer then misses every path through the later heads. Add "
             "a zero tensor that requires grad to each activation instead and differentiate "
-            "with respect to it": lambda: _atp_heads_detached(model, task),
+            "with respect to it",
+            wrong=_atp_heads_detached,
+        ),
+        Mistake(
             "the gradient was taken on the clean run; AtP linearises the corrupted run, "
-            "where the patch starts": lambda: (
-                -atp(model, task, ctx.heads, direction="noising").values
-            ),
-        },
-        sign_hint="delta = z(clean) - z(corrupted), the gradient taken on the corrupted run",
-    )
-    if passes[0] > ATP_MAX_FORWARDS:
-        raise ExerciseFailed(
-            f"the values are right, but the function ran {passes[0]} forward passes. AtP needs "
-            "two (a cache of the clean run, the corrupted run) and ONE backward pass for all "
-            "heads: hook every layer's hook_z in the same run_with_hooks call"
-        )
-    n = expected.numel()
-    return (
-        f"AtP of all {n} heads as hu.atp (largest difference {diff:.1e}), "
-        f"in {passes[0]} forward passes"
-    )
+            "where the patch starts",
+            wrong=_atp_heads_on_clean_run,
+        ),
+        Mistake(
+            f"the function ran more than {ATP_MAX_FORWARDS} forward passes. AtP needs two "
+            "(a cache of the clean run, the corrupted run) and ONE backward pass for all "
+            "heads: hook every layer's hook_z in the same run_with_hooks call",
+            wrong=_atp_heads_many_passes,
+            seen=too_many_passes,
+        ),
+    ),
+    passed=lambda r: (
+        f"AtP of all {r.expected[0].numel()} heads as hu.atp (largest difference "
+        f"{r.diff:.1e}), in {r.calls[0].passes:g} forward passes"
+    ),
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,91 +321,89 @@ def _patch_path_scaling_clean(
     return phi(t * x_c)
 
 
-@exercise(
-    "patch_path",
+def _slope(output, case: Case) -> Tensor:
+    """dg/dt at the case's ``t`` (a leaf) by autograd; NaN when g is not differentiable."""
+    t = case.args[-1]
+    if not (isinstance(output, Tensor) and output.requires_grad and output.numel() == 1):
+        return torch.tensor(float("nan"), dtype=torch.float64)
+    (slope,) = torch.autograd.grad(output.reshape(()), t, allow_unused=True, retain_graph=True)
+    return torch.tensor(float("nan") if slope is None else float(slope), dtype=torch.float64)
+
+
+def _patch_path_cases(ctx: Context) -> list[Case]:
+    """g at the points of ``PATH_TS`` and g'(0) on the path of the head with the largest |AP|."""
+    layer, head = ctx.top_heads(1)[0]
+    at = (ctx.model, ctx.task, layer, head)
+    t0 = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    return [Case(f"g({t:g})", (*at, torch.tensor(t, dtype=torch.float64))) for t in PATH_TS] + [
+        Case("g'(0) by autograd", (*at, t0), read=_slope)
+    ]
+
+
+def _flat_in_t(calls) -> bool:
+    return any(c.case.read is _slope and bool(_slope(c.output, c.case).isnan()) for c in calls)
+
+
+def _patch_path_passed(r: Result) -> str:
+    model, task, layer, head, _ = r.cases[0].args
+    comp = head_component(model, layer, head)
+    slope = float(r.expected[-1])
+    first = float(atp(model, task, [comp]).values[0])
+    assert abs(slope - first) <= 1e-6 * max(1.0, abs(first)), (slope, first)
+    return (
+        f"g(t) of {comp.name} at t = {', '.join(f'{t:g}' for t in PATH_TS)} as "
+        f"hu.path_function (largest difference {r.diff:.1e}); g'(0) = {slope:.4f} = AtP"
+    )
+
+
+PATCH_PATH = Exercise(
+    name="patch_path",
     notebook="00",
+    summary="g(t) of the head with the largest effect at t = 0, 0.25, 0.5, 1, 1.5 equals "
+    "hu.path_function, and its autograd derivative at 0 equals AtP.",
     reference=patch_path_reference,
     uses="hu.path_function",
-    mistakes={
-        "through float()": (
-            lambda model, task, layer, head, t: torch.tensor(
+    what="g(t)",
+    cases=_patch_path_cases,
+    prompt_hints=True,
+    mistakes=(
+        Mistake(
+            "g(t) is not differentiable in t (or does not depend on it): keep t a tensor all "
+            "the way (no float(t), t.item(), torch.tensor(...) around it, no torch.no_grad()) "
+            "so that autograd can give g'(t)",
+            wrong=lambda model, task, layer, head, t: torch.tensor(
                 patch_path_reference(model, task, layer, head, t).item()
             ),
-            "differentiable",
+            seen=_flat_in_t,
         ),
-        "corrupted minus clean": (
-            lambda model, task, layer, head, t: patch_path_reference(model, task, layer, head, -t),
-            "the wrong way",
+        Mistake(
+            "that is the path of the clean run (noising): start from the corrupted run, "
+            "g(0) = m(corrupted)",
+            wrong=lambda model, task, layer, head, t: path_function(
+                model, task, head_component(model, layer, head), direction="noising"
+            )(t),
         ),
-        "t times the clean activation": (_patch_path_scaling_clean, "a_r + t"),
-    },
+        Mistake(
+            "t multiplies the clean activation; the path moves from the corrupted one, "
+            "a_r + t (a_c - a_r), so that g(0) is the corrupted run",
+            wrong=_patch_path_scaling_clean,
+        ),
+        Mistake(
+            "the path runs the wrong way: delta = a_c - a_r (clean minus corrupted), so that "
+            "g(1) is the patched run",
+            wrong=lambda model, task, layer, head, t: patch_path_reference(
+                model, task, layer, head, -t
+            ),
+        ),
+        Mistake(
+            "that is the path of every head of the layer: move only z[:, :, head, :]",
+            wrong=lambda model, task, layer, head, t: path_function(
+                model, task, layer_component(model, layer)
+            )(t),
+        ),
+    ),
+    passed=_patch_path_passed,
 )
-def check_patch_path(fn, ctx: Context) -> str:
-    """g(t) of the head with the largest effect at t = 0, 0.25, 0.5, 1, 1.5 equals
-    ``hu.path_function``, and its autograd derivative at 0 equals AtP."""
-    __tracebackhide__ = True
-    model, task = ctx.model, ctx.task
-    layer, head = ctx.top_heads(1)[0]
-    comp = head_component(model, layer, head)
-    ts = (0.0, 0.25, 0.5, 1.0, 1.5)
-    labels = [f"g({t:g})" for t in ts]
-    got = []
-    for t, label in zip(ts, labels, strict=True):
-        value = call(fn, model, task, layer, head, torch.tensor(t, dtype=torch.float64))
-        got.append(scalar(value, f"{label} of {comp.name}", task.n_prompts))
-    reference = path_function(model, task, comp)
-
-    def along(g, scale: float = 1.0):
-        return lambda: torch.stack([g(scale * t).detach() for t in ts])
-
-    def scaling_clean():
-        phi, _, x_c = slice_function(model, task, comp)
-        return torch.stack([phi(t * x_c).detach() for t in ts])
-
-    with torch.no_grad():
-        expected = along(reference)()
-    known = {
-        "that is the path of the clean run (noising): start from the corrupted run, "
-        "g(0) = m(corrupted)": along(path_function(model, task, comp, direction="noising")),
-        "t multiplies the clean activation; the path moves from the corrupted one, "
-        "a_r + t (a_c - a_r), so that g(0) is the corrupted run": scaling_clean,
-        "the path runs the wrong way: delta = a_c - a_r (clean minus corrupted), so that "
-        "g(1) is the patched run": along(reference, -1.0),
-        "that is the path of every head of the layer: move only z[:, :, head, :]": lambda: along(
-            path_function(model, task, layer_component(model, layer))
-        )(),
-    }
-    diff = expect_close(
-        torch.stack(got),
-        expected,
-        what=f"g(t) of {comp.name}",
-        rtol=ctx.rtol,
-        labels=labels,
-        known=known,
-    )
-    t0 = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    with torch.enable_grad():
-        value = call(fn, model, task, layer, head, t0, name="patch_path")
-        if not (isinstance(value, Tensor) and value.requires_grad):
-            raise ExerciseFailed(
-                "g(t) has the right values but is not differentiable in t: keep t a tensor "
-                "all the way (no float(t), t.item(), torch.tensor(...) around it, no "
-                "torch.no_grad()) so that autograd can give g'(t)"
-            )
-        (slope,) = torch.autograd.grad(value.reshape(()), t0, allow_unused=True)
-    if slope is None:
-        raise ExerciseFailed("g(t) does not depend on t (its derivative is None)")
-    atp_value = path_derivative(reference, 0.0, 1)
-    expect_close(
-        slope,
-        torch.tensor(atp_value, dtype=torch.float64),
-        what=f"g'(0) of {comp.name} by autograd",
-        rtol=ctx.rtol,
-    )
-    return (
-        f"g(t) of {comp.name} at t = {', '.join(f'{t:g}' for t in ts)} as hu.path_function "
-        f"(largest difference {diff:.1e}); g'(0) = {atp_value:.4f} = AtP"
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,72 +418,70 @@ def hvp_second_derivative_reference(
     return float(hvp_correction(model, task, [comp]).second[0])
 
 
-@exercise(
-    "hvp_second_derivative",
+def _first_derivative(model: Model, task: PatchingTask, layer: int, head: int) -> float:
+    return float(atp(model, task, [head_component(model, layer, head)]).values[0])
+
+
+def _layer_second_derivative(model: Model, task: PatchingTask, layer: int, head: int) -> float:
+    return float(hvp_correction(model, task, [layer_component(model, layer)]).second[0])
+
+
+def _hvp_passed(r: Result) -> str:
+    gaps = []
+    for case, expected in zip(r.cases, r.expected, strict=True):
+        model, task, layer, head = case.args
+        g = path_function(model, task, head_component(model, layer, head))
+        ahead = path_derivative(g, t=FD_STEP, order=1)
+        behind = path_derivative(g, t=-FD_STEP, order=1)
+        gaps.append(abs((ahead - behind) / (2 * FD_STEP) - float(expected)))
+    return (
+        f"g''(0) of {', '.join(c.label for c in r.cases)} as hu.hvp_correction (largest "
+        f"difference {r.diff:.1e}; central finite differences of g' agree to {max(gaps):.1e})"
+    )
+
+
+HVP_SECOND_DERIVATIVE = Exercise(
+    name="hvp_second_derivative",
     notebook="00",
+    summary="g''(0) of the two heads with the largest effects equals hu.hvp_correction's "
+    "second derivative (and central finite differences of g').",
     reference=hvp_second_derivative_reference,
     uses="hu.hvp_correction",
-    mistakes={
-        "the Taylor term": (
-            lambda model, task, layer, head: (
+    what="g''(0)",
+    cases=lambda ctx: head_cases(ctx, 2),
+    prompt_hints=True,
+    mistakes=(
+        Mistake(
+            "that is g''(0)/2, the second-order term of the Taylor series; return g''(0)",
+            wrong=lambda model, task, layer, head: (
                 hvp_second_derivative_reference(model, task, layer, head) / 2
             ),
-            "second-order term",
         ),
-        "the first derivative": (
-            lambda model, task, layer, head: float(
-                atp(model, task, [head_component(model, layer, head)]).values[0]
+        Mistake(
+            "twice g''(0): <v, H v> needs no factor 2",
+            wrong=lambda model, task, layer, head: (
+                2 * hvp_second_derivative_reference(model, task, layer, head)
             ),
-            "g'(0)",
         ),
-    },
-)
-def check_hvp_second_derivative(fn, ctx: Context) -> str:
-    """g''(0) of the two heads with the largest effects equals ``hu.hvp_correction``'s
-    second derivative (and central finite differences of g')."""
-    __tracebackhide__ = True
-    model, task = ctx.model, ctx.task
-    cases = ctx.top_heads(2)
-    comps = [head_component(model, layer, head) for layer, head in cases]
-    labels = [c.name for c in comps]
-    got = [
-        scalar(
-            call(fn, model, task, layer, head, name="hvp_second_derivative"),
-            f"g''(0) of {n}",
-            task.n_prompts,
-        )
-        for (layer, head), n in zip(cases, labels, strict=True)
-    ]
-    estimate = hvp_correction(model, task, comps)
-    layers = [layer for layer, _ in cases]
-    diff = expect_close(
-        torch.stack(got),
-        estimate.second,
-        what="g''(0)",
-        rtol=ctx.rtol,
-        labels=labels,
-        known={
+        Mistake(
             "that is g'(0), AtP: differentiate <grad m, v> once more and take the inner "
-            "product of that Hessian-vector product with v again": estimate.first,
-            "that is <v, H v> with v covering every head of the layer: set v to delta on "
-            "z[:, :, head, :] and to zero elsewhere": lambda: layer_effects(
-                model, task, layers, hvp_correction, "second"
+            "product of that Hessian-vector product with v again",
+            wrong=_first_derivative,
+        ),
+        Mistake(
+            "wrong sign: g''(0) = <v, H v> with v = delta; check the sign of delta in both "
+            "products",
+            wrong=lambda model, task, layer, head: (
+                -hvp_second_derivative_reference(model, task, layer, head)
             ),
-        },
-        factors={
-            0.5: "that is g''(0)/2, the second-order term of the Taylor series; return g''(0)",
-            2.0: "twice g''(0): <v, H v> needs no factor 2",
-        },
-        sign_hint="g''(0) = <v, H v> with v = delta; check the sign of delta in both products",
-    )
-    fd = []
-    for comp in comps:
-        g = path_function(model, task, comp)
-        fd.append(
-            (path_derivative(g, FD_STEP, 1) - path_derivative(g, -FD_STEP, 1)) / (2 * FD_STEP)
-        )
-    fd_gap = float((torch.tensor(fd, dtype=torch.float64) - estimate.second).abs().max())
-    return (
-        f"g''(0) of {', '.join(labels)} as hu.hvp_correction (largest difference {diff:.1e}; "
-        f"central finite differences of g' agree to {fd_gap:.1e})"
-    )
+        ),
+        Mistake(
+            "that is <v, H v> with v covering every head of the layer: set v to delta on "
+            "z[:, :, head] and to zero elsewhere",
+            wrong=_layer_second_derivative,
+        ),
+    ),
+    passed=_hvp_passed,
+)
+
+EXERCISES = (LOGIT_DIFF, PATCH_HEAD, ATP_HEADS, PATCH_PATH, HVP_SECOND_DERIVATIVE)

@@ -3,11 +3,11 @@ AUROC of a ranking against that circuit, and one point of a faithfulness curve w
 mean-ablation hooks.
 
 The references are the package's :func:`hvp_utils.ap_circuit`, :func:`hvp_utils.auroc` (as
-:func:`hvp_utils.circuit_recovery` uses it) and :func:`hvp_utils.faithfulness`. Each checker
+:func:`hvp_utils.circuit_recovery` uses it) and :func:`hvp_utils.faithfulness`. Each check
 runs on the notebook's own results when they are passed (``truth=``, ``estimates=``,
-``reference=``) and otherwise on the small cached task; the first two also run on small
-synthetic cases (ties exactly at the threshold, tied scores, large negative effects), so that
-mistakes that the model's numbers happen not to expose are still caught.
+``reference=``) and otherwise on the small task; the first two also run on small synthetic
+cases (ties exactly at the threshold, tied scores, large negative effects), so that mistakes
+that the model's numbers happen not to expose are still caught.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from hvp_course.exercise import Case, Context, Exercise, Mistake, Result
+from hvp_course.explain import ExerciseFailed, scalar
 from hvp_utils.analysis.circuits import ap_circuit, circuit_recovery, faithfulness
 from hvp_utils.core.components import Component, components
 from hvp_utils.core.metrics import auroc
@@ -25,31 +27,16 @@ from hvp_utils.core.results import Attribution
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
 from hvp_utils.estimators import atp, hvp_correction
-from hvp_utils.exercises.framework import (
-    Context,
-    ExerciseFailed,
-    as_values,
-    call,
-    exercise,
-    expect_close,
-)
 
 #: The reference circuit's default fraction (the notebook's ``reference_fraction``).
 DEFAULT_FRACTION = 0.1
 
 
-def _attribution(values: Tensor, names: Sequence[str], method: str = "given") -> Attribution:
-    return Attribution(values=values.detach().double(), names=list(names), method=method, cost={})
-
-
-def _head_name(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
-
-
-def _layer_head(name: str) -> tuple[int, int]:
-    """``"L1H6"`` -> ``(1, 6)``."""
-    layer, head = name[1:].split("H")
-    return int(layer), int(head)
+def reference_circuit(ctx: Context) -> list[str]:
+    """The notebook's reference circuit (``reference=``), or AP's at the default fraction."""
+    if ctx.reference:
+        return list(ctx.reference)
+    return ap_circuit(ctx.head_ap(), DEFAULT_FRACTION)
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,7 +45,10 @@ def _layer_head(name: str) -> tuple[int, int]:
 
 def ap_circuit_reference(effects: Tensor, names: list[str], fraction: float) -> list[str]:
     """The components with ``|effect| >= fraction * max |effect|`` (``hu.ap_circuit``)."""
-    return ap_circuit(_attribution(effects, names), fraction)
+    truth = Attribution(
+        values=effects.detach().double(), names=list(names), method="given", cost={}
+    )
+    return ap_circuit(truth, fraction)
 
 
 def _circuit_signed(effects: Tensor, names: list[str], fraction: float) -> list[str]:
@@ -84,9 +74,10 @@ SYNTHETIC_EFFECTS = (4.0, -2.0, 1.0, -1.0, 0.5, 0.0, 3.0, -0.999)
 SYNTHETIC_FRACTION = 0.25
 
 
-def _as_names(got, what: str, names: list[str]) -> set[str]:
-    """The learner's circuit as a set of component names, or a failure saying why not."""
+def _read_circuit(got, case: Case) -> Tensor:
+    """The learner's circuit as a 0/1 mask over the case's names, or a failure saying why."""
     __tracebackhide__ = True
+    what, names = f"the circuit of {case.label}", case.args[1]
     if got is None:
         raise ExerciseFailed(f"{what} is None: the function has no `return` (or returns None)")
     if isinstance(got, str):
@@ -97,95 +88,80 @@ def _as_names(got, what: str, names: list[str]) -> set[str]:
             "str such as ['L0H3', 'L1H6']), not a mask or indices"
         )
     try:
-        items = list(got)
+        chosen = list(got)
     except TypeError as err:
         raise ExerciseFailed(f"{what} is a {type(got).__name__}; return a list of names") from err
-    if not all(isinstance(x, str) for x in items):
+    if not all(isinstance(x, str) for x in chosen):
         raise ExerciseFailed(
-            f"{what} holds {type(next(x for x in items if not isinstance(x, str))).__name__} "
+            f"{what} holds {type(next(x for x in chosen if not isinstance(x, str))).__name__} "
             "entries; return the names (str) of the components, e.g. names[i], not indices i"
         )
-    unknown = sorted(set(items) - set(names))
+    unknown = sorted(set(chosen) - set(names))
     if unknown:
         raise ExerciseFailed(f"{what} names components that do not exist: {unknown[:4]}")
-    if len(set(items)) != len(items):
+    if len(set(chosen)) != len(chosen):
         raise ExerciseFailed(f"{what} names some components twice")
-    return set(items)
+    return torch.tensor([float(n in chosen) for n in names], dtype=torch.float64)
 
 
-@exercise(
-    "ap_circuit",
-    notebook="06",
-    reference=ap_circuit_reference,
-    uses="hu.ap_circuit",
-    mistakes={
-        "signed effects": (_circuit_signed, "negative effect"),
-        "strictly above the threshold": (_circuit_strict, "exactly at the threshold"),
-        "a fraction of the sum": (_circuit_of_sum, "fraction of the largest"),
-    },
-)
-def check_ap_circuit(fn, ctx: Context) -> str:
-    """The reference circuit, at the notebook's fraction and at 0.05 and 0.3 of AP's effects
-    and on a synthetic case with ties at the threshold, equals ``hu.ap_circuit``."""
-    __tracebackhide__ = True
-    truth = ctx.extra.get("truth")
-    truth = ctx.head_ap() if truth is None else truth
-    fraction = float(ctx.extra.get("fraction", DEFAULT_FRACTION))
+def _circuit_cases(ctx: Context) -> list[Case]:
+    """AP's effects (``truth=``, default: every head on the task) at the notebook's fraction,
+    0.05 and 0.3, and the synthetic effects with ties at the threshold."""
+    truth = ctx.head_ap() if ctx.truth is None else ctx.truth
+    fraction = DEFAULT_FRACTION if ctx.fraction is None else float(ctx.fraction)
+    names = list(truth.names)
     cases = [
-        (f"AP's effects, fraction {f:g}", truth.values, truth.names, f)
+        Case(f"AP's effects, fraction {f:g}", (truth.values, names, f), labels=tuple(names))
         for f in dict.fromkeys((fraction, 0.05, 0.3))
     ]
     synthetic = torch.tensor(SYNTHETIC_EFFECTS, dtype=torch.float64)
+    fake = [f"c{i}" for i in range(len(synthetic))]
     cases.append(
-        (
+        Case(
             f"the effects {list(SYNTHETIC_EFFECTS)}, fraction {SYNTHETIC_FRACTION:g}",
-            synthetic,
-            [f"c{i}" for i in range(len(synthetic))],
-            SYNTHETIC_FRACTION,
+            (synthetic, fake, SYNTHETIC_FRACTION),
+            labels=tuple(fake),
         )
     )
-    hints = (
-        (
-            _circuit_signed,
-            "it drops the components with a large negative effect: the rule compares "
-            "|effect| (a head that pushes the answer away from IO matters as much)",
-        ),
-        (
-            _circuit_strict,
-            "a component exactly at the threshold belongs to the circuit (>=, not >)",
-        ),
-        (
-            _circuit_of_sum,
-            "the threshold is a fraction of the largest |effect|, not of their sum",
-        ),
-    )
-    for what, effects, names, f in cases:
-        got = _as_names(
-            call(fn, effects.clone(), list(names), f, name="ap_circuit"),
-            f"the circuit of {what}",
-            names,
-        )
-        expected = set(ap_circuit_reference(effects, names, f))
-        if got == expected:
-            continue
-        order = {n: i for i, n in enumerate(names)}
-        missing = sorted(expected - got, key=order.get)
-        extra = sorted(got - expected, key=order.get)
-        lines = [
-            f"the circuit of {what} is wrong:",
-            f"  missing: {', '.join(missing) or 'none'}",
-            f"  extra:   {', '.join(extra) or 'none'}",
-        ]
-        for wrong, hint in hints:
-            if got == set(wrong(effects, names, f)):
-                lines.append(f"  hint: {hint}")
-                break
-        raise ExerciseFailed("\n".join(lines))
-    n = len(ap_circuit_reference(truth.values, truth.names, fraction))
+    return cases
+
+
+def _circuit_passed(r: Result) -> str:
+    effects, names, fraction = r.cases[0].args
     return (
-        f"{n} of {len(truth.names)} heads at fraction {fraction:g} (and {len(cases) - 1} more "
-        "cases) as hu.ap_circuit"
+        f"{int(r.expected[0].sum())} of {len(names)} heads at fraction {fraction:g} (and "
+        f"{len(r.cases) - 1} more cases) as hu.ap_circuit"
     )
+
+
+AP_CIRCUIT = Exercise(
+    name="ap_circuit",
+    notebook="06",
+    summary="The reference circuit, at the notebook's fraction and at 0.05 and 0.3 of AP's "
+    "effects and on a synthetic case with ties at the threshold, equals hu.ap_circuit.",
+    reference=ap_circuit_reference,
+    uses="hu.ap_circuit",
+    what="the circuit",
+    cases=_circuit_cases,
+    read=_read_circuit,
+    boolean=True,
+    mistakes=(
+        Mistake(
+            "it drops the components with a large negative effect: the rule compares |effect| "
+            "(a head that pushes the answer away from IO matters as much)",
+            wrong=_circuit_signed,
+        ),
+        Mistake(
+            "a component exactly at the threshold belongs to the circuit (>=, not >)",
+            wrong=_circuit_strict,
+        ),
+        Mistake(
+            "the threshold is a fraction of the largest |effect|, not of their sum",
+            wrong=_circuit_of_sum,
+        ),
+    ),
+    passed=_circuit_passed,
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,114 +195,97 @@ SYNTHETIC_SCORES = (0.9, -0.8, 0.5, 0.5, -0.5, 0.1, 0.0, -0.95)
 SYNTHETIC_IN_CIRCUIT = (True, True, True, False, False, False, False, False)
 
 
-def _default_estimates(ctx: Context) -> list[Attribution]:
-    """AtP and HVP joint of every head on the check's small task."""
-    return ctx.cached(
-        "nb06_estimates",
-        lambda: [
-            atp(ctx.model, ctx.task, ctx.heads),
-            hvp_correction(ctx.model, ctx.task, ctx.heads, mode="joint"),
-        ],
-    )
+def _estimates(ctx: Context) -> list[Attribution]:
+    """The notebook's estimates (``estimates=``), or AtP and HVP joint of every head."""
+    if ctx.estimates is not None:
+        return list(ctx.estimates)
+    return [
+        atp(ctx.model, ctx.task, ctx.heads),
+        hvp_correction(ctx.model, ctx.task, ctx.heads, mode="joint"),
+    ]
 
 
-def _reference_of(ctx: Context) -> list[str]:
-    reference = ctx.extra.get("reference")
-    return list(reference) if reference else ap_circuit(ctx.head_ap(), DEFAULT_FRACTION)
-
-
-@exercise(
-    "auroc_from_scores",
-    notebook="06",
-    reference=auroc_from_scores_reference,
-    uses="hu.auroc",
-    mistakes={
-        "signed scores": (lambda scores, in_circuit: auroc(scores, in_circuit.bool()), "|score|"),
-        "ties counted as wins": (_auroc_ties_win, "counts 1/2"),
-        "ties counted as losses": (_auroc_ties_lose, "counts 1/2"),
-        "1 - AUROC": (
-            lambda scores, in_circuit: 1 - auroc_from_scores_reference(scores, in_circuit),
-            "1 - AUROC",
-        ),
-    },
-)
-def check_auroc_from_scores(fn, ctx: Context) -> str:
-    """The AUROC of every estimator's ranking against the reference circuit equals
-    ``hu.circuit_recovery``'s (``hu.auroc`` of ``|scores|``), and so on a synthetic case with
-    ties and negative scores."""
-    __tracebackhide__ = True
-    given = ctx.extra.get("estimates")
-    estimates = list(_default_estimates(ctx) if given is None else given)
-    reference = _reference_of(ctx)
-    cases: list[tuple[str, Tensor, Tensor]] = []
-    for estimate in estimates:
-        mask = torch.tensor([n in set(reference) for n in estimate.names])
-        cases.append((estimate.method, estimate.values.double(), mask))
-    cases.append(
-        (
-            "synthetic (ties, negative scores)",
-            torch.tensor(SYNTHETIC_SCORES, dtype=torch.float64),
-            torch.tensor(SYNTHETIC_IN_CIRCUIT),
+def _auroc_cases(ctx: Context) -> list[Case]:
+    reference = set(reference_circuit(ctx))
+    cases = [
+        Case(
+            estimate.method,
+            (
+                estimate.values.detach().double(),
+                torch.tensor([n in reference for n in estimate.names]),
+            ),
         )
+        for estimate in ctx.cached("estimates", lambda: _estimates(ctx))
+    ]
+    synthetic = (
+        torch.tensor(SYNTHETIC_SCORES, dtype=torch.float64),
+        torch.tensor(SYNTHETIC_IN_CIRCUIT),
     )
-    labels = [label for label, _, _ in cases]
-    got = []
-    for label, scores, mask in cases:
-        value = as_values(
-            call(fn, scores.clone(), mask.clone(), name="auroc_from_scores"), f"AUROC of {label}"
-        )
-        if value.numel() != 1:
-            raise ExerciseFailed(
-                f"AUROC of {label}: got {tuple(value.shape)} values; return one number, the "
-                "share of (circuit, other) pairs in which the circuit component ranks higher"
-            )
-        got.append(value.reshape(()))
-    expected = torch.tensor(
-        [auroc_from_scores_reference(scores, mask) for _, scores, mask in cases],
-        dtype=torch.float64,
-    )
-    for estimate, value in zip(estimates, expected.tolist(), strict=False):
+    return [*cases, Case("synthetic (ties, negative scores)", synthetic)]
+
+
+def _auroc_passed(r: Result) -> str:
+    estimates = r.ctx.cached("estimates", lambda: _estimates(r.ctx))
+    reference = reference_circuit(r.ctx)
+    for estimate, value in zip(estimates, r.expected, strict=False):
         recovered = circuit_recovery(estimate, reference)["auroc"]
-        assert abs(recovered - value) < 1e-12, (estimate.method, recovered, value)
-
-    def mistaken(wrong):
-        return lambda: torch.tensor([wrong(s, m) for _, s, m in cases], dtype=torch.float64)
-
-    diff = expect_close(
-        torch.stack(got),
-        expected,
-        what="AUROC",
-        rtol=1e-9,
-        labels=labels,
-        known={
-            "that is the AUROC of the signed scores: rank by |score|, since a head that pushes "
-            "the answer away from IO (a negative effect) is as much part of the circuit": mistaken(
-                lambda s, m: auroc(s, m.bool())
-            ),
-            "ties were counted as wins: a tie between a circuit component and another one "
-            "counts 1/2": mistaken(_auroc_ties_win),
-            "ties were counted as losses: a tie between a circuit component and another one "
-            "counts 1/2": mistaken(_auroc_ties_lose),
-            "that is 1 - AUROC, the share of pairs in which the OTHER component ranks higher: "
-            "count the pairs where the circuit component's |score| is the larger": mistaken(
-                lambda s, m: 1 - auroc_from_scores_reference(s, m)
-            ),
-        },
-    )
+        assert abs(recovered - float(value)) < 1e-12, (estimate.method, recovered, float(value))
     return (
         f"AUROC of {len(estimates)} estimators' rankings as hu.circuit_recovery, and of a "
-        f"synthetic case with ties (largest difference {diff:.1e})"
+        f"synthetic case with ties (largest difference {r.diff:.1e})"
     )
+
+
+AUROC_FROM_SCORES = Exercise(
+    name="auroc_from_scores",
+    notebook="06",
+    summary="The AUROC of every estimator's ranking against the reference circuit equals "
+    "hu.circuit_recovery's (hu.auroc of |scores|), and so on a synthetic case with ties and "
+    "negative scores.",
+    reference=auroc_from_scores_reference,
+    uses="hu.auroc",
+    what="AUROC",
+    cases=_auroc_cases,
+    read=lambda output, case: scalar(output, f"AUROC of {case.label}"),
+    rtol=1e-9,
+    mistakes=(
+        Mistake(
+            "that is the AUROC of the signed scores: rank by |score|, since a head that pushes "
+            "the answer away from IO (a negative effect) is as much part of the circuit",
+            wrong=lambda scores, in_circuit: auroc(scores, in_circuit.bool()),
+        ),
+        Mistake(
+            "ties were counted as wins: a tie between a circuit component and another one "
+            "counts 1/2",
+            wrong=_auroc_ties_win,
+        ),
+        Mistake(
+            "ties were counted as losses: a tie between a circuit component and another one "
+            "counts 1/2",
+            wrong=_auroc_ties_lose,
+        ),
+        Mistake(
+            "that is 1 - AUROC, the share of pairs in which the OTHER component ranks higher: "
+            "count the pairs where the circuit component's |score| is the larger",
+            wrong=lambda scores, in_circuit: 1 - auroc_from_scores_reference(scores, in_circuit),
+        ),
+    ),
+    passed=_auroc_passed,
+)
 
 
 # --------------------------------------------------------------------------------------------
 # 3. One faithfulness point, with mean-ablation hooks
 
 
+def _head_name(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
 def faithfulness_of_reference(model: Model, task: PatchingTask, kept: list) -> float:
     """``m(clean run with every head outside kept mean-ablated) / m(clean run)``
     (``hu.faithfulness`` at ``k = len(kept)``)."""
-    heads = components(model, "head_out")
+    heads = components(model, kind="head_out")
     names = [c.name for c in heads]
     ranking: list[Component] = [heads[names.index(_head_name(*pair))] for pair in kept]
     frame = faithfulness(model, task, ranking, heads, sizes=[len(ranking)])
@@ -370,84 +329,66 @@ def _ablated(
     return ablated / full if ratio else ablated
 
 
-def _kept_sets(ctx: Context) -> list[tuple[str, list[tuple[int, int]]]]:
-    reference = [_layer_head(n) for n in _reference_of(ctx)]
+def _kept_cases(ctx: Context) -> list[Case]:
+    """The reference circuit, AP's top two heads (when not the same) and no head at all."""
+    names = [c.name for c in ctx.heads]
+    reference = [divmod(names.index(n), ctx.n_heads) for n in reference_circuit(ctx)]
     top2 = ctx.top_heads(2)
-    sets = [("the reference circuit", reference), ("AP's top 2 heads", top2)]
-    if set(reference) == set(top2):
-        sets = sets[:1]
-    return [*sets, ("no head", [])]
+    sets: Sequence[tuple[str, list]] = [("the reference circuit", reference)]
+    if set(reference) != set(top2):
+        sets = [*sets, ("AP's top 2 heads", top2)]
+    return [
+        Case(f"faithfulness of {label}", (ctx.model, ctx.task, list(kept)))
+        for label, kept in [*sets, ("no head", [])]
+    ]
 
 
-@exercise(
-    "faithfulness_of",
+def _faithfulness_passed(r: Result) -> str:
+    shown = ", ".join(
+        f"{case.label.removeprefix('faithfulness of ')} ({float(v):.3f})"
+        for case, v in zip(r.cases, r.expected, strict=True)
+    )
+    return f"faithfulness of {shown} as hu.faithfulness (largest difference {r.diff:.1e})"
+
+
+FAITHFULNESS_OF = Exercise(
+    name="faithfulness_of",
     notebook="06",
+    summary="The faithfulness of the reference circuit, of AP's top two heads and of no head "
+    "at all equals hu.faithfulness at that size.",
     reference=faithfulness_of_reference,
     uses="hu.faithfulness",
-    mistakes={
-        "the corrupted mean": (partial(_ablated, source="corrupted"), "corrupted"),
-        "zero ablation": (partial(_ablated, zero=True), "zero"),
-        "one mean for all positions": (
-            partial(_ablated, over_positions=True),
-            "position by position",
-        ),
-        "the kept heads ablated": (partial(_ablated, invert=True), "ablated the kept heads"),
-        "the metric, not the ratio": (partial(_ablated, ratio=False), "divide by"),
-    },
-)
-def check_faithfulness_of(fn, ctx: Context) -> str:
-    """The faithfulness of the reference circuit, of AP's top two heads and of no head at all
-    equals ``hu.faithfulness`` at that size."""
-    __tracebackhide__ = True
-    model, task = ctx.model, ctx.task
-    sets = _kept_sets(ctx)
-    labels = [label for label, _ in sets]
-    got = []
-    for label, kept in sets:
-        value = as_values(
-            call(fn, model, task, list(kept), name="faithfulness_of"), f"faithfulness of {label}"
-        )
-        if value.numel() != 1:
-            raise ExerciseFailed(
-                f"faithfulness of {label}: got {tuple(value.shape)} values; return one number, "
-                "m(ablated) / m(full model), each the mean over the clean prompts"
-            )
-        got.append(value.reshape(()))
-    expected = torch.tensor(
-        [faithfulness_of_reference(model, task, kept) for _, kept in sets], dtype=torch.float64
-    )
-    with torch.no_grad():
-        full = float(task.metric(model(task.clean_tokens)))
-
-    def variant(**switches):
-        return lambda: torch.tensor(
-            [_ablated(model, task, kept, **switches) for _, kept in sets], dtype=torch.float64
-        )
-
-    diff = expect_close(
-        torch.stack(got),
-        expected,
-        what="faithfulness",
-        rtol=ctx.rtol,
-        labels=labels,
-        known={
+    what="faithfulness",
+    cases=_kept_cases,
+    read=lambda output, case: scalar(output, case.label),
+    mistakes=(
+        Mistake(
             "the heads were replaced by their mean over the corrupted prompts; mean ablation "
-            "uses the clean prompts' mean (the circuit is judged on the clean task)": variant(
-                source="corrupted"
-            ),
+            "uses the clean prompts' mean (the circuit is judged on the clean task)",
+            wrong=partial(_ablated, source="corrupted"),
+        ),
+        Mistake(
             "the heads were set to zero: zero ablation throws the head's average output away "
-            "too; replace it by its mean over the clean prompts": variant(zero=True),
+            "too; replace it by its mean over the clean prompts",
+            wrong=partial(_ablated, zero=True),
+        ),
+        Mistake(
             "the mean was also taken over the positions; take it over the prompts only, "
-            "position by position (z.mean(0), shape [1 pos head d_head])": variant(
-                over_positions=True
-            ),
-            "you ablated the kept heads and kept the others: keep the heads in `kept` "
-            "and replace every other head by its mean": variant(invert=True),
-        },
-        factors={
-            full: "that is m(ablated model) itself; divide by the full model's metric on the "
-            "clean prompts, m(clean)",
-        },
-    )
-    shown = ", ".join(f"{lab} ({v:.3f})" for lab, v in zip(labels, expected.tolist(), strict=True))
-    return f"faithfulness of {shown} as hu.faithfulness (largest difference {diff:.1e})"
+            "position by position (z.mean(0), shape [1 pos head d_head])",
+            wrong=partial(_ablated, over_positions=True),
+        ),
+        Mistake(
+            "you ablated the kept heads and kept the others: keep the heads in `kept` and "
+            "replace every other head by its mean",
+            wrong=partial(_ablated, invert=True),
+        ),
+        Mistake(
+            "that is m(ablated model) itself; divide by the full model's metric on the clean "
+            "prompts, m(clean)",
+            wrong=partial(_ablated, ratio=False),
+        ),
+    ),
+    passed=_faithfulness_passed,
+)
+
+EXERCISES = (AP_CIRCUIT, AUROC_FROM_SCORES, FAITHFULNESS_OF)

@@ -9,8 +9,6 @@ The helper package behind the notebook suite, in layers (each imports only those
                  Screen-Flag-Fix, circuits, accuracy-against-compute runs, reference checks
     viz/         plots and the patch-path explorer (imports matplotlib; ``from hvp_utils
                  import viz``)
-    exercises/   the course's exercises: ``hu.exercises.check(name, fn)`` compares a learner's
-                 function with the package's reference and says what is wrong
     cli/         command-line tools (bench, rerun, scaling, notebook refresh, toy-model
                  training); notebooks never import them
 
@@ -18,7 +16,6 @@ Everything a notebook needs is importable from here (``import hvp_utils as hu``)
 :mod:`hvp_utils.viz`.
 """
 
-from hvp_utils import exercises
 from hvp_utils.analysis.benchmark import (
     convergence,
     decision_table,
@@ -144,7 +141,6 @@ __all__ = [
     "error_bounds",
     "error_shares",
     "estimator",
-    "exercises",
     "faithfulness",
     "fitted_orders",
     "from_hf_model",
