@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from hvp_utils.core.components import Component, components
 from hvp_utils.core.results import Attribution
 from hvp_utils.core.tasks import PatchingTask, ioi_dataset
 from hvp_utils.core.types import Model
-from hvp_utils.estimators import activation_patching
+from hvp_utils.estimators import activation_patching, atp
 
 #: What :func:`check` builds when it is called without a model: the embedded model in
 #: float64 and a small IOI task.
@@ -62,11 +63,28 @@ def default_model() -> Model:
     return load_model(DEFAULT_MODEL, dtype="float64")
 
 
-@dataclass
+#: References the checks on one model and task share (a notebook's checks, the tests), weakly
+#: keyed by the model and the task so that no model or task is kept alive; the values hold
+#: neither (tensors, results, frames, components).
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _memo(model: Model, task: PatchingTask) -> dict[str, Any]:
+    """The shared references of ``model`` and ``task`` (dropped with either of them)."""
+    per_task = _SHARED.setdefault(model, {})
+    key = id(task)
+    held = per_task.get(key)
+    if held is None or held[0]() is not task:
+        forget = weakref.ref(task, lambda _, d=per_task, k=key: d.pop(k, None))
+        held = per_task[key] = (forget, {})
+    return held[1]
+
+
+@dataclass(frozen=True)
 class Context:
     """What one :func:`check` call was given: the model and task, and the notebook's results
-    that some exercises check against (each None unless passed). Built per call, with a
-    memo that lives as long as the call."""
+    that some exercises check against (each None unless passed). Built per call and never
+    changed; :meth:`cached` shares references between calls on the same model and task."""
 
     model: Model
     task: PatchingTask
@@ -78,7 +96,6 @@ class Context:
     screen: Attribution | None = None
     tau: float | None = None
     curve: pd.DataFrame | None = None
-    memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
@@ -86,7 +103,7 @@ class Context:
     ) -> Context:
         """The context of a call: without ``model`` the embedded model (float64) and a small
         task; with a model and no task, a small task on that model."""
-        known = {f for f in cls.__dataclass_fields__ if f not in ("model", "task", "memo")}
+        known = {f for f in cls.__dataclass_fields__ if f not in ("model", "task")}
         unknown = sorted(set(given) - known)
         if unknown:
             raise TypeError(f"check() got {unknown}; it takes model=, task= and {sorted(known)}")
@@ -98,10 +115,12 @@ class Context:
         return cls(model=model, task=task, **given)
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:
-        """``compute()`` the first time ``key`` is asked for in this call."""
-        if key not in self.memo:
-            self.memo[key] = compute()
-        return self.memo[key]
+        """``compute()`` the first time ``key`` is asked for on this model and task (the
+        value must depend on nothing else and hold neither)."""
+        memo = _memo(self.model, self.task)
+        if key not in memo:
+            memo[key] = compute()
+        return memo[key]
 
     @property
     def rtol(self) -> float:
@@ -130,6 +149,10 @@ class Context:
         return self.cached(
             "head_ap", lambda: activation_patching(self.model, self.task, self.heads)
         )
+
+    def head_atp(self) -> Attribution:
+        """AtP of every head (denoising)."""
+        return self.cached("head_atp", lambda: atp(self.model, self.task, self.heads))
 
     def top_heads(self, k: int) -> list[tuple[int, int]]:
         """The ``k`` heads with the largest ``|AP|``, as (layer, head)."""
@@ -377,41 +400,49 @@ def explain(ex: Exercise, fn: Callable, ctx: Context) -> Result:
     got = [ex.read_case(call.output, call.case) for call in calls]
     expected = [ex.read_case(ex.reference(*case.args), case) for case in cases]
     rtol = ctx.rtol if ex.rtol is None else ex.rtol
-    shapes_agree = all(same_shape(g, e) for g, e in zip(got, expected, strict=True))
-    if shapes_agree:
-        flat_got = torch.cat([g.reshape(-1) for g in got])
-        flat_expected = torch.cat([e.reshape(-1) for e in expected])
+    if all(same_shape(g, e) for g, e in zip(got, expected, strict=True)):
+        flat_got, flat_expected = _flat(got), _flat(expected)
         if close(flat_got, flat_expected, rtol, scale_of(flat_expected)):
             for mistake in ex.mistakes:
                 if mistake.seen is not None and mistake.seen(calls):
                     raise ExerciseFailed(mistake.says)
             diff = float((flat_got - flat_expected).abs().max()) if flat_got.numel() else 0.0
             return Result(ctx, cases, calls, got, expected, diff)
+    raise ExerciseFailed(_diagnosis(ex, ctx, calls, got, expected, rtol))
+
+
+def _flat(values: list[Tensor]) -> Tensor:
+    return torch.cat([v.reshape(-1) for v in values])
+
+
+def _diagnosis(
+    ex: Exercise, ctx: Context, calls: list[Call], got: list[Tensor], expected: list[Tensor], rtol
+) -> str:
+    """What is wrong: the first known mistake the calls show (with the entries that differ),
+    else the shape of the first case whose shape is wrong, else the generic diagnosis."""
     labels = [
         label
-        for case, e in zip(cases, expected, strict=True)
-        for label in (case.labels or [case.label] * max(1, e.numel()))
+        for call, e in zip(calls, expected, strict=True)
+        for label in (call.case.labels or [call.case.label] * max(1, e.numel()))
     ]
+    shapes_agree = all(same_shape(g, e) for g, e in zip(got, expected, strict=True))
     for mistake in ex.mistakes:
         if _matches(ex, mistake, calls, got, rtol):
-            table = (
-                "\n" + differences(flat_got, flat_expected, labels, rtol, boolean=ex.boolean)
-                if shapes_agree and mistake.seen is None
-                else ""
-            )
-            raise ExerciseFailed(f"{mistake.says}{table}")
+            if not shapes_agree or mistake.seen is not None:
+                return mistake.says
+            table = differences(_flat(got), _flat(expected), labels, rtol, boolean=ex.boolean)
+            return f"{mistake.says}\n{table}"
     n_prompts = ctx.task.n_prompts if ex.prompt_hints else None
-    if not shapes_agree:
-        for case, g, e in zip(cases, got, expected, strict=True):
-            problem = shape_problem(g, e, ex.axes, n_prompts)
-            if problem:
-                raise ExerciseFailed(f"{ex.what} ({case.label}): {problem}")
+    for call, g, e in zip(calls, got, expected, strict=True):
+        problem = shape_problem(g, e, ex.axes, n_prompts)
+        if problem:
+            return f"{ex.what} ({call.case.label}): {problem}"
     problem = mismatch(
-        flat_got,
-        flat_expected,
+        _flat(got),
+        _flat(expected),
         rtol=rtol,
         labels=labels,
         n_prompts=n_prompts,
         boolean=ex.boolean,
     )
-    raise ExerciseFailed(f"{ex.what}: {problem}")
+    return f"{ex.what}: {problem}"

@@ -253,7 +253,7 @@ def _nmae_cases(ctx: Context) -> list[Case]:
     """AtP of every head against AP, and a small example with one tiny effect (which a mean
     of relative errors would let dominate)."""
     ap = ctx.head_ap().values.double()
-    est = atp(ctx.model, ctx.task, ctx.heads).values.double()
+    est = ctx.head_atp().values.double()
     truth = torch.tensor([2.0, -1.0, 0.5, 0.02, 0.25], dtype=torch.float64)
     guess = torch.tensor([1.5, -1.25, 0.75, 0.1, 0.25], dtype=torch.float64)
     return [Case("AtP of the heads", (est, ap)), Case("a small example", (guess, truth))]
@@ -261,7 +261,7 @@ def _nmae_cases(ctx: Context) -> list[Case]:
 
 def _nmae_passed(r: Result) -> str:
     first = float(r.expected[0])
-    package = compare(atp(r.ctx.model, r.ctx.task, r.ctx.heads), r.ctx.head_ap()).nmae.iloc[0]
+    package = compare(r.ctx.head_atp(), r.ctx.head_ap()).nmae.iloc[0]
     assert abs(package - first) < 1e-12, (package, first)
     return (
         f"NMAE of {', '.join(c.label for c in r.cases)} as hu.compare ({first:.4f} for the "

@@ -37,8 +37,14 @@ def query_heads(ctx: Context) -> list[tuple[int, int]]:
     """The query heads with the largest local term |AtP_out - AtP| (AtP_out of a query is
     AtP*'s QK fix), and the one with the largest |AtP_out| in the last layer."""
     queries = components(ctx.model, kind="head_q")
-    out = atp_star(ctx.model, ctx.task, queries, graddrop=False).values
-    local = (out - atp(ctx.model, ctx.task, queries).values).abs()
+    out, first = ctx.cached(
+        "AtP* (QK fix) and AtP of the queries",
+        lambda: (
+            atp_star(ctx.model, ctx.task, queries, graddrop=False).values,
+            atp(ctx.model, ctx.task, queries).values,
+        ),
+    )
+    local = (out - first).abs()
     chosen = [divmod(int(i), ctx.n_heads) for i in local.argsort(descending=True)]
     chosen = chosen[: N_CASES - 1]
     last = ctx.n_layers - 1
@@ -61,7 +67,7 @@ def split_error_reference(ap: Tensor, atp: Tensor, atp_out: Tensor) -> tuple[Ten
 def _split_cases(ctx: Context) -> list[Case]:
     """AP, AtP and AtP_out of the query heads of :func:`query_heads` (``hu.diagnose``)."""
     comps = [query_component(ctx.model, *pair) for pair in query_heads(ctx)]
-    frame = diagnose(ctx.model, ctx.task, comps)
+    frame = ctx.cached("diagnosis of the query heads", lambda: diagnose(ctx.model, ctx.task, comps))
     names = list(frame.component)
     columns = tuple(torch.tensor(frame[c].to_numpy()) for c in ("AP", "AtP", "AtP_out"))
     labels = tuple(f"{term} of {n}" for term in ("E_down", "E_local") for n in names)

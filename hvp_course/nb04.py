@@ -25,7 +25,7 @@ from hvp_utils.analysis.checks import check_second_order
 from hvp_utils.core.components import components
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
-from hvp_utils.estimators import activation_patching, atp, hvp_correction
+from hvp_utils.estimators import activation_patching, hvp_correction
 
 #: How many heads the first check uses.
 N_CASES = 3
@@ -34,7 +34,7 @@ N_CASES = 3
 def atp_heads(ctx: Context) -> list[tuple[int, int]]:
     """The two heads with the largest |AtP| and the one with the largest |AtP| of the last
     layer, as (layer, head)."""
-    first = atp(ctx.model, ctx.task, ctx.heads).values
+    first = ctx.head_atp().values
     chosen = [divmod(int(i), ctx.n_heads) for i in first.abs().argsort(descending=True)]
     chosen = chosen[: N_CASES - 1]
     last = ctx.n_layers - 1
@@ -206,8 +206,13 @@ def _overshoot_cases(ctx: Context) -> list[Case]:
     """AP, AtP and g''(0) of the MLP outputs and the heads of :func:`atp_heads`, then of the
     synthetic cases (AtP = 1 for each, AP = 1 + e1, g'' = 2 c)."""
     comps = components(ctx.model, kind="mlp_out") + [ctx.head(*p) for p in atp_heads(ctx)]
-    ap = activation_patching(ctx.model, ctx.task, comps).values
-    est = hvp_correction(ctx.model, ctx.task, comps)
+    ap, est = ctx.cached(
+        "AP and HVP of the MLPs and three heads",
+        lambda: (
+            activation_patching(ctx.model, ctx.task, comps).values,
+            hvp_correction(ctx.model, ctx.task, comps),
+        ),
+    )
     e1, c = torch.tensor(SYNTHETIC_E1_C, dtype=torch.float64).T
     ones = torch.ones_like(e1)
     labels = [c.name for c in comps] + [f"e1 = {a:+g}, c = {b:+g}" for a, b in SYNTHETIC_E1_C]

@@ -336,16 +336,20 @@ def _curve(ctx: Context) -> pd.DataFrame:
     largest |AP| (``curve=`` given to check: that convergence table instead)."""
     if ctx.curve is not None:
         return ctx.curve
-    layer = mlp_layers(ctx)[0]
-    comp = components(ctx.model, kind="mlp_out", layers=[layer])
-    ap = activation_patching(ctx.model, ctx.task, comp).values
-    rows = []
-    for rule, order in (("midpoint", 2), ("gauss", 4)):
-        for k in (1, 2, 4, 8):
-            value = integrated_gradients(ctx.model, ctx.task, comp, steps=k, rule=rule)
-            error = float((value.values - ap).abs().max())
-            rows.append({"rule": rule, "K": k, "max_abs_error": error, "derived_order": order})
-    return pd.DataFrame(rows)
+
+    def build() -> pd.DataFrame:
+        layer = mlp_layers(ctx)[0]
+        comp = components(ctx.model, kind="mlp_out", layers=[layer])
+        ap = activation_patching(ctx.model, ctx.task, comp).values
+        rows = []
+        for rule, order in (("midpoint", 2), ("gauss", 4)):
+            for k in (1, 2, 4, 8):
+                value = integrated_gradients(ctx.model, ctx.task, comp, steps=k, rule=rule)
+                error = float((value.values - ap).abs().max())
+                rows.append({"rule": rule, "K": k, "max_abs_error": error, "derived_order": order})
+        return pd.DataFrame(rows)
+
+    return ctx.cached("convergence curve", build)
 
 
 def _fits(curve: pd.DataFrame) -> pd.DataFrame:
@@ -358,7 +362,7 @@ def _order_cases(ctx: Context) -> list[Case]:
     """The constructed curves, then each rule's points of the model's curve that
     ``hu.fitted_orders`` fits."""
     cases = _synthetic()
-    curve = ctx.cached("curve", lambda: _curve(ctx))
+    curve = _curve(ctx)
     fits = _fits(curve)
     for rule, points in curve[curve.K >= 2].groupby("rule", sort=False):
         n_fitted = int(fits.loc[rule].n_fitted)
@@ -375,7 +379,7 @@ def _order_cases(ctx: Context) -> list[Case]:
 
 
 def _order_passed(r: Result) -> str:
-    fits = _fits(r.ctx.cached("curve", lambda: _curve(r.ctx)))
+    fits = _fits(_curve(r.ctx))
     rules = [c.label.removesuffix(" on the model") for c in r.cases if c.label.endswith("model")]
     ours = [float(e) for c, e in zip(r.cases, r.expected, strict=True) if c.label.endswith("model")]
     packaged = [float(fits.loc[rule, "fitted_order"]) for rule in rules]

@@ -199,10 +199,13 @@ def _estimates(ctx: Context) -> list[Attribution]:
     """The notebook's estimates (``estimates=``), or AtP and HVP joint of every head."""
     if ctx.estimates is not None:
         return list(ctx.estimates)
-    return [
-        atp(ctx.model, ctx.task, ctx.heads),
-        hvp_correction(ctx.model, ctx.task, ctx.heads, mode="joint"),
-    ]
+    return ctx.cached(
+        "AtP and HVP joint of the heads",
+        lambda: [
+            atp(ctx.model, ctx.task, ctx.heads),
+            hvp_correction(ctx.model, ctx.task, ctx.heads, mode="joint"),
+        ],
+    )
 
 
 def _auroc_cases(ctx: Context) -> list[Case]:
@@ -215,7 +218,7 @@ def _auroc_cases(ctx: Context) -> list[Case]:
                 torch.tensor([n in reference for n in estimate.names]),
             ),
         )
-        for estimate in ctx.cached("estimates", lambda: _estimates(ctx))
+        for estimate in _estimates(ctx)
     ]
     synthetic = (
         torch.tensor(SYNTHETIC_SCORES, dtype=torch.float64),
@@ -225,7 +228,7 @@ def _auroc_cases(ctx: Context) -> list[Case]:
 
 
 def _auroc_passed(r: Result) -> str:
-    estimates = r.ctx.cached("estimates", lambda: _estimates(r.ctx))
+    estimates = _estimates(r.ctx)
     reference = reference_circuit(r.ctx)
     for estimate, value in zip(estimates, r.expected, strict=False):
         recovered = circuit_recovery(estimate, reference)["auroc"]

@@ -40,7 +40,7 @@ from hvp_utils.core.metrics import pearson
 from hvp_utils.core.metrics import spearman as package_spearman
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
-from hvp_utils.estimators import activation_patching, atp
+from hvp_utils.estimators import activation_patching
 
 #: Screen-Flag-Fix's defaults (``hu.screen_flag_fix``): the score threshold, the circuit's
 #: fraction of the largest |AtP| and the margin of the Lagrange interval (M2_hat = margin |g''|).
@@ -59,24 +59,32 @@ def screen_of(ctx: Context) -> dict:
     """The Screen-Flag-Fix (patch) run of every head, the notebook's (``screen=``) or one on
     the task: its values, AtP (``screen``), g'' (``curvature``), the flags and the forward
     passes of its fix stage."""
+    if ctx.screen is None:
+        tau, fraction = _tau(ctx), _fraction(ctx)
+        return ctx.cached(
+            f"screen-flag-fix of the heads, tau {tau}, fraction {fraction}",
+            lambda: _screen_columns(
+                screen_flag_fix(
+                    ctx.model, ctx.task, ctx.heads, fix="patch", tau=tau, fraction=fraction
+                )
+            ),
+        )
+    if (
+        list(ctx.screen.names) != [c.name for c in ctx.heads]
+        or "curvature" not in ctx.screen.extras
+    ):
+        raise ValueError("screen= must be an hu.screen_flag_fix result on every head_out")
+    return _screen_columns(ctx.screen)
 
-    def columns() -> dict:
-        run = ctx.screen
-        if run is None:
-            run = screen_flag_fix(
-                ctx.model, ctx.task, ctx.heads, fix="patch", tau=_tau(ctx), fraction=_fraction(ctx)
-            )
-        elif list(run.names) != [c.name for c in ctx.heads] or "curvature" not in run.extras:
-            raise ValueError("screen= must be an hu.screen_flag_fix result on every head_out")
-        return {
-            "values": run.values.detach().double().cpu(),
-            "screen": run.extras["screen"].detach().double().cpu(),
-            "curvature": run.extras["curvature"].detach().double().cpu(),
-            "flagged": run.extras["flagged"].bool().cpu(),
-            "fix_passes": run.cost.get("stages", {}).get("fix", {}).get("forward", 0),
-        }
 
-    return ctx.cached("screen", columns)
+def _screen_columns(run) -> dict:
+    return {
+        "values": run.values.detach().double().cpu(),
+        "screen": run.extras["screen"].detach().double().cpu(),
+        "curvature": run.extras["curvature"].detach().double().cpu(),
+        "flagged": run.extras["flagged"].bool().cpu(),
+        "fix_passes": run.cost.get("stages", {}).get("fix", {}).get("forward", 0),
+    }
 
 
 def truth_of(ctx: Context) -> Tensor:
@@ -130,7 +138,7 @@ def _spearman_cases(ctx: Context) -> list[Case]:
         Case(label, (torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)))
         for label, (x, y) in SPEARMAN_CASES.items()
     ]
-    first = atp(ctx.model, ctx.task, ctx.heads).values.detach().double().cpu()
+    first = ctx.head_atp().values.detach().double().cpu()
     return [*cases, Case("AtP against AP, every head", (first, truth_of(ctx)))]
 
 
