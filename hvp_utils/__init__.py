@@ -10,8 +10,6 @@ The helper package behind the notebook suite, in layers (each imports only those
                  Screen-Flag-Fix, circuits, accuracy-against-compute runs, reference checks
     viz/         plots and the patch-path explorer (imports matplotlib; ``from hvp_utils
                  import viz``)
-    exercises/   the course's exercises: ``hu.exercises.check(name, fn)`` compares a learner's
-                 function with the package's reference and says what is wrong
     cli/         command-line tools (bench, rerun, scaling, notebook refresh, toy-model
                  training); notebooks never import them
 
@@ -19,7 +17,6 @@ Everything a notebook needs is importable from here (``import hvp_utils as hu``)
 :mod:`hvp_utils.viz`.
 """
 
-from hvp_utils import exercises
 from hvp_utils.analysis import findings
 from hvp_utils.analysis.benchmark import (
     convergence,
@@ -180,7 +177,6 @@ __all__ = [
     "diagnose",
     "error_bounds",
     "error_shares",
-    "exercises",
     "faithfulness",
     "findings",
     "fitted_orders",

@@ -6,21 +6,28 @@ exercises added to any notebook later are covered without touching this file."""
 from __future__ import annotations
 
 import ast
+import dataclasses
+import gc
 import re
+import weakref
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 
+import hvp_course as course
 import hvp_utils as hu
+from hvp_course import cells as contract
+from hvp_course.exercise import Case, Context, Exercise, Mistake, default_model, explain
+from hvp_course.explain import ExerciseFailed, mismatch, shape_problem
 from hvp_utils.cli.notebook_tools import main as notebook_tools
-from hvp_utils.exercises import cells as contract
-from hvp_utils.exercises.framework import ExerciseFailed, expect_close, make_context
+
+pytestmark = pytest.mark.course
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-REGISTRY = hu.exercises.EXERCISES
+REGISTRY = course.EXERCISES
 
 
 def read(path: Path):
@@ -39,11 +46,11 @@ def discovered(path: Path) -> list[contract.NotebookExercise]:
 CASES = [(path, ex) for path in NOTEBOOKS for ex in discovered(path)]
 CASE_IDS = [f"{path.name[:2]}-{ex.name}" for path, ex in CASES]
 MISTAKES = [
-    (path, ex, mistake)
+    (path, ex, i, mistake)
     for path, ex in CASES
-    for mistake in (REGISTRY[ex.name].mistakes if ex.name in REGISTRY else ())
+    for i, mistake in enumerate(REGISTRY[ex.name].mistakes if ex.name in REGISTRY else ())
 ]
-MISTAKE_IDS = [f"{path.name[:2]}-{ex.name}-{m.label}" for path, ex, m in MISTAKES]
+MISTAKE_IDS = [f"{path.name[:2]}-{ex.name}-{i}" for path, ex, i, _ in MISTAKES]
 
 
 def imports_of(nb) -> str:
@@ -113,7 +120,7 @@ def test_every_registered_exercise_sits_in_its_notebook():
 @pytest.mark.parametrize(("path", "ex"), CASES, ids=CASE_IDS)
 def test_stub_reports_not_implemented(path, ex, capsys):
     stub = define(ex.stub, ex.name, namespace(path, ex))
-    used = hu.exercises.check(ex.name, stub)
+    used = course.check(ex.name, stub)
     assert used is REGISTRY[ex.name].reference
     assert f"{ex.name}: not implemented yet" in capsys.readouterr().out
 
@@ -121,61 +128,138 @@ def test_stub_reports_not_implemented(path, ex, capsys):
 @pytest.mark.parametrize(("path", "ex"), CASES, ids=CASE_IDS)
 def test_solution_passes(path, ex, capsys):
     solution = define(ex.solution, ex.name, namespace(path, ex))
-    assert hu.exercises.check(ex.name, solution) is solution
+    assert course.check(ex.name, solution) is solution
     assert f"{ex.name} passed" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("path", "ex", "mistake"), MISTAKES, ids=MISTAKE_IDS)
-def test_wrong_variant_fails_with_its_message(path, ex, mistake):
+@pytest.mark.parametrize(("path", "ex", "index", "mistake"), MISTAKES, ids=MISTAKE_IDS)
+def test_known_mistake_fails_with_its_message(path, ex, index, mistake):
     with pytest.raises(ExerciseFailed, match=re.escape(mistake.says)) as failure:
-        hu.exercises.check(ex.name, mistake.fn)
+        course.check(ex.name, mistake.wrong)
     assert str(failure.value).startswith(f"{ex.name} is not right yet")
 
 
+def test_each_exercise_s_mistakes_say_distinct_things():
+    for ex in REGISTRY.values():
+        says = [m.says for m in ex.mistakes]
+        assert len(set(says)) == len(says), ex.name
+    assert sum(len(ex.mistakes) for ex in REGISTRY.values()) >= 96
+
+
 def test_check_uses_the_context_it_is_given(capsys):
-    model = make_context().model
+    model = default_model()
     task = hu.ioi_dataset(model, n_prompts=5, perturbation="random_token", seed=3)
     path, ex = next((p, ex) for p, ex in CASES if ex.name == "logit_diff")
     solution = define(ex.solution, "logit_diff", namespace(path, ex))
-    hu.exercises.check("logit_diff", solution, model=model, task=task)
+    course.check("logit_diff", solution, model=model, task=task)
     with torch.no_grad():
         clean = float(task.metric(model(task.clean_tokens)))
     assert f"clean {clean:.4f}" in capsys.readouterr().out
 
 
-def test_check_names_the_registered_exercises():
+def test_check_keeps_no_model_alive():
+    model = hu.load_model("toy-ioi", dtype="float64")
+    task = hu.ioi_dataset(model, n_prompts=4, perturbation="name_swap", seed=1)
+    path, ex = next((p, ex) for p, ex in CASES if ex.name == "logit_diff")
+    course.check(
+        "logit_diff", define(ex.solution, "logit_diff", namespace(path, ex)), model=model, task=task
+    )
+    alive = weakref.ref(model)
+    del model, task
+    gc.collect()
+    assert alive() is None
+
+
+def test_check_names_the_exercises_and_its_keywords():
     with pytest.raises(KeyError, match="logit_diff"):
-        hu.exercises.check("no_such_exercise", lambda: None)
+        course.check("no_such_exercise", lambda: None)
+    with pytest.raises(TypeError, match="screen"):
+        course.check("nmae", lambda e, t: 0.0, screens=None)
 
 
-# --- the explaining comparison, on synthetic values --------------------------------------------
+def test_the_library_does_not_load_the_course():
+    """No module of hvp_utils imports hvp_course when it is imported (the command-line
+    tools may, inside the command that needs it)."""
+    for path in sorted((ROOT / "hvp_utils").rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            assert not any(n.split(".")[0] == "hvp_course" for n in names), path
+
+
+# --- the explainer, on a synthetic exercise ----------------------------------------------------
 
 
 def failure(got, expected, **kwargs) -> str:
-    with pytest.raises(ExerciseFailed) as err:
-        expect_close(got, expected, what="x", rtol=1e-6, **kwargs)
-    return str(err.value)
+    labels = [f"c{i}" for i in range(expected.numel())]
+    return mismatch(got.flatten(), expected.flatten(), rtol=1e-6, labels=labels, **kwargs)
 
 
-def test_expect_close_explains_shapes_signs_factors_and_entries():
-    ref = torch.arange(1.0, 9.0).view(2, 4)
+def test_the_generic_diagnosis_explains_shapes_signs_factors_and_entries():
+    ref = torch.arange(1.0, 9.0).view(2, 4).double()
     axes = ("n_layers", "n_heads")
-    assert "swapped" in failure(ref.T, ref, axes=axes)
-    assert "axis 1 (n_heads) has size 3, expected 4" in failure(ref[:, :3], ref, axes=axes)
-    assert "reshape to (2, 4)" in failure(ref.flatten(), ref, axes=axes)
-    assert "one entry per prompt" in failure(torch.ones(5), torch.tensor(1.0), n_prompts=5)
+    assert "swapped" in shape_problem(ref.T, ref, axes)
+    assert "axis 1 (n_heads) has size 3, expected 4" in shape_problem(ref[:, :3], ref, axes)
+    assert "reshape to (2, 4)" in shape_problem(ref.flatten(), ref, axes)
+    assert "one entry per prompt" in shape_problem(torch.ones(5), torch.tensor(1.0), None, 5)
     assert "wrong sign" in failure(-ref, ref)
     assert "a sum where a mean belongs" in failure(5 * ref, ref, n_prompts=5)
     assert "got 0.5 x" in failure(ref / 2, ref)
     assert "NaN" in failure(ref * float("nan"), ref)
-    assert "is None" in failure(None, ref)
-    labels = [f"c{i}" for i in range(8)]
     bent = ref.clone()
     bent[1, 2] = -bent[1, 2]
-    text = failure(bent, ref, labels=labels)
+    text = failure(bent, ref)
     assert "the sign is wrong at c6" in text and "(1 of 8 entries differ)" in text
-    assert "mistake!" in failure(ref + 1, ref, known={"mistake!": lambda: ref + 1})
-    assert expect_close(ref + 1e-9, ref, what="x", rtol=1e-6) < 1e-8
+
+
+def doubling() -> Exercise:
+    """A synthetic exercise: return 2 x, on two inputs; one known mistake (x + 1)."""
+    return Exercise(
+        name="double",
+        notebook="99",
+        summary="2 x.",
+        reference=lambda x: 2 * x,
+        uses="2 x",
+        what="2 x",
+        cases=lambda ctx: [
+            Case("a", (torch.tensor([1.0, 2.0, 3.0]),)),
+            Case("b", (torch.tensor([-1.0, 0.5, 4.0]),)),
+        ],
+        mistakes=(Mistake("that is x + 1, not 2 x", wrong=lambda x: x + 1),),
+        passed=lambda r: f"largest difference {r.diff:.1e}",
+    )
+
+
+def explained(fn, exercise: Exercise | None = None) -> str:
+    ctx = Context.build()
+    with pytest.raises(ExerciseFailed) as err:
+        explain(exercise or doubling(), fn, ctx)
+    return str(err.value)
+
+
+def test_the_explainer_tries_the_known_mistakes_then_the_generic_diagnosis():
+    ctx = Context.build()
+    assert explain(doubling(), lambda x: x * 2 + 1e-12, ctx).diff < 1e-9
+    assert explained(lambda x: x + 1).startswith("that is x + 1, not 2 x")
+    assert "wrong sign" in explained(lambda x: -2 * x)
+    assert "got 1.5 x" in explained(lambda x: 3 * x)
+    assert "wrong shape" in explained(lambda x: (2 * x)[:2])
+    assert "is None" in explained(lambda x: None)
+    assert "raised ZeroDivisionError" in explained(lambda x: 1 / 0)
+    assert "changed its argument `x` in place" in explained(lambda x: x.mul_(2))
+
+
+def test_a_predicate_mistake_is_seen_on_the_calls():
+    seen = Mistake(
+        "it raised a KeyError",
+        wrong=lambda x: {}["x"],
+        seen=lambda calls: any(isinstance(c.error, KeyError) for c in calls),
+    )
+    exercise = dataclasses.replace(doubling(), mistakes=(seen,))
+    assert explained(lambda x: {}["x"], exercise) == "it raised a KeyError"
 
 
 # --- the solutions switch ----------------------------------------------------------------------
@@ -186,7 +270,7 @@ def tiny_notebook(solution_name: str = "f", with_solution: bool = True):
         'def f(x):\n    """2x."""\n    # your code here\n    raise NotImplementedError("2x")'
     )
     stub.metadata["tags"] = ["exercise"]
-    cells = [stub, nbformat.v4.new_code_cell('f = hu.exercises.check("f", f, model=model)')]
+    cells = [stub, nbformat.v4.new_code_cell('f = course.check("f", f, model=model)')]
     if with_solution:
         solution = nbformat.v4.new_markdown_cell(
             f"<details><summary>Solution</summary>\n\n```python\ndef {solution_name}(x):\n"

@@ -9,7 +9,7 @@ back only when all of them succeed, with volatile metadata stripped (outputs and
 counts kept, so nbval compares them).
 
 ``solutions`` writes copies of the notebooks in which every ``exercise`` cell holds the code of
-its ``solution`` cell (the contract of :mod:`hvp_utils.exercises`); it fails, writing nothing,
+its ``solution`` cell (the contract of :mod:`hvp_course`); it fails, writing nothing,
 when an exercise has no solution or the solution defines another function. ``make solutions``
 and ``make rerun-test`` execute those copies.
 """
@@ -94,7 +94,7 @@ def write_solutions(paths: list[Path], out: Path) -> list[Path]:
         ContractError: an exercise without a solution, or whose solution names another
             function (the message names the notebook and the cell).
     """
-    from hvp_utils.exercises.cells import fill_solutions
+    from hvp_course.cells import fill_solutions
 
     filled = {
         path: fill_solutions(nbformat.read(path, as_version=4), label=path.name) for path in paths
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="solutions: the folder the copies go to")
     args = parser.parse_args(argv)
     if args.command == "solutions":
-        from hvp_utils.exercises.cells import ContractError
+        from hvp_course.cells import ContractError
 
         if args.out is None:
             parser.error("solutions needs --out DIR")

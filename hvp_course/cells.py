@@ -114,7 +114,7 @@ def notebook_exercises(nb: Any, label: str = "notebook") -> list[NotebookExercis
         ):
             raise ContractError(
                 f"{where}: the next cell must be a code cell calling "
-                f'hu.exercises.check("{name}", {name}, ...)'
+                f'course.check("{name}", {name}, ...)'
             )
         solution = cells[i + 2] if i + 2 < len(cells) else None
         if solution is None or SOLUTION_TAG not in tags(solution):

@@ -1,0 +1,307 @@
+"""Exercises of notebook 01, *Activation patching versus attribution patching*: AtP of every
+MLP neuron of one layer from one gradient, the Taylor remainder AP - AtP as an integral of
+the path's curvature, and the normalised mean absolute error (NMAE) of an estimate.
+
+Each reference is the package's own implementation (``hu.atp``, ``hu.path_derivative``) or a
+closed form (NMAE); the pass lines also compare with AP - AtP (the remainder) and with
+``hu.compare``'s ``nmae`` column.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import Tensor
+from transformer_lens.utilities import get_act_name
+
+from hvp_course.by_hand import corrupted_gradient
+from hvp_course.exercise import Case, Context, Exercise, Mistake, Result, too_many_passes
+from hvp_course.nb00 import ATP_MAX_FORWARDS
+from hvp_utils.analysis.checks import path_derivative, path_function
+from hvp_utils.core.components import Component, components
+from hvp_utils.core.metrics import compare
+from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import Model
+from hvp_utils.estimators import activation_patching, atp
+
+#: Midpoint nodes of the remainder's quadrature in the check (each costs one g'').
+CHECK_NODES = 3
+
+
+# --------------------------------------------------------------------------------------------
+# 1. AtP of every neuron of one layer from one gradient
+
+
+def neuron_components(model: Model, layer: int) -> list[Component]:
+    """The neurons of one layer (``hook_post``)."""
+    return components(model, kind="neuron", layers=[layer])
+
+
+def atp_neurons_reference(model: Model, task: PatchingTask, layer: int) -> Tensor:
+    """``AtP[n] = <grad_post m(x_r)[..., n], post_c[..., n] - post_r[..., n]>`` (``hu.atp``)."""
+    return atp(model, task, neuron_components(model, layer)).values
+
+
+def _atp_neurons_by_hand(
+    model: Model, task: PatchingTask, layer: int, hook: str = "post", reduce: str = "sum"
+) -> Tensor:
+    """AtP of the neurons with plain hooks, with the slips of the mistakes below: another
+    hook (``pre``), and another reduction (``per_prompt``: no sum over the batch;
+    ``final``: the final position only)."""
+    name = get_act_name(hook, layer)
+    with torch.no_grad():
+        _, clean = model.run_with_cache(task.clean_tokens, names_filter=name)
+    corrupted, grad = corrupted_gradient(model, task, name)
+    terms = grad * (clean[name] - corrupted)  # [batch pos d_mlp]
+    if reduce == "per_prompt":
+        return terms.sum(1)
+    if reduce == "final":
+        return terms[:, -1].sum(0)
+    return terms.sum((0, 1))
+
+
+def _atp_neurons_many_passes(model: Model, task: PatchingTask, layer: int) -> Tensor:
+    for _ in range(ATP_MAX_FORWARDS + 1):
+        model(task.corrupted_tokens)
+    return atp_neurons_reference(model, task, layer)
+
+
+def _atp_neurons_on_clean_run(model: Model, task: PatchingTask, layer: int) -> Tensor:
+    return -atp(model, task, neuron_components(model, layer), direction="noising").values
+
+
+def _atp_neurons_cases(ctx: Context) -> list[Case]:
+    """The notebook's neuron layer (``layer=``, default the middle one) and the last layer."""
+    given = ctx.n_layers // 2 if ctx.layer is None else ctx.layer
+    return [
+        Case(
+            f"layer {layer}",
+            (ctx.model, ctx.task, layer),
+            labels=tuple(c.name for c in neuron_components(ctx.model, layer)),
+            max_passes=ATP_MAX_FORWARDS,
+        )
+        for layer in sorted({int(given), ctx.n_layers - 1})
+    ]
+
+
+def _atp_neurons_passed(r: Result) -> str:
+    where = " and ".join(str(case.args[2]) for case in r.cases)
+    most = max(call.passes for call in r.calls)
+    return (
+        f"AtP of the {r.ctx.model.cfg.d_mlp} neurons of layer {where} as hu.atp "
+        f"(largest difference {r.diff:.1e}), in at most {most:g} forward passes"
+    )
+
+
+ATP_NEURONS = Exercise(
+    name="atp_neurons",
+    notebook="01",
+    summary="AtP of every neuron of the notebook's neuron layer and of the last layer, "
+    "[d_mlp], equals hu.atp on the neuron components, in at most four forward passes each.",
+    reference=atp_neurons_reference,
+    uses="hu.atp",
+    what="AtP of the neurons",
+    cases=_atp_neurons_cases,
+    axes=("d_mlp",),
+    prompt_hints=True,
+    counts_passes=True,
+    mistakes=(
+        Mistake(
+            "these are the AtP values of the pre-activations (mlp.hook_pre); the neuron kind "
+            "patches the activation after the GELU, mlp.hook_post",
+            wrong=partial(_atp_neurons_by_hand, hook="pre"),
+        ),
+        Mistake(
+            "wrong sign: delta = post(clean) - post(corrupted), the gradient taken on the "
+            "corrupted run",
+            wrong=lambda model, task, layer: -atp_neurons_reference(model, task, layer),
+        ),
+        Mistake(
+            "a mean over prompts where the sum belongs: the metric's 1/n_prompts is already "
+            "in the gradient, so sum the products over the batch",
+            wrong=lambda model, task, layer: (
+                atp_neurons_reference(model, task, layer) / task.n_prompts
+            ),
+        ),
+        Mistake(
+            "one entry per prompt: sum the products over the batch too (the metric's "
+            "1/n_prompts is already in the gradient)",
+            wrong=partial(_atp_neurons_by_hand, reduce="per_prompt"),
+        ),
+        Mistake(
+            "that is AtP at the final position only; a neuron component covers every "
+            "position: sum the products over the batch and every position",
+            wrong=partial(_atp_neurons_by_hand, reduce="final"),
+        ),
+        Mistake(
+            "the gradient was taken on the clean run; AtP linearises the corrupted run, where "
+            "the patch starts",
+            wrong=_atp_neurons_on_clean_run,
+        ),
+        Mistake(
+            f"the function ran more than {ATP_MAX_FORWARDS} forward passes. AtP needs a cache "
+            "of the clean run and ONE corrupted run with a zero leaf added at hook_post: one "
+            "gradient gives every neuron at once",
+            wrong=_atp_neurons_many_passes,
+            seen=too_many_passes,
+        ),
+    ),
+    passed=_atp_neurons_passed,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. The Taylor remainder as an integral of g''
+
+
+def midpoints(n_nodes: int) -> list[float]:
+    """The nodes ``t_k = (k + 1/2) / n`` of the midpoint rule on [0, 1]."""
+    return [(k + 0.5) / n_nodes for k in range(n_nodes)]
+
+
+def taylor_remainder_reference(g, n_nodes: int) -> float:
+    """``int_0^1 (1 - t) g''(t) dt`` by the midpoint rule with ``n_nodes`` nodes, each
+    ``g''(t_k)`` by autograd twice (``hu.path_derivative``)."""
+    return sum((1 - t) * path_derivative(g, t=t, order=2) for t in midpoints(n_nodes)) / n_nodes
+
+
+def _remainder_weighted(g, n_nodes: int, weight, nodes=None) -> float:
+    nodes = midpoints(n_nodes) if nodes is None else nodes
+    return sum(weight(t) * path_derivative(g, t=t, order=2) for t in nodes) / n_nodes
+
+
+def _remainder_components(ctx: Context) -> list[Component]:
+    """The MLP output with the largest |AP| and the head with the largest |AP|."""
+    mlps = components(ctx.model, kind="mlp_out")
+    mlp_ap = ctx.cached("mlp_ap", lambda: activation_patching(ctx.model, ctx.task, mlps))
+    layer, head = ctx.top_heads(1)[0]
+    return [mlps[int(mlp_ap.values.abs().argmax())], ctx.head(layer, head)]
+
+
+def _remainder_cases(ctx: Context) -> list[Case]:
+    return [
+        Case(c.name, (path_function(ctx.model, ctx.task, c), CHECK_NODES))
+        for c in _remainder_components(ctx)
+    ]
+
+
+def _remainder_passed(r: Result) -> str:
+    comps = _remainder_components(r.ctx)
+    ap = activation_patching(r.ctx.model, r.ctx.task, comps).values
+    first = atp(r.ctx.model, r.ctx.task, comps).values
+    expected = torch.stack(r.expected)
+    gap = float((expected - (ap - first)).abs().max())
+    return (
+        f"the remainders of {', '.join(c.name for c in comps)} as hu.path_derivative's "
+        f"(largest difference {r.diff:.1e}); with {CHECK_NODES} nodes they are within "
+        f"{gap:.1e} of AP - AtP"
+    )
+
+
+TAYLOR_REMAINDER = Exercise(
+    name="taylor_remainder",
+    notebook="01",
+    summary="int (1 - t) g''(t) dt by the midpoint rule on the paths of the largest MLP and "
+    "head effects equals hu.path_derivative's, and approaches AP - AtP.",
+    reference=taylor_remainder_reference,
+    uses="hu.path_derivative",
+    what=f"int_0^1 (1 - t) g''(t) dt with {CHECK_NODES} midpoint nodes",
+    cases=_remainder_cases,
+    mistakes=(
+        Mistake(
+            "that is the integral with weight t: the remainder of the expansion around t = 1. "
+            "Expanding around t = 0 (where AtP takes its slope) weighs g''(t) by (1 - t)",
+            wrong=lambda g, n: _remainder_weighted(g, n, lambda t: t),
+        ),
+        Mistake(
+            "that is int g''(t) dt = g'(1) - g'(0), the change of the slope along the path; "
+            "the remainder weighs g''(t) by (1 - t)",
+            wrong=lambda g, n: _remainder_weighted(g, n, lambda t: 1.0),
+        ),
+        Mistake(
+            "that is g''(0)/2, the second-order Taylor term at t = 0; the remainder "
+            "integrates (1 - t) g''(t) over the whole path, sampled at the midpoints",
+            wrong=lambda g, n: path_derivative(g, t=0.0, order=2) / 2,
+        ),
+        Mistake(
+            "that is the sum over the nodes: multiply it by the width 1/n of each interval "
+            "of the midpoint rule",
+            wrong=lambda g, n: n * taylor_remainder_reference(g, n),
+        ),
+        Mistake(
+            "the nodes are the left end points k/n; use the midpoints t_k = (k + 1/2)/n",
+            wrong=lambda g, n: _remainder_weighted(
+                g, n, lambda t: 1 - t, nodes=[k / n for k in range(n)]
+            ),
+        ),
+    ),
+    passed=_remainder_passed,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. NMAE
+
+
+def nmae_reference(estimate: Tensor, truth: Tensor) -> float:
+    """``mean |estimate - truth| / mean |truth|`` (the ``nmae`` column of ``hu.compare``)."""
+    return float((estimate - truth).abs().mean() / truth.abs().mean())
+
+
+def _nmae_cases(ctx: Context) -> list[Case]:
+    """AtP of every head against AP, and a small example with one tiny effect (which a mean
+    of relative errors would let dominate)."""
+    ap = ctx.head_ap().values.double()
+    est = ctx.head_atp().values.double()
+    truth = torch.tensor([2.0, -1.0, 0.5, 0.02, 0.25], dtype=torch.float64)
+    guess = torch.tensor([1.5, -1.25, 0.75, 0.1, 0.25], dtype=torch.float64)
+    return [Case("AtP of the heads", (est, ap)), Case("a small example", (guess, truth))]
+
+
+def _nmae_passed(r: Result) -> str:
+    first = float(r.expected[0])
+    package = compare(r.ctx.head_atp(), r.ctx.head_ap()).nmae.iloc[0]
+    assert abs(package - first) < 1e-12, (package, first)
+    return (
+        f"NMAE of {', '.join(c.label for c in r.cases)} as hu.compare ({first:.4f} for the "
+        f"heads; largest difference {r.diff:.1e})"
+    )
+
+
+NMAE = Exercise(
+    name="nmae",
+    notebook="01",
+    summary="NMAE of AtP of every head against AP (and of a small example) equals "
+    "hu.compare's nmae.",
+    reference=nmae_reference,
+    uses="hu.compare",
+    what="NMAE",
+    cases=_nmae_cases,
+    mistakes=(
+        Mistake(
+            "that is the mean of the relative errors |est - AP| / |AP|, which small effects "
+            "dominate (a zero effect makes it infinite); NMAE divides the mean absolute error "
+            "by the mean |AP|",
+            wrong=lambda est, truth: float(((est - truth).abs() / truth.abs()).mean()),
+        ),
+        Mistake(
+            "the error is normalised by the estimate's mean |est|; NMAE divides by the mean "
+            "|AP| of the truth, so that every estimate is measured on the same scale",
+            wrong=lambda est, truth: float((est - truth).abs().mean() / est.abs().mean()),
+        ),
+        Mistake(
+            "the signed errors were averaged, so over- and underestimates cancel; take the "
+            "absolute value of each error first",
+            wrong=lambda est, truth: float((est - truth).mean() / truth.abs().mean()),
+        ),
+        Mistake(
+            "that is the mean absolute error itself, in logits; divide by the mean |AP| to "
+            "compare kinds whose effects have different sizes",
+            wrong=lambda est, truth: float((est - truth).abs().mean()),
+        ),
+    ),
+    passed=_nmae_passed,
+)
+
+EXERCISES = (ATP_NEURONS, TAYLOR_REMAINDER, NMAE)

@@ -1,0 +1,436 @@
+"""Exercises of notebook 05, *Multi-step HVP against Integrated Gradients*: the midpoint rule of
+Integrated Gradients along one MLP's patch path, written with plain hooks and autograd; the
+nodes and weights of the composite two-point Gauss-Legendre rule; and the error order as the
+least-squares slope of log error against log K.
+
+The references are ``hu.integrated_gradients``, ``ig_nodes`` of
+:mod:`hvp_utils.estimators.quadrature` and ``numpy.polyfit`` on log-log axes; the pass lines
+also compare with independent ones: activation patching as K grows,
+``numpy.polynomial.legendre.leggauss`` and the exact integrals of monomials, and
+``hu.fitted_orders`` on the convergence curves.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from hvp_course.exercise import Call, Case, Context, Exercise, Mistake, Result
+from hvp_course.explain import ExerciseFailed, as_values, items, shape_problem
+from hvp_utils.analysis.benchmark import fitted_orders
+from hvp_utils.core.components import components
+from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import Model
+from hvp_utils.estimators import activation_patching, integrated_gradients
+from hvp_utils.estimators.quadrature import ig_nodes
+
+#: The numbers of steps K at which the IG check runs (on the two MLPs with the largest |AP|).
+IG_STEPS = (1, 2, 4)
+#: The numbers of steps at which the Gauss-Legendre nodes are checked.
+GAUSS_STEPS = (1, 2, 3, 5)
+
+
+def mlp_hook(layer: int) -> str:
+    """The hook of MLP ``layer``'s output (the ``mlp_out`` component)."""
+    return f"blocks.{layer}.hook_mlp_out"
+
+
+def mlp_layers(ctx: Context) -> list[int]:
+    """The two MLP layers with the largest |AP| on the context's task, largest first."""
+
+    def pick():
+        mlps = components(ctx.model, kind="mlp_out")
+        ap = activation_patching(ctx.model, ctx.task, mlps).values
+        return [mlps[i].layer for i in ap.abs().argsort(descending=True)[:2].tolist()]
+
+    return ctx.cached("mlp_layers", pick)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. The midpoint rule of Integrated Gradients, by hand
+
+
+def midpoint_ig_reference(model: Model, task: PatchingTask, layer: int, steps: int) -> float:
+    """``IG_K = sum_k g'((k + 1/2)/K) / K`` on MLP ``layer``'s patch path
+    (``hu.integrated_gradients(..., steps=K)`` of that component)."""
+    comp = components(model, kind="mlp_out", layers=[layer])[0]
+    return float(integrated_gradients(model, task, [comp], steps=steps).values[0])
+
+
+def ig_by_hand(
+    model: Model,
+    task: PatchingTask,
+    layer: int,
+    nodes: list[float],
+    weights: list[float],
+    *,
+    reverse: bool = False,
+    base_tokens: str = "corrupted",
+) -> float:
+    """``sum_j w_j g'(t_j)`` with plain hooks, ``g(t) = m(corrupted run with a <- a_r + t (a_c
+    - a_r))`` at MLP ``layer``'s output; and the slips of the mistakes below: the path walked
+    from the clean end (``reverse``), or the clean prompt as the base run."""
+    name = mlp_hook(layer)
+    with torch.no_grad():
+        _, clean = model.run_with_cache(task.clean_tokens, names_filter=name)
+        _, corrupted = model.run_with_cache(task.corrupted_tokens, names_filter=name)
+    start, end = corrupted[name], clean[name]
+    if reverse:
+        start, end = end, start
+    delta = end - start
+    tokens = task.corrupted_tokens if base_tokens == "corrupted" else task.clean_tokens
+    total = 0.0
+    for t, w in zip(nodes, weights, strict=True):
+        point = (start + t * delta).detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model.run_with_hooks(
+                tokens, fwd_hooks=[(name, lambda act, hook, point=point: point)]
+            )
+            (grad,) = torch.autograd.grad(task.metric(logits), point)
+        total += w * float((grad * delta).sum())
+    return total
+
+
+def _midpoints(steps: int) -> tuple[list[float], list[float]]:
+    return ig_nodes(steps, rule="midpoint")
+
+
+def _left(steps: int) -> tuple[list[float], list[float]]:
+    return [k / steps for k in range(steps)], [1.0 / steps] * steps
+
+
+def _midpoint_ig_passed(r: Result) -> str:
+    model, task = r.ctx.model, r.ctx.task
+    layers = mlp_layers(r.ctx)
+    comp = components(model, kind="mlp_out", layers=[layers[0]])[0]
+    ap = float(activation_patching(model, task, [comp]).values[0])
+    by_case = {case.args[2:]: float(g) for case, g in zip(r.cases, r.got, strict=True)}
+    last = IG_STEPS[-1]
+    errors = [abs(by_case[(layers[0], k)] - ap) for k in (1, last)]
+    return (
+        f"IG of MLP{layers[0]} and MLP{layers[1]} at K = {', '.join(map(str, IG_STEPS))} as "
+        f"hu.integrated_gradients (largest difference {r.diff:.1e}); against AP the error of "
+        f"MLP{layers[0]} falls from {errors[0]:.1e} at K = 1 to {errors[1]:.1e} at K = {last}"
+    )
+
+
+MIDPOINT_IG = Exercise(
+    name="midpoint_ig",
+    notebook="05",
+    summary="IG with the midpoint rule on the patch paths of the two MLPs with the largest "
+    "|AP|, at K = 1, 2, 4, equals hu.integrated_gradients and approaches AP as K grows.",
+    reference=midpoint_ig_reference,
+    uses="hu.integrated_gradients",
+    what="IG",
+    cases=lambda ctx: [
+        Case(f"MLP{layer}, K={k}", (ctx.model, ctx.task, layer, k))
+        for layer in mlp_layers(ctx)
+        for k in IG_STEPS
+    ],
+    prompt_hints=True,
+    mistakes=(
+        Mistake(
+            "that is the left Riemann sum, g' at t_k = k/K (at K = 1 it is AtP): the midpoint "
+            "rule takes g' at the middle of each step, t_k = (k + 1/2)/K, which cancels the "
+            "first error term",
+            wrong=lambda model, task, layer, steps: ig_by_hand(model, task, layer, *_left(steps)),
+        ),
+        Mistake(
+            "that is the sum of the K slopes without the step width: each node's g'(t_k) "
+            "stands for the area of a step of width h = 1/K, so multiply by 1/K",
+            wrong=lambda model, task, layer, steps: ig_by_hand(
+                model, task, layer, _midpoints(steps)[0], [1.0] * steps
+            ),
+        ),
+        Mistake(
+            "wrong sign: the path starts at the corrupted activation, a(t) = a_r + t (a_c - "
+            "a_r), and g'(t) = <grad_a m(a(t)), a_c - a_r>",
+            wrong=lambda model, task, layer, steps: ig_by_hand(
+                model, task, layer, *_midpoints(steps), reverse=True
+            ),
+        ),
+        Mistake(
+            "that path runs through the clean prompt: the patch path of denoising runs the "
+            "corrupted prompt and moves the MLP's output from a_r (t = 0) to a_c (t = 1)",
+            wrong=lambda model, task, layer, steps: ig_by_hand(
+                model, task, layer, *_midpoints(steps), base_tokens="clean"
+            ),
+        ),
+    ),
+    passed=_midpoint_ig_passed,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. The Gauss-Legendre nodes and weights
+
+
+def gauss_legendre_reference(steps: int) -> tuple[list[float], list[float]]:
+    """The composite two-point Gauss-Legendre rule on [0, 1] with K steps (``ig_nodes``)."""
+    return ig_nodes(steps, rule="gauss")
+
+
+def _gauss_slip(steps: int, slip: str) -> tuple[list[float], list[float]]:
+    """Wrong versions of the rule: the Legendre nodes of [-1, 1] unmapped, weights h, weights
+    1, the offset 1/(2 sqrt 3) not scaled by h."""
+    h, offset = 1.0 / steps, 0.5 / math.sqrt(3)
+    nodes = gauss_legendre_reference(steps)[0]
+    if slip == "unmapped":
+        return [s / math.sqrt(3) for _ in range(steps) for s in (-1, 1)], [1.0] * (2 * steps)
+    if slip == "weights h":
+        return nodes, [h] * (2 * steps)
+    if slip == "weights 1":
+        return nodes, [1.0] * (2 * steps)
+    if slip == "offset unscaled":
+        unscaled = [(k + 0.5) * h + s * offset for k in range(steps) for s in (-1, 1)]
+        return unscaled, [h / 2] * (2 * steps)
+    raise ValueError(slip)
+
+
+def _read_rule(output, case: Case) -> Tensor:
+    """The learner's (nodes, weights) as a ``[2, 2K]`` tensor sorted by node, or a failure
+    saying why not."""
+    __tracebackhide__ = True
+    (steps,) = case.args
+    parts = items(output, ("nodes", "weights"), f"K={steps}")
+    rule = []
+    for got, what in zip(parts, ("nodes", "weights"), strict=True):
+        values = as_values(got, what)
+        values = values.reshape(-1) if values.dim() > 1 else values
+        if values.numel() == steps:
+            raise ExerciseFailed(
+                f"{what} at K={steps}: one entry per step ({steps} in all), as in the midpoint "
+                "rule; the two-point Gauss-Legendre rule has two nodes per step, "
+                f"{2 * steps} in all"
+            )
+        problem = shape_problem(values, torch.zeros(2 * steps), ("node",))
+        if problem:
+            raise ExerciseFailed(f"{what} at K={steps}: {problem}")
+        rule.append(values.reshape(-1))
+    order = rule[0].argsort(stable=True)
+    return torch.stack([rule[0][order], rule[1][order]])
+
+
+def _outside_unit(calls: list[Call]) -> bool:
+    """Some node lies outside [0, 1]."""
+    for call in calls:
+        try:
+            nodes = as_values(call.output[0], "nodes")
+        except (ExerciseFailed, TypeError, IndexError, KeyError):
+            continue
+        if bool(((nodes < 0) | (nodes > 1)).any()):
+            return True
+    return False
+
+
+def _gauss_passed(r: Result) -> str:
+    legendre, legendre_w = np.polynomial.legendre.leggauss(2)
+    for case, (nodes, weights) in zip(r.cases, r.expected, strict=True):
+        (steps,) = case.args
+        h = 1.0 / steps
+        mapped = torch.tensor(
+            sorted(k * h + h * (1 + x) / 2 for k in range(steps) for x in legendre),
+            dtype=torch.float64,
+        )
+        mapped_w = torch.tensor([h * w / 2 for _ in range(steps) for w in legendre_w])
+        assert torch.allclose(mapped, nodes) and torch.allclose(mapped_w.double(), weights)
+        moments = [float((weights * nodes**d).sum()) for d in range(5)]
+        assert all(abs(moments[d] - 1 / (d + 1)) < 1e-12 for d in range(4)), moments
+        assert abs((1 / 5 - moments[4]) - 1 / (180 * steps**4)) < 1e-12, moments
+    return (
+        f"nodes and weights at K = {', '.join(map(str, GAUSS_STEPS))} as ig_nodes and numpy's "
+        f"leggauss(2) mapped to each step (largest difference {r.diff:.1e}); exact on t^0..t^3, "
+        "error 1/(180 K^4) on t^4"
+    )
+
+
+GAUSS_LEGENDRE = Exercise(
+    name="gauss_legendre",
+    notebook="05",
+    summary="The nodes and weights of the composite two-point Gauss-Legendre rule at K = 1, 2, "
+    "3, 5 equal ig_nodes(K, 'gauss') and numpy's leggauss(2) mapped to each step, and the rule "
+    "integrates t^d exactly for d <= 3, with the error 1/(180 K^4) on t^4.",
+    reference=gauss_legendre_reference,
+    uses="ig_nodes(steps, 'gauss') of hvp_utils.estimators.quadrature",
+    what="(nodes, weights)",
+    cases=lambda ctx: [
+        Case(
+            f"K={k}",
+            (k,),
+            labels=tuple(
+                f"{what} {i} at K={k}" for what in ("node", "weight") for i in range(2 * k)
+            ),
+        )
+        for k in GAUSS_STEPS
+    ],
+    read=_read_rule,
+    rtol=1e-9,
+    mistakes=(
+        Mistake(
+            "the offset 1/(2 sqrt 3) from each step's middle must be scaled by the step width "
+            "too: t = (k + 1/2 -+ 1/(2 sqrt 3)) h (at K = 1, where h = 1, the two agree)",
+            wrong=lambda steps: _gauss_slip(steps, "offset unscaled"),
+        ),
+        Mistake(
+            "some nodes lie outside [0, 1]: those are the Legendre nodes of [-1, 1]. Map each "
+            "step's -+1/sqrt(3) to t_k + h (1 -+ 1/sqrt(3)) / 2 and halve the weights with the "
+            "interval, to h/2",
+            wrong=lambda steps: _gauss_slip(steps, "unmapped"),
+            seen=_outside_unit,
+        ),
+        Mistake(
+            "each weight is h/2 (a step of width h holds two nodes; the weights of one step "
+            "add up to h, all of them to 1)",
+            wrong=lambda steps: _gauss_slip(steps, "weights h"),
+        ),
+        Mistake(
+            "each weight is h/2 = 1/(2K): the Legendre weights 1 of [-1, 1] shrink with the "
+            "interval",
+            wrong=lambda steps: _gauss_slip(steps, "weights 1"),
+        ),
+        Mistake(
+            "the two-point Gauss-Legendre rule has two nodes per step",
+            wrong=partial(ig_nodes, rule="midpoint"),
+        ),
+    ),
+    passed=_gauss_passed,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. The error order: a least-squares slope on log-log axes
+
+
+def error_order_reference(ks, errors) -> float:
+    """``p = -slope`` of the least-squares line of ``log error`` against ``log K`` (the fit
+    of ``hu.fitted_orders`` on the K it keeps)."""
+    ks, errors = np.asarray(ks, dtype=float), np.asarray(errors, dtype=float)
+    return -float(np.polyfit(np.log(ks), np.log(errors), 1)[0])
+
+
+def _end_points(ks, errors) -> float:
+    ks, errors = np.asarray(ks, dtype=float), np.asarray(errors, dtype=float)
+    return -float(np.log(errors[-1] / errors[0]) / np.log(ks[-1] / ks[0]))
+
+
+def _synthetic() -> list[Case]:
+    """Constructed curves: exact power laws ``C K^-p`` and one with seeded log-normal noise."""
+    ks = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    rng = np.random.default_rng(5)
+    noise = np.exp(rng.normal(0.0, 0.3, size=ks.size))
+    return [
+        Case("3 K^-2", (ks, 3.0 * ks**-2)),
+        Case("0.02 K^-4", (ks[:4], 0.02 * ks[:4] ** -4)),
+        Case("K^-1.5 x noise", (ks, ks**-1.5 * noise)),
+        Case("5 K^-3 x noise, K = 2..16", (ks[1:], 5.0 * ks[1:] ** -3 * noise[1:])),
+    ]
+
+
+def _curve(ctx: Context) -> pd.DataFrame:
+    """Error against AP at K = 1, 2, 4, 8 of the midpoint and Gauss rules on the MLP with the
+    largest |AP| (``curve=`` given to check: that convergence table instead)."""
+    if ctx.curve is not None:
+        return ctx.curve
+
+    def build() -> pd.DataFrame:
+        layer = mlp_layers(ctx)[0]
+        comp = components(ctx.model, kind="mlp_out", layers=[layer])
+        ap = activation_patching(ctx.model, ctx.task, comp).values
+        rows = []
+        for rule, order in (("midpoint", 2), ("gauss", 4)):
+            for k in (1, 2, 4, 8):
+                value = integrated_gradients(ctx.model, ctx.task, comp, steps=k, rule=rule)
+                error = float((value.values - ap).abs().max())
+                rows.append({"rule": rule, "K": k, "max_abs_error": error, "derived_order": order})
+        return pd.DataFrame(rows)
+
+    return ctx.cached("convergence curve", build)
+
+
+def _fits(curve: pd.DataFrame) -> pd.DataFrame:
+    """``hu.fitted_orders`` of the curve from K = 2 on."""
+    kept = curve[curve.K >= 2]
+    return fitted_orders(kept if "floor" in kept else kept.assign(floor=0.0))
+
+
+def _order_cases(ctx: Context) -> list[Case]:
+    """The constructed curves, then each rule's points of the model's curve that
+    ``hu.fitted_orders`` fits."""
+    cases = _synthetic()
+    curve = _curve(ctx)
+    fits = _fits(curve)
+    for rule, points in curve[curve.K >= 2].groupby("rule", sort=False):
+        n_fitted = int(fits.loc[rule].n_fitted)
+        if n_fitted < 2:
+            continue
+        points = points.sort_values("K").iloc[:n_fitted]
+        cases.append(
+            Case(
+                f"{rule} on the model",
+                (points.K.to_numpy(float), points.max_abs_error.to_numpy()),
+            )
+        )
+    return cases
+
+
+def _order_passed(r: Result) -> str:
+    fits = _fits(_curve(r.ctx))
+    rules = [c.label.removesuffix(" on the model") for c in r.cases if c.label.endswith("model")]
+    ours = [float(e) for c, e in zip(r.cases, r.expected, strict=True) if c.label.endswith("model")]
+    packaged = [float(fits.loc[rule, "fitted_order"]) for rule in rules]
+    assert np.allclose(ours, packaged, rtol=1e-9), (ours, packaged)
+    return (
+        f"the orders of {len(r.cases)} curves (constructed power laws and "
+        f"{', '.join(rules)} on the model) as numpy.polyfit on log-log axes and "
+        f"hu.fitted_orders (largest difference {r.diff:.1e})"
+    )
+
+
+ERROR_ORDER = Exercise(
+    name="error_order",
+    notebook="05",
+    summary="The error order of constructed power laws (exact and noisy) equals numpy.polyfit's "
+    "slope on log-log axes, and on the convergence curves it equals hu.fitted_orders.",
+    reference=error_order_reference,
+    uses="hu.fitted_orders (numpy.polyfit on log-log axes)",
+    what="error order",
+    cases=_order_cases,
+    rtol=1e-6,
+    mistakes=(
+        Mistake(
+            "wrong sign: error ~ C K^-p falls with K, so the slope of log error against log K "
+            "is -p: return minus the slope",
+            wrong=lambda ks, errors: -error_order_reference(ks, errors),
+        ),
+        Mistake(
+            "log10 of the errors against the natural log of K: use the same logarithm on both axes",
+            wrong=lambda ks, errors: (
+                -float(np.polyfit(np.log(np.asarray(ks, float)), np.log10(errors), 1)[0])
+            ),
+        ),
+        Mistake(
+            "the natural log of the errors against log10 of K: use the same logarithm on both axes",
+            wrong=lambda ks, errors: (
+                -float(np.polyfit(np.log10(np.asarray(ks, float)), np.log(errors), 1)[0])
+            ),
+        ),
+        Mistake(
+            "that is the slope through the two end points only: least squares uses every "
+            "point, so one noisy K moves the order less",
+            wrong=_end_points,
+        ),
+        Mistake(
+            "that is a straight line through the errors themselves: a power law C K^-p is a "
+            "straight line only on log-log axes, log e = log C - p log K",
+            wrong=lambda ks, errors: -float(np.polyfit(np.asarray(ks, float), errors, 1)[0]),
+        ),
+    ),
+    passed=_order_passed,
+)
+
+EXERCISES = (MIDPOINT_IG, GAUSS_LEGENDRE, ERROR_ORDER)

@@ -1,0 +1,397 @@
+"""Exercises of notebook 06, *Recovering the IOI circuit*: the reference-circuit rule, the
+AUROC of a ranking against that circuit, and one point of a faithfulness curve written with
+mean-ablation hooks.
+
+The references are the package's :func:`hvp_utils.ap_circuit`, :func:`hvp_utils.auroc` (as
+:func:`hvp_utils.circuit_recovery` uses it) and :func:`hvp_utils.faithfulness`. Each check
+runs on the notebook's own results when they are passed (``truth=``, ``estimates=``,
+``reference=``) and otherwise on the small task; the first two also run on small synthetic
+cases (ties exactly at the threshold, tied scores, large negative effects), so that mistakes
+that the model's numbers happen not to expose are still caught.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+from torch import Tensor
+
+from hvp_course.exercise import Case, Context, Exercise, Mistake, Result
+from hvp_course.explain import ExerciseFailed, scalar
+from hvp_utils.analysis.circuits import ap_circuit, circuit_recovery, faithfulness
+from hvp_utils.core.components import Component, components
+from hvp_utils.core.metrics import auroc
+from hvp_utils.core.results import Attribution
+from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.types import Model
+from hvp_utils.estimators import atp, hvp_correction
+
+#: The reference circuit's default fraction (the notebook's ``reference_fraction``).
+DEFAULT_FRACTION = 0.1
+
+
+def reference_circuit(ctx: Context) -> list[str]:
+    """The notebook's reference circuit (``reference=``), or AP's at the default fraction."""
+    if ctx.reference:
+        return list(ctx.reference)
+    return ap_circuit(ctx.head_ap(), DEFAULT_FRACTION)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. The reference circuit
+
+
+def ap_circuit_reference(effects: Tensor, names: list[str], fraction: float) -> list[str]:
+    """The components with ``|effect| >= fraction * max |effect|`` (``hu.ap_circuit``)."""
+    truth = Attribution(
+        values=effects.detach().double(), names=list(names), method="given", cost={}
+    )
+    return ap_circuit(truth, fraction)
+
+
+def _circuit_signed(effects: Tensor, names: list[str], fraction: float) -> list[str]:
+    cut = fraction * float(effects.max())
+    return [n for n, v in zip(names, effects.tolist(), strict=True) if v >= cut]
+
+
+def _circuit_strict(effects: Tensor, names: list[str], fraction: float) -> list[str]:
+    size = effects.abs()
+    cut = fraction * float(size.max())
+    return [n for n, v in zip(names, size.tolist(), strict=True) if v > cut]
+
+
+def _circuit_of_sum(effects: Tensor, names: list[str], fraction: float) -> list[str]:
+    size = effects.abs()
+    cut = fraction * float(size.sum())
+    return [n for n, v in zip(names, size.tolist(), strict=True) if v >= cut]
+
+
+#: Synthetic effects: exact ties at the threshold (0.25 of 4.0 is exactly 1.0), large negative
+#: effects, and a near miss just below the threshold.
+SYNTHETIC_EFFECTS = (4.0, -2.0, 1.0, -1.0, 0.5, 0.0, 3.0, -0.999)
+SYNTHETIC_FRACTION = 0.25
+
+
+def _read_circuit(got, case: Case) -> Tensor:
+    """The learner's circuit as a 0/1 mask over the case's names, or a failure saying why."""
+    __tracebackhide__ = True
+    what, names = f"the circuit of {case.label}", case.args[1]
+    if got is None:
+        raise ExerciseFailed(f"{what} is None: the function has no `return` (or returns None)")
+    if isinstance(got, str):
+        raise ExerciseFailed(f"{what} is one string {got!r}; return a list of names")
+    if isinstance(got, Tensor):
+        raise ExerciseFailed(
+            f"{what} is a tensor; return the names of the circuit's components (a list of "
+            "str such as ['L0H3', 'L1H6']), not a mask or indices"
+        )
+    try:
+        chosen = list(got)
+    except TypeError as err:
+        raise ExerciseFailed(f"{what} is a {type(got).__name__}; return a list of names") from err
+    if not all(isinstance(x, str) for x in chosen):
+        raise ExerciseFailed(
+            f"{what} holds {type(next(x for x in chosen if not isinstance(x, str))).__name__} "
+            "entries; return the names (str) of the components, e.g. names[i], not indices i"
+        )
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        raise ExerciseFailed(f"{what} names components that do not exist: {unknown[:4]}")
+    if len(set(chosen)) != len(chosen):
+        raise ExerciseFailed(f"{what} names some components twice")
+    return torch.tensor([float(n in chosen) for n in names], dtype=torch.float64)
+
+
+def _circuit_cases(ctx: Context) -> list[Case]:
+    """AP's effects (``truth=``, default: every head on the task) at the notebook's fraction,
+    0.05 and 0.3, and the synthetic effects with ties at the threshold."""
+    truth = ctx.head_ap() if ctx.truth is None else ctx.truth
+    fraction = DEFAULT_FRACTION if ctx.fraction is None else float(ctx.fraction)
+    names = list(truth.names)
+    cases = [
+        Case(f"AP's effects, fraction {f:g}", (truth.values, names, f), labels=tuple(names))
+        for f in dict.fromkeys((fraction, 0.05, 0.3))
+    ]
+    synthetic = torch.tensor(SYNTHETIC_EFFECTS, dtype=torch.float64)
+    fake = [f"c{i}" for i in range(len(synthetic))]
+    cases.append(
+        Case(
+            f"the effects {list(SYNTHETIC_EFFECTS)}, fraction {SYNTHETIC_FRACTION:g}",
+            (synthetic, fake, SYNTHETIC_FRACTION),
+            labels=tuple(fake),
+        )
+    )
+    return cases
+
+
+def _circuit_passed(r: Result) -> str:
+    effects, names, fraction = r.cases[0].args
+    return (
+        f"{int(r.expected[0].sum())} of {len(names)} heads at fraction {fraction:g} (and "
+        f"{len(r.cases) - 1} more cases) as hu.ap_circuit"
+    )
+
+
+AP_CIRCUIT = Exercise(
+    name="ap_circuit",
+    notebook="06",
+    summary="The reference circuit, at the notebook's fraction and at 0.05 and 0.3 of AP's "
+    "effects and on a synthetic case with ties at the threshold, equals hu.ap_circuit.",
+    reference=ap_circuit_reference,
+    uses="hu.ap_circuit",
+    what="the circuit",
+    cases=_circuit_cases,
+    read=_read_circuit,
+    boolean=True,
+    mistakes=(
+        Mistake(
+            "it drops the components with a large negative effect: the rule compares |effect| "
+            "(a head that pushes the answer away from IO matters as much)",
+            wrong=_circuit_signed,
+        ),
+        Mistake(
+            "a component exactly at the threshold belongs to the circuit (>=, not >)",
+            wrong=_circuit_strict,
+        ),
+        Mistake(
+            "the threshold is a fraction of the largest |effect|, not of their sum",
+            wrong=_circuit_of_sum,
+        ),
+    ),
+    passed=_circuit_passed,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. AUROC of a ranking against the circuit
+
+
+def auroc_from_scores_reference(scores: Tensor, in_circuit: Tensor) -> float:
+    """P(|score| of a random circuit component > that of a random other one), ties 1/2
+    (``hu.auroc`` of ``|scores|``, as ``hu.circuit_recovery`` computes it)."""
+    return auroc(scores.abs(), in_circuit.bool())
+
+
+def _pairs(scores: Tensor, in_circuit: Tensor) -> tuple[Tensor, Tensor]:
+    size, mask = scores.abs().double(), in_circuit.bool()
+    return size[mask][:, None], size[~mask][None, :]
+
+
+def _auroc_ties_win(scores: Tensor, in_circuit: Tensor) -> float:
+    pos, neg = _pairs(scores, in_circuit)
+    return float((pos >= neg).double().mean())
+
+
+def _auroc_ties_lose(scores: Tensor, in_circuit: Tensor) -> float:
+    pos, neg = _pairs(scores, in_circuit)
+    return float((pos > neg).double().mean())
+
+
+#: Synthetic scores: a tie between a circuit component and two others (0.5), a large negative
+#: score outside the circuit (-0.95) and one inside (-0.8).
+SYNTHETIC_SCORES = (0.9, -0.8, 0.5, 0.5, -0.5, 0.1, 0.0, -0.95)
+SYNTHETIC_IN_CIRCUIT = (True, True, True, False, False, False, False, False)
+
+
+def _estimates(ctx: Context) -> list[Attribution]:
+    """The notebook's estimates (``estimates=``), or AtP and HVP joint of every head."""
+    if ctx.estimates is not None:
+        return list(ctx.estimates)
+    return ctx.cached(
+        "AtP and HVP joint of the heads",
+        lambda: [
+            atp(ctx.model, ctx.task, ctx.heads),
+            hvp_correction(ctx.model, ctx.task, ctx.heads, mode="joint"),
+        ],
+    )
+
+
+def _auroc_cases(ctx: Context) -> list[Case]:
+    reference = set(reference_circuit(ctx))
+    cases = [
+        Case(
+            estimate.method,
+            (
+                estimate.values.detach().double(),
+                torch.tensor([n in reference for n in estimate.names]),
+            ),
+        )
+        for estimate in _estimates(ctx)
+    ]
+    synthetic = (
+        torch.tensor(SYNTHETIC_SCORES, dtype=torch.float64),
+        torch.tensor(SYNTHETIC_IN_CIRCUIT),
+    )
+    return [*cases, Case("synthetic (ties, negative scores)", synthetic)]
+
+
+def _auroc_passed(r: Result) -> str:
+    estimates = _estimates(r.ctx)
+    reference = reference_circuit(r.ctx)
+    for estimate, value in zip(estimates, r.expected, strict=False):
+        recovered = circuit_recovery(estimate, reference)["auroc"]
+        assert abs(recovered - float(value)) < 1e-12, (estimate.method, recovered, float(value))
+    return (
+        f"AUROC of {len(estimates)} estimators' rankings as hu.circuit_recovery, and of a "
+        f"synthetic case with ties (largest difference {r.diff:.1e})"
+    )
+
+
+AUROC_FROM_SCORES = Exercise(
+    name="auroc_from_scores",
+    notebook="06",
+    summary="The AUROC of every estimator's ranking against the reference circuit equals "
+    "hu.circuit_recovery's (hu.auroc of |scores|), and so on a synthetic case with ties and "
+    "negative scores.",
+    reference=auroc_from_scores_reference,
+    uses="hu.auroc",
+    what="AUROC",
+    cases=_auroc_cases,
+    read=lambda output, case: scalar(output, f"AUROC of {case.label}"),
+    rtol=1e-9,
+    mistakes=(
+        Mistake(
+            "that is the AUROC of the signed scores: rank by |score|, since a head that pushes "
+            "the answer away from IO (a negative effect) is as much part of the circuit",
+            wrong=lambda scores, in_circuit: auroc(scores, in_circuit.bool()),
+        ),
+        Mistake(
+            "ties were counted as wins: a tie between a circuit component and another one "
+            "counts 1/2",
+            wrong=_auroc_ties_win,
+        ),
+        Mistake(
+            "ties were counted as losses: a tie between a circuit component and another one "
+            "counts 1/2",
+            wrong=_auroc_ties_lose,
+        ),
+        Mistake(
+            "that is 1 - AUROC, the share of pairs in which the OTHER component ranks higher: "
+            "count the pairs where the circuit component's |score| is the larger",
+            wrong=lambda scores, in_circuit: 1 - auroc_from_scores_reference(scores, in_circuit),
+        ),
+    ),
+    passed=_auroc_passed,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. One faithfulness point, with mean-ablation hooks
+
+
+def _head_name(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+def faithfulness_of_reference(model: Model, task: PatchingTask, kept: list) -> float:
+    """``m(clean run with every head outside kept mean-ablated) / m(clean run)``
+    (``hu.faithfulness`` at ``k = len(kept)``)."""
+    heads = components(model, kind="head_out")
+    names = [c.name for c in heads]
+    ranking: list[Component] = [heads[names.index(_head_name(*pair))] for pair in kept]
+    frame = faithfulness(model, task, ranking, heads, sizes=[len(ranking)])
+    return float(frame["faithfulness"].iloc[0])
+
+
+def _ablated(
+    model: Model,
+    task: PatchingTask,
+    kept: list,
+    *,
+    source: str = "clean",
+    over_positions: bool = False,
+    zero: bool = False,
+    invert: bool = False,
+    ratio: bool = True,
+) -> float:
+    """Mean ablation written with plain hooks, with the switches of the common mistakes."""
+    keep = {tuple(pair) for pair in kept}
+    hooks = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)]
+    tokens = task.clean_tokens if source == "clean" else task.corrupted_tokens
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in set(hooks))
+        means = {}
+        for h in hooks:
+            mean = cache[h].mean(0, keepdim=True)
+            if over_positions:
+                mean = mean.mean(1, keepdim=True)
+            means[h] = torch.zeros_like(mean) if zero else mean
+
+        def ablate(z, hook, layer):
+            out = means[hooks[layer]].expand_as(z).clone()
+            for head in range(model.cfg.n_heads):
+                if ((layer, head) in keep) != invert:
+                    out[:, :, head] = z[:, :, head]
+            return out
+
+        fwd = [(h, partial(ablate, layer=layer)) for layer, h in enumerate(hooks)]
+        ablated = float(task.metric(model.run_with_hooks(task.clean_tokens, fwd_hooks=fwd)))
+        full = float(task.metric(model(task.clean_tokens)))
+    return ablated / full if ratio else ablated
+
+
+def _kept_cases(ctx: Context) -> list[Case]:
+    """The reference circuit, AP's top two heads (when not the same) and no head at all."""
+    names = [c.name for c in ctx.heads]
+    reference = [divmod(names.index(n), ctx.n_heads) for n in reference_circuit(ctx)]
+    top2 = ctx.top_heads(2)
+    sets: Sequence[tuple[str, list]] = [("the reference circuit", reference)]
+    if set(reference) != set(top2):
+        sets = [*sets, ("AP's top 2 heads", top2)]
+    return [
+        Case(f"faithfulness of {label}", (ctx.model, ctx.task, list(kept)))
+        for label, kept in [*sets, ("no head", [])]
+    ]
+
+
+def _faithfulness_passed(r: Result) -> str:
+    shown = ", ".join(
+        f"{case.label.removeprefix('faithfulness of ')} ({float(v):.3f})"
+        for case, v in zip(r.cases, r.expected, strict=True)
+    )
+    return f"faithfulness of {shown} as hu.faithfulness (largest difference {r.diff:.1e})"
+
+
+FAITHFULNESS_OF = Exercise(
+    name="faithfulness_of",
+    notebook="06",
+    summary="The faithfulness of the reference circuit, of AP's top two heads and of no head "
+    "at all equals hu.faithfulness at that size.",
+    reference=faithfulness_of_reference,
+    uses="hu.faithfulness",
+    what="faithfulness",
+    cases=_kept_cases,
+    read=lambda output, case: scalar(output, case.label),
+    mistakes=(
+        Mistake(
+            "the heads were replaced by their mean over the corrupted prompts; mean ablation "
+            "uses the clean prompts' mean (the circuit is judged on the clean task)",
+            wrong=partial(_ablated, source="corrupted"),
+        ),
+        Mistake(
+            "the heads were set to zero: zero ablation throws the head's average output away "
+            "too; replace it by its mean over the clean prompts",
+            wrong=partial(_ablated, zero=True),
+        ),
+        Mistake(
+            "the mean was also taken over the positions; take it over the prompts only, "
+            "position by position (z.mean(0), shape [1 pos head d_head])",
+            wrong=partial(_ablated, over_positions=True),
+        ),
+        Mistake(
+            "you ablated the kept heads and kept the others: keep the heads in `kept` and "
+            "replace every other head by its mean",
+            wrong=partial(_ablated, invert=True),
+        ),
+        Mistake(
+            "that is m(ablated model) itself; divide by the full model's metric on the clean "
+            "prompts, m(clean)",
+            wrong=partial(_ablated, ratio=False),
+        ),
+    ),
+    passed=_faithfulness_passed,
+)
+
+EXERCISES = (AP_CIRCUIT, AUROC_FROM_SCORES, FAITHFULNESS_OF)
