@@ -21,8 +21,6 @@ SOLUTION_BLOCK = re.compile(
     r"<details>\s*<summary>Solution</summary>\s*```python\n(?P<code>.*?)```\s*</details>", re.S
 )
 ANSWER_BLOCK = re.compile(r"<details>\s*<summary>Answer</summary>.+?</details>", re.S)
-#: A code cell that answers a prediction with numbers of this run: a Findings titled "Answer".
-FINDINGS_ANSWER = re.compile(r"Findings\(\s*['\"]\w+['\"]\s*,\s*(title\s*=\s*)?['\"]Answer['\"]")
 
 
 class ContractError(ValueError):
@@ -177,8 +175,8 @@ def contract_problems(nb: Any, label: str = "notebook") -> list[str]:
     """Every way the notebook breaks the contract (empty when it follows it): the exercise
     cells (see :func:`notebook_exercises`), the stubs (:func:`stub_problems`), and the
     predict-before-you-run questions (each ``predict`` markdown cell is followed by code and
-    then by an ``answer`` markdown cell with ``<details><summary>Answer``, or a code cell
-    building ``hu.Findings(..., "Answer")``, before the next question)."""
+    then by a cell tagged ``answer``: markdown with ``<details><summary>Answer``, or a code
+    cell stating this run's findings, before the next question)."""
     try:
         exercises = notebook_exercises(nb, label)
     except ContractError as err:
@@ -188,11 +186,13 @@ def contract_problems(nb: Any, label: str = "notebook") -> list[str]:
         problems += stub_problems(ex.stub, f"{label}, cell {ex.index}")
     cells = nb["cells"]
     for i, cell in enumerate(cells):
-        if ANSWER_TAG in tags(cell) and (
-            cell["cell_type"] != "markdown" or not ANSWER_BLOCK.search(source(cell))
+        if (
+            ANSWER_TAG in tags(cell)
+            and cell["cell_type"] == "markdown"
+            and not ANSWER_BLOCK.search(source(cell))
         ):
             problems.append(
-                f"{label}, cell {i}: an answer cell is markdown with "
+                f"{label}, cell {i}: an answer in markdown is folded in "
                 "<details><summary>Answer</summary>...</details>"
             )
         if PREDICT_TAG not in tags(cell):
@@ -203,16 +203,13 @@ def contract_problems(nb: Any, label: str = "notebook") -> list[str]:
         for later in cells[i + 1 :]:
             if PREDICT_TAG in tags(later):
                 break
-            if later["cell_type"] == "code" and FINDINGS_ANSWER.search(source(later)):
-                answered = saw_code
-                break
             if ANSWER_TAG in tags(later):
-                answered = saw_code
+                answered = saw_code or later["cell_type"] == "code"
                 break
             saw_code = saw_code or later["cell_type"] == "code"
         if not answered:
             problems.append(
                 f"{label}, cell {i}: the prediction has no answer after the code that "
-                "answers it (an 'answer' cell, or a hu.Findings(..., 'Answer') cell)"
+                "answers it (a cell tagged 'answer': folded markdown, or the findings of this run)"
             )
     return problems

@@ -90,7 +90,7 @@ class Context:
     task: PatchingTask
     layer: int | None = None
     truth: Attribution | None = None
-    fraction: float | None = None
+    threshold_share: float | None = None
     estimates: list[Attribution] | None = None
     reference: list[str] | None = None
     screen: Attribution | None = None

@@ -69,7 +69,7 @@ def _sweep(ctx: Context) -> dict:
         return {
             "names": list(bounds.names),
             "kinds": list(bounds.kinds),
-            **{c: bounds.extras[c].detach().double().cpu() for c in columns},
+            **{c: getattr(bounds, c).detach().double().cpu() for c in columns},
         }
 
     return ctx.cached("nb03_sweep", run)
@@ -266,7 +266,7 @@ def flag_components_reference(
 ) -> dict[str, Tensor]:
     """The three flag reasons of ``hu.flag_reasons``."""
     reasons = flag_reasons(first, second, tau=tau, max_second=max_second, threshold=threshold)
-    return {key: reasons[key] for key in REASONS}
+    return {key: getattr(reasons, key) for key in REASONS}
 
 
 def _flags_variant(

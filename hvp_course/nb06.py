@@ -23,55 +23,56 @@ from hvp_course.explain import ExerciseFailed, scalar
 from hvp_utils.analysis.circuits import ap_circuit, circuit_recovery, faithfulness
 from hvp_utils.core.components import Component, components
 from hvp_utils.core.metrics import auroc
-from hvp_utils.core.results import Attribution
+from hvp_utils.core.results import Attribution, Cost, Estimator
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Model
+from hvp_utils.core.types import Family, Model
 from hvp_utils.estimators import atp, hvp_correction
 
-#: The reference circuit's default fraction (the notebook's ``reference_fraction``).
-DEFAULT_FRACTION = 0.1
+#: The reference circuit's default fraction (the notebook's ``threshold_share``).
+DEFAULT_THRESHOLD_SHARE = 0.1
 
 
 def reference_circuit(ctx: Context) -> list[str]:
     """The notebook's reference circuit (``reference=``), or AP's at the default fraction."""
     if ctx.reference:
         return list(ctx.reference)
-    return ap_circuit(ctx.head_ap(), DEFAULT_FRACTION)
+    return ap_circuit(ctx.head_ap(), DEFAULT_THRESHOLD_SHARE)
 
 
 # --------------------------------------------------------------------------------------------
 # 1. The reference circuit
 
 
-def ap_circuit_reference(effects: Tensor, names: list[str], fraction: float) -> list[str]:
-    """The components with ``|effect| >= fraction * max |effect|`` (``hu.ap_circuit``)."""
+def ap_circuit_reference(effects: Tensor, names: list[str], threshold_share: float) -> list[str]:
+    """The components with ``|effect| >= threshold_share * max |effect|`` (``hu.ap_circuit``)."""
+    given = Estimator("given", "given", "given effects", Family.AP)
     truth = Attribution(
-        values=effects.detach().double(), names=list(names), method="given", cost={}
+        effects.detach().double(), list(names), ["custom"] * len(names), given, Cost()
     )
-    return ap_circuit(truth, fraction)
+    return ap_circuit(truth, threshold_share=threshold_share)
 
 
-def _circuit_signed(effects: Tensor, names: list[str], fraction: float) -> list[str]:
-    cut = fraction * float(effects.max())
+def _circuit_signed(effects: Tensor, names: list[str], threshold_share: float) -> list[str]:
+    cut = threshold_share * float(effects.max())
     return [n for n, v in zip(names, effects.tolist(), strict=True) if v >= cut]
 
 
-def _circuit_strict(effects: Tensor, names: list[str], fraction: float) -> list[str]:
+def _circuit_strict(effects: Tensor, names: list[str], threshold_share: float) -> list[str]:
     size = effects.abs()
-    cut = fraction * float(size.max())
+    cut = threshold_share * float(size.max())
     return [n for n, v in zip(names, size.tolist(), strict=True) if v > cut]
 
 
-def _circuit_of_sum(effects: Tensor, names: list[str], fraction: float) -> list[str]:
+def _circuit_of_sum(effects: Tensor, names: list[str], threshold_share: float) -> list[str]:
     size = effects.abs()
-    cut = fraction * float(size.sum())
+    cut = threshold_share * float(size.sum())
     return [n for n, v in zip(names, size.tolist(), strict=True) if v >= cut]
 
 
 #: Synthetic effects: exact ties at the threshold (0.25 of 4.0 is exactly 1.0), large negative
 #: effects, and a near miss just below the threshold.
 SYNTHETIC_EFFECTS = (4.0, -2.0, 1.0, -1.0, 0.5, 0.0, 3.0, -0.999)
-SYNTHETIC_FRACTION = 0.25
+SYNTHETIC_THRESHOLD_SHARE = 0.25
 
 
 def _read_circuit(got, case: Case) -> Tensor:
@@ -108,18 +109,20 @@ def _circuit_cases(ctx: Context) -> list[Case]:
     """AP's effects (``truth=``, default: every head on the task) at the notebook's fraction,
     0.05 and 0.3, and the synthetic effects with ties at the threshold."""
     truth = ctx.head_ap() if ctx.truth is None else ctx.truth
-    fraction = DEFAULT_FRACTION if ctx.fraction is None else float(ctx.fraction)
+    threshold_share = (
+        DEFAULT_THRESHOLD_SHARE if ctx.threshold_share is None else float(ctx.threshold_share)
+    )
     names = list(truth.names)
     cases = [
         Case(f"AP's effects, fraction {f:g}", (truth.values, names, f), labels=tuple(names))
-        for f in dict.fromkeys((fraction, 0.05, 0.3))
+        for f in dict.fromkeys((threshold_share, 0.05, 0.3))
     ]
     synthetic = torch.tensor(SYNTHETIC_EFFECTS, dtype=torch.float64)
     fake = [f"c{i}" for i in range(len(synthetic))]
     cases.append(
         Case(
-            f"the effects {list(SYNTHETIC_EFFECTS)}, fraction {SYNTHETIC_FRACTION:g}",
-            (synthetic, fake, SYNTHETIC_FRACTION),
+            f"the effects {list(SYNTHETIC_EFFECTS)}, fraction {SYNTHETIC_THRESHOLD_SHARE:g}",
+            (synthetic, fake, SYNTHETIC_THRESHOLD_SHARE),
             labels=tuple(fake),
         )
     )
@@ -127,9 +130,9 @@ def _circuit_cases(ctx: Context) -> list[Case]:
 
 
 def _circuit_passed(r: Result) -> str:
-    effects, names, fraction = r.cases[0].args
+    effects, names, threshold_share = r.cases[0].args
     return (
-        f"{int(r.expected[0].sum())} of {len(names)} heads at fraction {fraction:g} (and "
+        f"{int(r.expected[0].sum())} of {len(names)} heads at share {threshold_share:g} (and "
         f"{len(r.cases) - 1} more cases) as hu.ap_circuit"
     )
 

@@ -11,7 +11,7 @@ curved monotone relation, effects near the threshold on both sides, a sign chang
 score does not catch) expose the mistakes that the model's numbers might not.
 
 A check runs on the notebook's own Screen-Flag-Fix run of the heads when it is passed
-(``screen=``, an ``hu.screen_flag_fix`` result on every head, with ``tau=`` and ``fraction=``
+(``screen=``, an ``hu.screen_flag_fix`` result on every head, with ``tau=`` and ``threshold_share=``
 as it was run) and on its activation patching of the heads (``truth=``); otherwise it computes
 both on the small task.
 """
@@ -38,21 +38,22 @@ from hvp_utils.analysis.screen_flag_fix import screen_flag_fix, within_budget
 from hvp_utils.core.components import Component
 from hvp_utils.core.metrics import pearson
 from hvp_utils.core.metrics import spearman as package_spearman
+from hvp_utils.core.results import ScreenFlagFixResult
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
 from hvp_utils.estimators import activation_patching
 
 #: Screen-Flag-Fix's defaults (``hu.screen_flag_fix``): the score threshold, the circuit's
 #: fraction of the largest |AtP| and the margin of the Lagrange interval (M2_hat = margin |g''|).
-DEFAULT_TAU, DEFAULT_FRACTION, MARGIN = 0.3, 0.1, 2.0
+DEFAULT_TAU, DEFAULT_THRESHOLD_SHARE, MARGIN = 0.3, 0.1, 2.0
 
 
 def _tau(ctx: Context) -> float:
     return DEFAULT_TAU if ctx.tau is None else float(ctx.tau)
 
 
-def _fraction(ctx: Context) -> float:
-    return DEFAULT_FRACTION if ctx.fraction is None else float(ctx.fraction)
+def _threshold_share(ctx: Context) -> float:
+    return DEFAULT_THRESHOLD_SHARE if ctx.threshold_share is None else float(ctx.threshold_share)
 
 
 def screen_of(ctx: Context) -> dict:
@@ -60,18 +61,22 @@ def screen_of(ctx: Context) -> dict:
     the task: its values, AtP (``screen``), g'' (``curvature``), the flags and the forward
     passes of its fix stage."""
     if ctx.screen is None:
-        tau, fraction = _tau(ctx), _fraction(ctx)
+        tau, threshold_share = _tau(ctx), _threshold_share(ctx)
         return ctx.cached(
-            f"screen-flag-fix of the heads, tau {tau}, fraction {fraction}",
+            f"screen-flag-fix of the heads, tau {tau}, threshold_share {threshold_share}",
             lambda: _screen_columns(
                 screen_flag_fix(
-                    ctx.model, ctx.task, ctx.heads, fix="patch", tau=tau, fraction=fraction
+                    ctx.model,
+                    ctx.task,
+                    ctx.heads,
+                    fix="patch",
+                    tau=tau,
+                    threshold_share=threshold_share,
                 )
             ),
         )
-    if (
-        list(ctx.screen.names) != [c.name for c in ctx.heads]
-        or "curvature" not in ctx.screen.extras
+    if list(ctx.screen.names) != [c.name for c in ctx.heads] or not isinstance(
+        ctx.screen, ScreenFlagFixResult
     ):
         raise ValueError("screen= must be an hu.screen_flag_fix result on every head_out")
     return _screen_columns(ctx.screen)
@@ -80,10 +85,10 @@ def screen_of(ctx: Context) -> dict:
 def _screen_columns(run) -> dict:
     return {
         "values": run.values.detach().double().cpu(),
-        "screen": run.extras["screen"].detach().double().cpu(),
-        "curvature": run.extras["curvature"].detach().double().cpu(),
-        "flagged": run.extras["flagged"].bool().cpu(),
-        "fix_passes": run.cost.get("stages", {}).get("fix", {}).get("forward", 0),
+        "screen": run.first.detach().double().cpu(),
+        "curvature": run.second.detach().double().cpu(),
+        "flagged": run.fixed.bool().cpu(),
+        "fix_passes": run.cost.stages["fix"].forward if "fix" in run.cost.stages else 0,
     }
 
 
@@ -212,7 +217,7 @@ def flag_reference(
     """Screen-Flag-Fix's flags (``hu.flag_reasons(..., max_second=margin |g''|)["flags"]``)."""
     return flag_reasons(
         first, second, tau=tau, max_second=margin * second.abs(), threshold=threshold
-    )["flags"]
+    ).flags
 
 
 def _flag_parts(first, second, tau, threshold, margin, *, halve=True, half_width=None):
@@ -293,7 +298,7 @@ def _why(first: Tensor, second: Tensor, tau: float, threshold: float, i: int) ->
     reasons = flag_reasons(
         first, second, tau=tau, max_second=MARGIN * second.abs(), threshold=threshold
     )
-    r = float(reasons["scores"][i])
+    r = float(reasons.scores[i])
     half = MARGIN * float(second[i].abs()) / 2
     lo, hi = float(first[i]) - half, float(first[i]) + half
     on = [
@@ -303,7 +308,7 @@ def _why(first: Tensor, second: Tensor, tau: float, threshold: float, i: int) ->
             ("flag_sign", "g' and g' + g''/2 differ in sign"),
             ("flag_threshold", f"[{lo:.3g}, {hi:.3g}] straddles -+{threshold:.3g}"),
         )
-        if bool(reasons[key][i])
+        if bool(getattr(reasons, key)[i])
     ]
     return "; ".join(on) if on else f"no reason holds (r = {r:.3g}, interval [{lo:.3g}, {hi:.3g}])"
 
@@ -317,7 +322,7 @@ def _flag_case(label: str, names: list[str], first, second, tau, threshold) -> C
 
 
 def _flag_cases(ctx: Context) -> list[Case]:
-    """The two constructed screens and the heads' screen (theta = fraction x max |AtP|)."""
+    """The two constructed screens and the heads' screen (theta = threshold_share x max |AtP|)."""
     cases = []
     for label, (tau, threshold, pairs) in FLAG_CASES.items():
         first = torch.tensor([p[0] for p in pairs], dtype=torch.float64)
@@ -326,7 +331,7 @@ def _flag_cases(ctx: Context) -> list[Case]:
         cases.append(_flag_case(label, names, first, second, tau, threshold))
     screen = screen_of(ctx)
     first, second = screen["screen"], screen["curvature"]
-    threshold = _fraction(ctx) * float(first.abs().max())
+    threshold = _threshold_share(ctx) * float(first.abs().max())
     names = [c.name for c in ctx.heads]
     cases.append(_flag_case("the heads' screen", names, first, second, _tau(ctx), threshold))
     return cases
@@ -336,8 +341,8 @@ def _flag_passed(r: Result) -> str:
     fixed = screen_of(r.ctx)["flagged"]
     if not torch.equal(r.expected[-1].bool(), fixed):
         raise ValueError(
-            "screen= was run with other options than the check's tau= and fraction= (pass the "
-            "ones hu.screen_flag_fix ran with, and no budget)"
+            "screen= was run with other options than the check's tau= and threshold_share= "
+            "(pass the ones hu.screen_flag_fix ran with, and no budget)"
         )
     n_constructed = sum(len(c.args[0]) for c in r.cases[:-1])
     return (
@@ -411,7 +416,7 @@ FLAG = Exercise(
 
 def _chosen(flagged: Tensor, second: Tensor, budget: int | None) -> list[int]:
     """The flagged indices the fix patches: all, or the ``budget`` most curved (``|g''|``)."""
-    return within_budget(flagged.bool().cpu(), second.abs().cpu(), budget, len(flagged))
+    return within_budget(flagged.bool().cpu(), second.abs().cpu(), max_fixed=budget)
 
 
 def fix_reference(

@@ -20,9 +20,7 @@ ALLOWED = {
     "estimators": {"core", "estimators"},
     "analysis": {"core", "estimators", "analysis"},
     "viz": {"core", "estimators", "analysis", "viz"},
-    # the course's exercises: checks against the package, never pyplot (no viz)
-    "exercises": {"core", "estimators", "analysis", "exercises"},
-    "cli": {"core", "estimators", "analysis", "viz", "exercises", "cli"},
+    "cli": {"core", "estimators", "analysis", "viz", "cli"},
 }
 
 
