@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def count_phrase(n: int, total: int, noun: str, plural: str | None = None) -> str:
+def count_phrase(n: int, total: int, noun: str, *, plural: str | None = None) -> str:
     """'all 32 heads', 'none of the 32 heads', 'the one head', '31 of 32 heads'."""
     many = plural or f"{noun}s"
     if total == 1:
