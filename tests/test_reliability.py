@@ -153,6 +153,14 @@ def test_bounds_use_the_lagrange_factors(toy64, toy_task):
         error_bounds(toy64, toy_task, comps, order=3)
 
 
+def pair_counting_auroc(scores: list[float], positive: list[bool]) -> float:
+    """P(score of a positive > score of a negative), ties counting 1/2, over every pair."""
+    pos = [s for s, p in zip(scores, positive, strict=True) if p]
+    neg = [s for s, p in zip(scores, positive, strict=True) if not p]
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
 def test_detector_and_coverage_on_the_embedded_model(toy64, toy_task):
     comps = components(toy64, "head_q", layers=[1, 2])
     truth = hu.activation_patching(toy64, toy_task, comps)
@@ -160,12 +168,20 @@ def test_detector_and_coverage_on_the_embedded_model(toy64, toy_task):
     scored = reliability(toy64, toy_task, comps, threshold=0.01, bounds=bounds)
     torch.testing.assert_close(scored.lower, bounds.lower)
     torch.testing.assert_close(scored.upper, bounds.upper)
-    assert scored.flag_threshold.tolist() == straddles(bounds.lower, bounds.upper, 0.01).tolist()
+    intervals = list(zip(bounds.lower.tolist(), bounds.upper.tolist(), strict=True))
+    crosses = [lo < 0.01 < up or lo < -0.01 < up for lo, up in intervals]
+    assert scored.flag_threshold.tolist() == crosses
+    # the detector, recomputed: AtP more than 50% off AP, AUROC of the scores by pair counting
+    ap = truth.values.tolist()
+    bad = [abs(f - a) > 0.5 * abs(a) for f, a in zip(scored.first.tolist(), ap, strict=True)]
     report = detector_report(scored, truth, negligible_share=0.0, cut_share=None).iloc[0]
-    assert 0 < report.positives < len(comps)
+    assert report.positives == sum(bad) and 0 < sum(bad) < len(comps)
+    expected = pair_counting_auroc(scored.scores.tolist(), bad)
+    assert report.auroc == pytest.approx(expected, abs=1e-12)
     assert report.auroc > 0.7, report
     # measured, not guaranteed: on these queries the estimated intervals hold every AP effect
-    assert coverage_report(bounds, truth).iloc[0].coverage == 1.0
+    inside = [lo <= a <= up for (lo, up), a in zip(intervals, ap, strict=True)]
+    assert all(inside) and coverage_report(bounds, truth).iloc[0].coverage == 1.0
     # the same estimate of max|g''| without bounds=: the same interval and flags
     alone = reliability(toy64, toy_task, comps, threshold=0.01, n_nodes=3)
     torch.testing.assert_close(alone.max_second, bounds.max_second)
