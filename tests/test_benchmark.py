@@ -118,6 +118,7 @@ def test_frontier_picks_the_cheapest_that_ranks_like_ap_and_the_best_under_budge
     assert frontier_table(slow).iloc[0].cheapest == "AP"
 
 
+@pytest.mark.slow
 def test_a_tiny_bench_writes_every_result(tmp_path):
     from hvp_utils.cli import bench
 

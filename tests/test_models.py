@@ -114,6 +114,7 @@ def test_unknown_model_name_is_an_error():
         hvp_utils.load_model("gpt2-smal")
 
 
+@pytest.mark.slow
 def test_missing_weights_offline_is_an_error(tmp_path):
     env = {
         **os.environ,
