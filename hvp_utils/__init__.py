@@ -36,7 +36,8 @@ from hvp_utils.analysis.circuits import (
     recovery_table,
 )
 from hvp_utils.analysis.diagnosis import diagnose, error_shares
-from hvp_utils.analysis.findings import Findings, count_phrase, ratio_phrase
+from hvp_utils.analysis import findings
+from hvp_utils.analysis.findings import Findings, count_phrase
 from hvp_utils.analysis.paths import PathCurves, PathSource, path_curves
 from hvp_utils.analysis.reliability import (
     bad_estimates,
@@ -146,6 +147,7 @@ __all__ = [
     "estimator",
     "exercises",
     "faithfulness",
+    "findings",
     "fitted_orders",
     "from_hf_model",
     "flag_reasons",
@@ -163,7 +165,6 @@ __all__ = [
     "path_function",
     "pearson",
     "prepare",
-    "ratio_phrase",
     "published_ioi_heads",
     "recovery_table",
     "reliability",

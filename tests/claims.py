@@ -15,6 +15,8 @@ import nbformat
 import pandas as pd
 import pytest
 
+from hvp_utils.analysis.findings import RECORD_KEY
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -38,19 +40,20 @@ def params(number: str):
 
 
 class Recorded:
-    """All findings of one notebook merged: values, tables (as DataFrames), sentences."""
+    """All findings of one notebook merged: values, tables (as DataFrames), verdicts, sentences."""
 
     def __init__(self, path: Path):
         nb = nbformat.read(path, as_version=4)
         self.path = path
         self.values: dict = {}
         self.tables: dict[str, pd.DataFrame] = {}
+        self.verdicts_recorded: list[dict] = []
         self.sentences: list[str] = []
         self.markdown: list[str] = []
         for cell in nb.cells:
             for output in cell.get("outputs", []):
-                data = output.get("data", {}).get("application/json")
-                if not (isinstance(data, dict) and "sentences" in data and "values" in data):
+                data = output.get("metadata", {}).get(RECORD_KEY)
+                if data is None:
                     continue
                 for key, value in data["values"].items():
                     assert key not in self.values, f"{path.name}: value {key!r} recorded twice"
@@ -58,9 +61,24 @@ class Recorded:
                 for key, rows in data["tables"].items():
                     assert key not in self.tables, f"{path.name}: table {key!r} recorded twice"
                     self.tables[key] = pd.DataFrame(rows)
+                self.verdicts_recorded += data["findings"]
                 self.sentences += data["sentences"]
                 self.markdown.append(output["data"].get("text/markdown", ""))
         assert self.sentences, f"{path.name} records no findings (hu.Findings)"
+
+    def verdicts(self, *keys: str, **match) -> list[tuple[str, dict]]:
+        """(key, values) of every verdict with one of ``keys`` whose values include ``match``."""
+        return [
+            (v["key"], v["values"])
+            for v in self.verdicts_recorded
+            if v["key"] in keys and all(v["values"].get(k) == x for k, x in match.items())
+        ]
+
+    def only(self, *keys: str, **match) -> tuple[str, dict]:
+        """The one verdict among ``keys`` matching ``match``: (its key, its values)."""
+        found = self.verdicts(*keys, **match)
+        assert len(found) == 1, f"{self.path.name}: one of {keys} with {match}? {found}"
+        return found[0]
 
     def __getitem__(self, key: str):
         assert key in self.values, f"{self.path.name} does not record {key!r}"

@@ -1,8 +1,9 @@
-"""Notebook 02's findings, recomputed from the tables it recorded (committed run and reruns).
+"""Notebook 02's verdicts, recomputed from the tables it recorded (committed run and reruns).
 
 The notebook records AP, AtP and AtP_out per component (and the two curvature terms); the
 error terms follow exactly, E_down = AP - AtP_out and E_local = AtP_out - AtP, and every share
-and verdict its sentences state is recomputed from them here.
+and verdict is recomputed here with the test's own code (pandas sums, not
+``hu.error_shares``), then compared with the verdict keys and values the notebook states.
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ from tests.claims import Recorded, close, params
 
 IDENTITY = ("head_out", "mlp_out", "neuron", "head_pattern")
 LOCAL = ("head_q", "head_k", "neuron_pre")
+#: Band edges of a downstream share, from the top: (lower edge, inclusive?, band).
+BANDS = [
+    (0.9, True, "almost_all_downstream"),
+    (0.6, False, "mostly_downstream"),
+    (0.4, True, "about_even"),
+    (0.1, False, "mostly_local"),
+]
 
 
-def verdict(down: float) -> str:
-    """The band a downstream share falls in, as the notebook must word it."""
-    if down >= 0.9:
-        return "almost all downstream"
-    if down > 0.6:
-        return "mostly downstream"
-    if down >= 0.4:
-        return "about even"
-    if down > 0.1:
-        return "mostly local"
-    return "almost all local"
+def band(down: float) -> str:
+    for edge, inclusive, name in BANDS:
+        if down > edge or (inclusive and down == edge):
+            return name
+    return "almost_all_local"
 
 
 def terms(rec: Recorded) -> pd.DataFrame:
@@ -56,93 +58,94 @@ def shares(d: pd.DataFrame) -> pd.DataFrame:
     return sums
 
 
+def test_bands_match_the_stated_edges():
+    assert [band(x) for x in (0.95, 0.9, 0.7, 0.6, 0.5, 0.4, 0.3, 0.1, 0.0)] == [
+        "almost_all_downstream",
+        "almost_all_downstream",
+        "mostly_downstream",
+        "about_even",
+        "about_even",
+        "about_even",
+        "mostly_local",
+        "almost_all_local",
+        "almost_all_local",
+    ]
+
+
 @params("02")
 def test_checks_hold(path):
     rec = Recorded(path)
     checks = rec.table("checks").set_index("perturbation")
-    assert rec["check_threshold"] == 1e-9
-    assert rec["all_checks_pass"] is bool(checks.to_numpy().all())
-    n_ok = int(checks.all(axis=1).sum())
-    where = "both perturbations" if n_ok == len(checks) == 2 else f"{n_ok} of {len(checks)}"
-    assert rec.says(f"On {where}") and rec.says("every check above holds to within 1e-9")
-    d = terms(rec)
+    passed = checks < 1e-9
+    _, stated = rec.only("diagnosis.checks_hold")
+    assert stated["exponent"] == -9
+    assert stated["n_passed"] == int(passed.all(axis=1).sum())
+    assert stated["n_perturbations"] == len(checks)
+    assert stated["all_pass"] is bool(passed.to_numpy().all())
+    assert bool(rec.verdicts("diagnosis.split_exact")) is stated["all_pass"]
     # the identity kinds have no local term: AtP_out is AtP itself
-    ident = d[d.kind.isin(IDENTITY)]
+    ident = terms(rec)[lambda d: d.kind.isin(IDENTITY)]
     assert (ident.E_local == 0).all() and (ident.second_local == 0).all()
-    if rec["all_checks_pass"]:
-        assert rec.says("splits exactly into a downstream and a local term")
 
 
 @params("02")
 def test_which_term_dominates(path):
     rec = Recorded(path)
     s = shares(terms(rec))
-    perturbations = list(dict.fromkeys(s.index.get_level_values("perturbation")))
     n_local = 0
     for (p, kind), row in s.iterrows():
         if kind not in LOCAL:
             assert row.a_local == 0
             continue
-        down, second = rec[f"down_share_{p}_{kind}"], rec[f"second_down_share_{p}_{kind}"]
-        assert close(down, row.down, rel=1e-3, abs_=1e-4), (p, kind)
-        assert close(second, row.second, rel=1e-3, abs_=1e-4), (p, kind)
-        assert rec.says(
-            f"`{p}`, {kind}: the AtP error is {verdict(down)} ({down:.0%} downstream, "
-            f"{1 - down:.0%} local); the curvature g''(0) is {verdict(second)} ({second:.0%} "
-            "downstream)."
-        )
-        # a near 50/50 split never reads as domination
-        if 0.4 <= down <= 0.6:
-            assert not rec.says(f"`{p}`, {kind}: the AtP error is mostly")
-        n_local += down < 0.4
-    kinds = [k for k in LOCAL if k in s.index.get_level_values("kind")]
+        _, stated = rec.only("diagnosis.dominance", perturbation=p, kind=kind)
+        assert close(stated["down_share"], row.down, rel=1e-3, abs_=1e-4), (p, kind)
+        assert close(stated["second_down_share"], row.second, rel=1e-3, abs_=1e-4), (p, kind)
+        assert stated["band"] == band(row.down) and stated["second_band"] == band(row.second)
+        n_local += row.down < 0.4
+    perturbations = list(dict.fromkeys(s.index.get_level_values("perturbation")))
+    kinds = [k for k in dict.fromkeys(s.index.get_level_values("kind")) if k in LOCAL]
     total = len(kinds) * len(perturbations)
-    assert rec["n_local_dominated"] == n_local
-    if n_local == total:
-        assert rec.says(
-            "Wherever a component has a local non-linearity, its local term carries most"
-        )
-    elif n_local:
-        assert rec.says(
-            f"The local term carries most of the error (more than 60%) in {n_local} of the {total}"
-        )
-    else:
-        assert rec.says("Even where a component has a local non-linearity, the local term does not")
+    key, stated = rec.only(
+        "diagnosis.local_everywhere", "diagnosis.local_in_some", "diagnosis.local_nowhere"
+    )
+    assert (stated["n_local"], stated["total"]) == (n_local, total)
+    expected = {0: "diagnosis.local_nowhere", total: "diagnosis.local_everywhere"}
+    assert key == expected.get(n_local, "diagnosis.local_in_some")
     for kind in kinds:
-        said = [verdict(rec[f"down_share_{p}_{kind}"]) for p in perturbations]
-        if len(said) == 2 and said[0] == said[1]:
-            words = f"{said[0]} under both perturbations"
-        else:
-            words = " and ".join(
-                f"{v} under `{p}`" for v, p in zip(said, perturbations, strict=True)
-            )
-        assert rec.says(f"the error is {words}."), kind
+        _, stated = rec.only("diagnosis.kind_bands", kind=kind)
+        assert stated["bands"] == {p: band(s.loc[(p, kind)].down) for p in perturbations}
 
 
 @params("02")
 def test_largest_errors(path):
     rec = Recorded(path)
     d = terms(rec)
-    featured = d[d.perturbation == rec["featured_perturbation"]]
-    worst = featured.assign(err=(featured.AP - featured.AtP).abs()).nlargest(rec["n_worst"], "err")
+    key, stated = rec.only("diagnosis.worst_all_downstream", "diagnosis.worst_mixed")
+    featured = d[d.perturbation == stated["perturbation"]]
+    worst = featured.assign(err=(featured.AP - featured.AtP).abs()).nlargest(stated["n"], "err")
+    assert stated["kinds"] == ", ".join(dict.fromkeys(worst.kind))
     no_local = int(worst.kind.isin(IDENTITY).sum())
-    assert rec["worst_without_local_map"] == no_local
-    local = worst.E_local.abs().sum() / (worst.E_down.abs().sum() + worst.E_local.abs().sum())
-    assert close(rec["worst_local_share"], local, rel=1e-3, abs_=1e-4)
     if no_local == len(worst):
-        assert rec.says("are all of kinds without a local map")
+        assert key == "diagnosis.worst_all_downstream"
     else:
-        assert rec.says(f"{no_local} have no local map; the local term carries {local:.0%}")
-    # the summary's comparison of absolute sizes
-    s = shares(d)
-    largest = s.mean_error.idxmax()
-    assert rec["largest_mean_error_kind"] == largest[1]
-    assert rec["largest_mean_error_perturbation"] == largest[0]
-    local_rows = s[s.index.get_level_values("kind").isin(LOCAL)]
-    ratio = s.mean_error.max() / local_rows.mean_error.max()
-    assert close(rec["largest_over_largest_local"], ratio, rel=1e-3)
-    if largest[1] not in LOCAL:
-        assert rec.says(
-            f"the largest mean |AP - AtP| is that of {largest[1]} under `{largest[0]}` "
-            f"({s.mean_error.max():.3f}), {ratio:.1f} times"
-        )
+        local = worst.E_local.abs().sum() / (worst.E_down.abs().sum() + worst.E_local.abs().sum())
+        assert key == "diagnosis.worst_mixed"
+        assert stated["n_without_local_map"] == no_local
+        assert close(stated["local_share"], local, rel=1e-3, abs_=1e-4)
+
+
+@params("02")
+def test_largest_mean_error(path):
+    rec = Recorded(path)
+    s = shares(terms(rec))
+    p, kind = s.mean_error.idxmax()
+    key, stated = rec.only("diagnosis.largest_downstream", "diagnosis.largest_local")
+    assert (stated["perturbation"], stated["kind"]) == (p, kind)
+    assert close(stated["mean_error"], s.mean_error.max(), rel=1e-3)
+    if kind in LOCAL:
+        assert key == "diagnosis.largest_local"
+        return
+    local = s[s.index.get_level_values("kind").isin(LOCAL)].mean_error
+    assert key == "diagnosis.largest_downstream"
+    assert (stated["local_perturbation"], stated["local_kind"]) == local.idxmax()
+    assert close(stated["ratio"], s.mean_error.max() / local.max(), rel=1e-3)

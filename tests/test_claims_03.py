@@ -1,12 +1,16 @@
-"""Notebook 03's findings recomputed from the tables it recorded (see tests/claims.py)."""
+"""Notebook 03's verdicts, recomputed from the tables it recorded (committed run and reruns).
+
+The notebook records every component's AP, AtP, |AtP - AP|, score, flags and Lagrange interval;
+the detector's target, its AUROC (by counting pairs), the coverage and the flag counts are
+recomputed here with the test's own code and compared with the verdict keys and values the
+notebook states (see tests/claims.py).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 from claims import Recorded, close, params
-
-from hvp_utils import count_phrase
 
 GROUP = ["perturbation", "kind"]
 
@@ -71,6 +75,17 @@ def test_flags_follow_from_the_recorded_derivatives(path):
     assert (frame["flags"] == (frame.flag_score | frame.flag_sign | frame.flag_threshold)).all()
 
 
+def quality(auroc: float) -> str:
+    for edge, band in ((0.9, "strong"), (0.75, "useful")):
+        if auroc >= edge:
+            return band
+    return "weak" if auroc > 0.6 else "chance"
+
+
+def inside(sub: pd.DataFrame, lower: str = "lower", upper: str = "upper") -> int:
+    return int(((sub[lower] <= sub.AP) & (sub.AP <= sub[upper])).sum())
+
+
 @params("03")
 def test_detector_claims(path):
     found = Recorded(path)
@@ -80,51 +95,70 @@ def test_detector_claims(path):
             continue
         p = label.split(" / ")[0]
         n, bad = len(sub), int(sub.bad.sum())
-        assert found[f"bad_{p}"] == bad
         caught, flagged = int((sub.bad & sub["flags"]).sum()), int(sub["flags"].sum())
-        assert found[f"caught_{p}"] == caught and found[f"flagged_{p}"] == flagged
         au = auroc(sub.score.to_numpy(), sub.bad.to_numpy())
         au_rel = auroc(sub.score.to_numpy(), sub.bad_relative.to_numpy())
-        assert close(found[f"auroc_{p}"], au, rel=0, abs_=2e-3)
-        assert close(found[f"auroc_relative_only_{p}"], au_rel, rel=0, abs_=2e-3)
-        assert found.says(f"`{p}`, all kinds: {count_phrase(bad, n, 'AtP estimate')} are bad")
-        assert found.says(f"probability {found[f'auroc_{p}']:.2f} (AUROC)")
-        assert found.says(
-            f"the flags catch {caught} of the {bad} and {flagged - caught} of the {flagged}"
+        key, stated = found.only("reliability.detector", "reliability.nothing_bad", perturbation=p)
+        assert (stated["n"], stated["flagged"]) == (n, flagged)
+        if bad:
+            assert key == "reliability.detector"
+            assert (stated["bad"], stated["caught"]) == (bad, caught)
+            assert close(stated["auroc"], au, rel=0, abs_=2e-3)
+        else:
+            assert key == "reliability.nothing_bad"
+        relative = found.verdicts(
+            "reliability.relative_auroc_higher",
+            "reliability.relative_auroc_no_higher",
+            perturbation=p,
         )
-        word = "higher" if found[f"auroc_relative_only_{p}"] > found[f"auroc_{p}"] else "no higher"
-        assert found.says(f"would be {found[f'auroc_relative_only_{p}']:.2f}, {word}:")
+        if np.isnan(au) or np.isnan(au_rel):
+            assert not relative
+            continue
+        ((key, stated),) = relative
+        assert close(stated["auroc"], au, rel=0, abs_=2e-3)
+        assert close(stated["auroc_relative"], au_rel, rel=0, abs_=2e-3)
+        higher = stated["auroc_relative"] > stated["auroc"]
+        assert key == (
+            "reliability.relative_auroc_higher"
+            if higher
+            else "reliability.relative_auroc_no_higher"
+        )
     no_bad = [label for label, sub in groups(frame) if not sub.bad.any()]
     no_flags = [label for label, sub in groups(frame) if not sub["flags"].any()]
-    assert found["groups_without_bad"] == no_bad and found["groups_without_flags"] == no_flags
-    if no_bad:
-        assert found.says(f"Recall is undefined (NaN) for {', '.join(no_bad)}:")
-    if no_flags:
-        assert found.says(f"Precision is undefined (NaN) for {', '.join(no_flags)}:")
+    for key, labels in (
+        ("reliability.recall_undefined", no_bad),
+        ("reliability.precision_undefined", no_flags),
+    ):
+        stated = found.verdicts(key)
+        assert [v["groups"] for _, v in stated] == ([labels] if labels else [])
 
 
 @params("03")
 def test_relative_error_examples(path):
     found = Recorded(path)
     frame = labelled(found)
-    featured = frame[frame.perturbation == found["featured_perturbation"]]
+    p = found["featured_perturbation"]
+    featured = frame[frame.perturbation == p]
     rel = featured.error / featured.AP.abs()
     big = featured[(rel <= found["max_rel_error"]) & featured.bad]
+    stated = found.verdicts("reliability.relative_calls_good", perturbation=p)
     if len(big):
         row = big.loc[big.error.idxmax()]
-        assert found["big_error_component"] == row.component
-        assert close(found["big_error"], row.error)
-        assert found.says(
-            f"would call {row.component} good, although AtP misses it by {row.error:.2f} logits"
-        )
+        ((_, values),) = stated
+        assert values["component"] == row.component
+        assert close(values["error"], row.error) and close(values["AP"], row.AP)
+        assert close(values["rel_error"], row.error / abs(row.AP), rel=1e-3)
     else:
-        assert "big_error_component" not in found.values
+        assert not stated
     small = featured[(rel > found["max_rel_error"]) & ~featured.bad]
+    stated = found.verdicts("reliability.relative_calls_bad", perturbation=p)
     if len(small):
         row = small.loc[small.error.idxmin()]
-        assert found["small_error_component"] == row.component
-        assert close(found["small_error_share"], row.error / row.scale, rel=1e-3, abs_=1e-9)
-        assert found.says(f"would call {row.component} bad")
+        ((_, values),) = stated
+        assert values["component"] == row.component
+        assert close(values["share"], row.error / row.scale, rel=1e-3, abs_=1e-9)
+    else:
+        assert not stated
 
 
 @params("03")
@@ -132,34 +166,35 @@ def test_coverage_claims(path):
     found = Recorded(path)
     frame = found.table("intervals")
     for p, sub in frame.groupby("perturbation", sort=False):
-        n = len(sub)
-        inside = int(((sub.lower <= sub.AP) & (sub.AP <= sub.upper)).sum())
-        nodes = int(((sub.lower_nodes <= sub.AP) & (sub.AP <= sub.upper_nodes)).sum())
-        assert nodes <= inside, "the refined maximum is never below the node maximum"
+        n, held = len(sub), inside(sub)
+        nodes = inside(sub, "lower_nodes", "upper_nodes")
+        assert nodes <= held, "the refined maximum is never below the node maximum"
         relwidth = (sub.upper - sub.lower) / sub.AP.abs()
-        assert found[f"inside_{p}"] == inside and found[f"inside_nodes_{p}"] == nodes
-        assert close(found[f"median_rel_width_{p}"], float(relwidth.median()), rel=1e-3)
-        assert found.says(
-            f"`{p}`: the Lagrange interval holds AP for {count_phrase(inside, n, 'component')}"
+        for key in ("reliability.coverage", "reliability.coverage_measured"):
+            _, stated = found.only(key, perturbation=p)
+            assert (stated["inside"], stated["n"]) == (held, n)
+        _, stated = found.only("reliability.coverage", perturbation=p)
+        assert close(stated["median_width"], float(relwidth.median()), rel=1e-3)
+        assert (
+            found.only("reliability.coverage_measured", perturbation=p)[1]["n_nodes"]
+            == found["n_nodes"]
         )
-        assert found.says(f"(measured coverage {inside / n:.0%})")
-        if inside < n:
-            assert found.says(f"`{p}`: {n - inside} AP effect")
-        if nodes < inside:
-            assert found.says(f"alone, {inside - nodes} more would fall outside")
+        outside = found.verdicts("reliability.outside", perturbation=p)
+        assert [v["n_outside"] for _, v in outside] == ([n - held] if held < n else [])
+        node_verdicts = found.verdicts(
+            "reliability.nodes_miss", "reliability.nodes_same", perturbation=p
+        )
+        if nodes < held:
+            assert node_verdicts == [
+                ("reliability.nodes_miss", {"perturbation": p, "n_more": held - nodes})
+            ]
         else:
-            assert found.says(
-                f"`{p}`: reading the maximum off the nodes alone gives the same coverage"
-            )
+            assert node_verdicts == [("reliability.nodes_same", {"perturbation": p})]
         widths = relwidth.groupby(sub.kind).median()
-        assert found[f"narrowest_kind_{p}"] == widths.idxmin()
-        assert found[f"widest_kind_{p}"] == widths.idxmax()
-        assert found.says(f"narrowest for {widths.idxmin()} ") and found.says(
-            f"widest for {widths.idxmax()} "
-        )
-        assert found.says(
-            f"holds AP for {count_phrase(inside, n, 'component')}; a measured coverage"
-        )
+        _, stated = found.only("reliability.width_by_kind", perturbation=p)
+        assert (stated["narrowest"], stated["widest"]) == (widths.idxmin(), widths.idxmax())
+        assert close(stated["narrowest_width"], widths.min(), rel=1e-3)
+        assert close(stated["widest_width"], widths.max(), rel=1e-3)
 
 
 @params("03")
@@ -167,40 +202,38 @@ def test_summary_claims(path):
     found = Recorded(path)
     passes = found.table("passes")
     per_component = set((passes.hvp / passes.components).tolist())
-    if len(per_component) == 1 and not passes.third_order.any():
-        k = int(per_component.pop())
-        assert found["hvp_passes_per_component"] == k == found["n_nodes"]
-        assert found.says(f"together cost {k} second-order pass")
     ap = found.table("ap_passes")
     extra = set((ap.forward - ap.components).tolist())
-    if len(extra) == 1:
-        k = extra.pop()
-        assert found["ap_extra_forward"] == k
-        assert found.says(f"AP costs N + {k} forward passes for N components")
-    frame = found.table("components")
+    stated = found.verdicts("reliability.cost")
+    if len(per_component) == 1 and not passes.third_order.any():
+        ((_, values),) = stated
+        k = int(per_component.pop())
+        assert values["hvp_per_component"] == k == found["n_nodes"] == values["n_nodes"]
+        assert values["ap_extra_forward"] == (extra.pop() if len(extra) == 1 else None)
+    else:
+        assert not stated
+    frame = labelled(found)
     p = found["featured_perturbation"]
     sub = frame[frame.perturbation == p]
-    counts = {r: int(sub[r].sum()) for r in ("flags", "flag_score", "flag_sign", "flag_threshold")}
-    for reason, count in counts.items():
-        assert found[f"{reason}_{p}"] == count
-    assert found.says(
-        f"`{p}`: {count_phrase(counts['flags'], len(sub), 'component')} are flagged: "
-        f"{counts['flag_score']} by the score, {counts['flag_sign']} by a sign change and "
-        f"{counts['flag_threshold']} because"
-    )
-    for q in frame.perturbation.unique():
-        if found[f"bad_{q}"]:
-            au = found[f"auroc_{q}"]
-            quality = (
-                "a strong"
-                if au >= 0.9
-                else "a useful"
-                if au >= 0.75
-                else "a weak"
-                if au > 0.6
-                else "no better"
-            )
-            assert found.says(f"`{q}`: the reliability score is {quality} detector")
+    _, stated = found.only("reliability.flag_counts", perturbation=p)
+    assert stated["n"] == len(sub)
+    for reason in ("flags", "flag_score", "flag_sign", "flag_threshold"):
+        assert stated[reason] == int(sub[reason].sum())
+    for q, rows in frame.groupby("perturbation", sort=False):
+        key, stated = found.only(
+            "reliability.detector_quality", "reliability.detector_undefined", perturbation=q
+        )
+        if not rows.bad.any():
+            assert key == "reliability.detector_undefined"
+            continue
+        au = auroc(rows.score.to_numpy(), rows.bad.to_numpy())
+        assert key == "reliability.detector_quality"
+        assert close(stated["auroc"], au, rel=0, abs_=2e-3)
+        assert stated["quality"] == quality(stated["auroc"])
+        assert (stated["bad"], stated["caught"]) == (
+            int(rows.bad.sum()),
+            int((rows.bad & rows["flags"]).sum()),
+        )
 
 
 @params("03")
@@ -212,22 +245,18 @@ def test_answer_claims(path):
     for p, sub in frame.groupby("perturbation", sort=False):
         counts = sub.groupby("kind", sort=False)["flags"].sum()
         top = counts.idxmax()
-        assert found[f"most_flagged_kind_{p}"] == top
-        n = int((sub.kind == top).sum())
-        assert found.says(f"`{p}`: {top} collects the most flags")
-        assert found.says(
-            f"{count_phrase(int(counts[top]), n, 'component')} of that kind are flagged"
+        _, stated = found.only("reliability.most_flagged_kind", perturbation=p)
+        assert stated["kind"] == top
+        assert (stated["n_flagged"], stated["n"]) == (
+            int(counts[top]),
+            int((sub.kind == top).sum()),
         )
     totals = frame[["flag_score", "flag_sign", "flag_threshold"]].sum()
-    assert found["rarest_reason"] == totals.idxmin()
-    assert found.says(
-        f"the rarest reason is {totals.idxmin()} ({int(totals.min())} flags, against "
-        f"{int(totals.max())} for {totals.idxmax()})"
-    )
+    _, stated = found.only("reliability.rarest_reason")
+    assert (stated["reason"], stated["n"]) == (totals.idxmin(), int(totals.min()))
+    assert (stated["commonest"], stated["n_commonest"]) == (totals.idxmax(), int(totals.max()))
     sign_only = int((frame.flag_sign & ~frame.flag_score).sum())
-    assert found["sign_without_score"] == sign_only
     if found["tau"] < 0.5:
         assert sign_only == 0, "a sign flip needs r > 1/2, above tau"
-    assert found.says("Every sign flag is also a score flag") == (
-        found["tau"] < 0.5 and sign_only == 0
-    )
+    implied = found.verdicts("reliability.sign_implies_score")
+    assert bool(implied) == (found["tau"] < 0.5 and sign_only == 0)

@@ -228,7 +228,9 @@ def test_faithfulness_of_ap_recomputed_from_the_model(path):
     import hvp_utils as hu
 
     model = hu.load_model("toy-ioi", dtype="float64")
-    task = hu.ioi_dataset(model, r["n_prompts"], r["perturbation"], r["seed"])
+    task = hu.ioi_dataset(
+        model, n_prompts=r["n_prompts"], perturbation=r["perturbation"], seed=r["seed"]
+    )
     kept = top_set(scores["AP"], len(reference))
     _, cache = model.run_with_cache(task.clean_tokens)
 

@@ -47,7 +47,7 @@ def patched_output(model, task, comp, out):
 
 def output_path(model, task, out, o_r, direction):
     """G(s) = m(corrupted run with the output slice moved to o_r + s * direction)."""
-    mask = out.mask(o_r.shape, o_r.dtype)
+    mask = out.mask(o_r.shape, dtype=o_r.dtype)
 
     def G(s):
         def hook(act, hook):
@@ -96,7 +96,7 @@ def local_error_reference(model, task, comp, out, direction="denoising", eps=1e-
     o_leaf = o_r.clone().requires_grad_(True)
     logits = model.run_with_hooks(tokens, fwd_hooks=[(out.hook, lambda act, hook: o_leaf)])
     (grad,) = torch.autograd.grad(task.metric(logits), o_leaf)
-    mask = out.mask(o_r.shape, o_r.dtype)
+    mask = out.mask(o_r.shape, dtype=o_r.dtype)
     return float((grad * mask * ((o_c - o_r) - slope)).sum())
 
 
@@ -158,7 +158,9 @@ def test_second_local_against_second_differences(toy64, toy_task, diagnosed):
     for i, comp in enumerate(comps):
         out = output_slice(toy64, comp)
         _, o_r = patched_output(toy64, toy_task, comp, out)
-        w = local_curvature_reference(toy64, toy_task, comp, out) * out.mask(o_r.shape, o_r.dtype)
+        w = local_curvature_reference(toy64, toy_task, comp, out) * out.mask(
+            o_r.shape, dtype=o_r.dtype
+        )
         o_leaf = o_r.clone().requires_grad_(True)
         logits = toy64.run_with_hooks(
             toy_task.corrupted_tokens, fwd_hooks=[(out.hook, lambda act, hook, o=o_leaf: o)]

@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 import hvp_utils as hu
+from hvp_utils.analysis.findings import RECORD_KEY
+from hvp_utils.analysis.findings.wording import SENTENCES
 from tests.claims import Recorded
 
 
@@ -28,9 +30,10 @@ def test_table_keeps_the_index_and_bundle_is_json():
     frame = pd.DataFrame({"AP": [1.0, 2.0]}, index=pd.Index(["a", "b"], name="component"))
     found.table("t", frame)
     found.say("Two effects.")
-    bundle = found._repr_mimebundle_()
-    assert bundle["text/markdown"] == bundle["text/plain"] == "**t**\n\n- Two effects."
-    assert json.loads(json.dumps(bundle["application/json"]))["tables"]["t"] == [
+    bundle, metadata = found._repr_mimebundle_()
+    text = "**t**\n\n- Two effects."
+    assert bundle == {"text/markdown": text, "text/plain": text}
+    assert json.loads(json.dumps(metadata[RECORD_KEY]))["tables"]["t"] == [
         {"component": "a", "AP": 1.0},
         {"component": "b", "AP": 2.0},
     ]
@@ -54,12 +57,24 @@ def test_recorded_reads_findings_back_from_a_notebook(tmp_path):
     found = hu.Findings("99")
     found.record("n", 3)
     found.say("Three.")
-    bundle = found._repr_mimebundle_()
+    found.state("diagnosis.identity_kinds")
+    bundle, metadata = found._repr_mimebundle_()
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("found")
-    cell.outputs = [nbformat.v4.new_output("display_data", data=bundle)]
+    cell.outputs = [nbformat.v4.new_output("display_data", data=bundle, metadata=metadata)]
     nb.cells = [cell]
     path = tmp_path / "99_x.ipynb"
     nbformat.write(nb, path)
     recorded = Recorded(path)
     assert recorded["n"] == 3 and recorded.says("Three")
+    assert recorded.only("diagnosis.identity_kinds") == ("diagnosis.identity_kinds", {})
+
+
+def test_a_verdict_without_wording_is_an_error():
+    with pytest.raises(KeyError, match="no wording"):
+        hu.Findings("99").state("no.such.verdict")
+
+
+def test_every_sentence_is_a_template_or_a_function():
+    for key, template in SENTENCES.items():
+        assert callable(template) or isinstance(template, str), key

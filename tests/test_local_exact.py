@@ -101,7 +101,7 @@ def test_one_whole_hook_pass_gives_every_components_own_change(toy64, toy_task, 
     change = local_change(toy64, ctx, comps[0].hook, out_hook, layer=1)
     for comp in comps:
         _, own = reference(toy64, toy_task, comp)
-        mask = output_slice(toy64, comp).mask(own.shape, own.dtype)
+        mask = output_slice(toy64, comp).mask(own.shape, dtype=own.dtype)
         assert own.abs().max() > 1e-6, comp.name
         assert (own * (1 - mask)).abs().max() < 1e-14, f"{comp.name} moves other outputs"
         torch.testing.assert_close(change * mask, own, rtol=1e-10, atol=1e-13)

@@ -51,7 +51,7 @@ def heldout_logit_diffs(model, n_per_source: int = 40):
     names = ioi_vocab()["names"]
     diffs = defaultdict(list)
     for template, split in heldout_prompt_sources():
-        prompts = [sample_prompt(rng, [template], names, split) for _ in range(n_per_source)]
+        prompts = [sample_prompt(rng, [template], names, split=split) for _ in range(n_per_source)]
         tokens, mask = encode_batch(model.tokenizer, [p.text for p in prompts])
         with torch.no_grad():
             logits = model(tokens)[torch.arange(len(prompts)), mask.sum(1) - 1]
@@ -86,14 +86,14 @@ def test_training_never_sees_the_heldout_split():
     vocab = ioi_vocab()
     rng = random.Random(0)
     for _ in range(2000):
-        prompt = sample_prompt(rng, vocab["train_templates"], vocab["names"], "train")
+        prompt = sample_prompt(rng, vocab["train_templates"], vocab["names"], split="train")
         assert not is_heldout_combination(prompt.template, prompt.io, prompt.s)
     sentences = [training_sentence(random.Random(i)) for i in range(3000)]
     heldout = [template_regex(t) for t in vocab["heldout_templates"]]
     assert not any(r.match(s) for r in heldout for s in sentences)
     # the regexes do recognise sentences of their own template
     assert heldout[0].match(
-        sample_prompt(rng, vocab["heldout_templates"][:1], vocab["names"], "any").text
+        sample_prompt(rng, vocab["heldout_templates"][:1], vocab["names"], split="any").text
     )
     words = {w.strip(",.") for s in sentences for w in s.split()}
     names_in_training = words & set(vocab["names"])

@@ -92,3 +92,49 @@ def notebook_imports(path: Path) -> set[str]:
 )
 def test_notebooks_use_only_the_public_api(path):
     assert notebook_imports(path) <= {"hvp_utils", "hvp_utils.viz"}, notebook_imports(path)
+
+
+#: Modules whose public functions take their options by keyword only.
+KEYWORD_OPTION_MODULES = [
+    "hvp_utils.core.components",
+    "hvp_utils.core.tasks",
+    "hvp_utils.core.models",
+    "hvp_utils.core.readout",
+    "hvp_utils.core.metrics",
+    "hvp_utils.core.toy_model",
+    "hvp_utils.core.ioi_text",
+    "hvp_utils.cli.train_toy",
+]
+#: Subjects that have a default (the model loaded by default, the embedded tokenizer).
+DEFAULTED_SUBJECTS = {("load_model", "name"), ("load_tokenizer", "directory")}
+
+
+@pytest.mark.parametrize("module", KEYWORD_OPTION_MODULES)
+def test_options_are_keyword_only(module):
+    """Every parameter with a default, in a public function or method, comes after ``*``."""
+    import importlib
+    import inspect
+
+    mod = importlib.import_module(module)
+    functions = []
+    for name, obj in vars(mod).items():
+        if name.startswith("_") or getattr(obj, "__module__", None) != module:
+            continue
+        if inspect.isfunction(obj):
+            functions.append((name, obj))
+        elif inspect.isclass(obj):
+            functions += [
+                (f"{name}.{m}", f)
+                for m, f in vars(obj).items()
+                if inspect.isfunction(f) and not m.startswith("_")
+            ]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    offenders = [
+        f"{name}({p.name}=...)"
+        for name, f in functions
+        for p in inspect.signature(f).parameters.values()
+        if p.kind in positional
+        and p.default is not inspect.Parameter.empty
+        and (name, p.name) not in DEFAULTED_SUBJECTS
+    ]
+    assert not offenders, f"options taken positionally: {offenders}; put them after *"

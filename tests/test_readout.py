@@ -48,7 +48,11 @@ def test_started_at_a_layer_with_hooks_the_readout_is_exact(toy64, toy_task):
             cache["blocks.2.hook_resid_pre"], start_at_layer=layer, fwd_hooks=[(hook, double)]
         )[:, -1]
         picked, _ = run_with_answer_logits(
-            toy64, cache["blocks.2.hook_resid_pre"], toy_task.answer_tokens, [(hook, double)], layer
+            toy64,
+            cache["blocks.2.hook_resid_pre"],
+            toy_task.answer_tokens,
+            fwd_hooks=[(hook, double)],
+            layer=layer,
         )
     torch.testing.assert_close(picked, full.gather(1, toy_task.answer_tokens), rtol=0, atol=1e-10)
 
@@ -105,3 +109,15 @@ def test_skipping_the_blocks_before_the_start_layer_changes_nothing(family_model
             skipped = model.run_with_hooks(cache[name], start_at_layer=1)
     assert first.forward is not readout._pass_through  # restored
     assert torch.equal(plain, skipped)
+
+
+def test_off_a_verified_release_nothing_is_skipped(monkeypatch):
+    from hvp_utils.core import readout
+
+    model = tiny_model("gpt2", seed=5)
+    monkeypatch.setattr(readout, "SKIPPING_VERIFIED_ON", ())
+    assert not readout.skipping_is_exact(model)
+    first = model.blocks[0].original_component
+    with readout.blocks_skipped_before(model, 1):
+        assert "forward" not in vars(first)  # the Hugging Face layer computes as usual
+    assert not [key for key in vars(model) if "skipping" in key]  # nothing kept on the model

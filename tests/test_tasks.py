@@ -109,3 +109,49 @@ def test_component_names(toy32):
     assert components(toy32, "resid_pos", layers=[2], positions=[3])[0].name == "R2@3"
     assert components(toy32, "head_q")[0].name == "L0H0.q"
     assert components(toy32, "neuron_pre", layers=[0])[2].name == "L0N2.pre"
+
+
+def hand_indexed(cache, comp):
+    """The component's entries indexed by hand, from TransformerLens's activation layouts
+    (z, q, k: batch pos head d_head; pattern: batch head q_pos k_pos; post, pre: batch pos
+    d_mlp; mlp_out, resid_pre: batch pos d_model)."""
+    block, head, pos, neuron = f"blocks.{comp.layer}", comp.head, comp.position, comp.neuron
+    return {
+        "head_out": lambda: cache[f"{block}.attn.hook_z"][:, :, head],
+        "head_out_pos": lambda: cache[f"{block}.attn.hook_z"][:, pos, head],
+        "head_q": lambda: cache[f"{block}.attn.hook_q"][:, :, head],
+        "head_k": lambda: cache[f"{block}.attn.hook_k"][:, :, head],
+        "head_pattern": lambda: cache[f"{block}.attn.hook_pattern"][:, head],
+        "mlp_out": lambda: cache[f"{block}.hook_mlp_out"],
+        "neuron": lambda: cache[f"{block}.mlp.hook_post"][..., neuron],
+        "neuron_pre": lambda: cache[f"{block}.mlp.hook_pre"][..., neuron],
+        "resid_pos": lambda: cache[f"{block}.hook_resid_pre"][:, pos],
+    }[comp.kind]()
+
+
+@pytest.mark.parametrize("kind", hvp_utils.KINDS)
+def test_components_carry_their_layer_head_position_and_neuron(kind, toy32, toy_task):
+    _, cache = toy32.run_with_cache(toy_task.clean_tokens[:2])
+    comps = components(toy32, kind, n_positions=toy_task.n_positions)
+    for c in comps[:: max(1, len(comps) // 7)]:
+        assert torch.equal(c.take(cache[c.hook]), hand_indexed(cache, c)), c.name
+        if c.head is not None:
+            assert c.name.startswith(f"L{c.layer}H{c.head}")
+        if c.neuron is not None:
+            assert c.name.startswith(f"L{c.layer}N{c.neuron}")
+    has = {"head": kind.startswith("head"), "neuron": kind.startswith("neuron")}
+    has["position"] = kind in ("head_out_pos", "resid_pos")
+    for field, expected in has.items():
+        assert all((getattr(c, field) is not None) == expected for c in comps), field
+
+
+def test_grouped_query_key_components_carry_their_kv_head():
+    from conftest import tiny_model
+
+    model = tiny_model("llama", seed=3)
+    tokens = model.to_tokens("When Mary and John went to the store")
+    _, cache = model.run_with_cache(tokens)
+    keys = components(model, "head_k", layers=[1])
+    assert [c.head for c in keys] == list(range(model.cfg.n_key_value_heads))
+    for c in keys:
+        assert torch.equal(c.take(cache[c.hook]), cache["blocks.1.attn.hook_k"][:, :, c.head])

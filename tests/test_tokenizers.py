@@ -24,7 +24,7 @@ def byte_level_bpe(directory, vocab_size: int = 600):
     rng = random.Random(0)
     vocab = ioi_vocab()
     templates = vocab["train_templates"] + vocab["heldout_templates"]
-    corpus = [sample_prompt(rng, templates, vocab["names"], "any").text for _ in range(3000)]
+    corpus = [sample_prompt(rng, templates, vocab["names"], split="any").text for _ in range(3000)]
     corpus += [lm_sentence(rng) for _ in range(1000)]
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -136,7 +136,7 @@ def faithfulness(
         for i in order[:k]:
             c = comps[i]
             kept[c.hook][r : r + 1] = torch.maximum(
-                kept[c.hook][r : r + 1], c.mask(means[c.hook].shape, means[c.hook].dtype)
+                kept[c.hook][r : r + 1], c.mask(means[c.hook].shape, dtype=means[c.hook].dtype)
             )
     rows = task.clean_tokens.numel()
     chunks = replicate_chunks([0] * len(sizes), rows, order=0, chunk_size=chunk_size)

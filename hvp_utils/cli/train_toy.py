@@ -47,7 +47,7 @@ def lm_loss(model, tokens: Tensor, mask: Tensor) -> Tensor:
     return (loss * weights).sum() / weights.sum()
 
 
-def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
+def learning_rate(step: int, *, steps: int, peak: float, warmup: int) -> float:
     """Linear warm-up then cosine decay to 10% of ``peak``."""
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -56,6 +56,7 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
 
 
 def train(
+    *,
     steps: int = 5000,
     batch_size: int = 64,
     lr: float = 1e-3,
@@ -76,7 +77,7 @@ def train(
     start = time.perf_counter()
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, warmup=200)
+            group["lr"] = learning_rate(step, steps=steps, peak=lr, warmup=200)
         tokens, mask = encode_batch(tokenizer, [training_sentence(rng) for _ in range(batch_size)])
         loss = lm_loss(model, tokens, mask)
         optimizer.zero_grad(set_to_none=True)
@@ -115,7 +116,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=TOY_MODEL_DIR)
     args = parser.parse_args()
-    record = train(args.steps, args.batch_size, args.lr, args.seed, args.out)
+    record = train(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_dir=args.out
+    )
     print(json.dumps(record, indent=2))
 
 

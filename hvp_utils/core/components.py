@@ -14,12 +14,15 @@ against the activation, selects it:
     neuron         blocks.l.mlp.hook_post       batch pos d_mlp          L1N45
     neuron_pre     blocks.l.mlp.hook_pre        batch pos d_mlp          L1N45.pre
     resid_pos      blocks.l.hook_resid_pre      batch pos d_model        R1@7
+
+Each component carries its ``layer`` and, where its kind has them, its ``head``,
+``position`` and ``neuron``: code reads these fields, never the name.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float
@@ -45,6 +48,10 @@ class Component:
         hook: the TransformerLens hook whose activation holds the slice.
         layer: the block the hook belongs to (the engine starts its passes there).
         select: the fixed ``(axis, index)`` pairs.
+        head: the head of a head kind (a key/value head for ``head_k``), else None.
+        position: the position of a per-position kind (``head_out_pos``, ``resid_pos``),
+            else None.
+        neuron: the neuron of ``neuron`` and ``neuron_pre``, else None.
     """
 
     name: str
@@ -52,8 +59,13 @@ class Component:
     hook: str
     layer: int
     select: tuple[tuple[int, int], ...]
+    head: int | None = field(default=None, kw_only=True)
+    position: int | None = field(default=None, kw_only=True)
+    neuron: int | None = field(default=None, kw_only=True)
 
-    def mask(self, act_shape: tuple[int, ...], dtype=torch.float32, device=None) -> Tensor:
+    def mask(
+        self, act_shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32, device=None
+    ) -> Tensor:
         """The 0/1 indicator of the component in an activation of shape ``act_shape``.
 
         Args:
@@ -140,6 +152,7 @@ def head_of(name: str) -> tuple[int, int]:
 def components(
     model: Model,
     kind: Kind,
+    *,
     layers: list[int] | None = None,
     positions: list[int] | None = None,
     n_positions: int | None = None,
@@ -179,19 +192,20 @@ def _layer_components(
         heads = n_kv_heads(cfg) if kind == "head_k" else cfg.n_heads
         hook = get_act_name(act, layer)
         return [
-            Component(f"L{layer}H{h}{suffix}", kind, hook, layer, ((2, h),)) for h in range(heads)
+            Component(f"L{layer}H{h}{suffix}", kind, hook, layer, ((2, h),), head=h)
+            for h in range(heads)
         ]
     if kind == "head_out_pos":
         hook = get_act_name("z", layer)
         return [
-            Component(f"L{layer}H{h}@{p}", kind, hook, layer, ((1, p), (2, h)))
+            Component(f"L{layer}H{h}@{p}", kind, hook, layer, ((1, p), (2, h)), head=h, position=p)
             for h in range(cfg.n_heads)
             for p in positions
         ]
     if kind == "head_pattern":
         hook = get_act_name("pattern", layer)
         return [
-            Component(f"L{layer}H{h}.pattern", kind, hook, layer, ((1, h),))
+            Component(f"L{layer}H{h}.pattern", kind, hook, layer, ((1, h),), head=h)
             for h in range(cfg.n_heads)
         ]
     if kind == "mlp_out":
@@ -200,11 +214,11 @@ def _layer_components(
         act, suffix = _NEURON_KINDS[kind]
         hook = get_act_name(act, layer)
         return [
-            Component(f"L{layer}N{i}{suffix}", kind, hook, layer, ((2, i),))
+            Component(f"L{layer}N{i}{suffix}", kind, hook, layer, ((2, i),), neuron=i)
             for i in range(cfg.d_mlp)
         ]
     hook = get_act_name("resid_pre", layer)
-    return [Component(f"R{layer}@{p}", kind, hook, layer, ((1, p),)) for p in positions]
+    return [Component(f"R{layer}@{p}", kind, hook, layer, ((1, p),), position=p) for p in positions]
 
 
 def check_components(comps: list[Component]) -> list[Component]:

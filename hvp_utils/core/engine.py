@@ -260,7 +260,9 @@ def replicated_metric(
     """
     repeats = (replicates,) + (1,) * (start.dim() - 1)
     answers = task.answers_for(replicates * task.n_prompts)
-    logits, _ = run_with_answer_logits(model, start.repeat(*repeats), answers, fwd_hooks, layer)
+    logits, _ = run_with_answer_logits(
+        model, start.repeat(*repeats), answers, fwd_hooks=fwd_hooks, layer=layer
+    )
     per_prompt = task.answer_metric(logits)
     return check_finite(per_prompt.view(replicates, task.n_prompts).mean(1), "metric")
 
@@ -277,7 +279,7 @@ def stacked_masks(comps: list[Component], members: list[int], like: Tensor) -> T
         ``[len(members), 1, ...]``: ``comps[i].mask`` for ``i`` in ``members``, broadcast to a
         common shape (axis 1 is the batch).
     """
-    masks = [comps[i].mask(like.shape, like.dtype, like.device) for i in members]
+    masks = [comps[i].mask(like.shape, dtype=like.dtype, device=like.device) for i in members]
     common = torch.broadcast_shapes(*[m.shape for m in masks])
     return torch.stack([m.expand(common) for m in masks])
 
@@ -613,6 +615,8 @@ def union_masks(comps: list[Component], ctx: PatchContext) -> dict[str, Tensor]:
         delta = ctx.deltas[hook]
         mask = torch.zeros((1, *delta.shape[1:]), dtype=delta.dtype, device=delta.device)
         for i in members:
-            mask = torch.maximum(mask, comps[i].mask(delta.shape, delta.dtype, delta.device))
+            mask = torch.maximum(
+                mask, comps[i].mask(delta.shape, dtype=delta.dtype, device=delta.device)
+            )
         masks[hook] = mask
     return masks

@@ -22,6 +22,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 IOI_VOCAB_FILE = DATA_DIR / "ioi" / "ioi_vocab.json"
@@ -30,6 +31,12 @@ IOI_VOCAB_FILE = DATA_DIR / "ioi" / "ioi_vocab.json"
 PUNCTUATION_AFTER_SPACE = re.compile(r" ([,.;:!?])")
 #: One in this many (template, IO, S) combinations of a training template is held out.
 HELDOUT_COMBINATION_MODULUS = 5
+
+#: The order of the first two name mentions: IO first ("ABBA") or S first ("BABA").
+Order = Literal["ABBA", "BABA"]
+#: Which (template, IO, S) combinations a prompt may use: the training ones, the held-out
+#: ones, or any.
+Split = Literal["train", "heldout", "any"]
 
 
 @lru_cache(maxsize=1)
@@ -47,11 +54,11 @@ class IOIPrompt:
     io: str
     s: str
     template: str
-    order: str  # "ABBA" (IO mentioned first) or "BABA"
+    order: Order
     place: str
     obj: str
 
-    def fill(self, template: str | None = None, **names: str) -> str:
+    def fill(self, *, template: str | None = None, **names: str) -> str:
         """The prompt with names replaced: ``fill(io=..., s=..., s2=...)``."""
         return fill_template(
             template or self.template,
@@ -71,7 +78,9 @@ def natural_text(words: str) -> str:
     return PUNCTUATION_AFTER_SPACE.sub(r"\1", words)
 
 
-def fill_template(template: str, io: str, s: str, s2: str, order: str, place: str, obj: str) -> str:
+def fill_template(
+    template: str, *, io: str, s: str, s2: str, order: Order, place: str, obj: str
+) -> str:
     """Fill the slots of one template; ``s2`` is the name in the repeated-subject slot."""
     first, second = (io, s) if order == "ABBA" else (s, io)
     return natural_text(template.format(N1=first, N2=second, S=s2, PLACE=place, OBJECT=obj))
@@ -84,7 +93,7 @@ def is_heldout_combination(template: str, io: str, s: str) -> bool:
 
 
 def sample_prompt(
-    rng: random.Random, templates: list[str], names: list[str], split: str
+    rng: random.Random, templates: list[str], names: list[str], *, split: Split
 ) -> IOIPrompt:
     """Draw one prompt from ``templates`` whose (template, IO, S) lies in ``split``.
 
@@ -98,11 +107,11 @@ def sample_prompt(
             continue
         order = rng.choice(["ABBA", "BABA"])
         place, obj = rng.choice(vocab["places"]), rng.choice(vocab["objects"])
-        text = fill_template(template, io, s, s, order, place, obj)
+        text = fill_template(template, io=io, s=s, s2=s, order=order, place=place, obj=obj)
         return IOIPrompt(text, io, s, template, order, place, obj)
 
 
-def heldout_prompt_sources() -> list[tuple[str, str]]:
+def heldout_prompt_sources() -> list[tuple[str, Split]]:
     """(template, split) pairs that make up the held-out evaluation split."""
     vocab = ioi_vocab()
     return [(t, "any") for t in vocab["heldout_templates"]] + [
@@ -111,7 +120,7 @@ def heldout_prompt_sources() -> list[tuple[str, str]]:
 
 
 def sample_heldout_prompts(
-    rng: random.Random, n: int, names: list[str], n_words: int | None = None
+    rng: random.Random, n: int, names: list[str], *, n_words: int | None = None
 ) -> list[IOIPrompt]:
     """``n`` prompts from the held-out split, optionally only templates of ``n_words`` words."""
     sources = [
@@ -124,7 +133,7 @@ def sample_heldout_prompts(
     prompts = []
     for _ in range(n):
         template, split = rng.choice(sources)
-        prompts.append(sample_prompt(rng, [template], names, split))
+        prompts.append(sample_prompt(rng, [template], names, split=split))
     return prompts
 
 
@@ -139,11 +148,11 @@ def lm_sentence(rng: random.Random) -> str:
     return natural_text(template.format(N1=n1, N2=n2))
 
 
-def training_sentence(rng: random.Random, ioi_fraction: float = 0.7) -> str:
+def training_sentence(rng: random.Random, *, ioi_fraction: float = 0.7) -> str:
     """One training sentence: a completed IOI sentence (train split only) or an LM sentence."""
     vocab = ioi_vocab()
     if rng.random() < ioi_fraction:
-        prompt = sample_prompt(rng, vocab["train_templates"], vocab["names"], "train")
+        prompt = sample_prompt(rng, vocab["train_templates"], vocab["names"], split="train")
         return f"{prompt.text} {prompt.io}."
     return lm_sentence(rng)
 

@@ -63,7 +63,7 @@ class OutputSlice(Component):
         index: list = [slice(None)] * len(act_shape)
         index[self.axis] = list(self.indices)
         mask[tuple(index)] = 1
-        return mask * super().mask(act_shape, dtype, device)
+        return mask * super().mask(act_shape, dtype=dtype, device=device)
 
     def take(self, act: Float[Tensor, "batch ..."]) -> Tensor:
         index: list = [slice(None)] * act.dim()

@@ -47,6 +47,7 @@ def spearman(x: Tensor, y: Tensor) -> float:
 def compare(
     estimate: Attribution,
     truth: Attribution,
+    *,
     top_k: int | None = None,
     sign_threshold: float = 0.05,
 ) -> pd.DataFrame:

@@ -143,6 +143,7 @@ def resolve_model_name(name: str) -> str:
 
 def load_model(
     name: str = TOY_MODEL_NAME,
+    *,
     device: str = "cpu",
     dtype: str | torch.dtype = "float32",
     n_devices: int = 1,
@@ -218,7 +219,7 @@ def prepare_bridge(model: TransformerBridge) -> TransformerBridge:
 
 
 def from_hf_model(
-    hf_model, tokenizer, name: str = "in-memory", dtype: str | torch.dtype | None = None
+    hf_model, tokenizer, *, name: str = "in-memory", dtype: str | torch.dtype | None = None
 ) -> TransformerBridge:
     """Wrap a ``transformers`` causal LM held in memory (e.g. a random-initialised config)
     as the same kind of model :func:`load_model` returns.
@@ -240,7 +241,7 @@ def from_hf_model(
 
 
 def load_local_checkpoint(
-    path: str | Path, device: str = "cpu", dtype: str | torch.dtype = "float32", **kwargs
+    path: str | Path, *, device: str = "cpu", dtype: str | torch.dtype = "float32", **kwargs
 ) -> TransformerBridge:
     """A local Hugging Face checkpoint directory, fully offline (:func:`load_model` on a path,
     which must hold a ``config.json``)."""

@@ -138,7 +138,7 @@ def single_token_id(model: Model, name: str) -> int | None:
     return None if token == unknown else token
 
 
-def usable_names(model: Model, names: list[str] | None = None) -> list[str]:
+def usable_names(model: Model, *, names: list[str] | None = None) -> list[str]:
     """Names that are single tokens for ``model``.
 
     Default names that split into several tokens are dropped; names given explicitly must
@@ -183,6 +183,7 @@ def random_token_ids(model: Model, rng: random.Random, k: int) -> list[int]:
 
 def ioi_dataset(
     model: Model,
+    *,
     n_prompts: int = 32,
     perturbation: Perturbation = "name_swap",
     seed: int = 0,
@@ -197,9 +198,11 @@ def ioi_dataset(
         raise TaskError(f"unknown perturbation {perturbation!r}; use one of {PERTURBATIONS}")
     if n_prompts < 1:
         raise TaskError("n_prompts must be at least 1")
-    names = usable_names(model, names)
+    names = usable_names(model, names=names)
     rng = random.Random(seed)
-    candidates = sample_heldout_prompts(rng, 6 * n_prompts + 24, names, DEFAULT_PROMPT_WORDS)
+    candidates = sample_heldout_prompts(
+        rng, 6 * n_prompts + 24, names, n_words=DEFAULT_PROMPT_WORDS
+    )
     pairs = [(p, corrupt_names(p, rng, names)) for p in candidates]
     clean, abc, kept = _aligned_group(model, pairs, n_prompts)
     if perturbation == "name_swap":

@@ -87,7 +87,7 @@ def toy_config(tokenizer, **overrides):
     )
 
 
-def build_model(tokenizer, seed: int = 0, **overrides):
+def build_model(tokenizer, *, seed: int = 0, **overrides):
     """A freshly initialised toy-ioi (a ``GPT2LMHeadModel``) for ``tokenizer``."""
     from transformers import GPT2LMHeadModel
 
@@ -116,7 +116,7 @@ def logits_of(model, tokens: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def ioi_quality(model, tokenizer, n_prompts: int = 400, seed: int = 1234) -> dict:
+def ioi_quality(model, tokenizer, *, n_prompts: int = 400, seed: int = 1234) -> dict:
     """Accuracy (IO logit > S logit) and mean logit difference on held-out IOI prompts."""
     rng = random.Random(seed)
     prompts = sample_heldout_prompts(rng, n_prompts, ioi_vocab()["names"])

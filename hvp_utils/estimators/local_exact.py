@@ -110,7 +110,7 @@ def _pass_estimates(
     first = comps[0]
     delta = ctx.deltas[first.hook]
     where = Component("moved", first.kind, first.hook, first.layer, moved)
-    where = where.mask(delta.shape, delta.dtype, delta.device) if moved else None
+    where = where.mask(delta.shape, dtype=delta.dtype, device=delta.device) if moved else None
     outs = [narrowed_slice(model, c) for c in comps]
     out_hook = outs[0].hook
     change = local_change(model, ctx, first.hook, out_hook, layer=first.layer, where=where)
