@@ -31,6 +31,7 @@ def run(toy64, toy_task, heads):
     return hu.run_estimators(toy64, toy_task, heads, grid, perturbation="name_swap", kind="head")
 
 
+@pytest.mark.slow
 def test_one_row_per_estimator_keyed_without_collisions(run):
     frame, results = run
     assert list(frame.key) == list(results)
@@ -40,6 +41,7 @@ def test_one_row_per_estimator_keyed_without_collisions(run):
     assert not np.allclose(*(results[k].values for k in seeds.key))
 
 
+@pytest.mark.slow
 def test_rows_are_compare_of_each_result_against_ap(run):
     frame, results = run
     truth = results["ap"]
@@ -59,6 +61,7 @@ def test_duplicate_estimators_are_refused(toy64, toy_task, heads):
         hu.run_estimators(toy64, toy_task, heads, [hu.estimator("atp"), hu.estimator("atp")])
 
 
+@pytest.mark.slow
 def test_targets_report_reads_keys_not_labels(run):
     frame, results = run
     frame = with_circuit_columns(frame.copy(), results)

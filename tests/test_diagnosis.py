@@ -100,6 +100,7 @@ def local_error_reference(model, task, comp, out, direction="denoising", eps=1e-
     return float((grad * mask * ((o_c - o_r) - slope)).sum())
 
 
+@pytest.mark.slow
 def test_ap_atp_and_local_error_against_plain_hooks(toy64, toy_task, diagnosed):
     comps, frame = diagnosed
     for i, comp in enumerate(comps):

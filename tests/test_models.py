@@ -100,6 +100,7 @@ def test_training_never_sees_the_heldout_split():
     assert names_in_training == set(vocab["names"])
 
 
+@pytest.mark.slow
 def test_training_is_reproducible(tmp_path):
     first = train(steps=3, batch_size=8, seed=7, out_dir=tmp_path / "a", log_every=10**9)
     second = train(steps=3, batch_size=8, seed=7, out_dir=tmp_path / "b", log_every=10**9)

@@ -138,6 +138,7 @@ def test_bounds_are_exact_on_a_quadratic_metric(tiny64, quadratic):
     assert not reliability(tiny64, task, comps, threshold=far, bounds=first).flag_threshold.any()
 
 
+@pytest.mark.slow
 def test_bounds_use_the_lagrange_factors(toy64, toy_task):
     comps = components(toy64, "mlp_out")[:2]
     for order, factor in ((1, 1 / 2), (2, 1 / 6)):
