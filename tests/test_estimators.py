@@ -36,12 +36,11 @@ def pick(comps, k=4):
 @pytest.mark.parametrize(
     "kind",
     [
-        "head_out",
         "mlp_out",
         "head_q",
         *(
             pytest.param(kind, marks=pytest.mark.slow)
-            for kind in ("neuron", "head_pattern", "neuron_pre", "head_out_pos")
+            for kind in ("head_out", "neuron", "head_pattern", "neuron_pre", "head_out_pos")
         ),
     ],
 )

@@ -139,7 +139,8 @@ def test_components_at_several_positions_of_one_hook(toy64, toy_task, direction)
     assert abs(float(separate - joint)) > 1e-6, "key positions would be additive: proves nothing"
 
 
-@pytest.mark.parametrize("family", ["gpt2", pytest.param("llama", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_other_architectures(family):
     model = tiny_model(family, seed=5)
     task = hu.ioi_dataset(model, n_prompts=4, perturbation="name_swap", seed=1)

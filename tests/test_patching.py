@@ -215,6 +215,7 @@ def test_result_frame(toy64, toy_task):
     assert list(frame.value) == result.values.tolist()
 
 
+@pytest.mark.slow
 def test_a_shared_context_gives_the_same_values_and_saves_its_passes(toy64, toy_task):
     comps = components(toy64, "head_out", layers=[1, 2])
     context = hvp_utils.prepare(toy64, toy_task, comps)
