@@ -1,6 +1,11 @@
 # When attribution patching lies: the notebook suite.
 #   make run     set up .venv (first time) and execute every notebook into runs/$(MODEL)/
-#   make test    set up, unit tests, nbval on the committed notebooks, papermill reruns
+#   make unit    the unit tests: core, estimators and analysis on the embedded and tiny models
+#                (under a minute on 2 cores)
+#   make slow    the slow tests: fresh interpreters, the bench and rerun command lines, training
+#   make course  the course's tests: exercise checks and the claims of the committed notebooks
+#   make test    set up, then unit, slow and course, nbval on the committed notebooks, the course
+#                site, papermill reruns with other parameters and their claims (.ci/run runs it)
 SHELL := /bin/bash
 # PyTorch's OpenMP threads spin while waiting; next to a Jupyter kernel's own threads on a
 # small machine that made notebooks up to 17x slower (measured on 2 cores). Passive waiting
@@ -22,7 +27,7 @@ RERUN_PARAMS ?= -p perturbation random_token -p seed 1 -p n_prompts 12 -p dtype 
 # the stubs); make solutions executes them, and so does the CI rerun.
 SOLUTIONS_SRC := runs/solutions-src
 
-.PHONY: run test unit nbval book rerun-test claims-rerun solutions solutions-src lab toy-model refresh lint format clean distclean bench rerun scaling
+.PHONY: run test unit slow course nbval book rerun-test claims-rerun solutions solutions-src lab toy-model refresh lint format clean distclean bench rerun scaling
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
@@ -43,11 +48,18 @@ run: $(STAMP)
 	done
 	@echo "Executed notebooks are in runs/$(MODEL)/ (open them with 'make lab')."
 
-test: $(STAMP) unit nbval book rerun-test claims-rerun
+test: $(STAMP) unit slow course nbval book rerun-test claims-rerun
 	@echo "All checks passed."
 
+# The test tiers (markers in pyproject.toml): unit is everything not marked slow or course.
 unit: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow and not course" tests
+
+slow: $(STAMP)
+	$(PY) -m pytest -q -m slow tests
+
+course: $(STAMP)
+	$(PY) -m pytest -q -m course tests
 
 nbval: $(STAMP)
 	$(PY) -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg \

@@ -33,6 +33,7 @@ def run(toy64, toy_task, heads):
     )
 
 
+@pytest.mark.slow
 def test_one_row_per_estimator_keyed_without_collisions(run):
     frame, results = run
     assert list(frame.key) == list(results)
@@ -42,6 +43,7 @@ def test_one_row_per_estimator_keyed_without_collisions(run):
     assert not np.allclose(*(results[k].values for k in seeds.key))
 
 
+@pytest.mark.slow
 def test_rows_are_compare_of_each_result_against_ap(run):
     frame, results = run
     truth = results["ap"]
@@ -62,6 +64,7 @@ def test_duplicate_estimators_are_refused(toy64, toy_task, heads):
         hu.run_estimators(toy64, toy_task, heads, estimators=twice)
 
 
+@pytest.mark.slow
 def test_targets_report_reads_keys_not_labels(run):
     frame, results = run
     frame = with_circuit_columns(frame.copy(), results)
@@ -122,6 +125,7 @@ def test_frontier_picks_the_cheapest_that_ranks_like_ap_and_the_best_under_budge
     assert frontier_table(slow).iloc[0].cheapest == "AP"
 
 
+@pytest.mark.slow
 def test_a_tiny_bench_writes_every_result(tmp_path):
     from hvp_utils.cli import bench
 

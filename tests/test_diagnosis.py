@@ -100,6 +100,7 @@ def local_error_reference(model, task, comp, out, direction="denoising", eps=1e-
     return float((grad * mask * ((o_c - o_r) - slope)).sum())
 
 
+@pytest.mark.slow
 def test_ap_atp_and_local_error_against_plain_hooks(toy64, toy_task, diagnosed):
     comps, frame = diagnosed
     for i, comp in enumerate(comps):
@@ -114,6 +115,7 @@ def test_ap_atp_and_local_error_against_plain_hooks(toy64, toy_task, diagnosed):
     assert frame.E_local.abs().max() > 1e-3, "no local curvature: the test proves nothing"
 
 
+@pytest.mark.slow
 def test_output_side_against_finite_differences_and_autograd(toy64, toy_task, diagnosed):
     comps, frame = diagnosed
     for i, comp in enumerate(comps):
@@ -190,7 +192,9 @@ def test_pattern_map_is_linear(toy64, toy_task):
         assert abs(frame.iloc[i].E_local) < 1e-12, comp.name
 
 
-@pytest.mark.parametrize("direction", ["denoising", "noising"])
+@pytest.mark.parametrize(
+    "direction", ["denoising", pytest.param("noising", marks=pytest.mark.slow)]
+)
 def test_grouped_query_keys_feed_their_group(direction):
     model = tiny_model("llama", seed=5)
     task = hu.ioi_dataset(model, n_prompts=4, perturbation="name_swap", seed=1)

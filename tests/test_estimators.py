@@ -36,7 +36,14 @@ def pick(comps, k=4):
 
 @pytest.mark.parametrize(
     "kind",
-    ["head_out", "mlp_out", "neuron", "head_q", "head_pattern", "neuron_pre", "head_out_pos"],
+    [
+        "mlp_out",
+        "head_q",
+        *(
+            pytest.param(kind, marks=pytest.mark.slow)
+            for kind in ("head_out", "neuron", "head_pattern", "neuron_pre", "head_out_pos")
+        ),
+    ],
 )
 def test_second_derivative_matches_autograd_hvp_and_finite_differences(kind, toy64, toy_task):
     comps = pick(components(toy64, kind, layers=[1], n_positions=toy_task.n_positions))
@@ -57,6 +64,7 @@ def test_second_derivative_matches_autograd_hvp_and_finite_differences(kind, toy
     assert estimate.second.abs().max() > 1e-6, "no curvature at all: the test proves nothing"
 
 
+@pytest.mark.slow
 def test_third_derivative_matches_autograd(toy64, toy_task):
     comps = components(toy64, "mlp_out")
     run = EngineRun(toy64, toy_task, prepare(toy64, toy_task, comps), CostMeter())
@@ -108,6 +116,7 @@ def test_joint_hvp_matches_a_whole_hook_hessian_vector_product(toy64, toy_task):
     assert joint.cost.hvp == 1 and joint.cost.backward == 1
 
 
+@pytest.mark.slow
 def test_hutchinson_mean_approaches_diag(toy64, toy_task):
     comps = components(toy64, "head_out", layers=[0, 1])
     diag = hu.hvp_correction(toy64, toy_task, comps, mode="diag").second
@@ -148,6 +157,7 @@ def curved(toy64, toy_task):
     return toy_task, comps, hu.activation_patching(toy64, toy_task, comps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "rule,method",
     [

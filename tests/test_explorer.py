@@ -8,6 +8,7 @@ import base64
 import pandas as pd
 import pytest
 import torch
+from reference import component_index, endpoints, path_derivative
 
 import hvp_utils as hu
 from hvp_utils import components, viz
@@ -27,16 +28,52 @@ def source(toy64, tasks):
     return hu.PathSource(toy64, tasks, comps, n_points=5)
 
 
-def test_source_computes_paths_on_demand_as_path_curves(toy64, tasks, source):
+def hand_path(model, task, comp):
+    """``g(t)`` by a plain TransformerLens hook that adds ``t * delta`` to the component's slice
+    of the corrupted run (``delta``: clean minus corrupted there, zero elsewhere), and the
+    activation-patching hook that writes the clean slice in."""
+    clean, corrupt = endpoints(model, task, comp)
+    index = component_index(comp, clean.dim())
+    delta = torch.zeros_like(clean)
+    delta[index] = clean[index] - corrupt[index]
+
+    def g(t):
+        add = [(comp.hook, lambda act, hook: act + t * delta)]
+        return task.metric(model.run_with_hooks(task.corrupted_tokens, fwd_hooks=add))
+
+    def patched(act, hook):
+        act = act.clone()
+        act[index] = clean[index]
+        return act
+
+    with torch.no_grad():
+        ap = task.metric(
+            model.run_with_hooks(task.corrupted_tokens, fwd_hooks=[(comp.hook, patched)])
+        )
+        ap = float(ap - task.metric(model(task.corrupted_tokens)))
+    return g, ap
+
+
+def test_source_paths_are_the_hooked_path_and_activation_patching(toy64, tasks, source):
     comp = components(toy64, "mlp_out")[1]
+    task = tasks["random_token"]
     got = source("random_token", comp.name)
-    direct = hu.path_curves(toy64, tasks["random_token"], [comp], n_points=5)
-    pd.testing.assert_frame_equal(got.curves, direct.curves)
-    pd.testing.assert_frame_equal(got.summary, direct.summary)
     assert source("random_token", comp.name) is got  # kept, not recomputed
-    # AP at t = 1 is activation patching
-    truth = hu.activation_patching(toy64, tasks["random_token"], [comp])
-    assert got.summary.AP.iloc[0] == pytest.approx(float(truth.values[0]), abs=1e-10)
+    g, ap = hand_path(toy64, task, comp)
+    with torch.no_grad():
+        base = float(g(0.0))
+        expected = [float(g(t)) - base for t in got.curves.t]
+    assert got.curves.t.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    torch.testing.assert_close(
+        torch.tensor(got.curves.AP_t.tolist(), dtype=torch.float64),
+        torch.tensor(expected, dtype=torch.float64),
+        rtol=1e-9,
+        atol=1e-10,
+    )
+    row = got.summary.iloc[0]
+    assert row.AP == pytest.approx(ap, abs=1e-10)  # t = 1 is activation patching
+    assert row.AtP == pytest.approx(path_derivative(g, 0.0, 1), rel=1e-7)
+    assert row.g2 == pytest.approx(path_derivative(g, 0.0, 2), rel=1e-7)
 
 
 def test_source_scale_is_the_kinds_largest_atp(toy64, tasks, source):
@@ -94,21 +131,36 @@ def test_flag_rules_at_any_tau_and_theta_closed_form():
     )
 
 
-def test_explorer_verdict_matches_flag_reasons(source):
-    explorer = viz.explore(source, tau=0.3, threshold_share=0.1, component="MLP1")
-    row = explorer.row()
-    theta = 0.1 * source.scale("name_swap", "mlp_out")
-    expected = hu.flag_reasons(
-        torch.tensor([row.AtP]),
-        torch.tensor([row.g2]),
-        tau=0.3,
-        max_second=torch.tensor([row.M2]),
-        threshold=theta,
-    )
-    assert explorer.theta == pytest.approx(theta)
-    names = {"flag_score": "r>tau", "flag_sign": "sign", "flag_threshold": "threshold"}
-    on = [short for key, short in names.items() if bool(getattr(expected, key)[0])]
-    assert explorer.verdict() == ("flagged: " + ", ".join(on) if on else "ok")
+def test_explorer_verdict_follows_the_closed_form_rules(toy64, tasks, source):
+    """The verdict from g'(0), g''(0) (autograd on the hooked path), the Lagrange interval
+    g'(0) -+ M2/2 and theta = share * the largest |g'(0)| of the MLPs, at several tau, share."""
+    mlps = components(toy64, "mlp_out")
+    slopes = {
+        c.name: path_derivative(hand_path(toy64, tasks["name_swap"], c)[0], 0.0, 1) for c in mlps
+    }
+    g, _ = hand_path(toy64, tasks["name_swap"], mlps[1])
+    first, second = path_derivative(g, 0.0, 1), path_derivative(g, 0.0, 2)
+    score = abs(second / 2) / (abs(first) + abs(second / 2))
+    explorer = viz.explore(source, component=mlps[1].name)
+    lower, upper = first - explorer.row().M2 / 2, first + explorer.row().M2 / 2
+    verdicts = set()
+    for tau in (0.0, 0.3, 1.0):
+        for share in (0.0, 0.1, 0.5, 10.0):
+            explorer.tau, explorer.threshold_share = tau, share
+            theta = share * max(abs(v) for v in slopes.values())
+            assert explorer.theta == pytest.approx(theta, rel=1e-7)
+            on = [
+                name
+                for name, rule in (
+                    ("r>tau", score > tau),
+                    ("sign", first * (first + second / 2) < 0),
+                    ("threshold", any(lower < x < upper for x in (theta, -theta))),
+                )
+                if rule
+            ]
+            verdicts.add(explorer.verdict())
+            assert explorer.verdict() == ("flagged: " + ", ".join(on) if on else "ok")
+    assert len(verdicts) > 1, verdicts  # the grid reaches both sides of some rule
 
 
 def test_static_outside_jupyter_live_widget_inside(source, monkeypatch):

@@ -71,7 +71,9 @@ def references(model, task, comps, direction="denoising"):
     )
 
 
-@pytest.mark.parametrize("direction", ["denoising", "noising"])
+@pytest.mark.parametrize(
+    "direction", ["denoising", pytest.param("noising", marks=pytest.mark.slow)]
+)
 def test_plain_hook_reference_and_diagnose(toy64, toy_task, direction):
     comps = layer_comps(toy64, toy_task, LOCAL_KINDS)
     result = hu.atp_local(toy64, toy_task, comps, direction=direction)
@@ -118,7 +120,9 @@ def positioned(model, task, kind, layer=1):
     ]
 
 
-@pytest.mark.parametrize("direction", ["denoising", "noising"])
+@pytest.mark.parametrize(
+    "direction", ["denoising", pytest.param("noising", marks=pytest.mark.slow)]
+)
 def test_components_at_several_positions_of_one_hook(toy64, toy_task, direction):
     comps = [c for kind in LOCAL_KINDS for c in positioned(toy64, toy_task, kind)]
     result = hu.atp_local(toy64, toy_task, comps, direction=direction)
@@ -134,6 +138,7 @@ def test_components_at_several_positions_of_one_hook(toy64, toy_task, direction)
     assert abs(float(separate - joint)) > 1e-6, "key positions would be additive: proves nothing"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_other_architectures(family):
     model = tiny_model(family, seed=5)

@@ -100,6 +100,7 @@ def test_training_never_sees_the_heldout_split():
     assert names_in_training == set(vocab["names"])
 
 
+@pytest.mark.slow
 def test_training_is_reproducible(tmp_path):
     first = train(steps=3, batch_size=8, seed=7, out_dir=tmp_path / "a", log_every=10**9)
     second = train(steps=3, batch_size=8, seed=7, out_dir=tmp_path / "b", log_every=10**9)
@@ -114,6 +115,7 @@ def test_unknown_model_name_is_an_error():
         hvp_utils.load_model("gpt2-smal")
 
 
+@pytest.mark.slow
 def test_missing_weights_offline_is_an_error(tmp_path):
     env = {
         **os.environ,

@@ -54,6 +54,7 @@ def test_public_api_is_one_list_of_existing_names():
     assert not missing
 
 
+@pytest.mark.slow
 def test_importing_the_package_has_no_side_effects():
     code = (
         # TransformerLens's bridge installs warning filters of its own when imported

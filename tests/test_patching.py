@@ -71,7 +71,7 @@ KINDS_WITH_TL_REFERENCE = [
 
 
 @pytest.mark.parametrize("kind", KINDS_WITH_TL_REFERENCE)
-@pytest.mark.parametrize("which", ["toy", "tiny"])
+@pytest.mark.parametrize("which", ["tiny", pytest.param("toy", marks=pytest.mark.slow)])
 def test_activation_patching_matches_transformer_lens(
     kind, which, toy64, tiny64, toy_task, tiny_task
 ):
@@ -84,6 +84,7 @@ def test_activation_patching_matches_transformer_lens(
     assert reference.abs().max() > 1e-3, "degenerate reference: nothing to compare"
 
 
+@pytest.mark.slow
 def test_neuron_patching_matches_transformer_lens(toy64, toy_task):
     comps = components(toy64, "neuron", layers=[1])[:40]
     ours = activation_patching(toy64, toy_task, comps)
@@ -143,7 +144,7 @@ def path_metric(model, task, comp, t: float, direction: str = "denoising") -> fl
         "neuron_pre",
     ],
 )
-@pytest.mark.parametrize("which", ["toy", "tiny"])
+@pytest.mark.parametrize("which", ["tiny", pytest.param("toy", marks=pytest.mark.slow)])
 def test_atp_is_derivative_at_zero(kind, which, toy64, tiny64, toy_task, tiny_task):
     model, task = (toy64, toy_task) if which == "toy" else (tiny64, tiny_task)
     comps = components(model, kind, n_positions=task.n_positions)
@@ -214,6 +215,7 @@ def test_result_frame(toy64, toy_task):
     assert list(frame.value) == result.values.tolist()
 
 
+@pytest.mark.slow
 def test_a_shared_context_gives_the_same_values_and_saves_its_passes(toy64, toy_task):
     comps = components(toy64, "head_out", layers=[1, 2])
     context = hvp_utils.prepare(toy64, toy_task, comps)

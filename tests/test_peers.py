@@ -29,7 +29,10 @@ def assert_same(peer, ours, comps):
     assert ours.values.abs().max() > 1e-3, "degenerate comparison: nothing to compare"
 
 
-@pytest.mark.parametrize("kind", ["head_out", "head_out_pos", "neuron"])
+@pytest.mark.parametrize(
+    "kind",
+    ["head_out", *(pytest.param(k, marks=pytest.mark.slow) for k in ("head_out_pos", "neuron"))],
+)
 def test_transformer_lens_patching_matches_our_ap(kind, toy64, toy_task):
     comps = peer_components(toy64, toy_task, kind)
     peer = tl_patching_ap(toy64, toy_task, comps)
@@ -54,7 +57,7 @@ def test_transformer_lens_patching_refuses_other_kinds(kinds, toy64, toy_task):
 #: (Captum method, its n_steps) and the IG rule and steps with the same nodes and weights.
 CAPTUM_RULES = [
     ("riemann_middle", 2, "midpoint", 2),
-    ("riemann_middle", 8, "midpoint", 8),
+    pytest.param("riemann_middle", 8, "midpoint", 8, marks=pytest.mark.slow),
     ("gausslegendre", 2, "gauss", 1),
 ]
 

@@ -142,6 +142,7 @@ def test_bounds_are_exact_on_a_quadratic_metric(tiny64, quadratic):
     ).reasons.flag_threshold.any()
 
 
+@pytest.mark.slow
 def test_bounds_use_the_lagrange_factors(toy64, toy_task):
     comps = components(toy64, "mlp_out")[:2]
     for order, factor in ((1, 1 / 2), (2, 1 / 6)):
@@ -157,6 +158,14 @@ def test_bounds_use_the_lagrange_factors(toy64, toy_task):
         error_bounds(toy64, toy_task, comps, order=3)
 
 
+def pair_counting_auroc(scores: list[float], positive: list[bool]) -> float:
+    """P(score of a positive > score of a negative), ties counting 1/2, over every pair."""
+    pos = [s for s, p in zip(scores, positive, strict=True) if p]
+    neg = [s for s, p in zip(scores, positive, strict=True) if not p]
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
 def test_detector_and_coverage_on_the_embedded_model(toy64, toy_task):
     comps = components(toy64, "head_q", layers=[1, 2])
     truth = hu.activation_patching(toy64, toy_task, comps)
@@ -164,8 +173,12 @@ def test_detector_and_coverage_on_the_embedded_model(toy64, toy_task):
     scored = reliability(toy64, toy_task, comps, threshold=0.01, bounds=bounds)
     torch.testing.assert_close(scored.lower, bounds.lower)
     torch.testing.assert_close(scored.upper, bounds.upper)
-    expected = straddles(bounds.lower, bounds.upper, 0.01).tolist()
-    assert scored.reasons.flag_threshold.tolist() == expected
+    intervals = list(zip(bounds.lower.tolist(), bounds.upper.tolist(), strict=True))
+    crosses = [lo < 0.01 < up or lo < -0.01 < up for lo, up in intervals]
+    assert scored.reasons.flag_threshold.tolist() == crosses
+    # the detector, recomputed: AtP more than 50% off AP, AUROC of the scores by pair counting
+    ap = truth.values.tolist()
+    bad = [abs(f - a) > 0.5 * abs(a) for f, a in zip(scored.first.tolist(), ap, strict=True)]
     report = detector_report(
         scored.reasons,
         first=scored.first,
@@ -173,11 +186,14 @@ def test_detector_and_coverage_on_the_embedded_model(toy64, toy_task):
         negligible_share=0.0,
         threshold_share=None,
     ).iloc[0]
-    assert 0 < report.positives < len(comps)
+    assert report.positives == sum(bad) and 0 < sum(bad) < len(comps)
+    expected = pair_counting_auroc(scored.reasons.scores.tolist(), bad)
+    assert report.auroc == pytest.approx(expected, abs=1e-12)
     assert report.auroc > 0.7, report
     # measured, not guaranteed: on these queries the estimated intervals hold every AP effect
+    inside = [lo <= a <= up for (lo, up), a in zip(intervals, ap, strict=True)]
     covered = coverage_report(lower=bounds.lower, upper=bounds.upper, truth=truth.values)
-    assert covered.iloc[0].coverage == 1.0
+    assert all(inside) and covered.iloc[0].coverage == 1.0
     # the same estimate of max|g''| without bounds=: the same interval and flags
     alone = reliability(toy64, toy_task, comps, threshold=0.01, n_nodes=3)
     torch.testing.assert_close(alone.max_second, bounds.max_second)

@@ -77,6 +77,7 @@ def test_unsupported_architecture_names_what_is_missing(tmp_path):
         load_local_checkpoint(tmp_path)
 
 
+@pytest.mark.slow
 def test_rerun_notebook_01_on_a_local_checkpoint(tmp_path):
     path = save_checkpoint(tmp_path / "tiny-gpt2")
     command = [

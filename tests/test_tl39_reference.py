@@ -42,6 +42,7 @@ def test_baseline_matches_the_tl39_line(toy64, task):
         assert found[key] == pytest.approx(expected[key], rel=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["head_out", "mlp_out", "head_q", "neuron"])
 @pytest.mark.parametrize("key", sorted(ESTIMATORS))
 def test_estimates_match_the_tl39_line(toy64, task, kind, key):

@@ -16,6 +16,7 @@ def heads(toy64):
     return components(toy64, "head_out")
 
 
+@pytest.mark.slow
 def test_everything_flagged_and_patched_is_activation_patching(toy64, toy_task, heads):
     result = screen_flag_fix(toy64, toy_task, heads, fix="patch", tau=-1.0)
     assert bool(result.fixed.all())
