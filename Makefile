@@ -125,12 +125,12 @@ bench: $(STAMP)
 	$(PY) -m hvp_utils.cli.bench --out docs/bench
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hvp_utils tests notebooks
-	$(VENV)/bin/ruff format --check hvp_utils tests
+	$(VENV)/bin/ruff check hvp_utils hvp_course tests notebooks
+	$(VENV)/bin/ruff format --check hvp_utils hvp_course tests notebooks
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format hvp_utils tests
-	$(VENV)/bin/ruff check --fix hvp_utils tests notebooks
+	$(VENV)/bin/ruff format hvp_utils hvp_course tests notebooks
+	$(VENV)/bin/ruff check --fix hvp_utils hvp_course tests notebooks
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

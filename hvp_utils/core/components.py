@@ -21,7 +21,6 @@ Each component carries its ``layer`` and, where its kind has them, its ``head``,
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import torch
@@ -129,24 +128,6 @@ def query_heads(cfg, kind: str, head: int) -> list[int]:
         return [head]
     group = cfg.n_heads // n_kv_heads(cfg)
     return list(range(head * group, (head + 1) * group))
-
-
-HEAD_NAME = re.compile(r"^L(?P<layer>\d+)H(?P<head>\d+)")
-
-
-def head_of(name: str) -> tuple[int, int]:
-    """The (layer, head) of a head component's name (``L3H2``, ``L3H2.q``, ``L3H2@5``).
-
-    Args:
-        name: a name made by :func:`components` for a head-indexed kind.
-
-    Returns:
-        ``(layer, head)``; a ``ValueError`` for a name that is not a head's.
-    """
-    match = HEAD_NAME.match(name)
-    if match is None:
-        raise ValueError(f"{name!r} is not a head component's name (L<layer>H<head>...)")
-    return int(match["layer"]), int(match["head"])
 
 
 def components(
