@@ -234,7 +234,7 @@ def test_atp_costs_what_the_table_says(toy64, toy_task):
     """AtP's pass counts (the table's 'AtP alone' rows), from the package."""
     comps = hu.components(toy64, "head_out", layers=[0])
     cost = hu.atp(toy64, toy_task, comps).cost
-    assert (cost["forward"], cost["backward"], cost["hvp"]) == (3, 1, 0)
+    assert (cost.forward, cost.backward, cost.hvp) == (3, 1, 0)
 
 
 @params("07")
