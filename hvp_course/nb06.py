@@ -36,7 +36,7 @@ def reference_circuit(ctx: Context) -> list[str]:
     """The notebook's reference circuit (``reference=``), or AP's at the default fraction."""
     if ctx.reference:
         return list(ctx.reference)
-    return ap_circuit(ctx.head_ap(), DEFAULT_THRESHOLD_SHARE)
+    return ap_circuit(ctx.head_ap(), threshold_share=DEFAULT_THRESHOLD_SHARE)
 
 
 # --------------------------------------------------------------------------------------------
