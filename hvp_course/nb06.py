@@ -234,7 +234,7 @@ def _auroc_passed(r: Result) -> str:
     estimates = _estimates(r.ctx)
     reference = reference_circuit(r.ctx)
     for estimate, value in zip(estimates, r.expected, strict=False):
-        recovered = circuit_recovery(estimate, reference)["auroc"]
+        recovered = circuit_recovery(estimate, reference).auroc
         assert abs(recovered - float(value)) < 1e-12, (estimate.method, recovered, float(value))
     return (
         f"AUROC of {len(estimates)} estimators' rankings as hu.circuit_recovery, and of a "

@@ -214,7 +214,7 @@ SPEARMAN = Exercise(
 def flag_reference(
     first: Tensor, second: Tensor, tau: float, threshold: float, margin: float = MARGIN
 ) -> Tensor:
-    """Screen-Flag-Fix's flags (``hu.flag_reasons(..., max_second=margin |g''|)["flags"]``)."""
+    """Screen-Flag-Fix's flags (``hu.flag_reasons(..., max_second=margin |g''|).flags``)."""
     return flag_reasons(
         first, second, tau=tau, max_second=margin * second.abs(), threshold=threshold
     ).flags
