@@ -35,6 +35,7 @@ from hvp_utils.analysis.peers import captum_ig_estimator, tl_patching_estimator
 from hvp_utils.analysis.screen_flag_fix import sff_estimator
 from hvp_utils.cli.tables import to_markdown
 from hvp_utils.core.components import Component, components
+from hvp_utils.core.local_maps import CURVED_LOCAL_KINDS
 from hvp_utils.core.models import load_model
 from hvp_utils.core.results import Estimator
 from hvp_utils.core.tasks import PatchingTask, ioi_dataset
@@ -216,7 +217,7 @@ def peer_and_local_targets(frame: pd.DataFrame) -> list[str]:
     (exact local) at most half AtP's NMAE within 2x AtP's time where the error is local,
     our batched AP at least 5x faster than TransformerLens's, Captum's joint IG equal to ours."""
     lines = []
-    local_kinds = frame[frame.kind.isin(["head_q", "head_k", "neuron_pre"])]
+    local_kinds = frame[frame.kind.isin(CURVED_LOCAL_KINDS)]
     for (perturbation, kind), group in local_kinds.groupby(["perturbation", "kind"], sort=False):
         by_key = group.set_index("key")
         if "atp_local" not in by_key.index:

@@ -35,6 +35,9 @@ from hvp_utils.core.types import Model
 
 #: Component kind -> ``get_act_name`` of its local map's output (kinds not listed: identity).
 LOCAL_MAPS = {"head_q": "z", "head_k": "z", "head_pattern": "z", "neuron_pre": "post"}
+#: The kinds whose local map is curved (softmax, activation function): the only ones with
+#: ``E_local != 0``; ``head_pattern``'s map to ``z`` is linear.
+CURVED_LOCAL_KINDS = ("head_q", "head_k", "neuron_pre")
 #: Per local kind, the input axis of its independent units (heads, neurons).
 UNIT_AXES = {"head_q": 2, "head_k": 2, "head_pattern": 1, "neuron_pre": 2}
 #: Per local kind, ``{input axis: output axis}`` along which output index ``i`` depends only

@@ -13,11 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hvp_utils.analysis.findings.attribution import CLEAR_SHARE
 from hvp_utils.analysis.findings.record import Findings
 from hvp_utils.core.metrics import spearman
-
-#: A head's effect is clear when |AP| exceeds this share of the largest |AP|.
-CLEAR_SHARE = 0.05
 
 
 def atp_against_ap(heads: pd.DataFrame) -> Findings:

@@ -15,10 +15,8 @@ import pandas as pd
 
 from hvp_utils.analysis.diagnosis import error_shares
 from hvp_utils.analysis.findings.record import Findings
+from hvp_utils.core.local_maps import CURVED_LOCAL_KINDS
 
-#: Kinds whose local map is non-linear (softmax, activation function); every other kind has
-#: ``E_local = 0`` exactly (identity, or the linear map from the attention pattern to ``z``).
-CURVED_LOCAL_KINDS = ("head_q", "head_k", "neuron_pre")
 #: The columns of the diagnosis table the verdicts are computed from (the terms follow).
 RECORDED_COLUMNS = [
     "perturbation",
