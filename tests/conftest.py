@@ -119,6 +119,18 @@ def tiny64():
 
 
 @pytest.fixture(scope="session")
+def small64():
+    """A random 4-layer GPT-2 (d_model 32, 8 heads of 4) with the toy tokenizer: the embedded
+    model's layer count and prompts at a fraction of its cost, for the unit tier."""
+    return tiny_model(n_layer=4, n_head=8)
+
+
+@pytest.fixture(scope="session")
+def small_task(small64):
+    return hvp_utils.ioi_dataset(small64, n_prompts=8, perturbation="name_swap", seed=0)
+
+
+@pytest.fixture(scope="session")
 def toy_task(toy64):
     return hvp_utils.ioi_dataset(toy64, n_prompts=8, perturbation="name_swap", seed=0)
 

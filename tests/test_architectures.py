@@ -51,8 +51,11 @@ def all_estimators(model, task, comps):
 
 @pytest.mark.parametrize(
     "kind",
-    ["head_out", "head_k"]
-    + [pytest.param(k, marks=pytest.mark.slow) for k in ("mlp_out", "head_q", "head_pattern")],
+    ["head_k"]
+    + [
+        pytest.param(k, marks=pytest.mark.slow)
+        for k in ("head_out", "mlp_out", "head_q", "head_pattern")
+    ],
 )
 def test_every_estimator_runs_and_is_right(family, kind):
     model, task = family

@@ -12,12 +12,12 @@ from hvp_utils.cli.bench import targets, with_circuit_columns
 
 
 @pytest.fixture(scope="module")
-def heads(toy64):
-    return hu.components(toy64, "head_out", layers=[0, 1])
+def heads(small64):
+    return hu.components(small64, "head_out", layers=[0, 1])
 
 
 @pytest.fixture(scope="module")
-def run(toy64, toy_task, heads):
+def run(small64, small_task, heads):
     grid = [
         hu.atp_estimator(),
         hu.hvp_estimator(),
@@ -29,7 +29,7 @@ def run(toy64, toy_task, heads):
         hu.sff_estimator(fix="patch"),
     ]
     return hu.run_estimators(
-        toy64, toy_task, heads, estimators=grid, perturbation="name_swap", kind="head"
+        small64, small_task, heads, estimators=grid, perturbation="name_swap", kind="head"
     )
 
 
@@ -58,10 +58,10 @@ def test_rows_are_compare_of_each_result_against_ap(run):
     assert set(frame.family) >= {"AP", "AtP", "HVP (one point)", "SFF", "IG (per component)"}
 
 
-def test_duplicate_estimators_are_refused(toy64, toy_task, heads):
+def test_duplicate_estimators_are_refused(small64, small_task, heads):
     with pytest.raises(ValueError, match="twice"):
         twice = [hu.atp_estimator(), hu.atp_estimator()]
-        hu.run_estimators(toy64, toy_task, heads, estimators=twice)
+        hu.run_estimators(small64, small_task, heads, estimators=twice)
 
 
 @pytest.mark.slow

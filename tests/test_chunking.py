@@ -38,11 +38,11 @@ PASS_COUNTS = ("forward", "backward", "hvp", "third_order")
 
 
 @pytest.fixture(scope="module")
-def small(toy64):
+def small(small64):
     """Four heads of layer 1 (plus their queries, for AtP*'s QK fix) on three prompts."""
-    task = hu.ioi_dataset(toy64, n_prompts=3, perturbation="name_swap", seed=0)
-    heads = hu.components(toy64, "head_out", layers=[1])[:4]
-    return task, heads + hu.components(toy64, "head_q", layers=[1])[:2]
+    task = hu.ioi_dataset(small64, n_prompts=3, perturbation="name_swap", seed=0)
+    heads = hu.components(small64, "head_out", layers=[1])[:4]
+    return task, heads + hu.components(small64, "head_q", layers=[1])[:2]
 
 
 def run_counting_passes(monkeypatch, estimator, *args, **kwargs):
@@ -61,12 +61,12 @@ def run_counting_passes(monkeypatch, estimator, *args, **kwargs):
 
 
 @pytest.mark.parametrize("name", list(ESTIMATORS))
-def test_chunk_size_changes_passes_not_values(name, toy64, small, monkeypatch):
+def test_chunk_size_changes_passes_not_values(name, small64, small, monkeypatch):
     estimator, splits = ESTIMATORS[name]
     task, comps = small
-    default, default_passes = run_counting_passes(monkeypatch, estimator, toy64, task, comps)
+    default, default_passes = run_counting_passes(monkeypatch, estimator, small64, task, comps)
     single, single_passes = run_counting_passes(
-        monkeypatch, estimator, toy64, task, comps, chunk_size=1
+        monkeypatch, estimator, small64, task, comps, chunk_size=1
     )
     scale = float(default.values.abs().max())
     assert scale > 1e-3, "all-zero values prove nothing"

@@ -43,13 +43,13 @@ def test_published_gpt2_heads_file():
     assert set(heads[heads["class"] == "name mover"].name) == {"L9H9", "L9H6", "L10H0"}
 
 
-def test_faithfulness_endpoints_against_plain_mean_ablation(toy64, toy_task):
-    heads = components(toy64, "head_out")
-    truth = hu.activation_patching(toy64, toy_task, heads)
-    curve = circuits.faithfulness(toy64, toy_task, truth, heads, sizes=[0, 1, len(heads)])
+def test_faithfulness_endpoints_against_plain_mean_ablation(small64, small_task):
+    heads = components(small64, "head_out")
+    truth = hu.activation_patching(small64, small_task, heads)
+    curve = circuits.faithfulness(small64, small_task, truth, heads, sizes=[0, 1, len(heads)])
     assert curve.faithfulness.iloc[-1] == pytest.approx(1.0)
     # size 0: every head output replaced by its clean mean, by a plain hook per layer
-    _, cache = toy64.run_with_cache(toy_task.clean_tokens)
+    _, cache = small64.run_with_cache(small_task.clean_tokens)
     hooks = [
         (
             f"blocks.{layer}.attn.hook_z",
@@ -60,9 +60,9 @@ def test_faithfulness_endpoints_against_plain_mean_ablation(toy64, toy_task):
                 .contiguous()
             ),  # GPT-2's Conv1D views its input
         )
-        for layer in range(toy64.cfg.n_layers)
+        for layer in range(small64.cfg.n_layers)
     ]
-    ablated = toy_task.metric(toy64.run_with_hooks(toy_task.clean_tokens, fwd_hooks=hooks))
+    ablated = small_task.metric(small64.run_with_hooks(small_task.clean_tokens, fwd_hooks=hooks))
     assert curve.metric.iloc[0] == pytest.approx(float(ablated), rel=1e-9)
     # size 1: keep only the top head
     top = heads[int(truth.values.abs().argmax())]
@@ -74,23 +74,25 @@ def test_faithfulness_endpoints_against_plain_mean_ablation(toy64, toy_task):
         mean[:, :, head] = act[:, :, head]
         return mean
 
-    one = toy_task.metric(
-        toy64.run_with_hooks(toy_task.clean_tokens, fwd_hooks=keep + [(top.hook, keep_one)])
+    one = small_task.metric(
+        small64.run_with_hooks(small_task.clean_tokens, fwd_hooks=keep + [(top.hook, keep_one)])
     )
     assert curve.metric.iloc[1] == pytest.approx(float(one), rel=1e-9)
 
 
-def test_head_roles_reads_attention(toy64, toy_task):
-    heads = components(toy64, "head_out")
-    roles = circuits.head_roles(toy64, toy_task, hu.activation_patching(toy64, toy_task, heads))
+def test_head_roles_reads_attention(small64, small_task):
+    heads = components(small64, "head_out")
+    roles = circuits.head_roles(
+        small64, small_task, hu.activation_patching(small64, small_task, heads)
+    )
     assert len(roles) == len(heads)
     attention = roles[["end->IO", "end->S1", "end->S2", "S2->S1", "S2->IO"]]
     assert ((attention >= 0) & (attention <= 1)).all().all()
     assert roles[roles.layer == 0].role.isin(circuits.ROLES_LAYER0).all()
     assert roles[roles.layer > 0].role.isin(circuits.ROLES_LATER).all()
     # each share: the smaller of its means over the two name orders, from a plain cache
-    _, cache = toy64.run_with_cache(toy_task.clean_tokens)
-    tokens, io, s = toy_task.clean_tokens, *toy_task.answer_tokens.T
+    _, cache = small64.run_with_cache(small_task.clean_tokens)
+    tokens, io, s = small_task.clean_tokens, *small_task.answer_tokens.T
     rows = range(len(tokens))
     io_pos = [int((tokens[b] == io[b]).nonzero()[0]) for b in rows]
     s_pos = [(tokens[b] == s[b]).nonzero().flatten().tolist() for b in rows]

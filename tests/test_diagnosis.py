@@ -61,9 +61,9 @@ def output_path(model, task, out, o_r, direction):
 
 
 @pytest.fixture(scope="module")
-def diagnosed(toy64, toy_task):
-    comps = [c for kind in LOCAL_KINDS for c in layer_comps(toy64, toy_task, kind)]
-    return comps, diagnose(toy64, toy_task, comps)
+def diagnosed(small64, small_task):
+    comps = [c for kind in LOCAL_KINDS for c in layer_comps(small64, small_task, kind)]
+    return comps, diagnose(small64, small_task, comps)
 
 
 def local_error_reference(model, task, comp, out, direction="denoising", eps=1e-5):
@@ -101,27 +101,27 @@ def local_error_reference(model, task, comp, out, direction="denoising", eps=1e-
 
 
 @pytest.mark.slow
-def test_ap_atp_and_local_error_against_plain_hooks(toy64, toy_task, diagnosed):
+def test_ap_atp_and_local_error_against_plain_hooks(small64, small_task, diagnosed):
     comps, frame = diagnosed
     for i, comp in enumerate(comps):
-        g = path_function(toy64, toy_task, comp)
+        g = path_function(small64, small_task, comp)
         row = frame.iloc[i]
         with torch.no_grad():
             ap = float(g(torch.tensor(1.0)) - g(torch.tensor(0.0)))
         assert row.AP == pytest.approx(ap, abs=1e-10), comp.name
         assert row.AtP == pytest.approx(path_derivative(g, 0.0, 1), rel=1e-9, abs=1e-12)
-        reference = local_error_reference(toy64, toy_task, comp, output_slice(toy64, comp))
+        reference = local_error_reference(small64, small_task, comp, output_slice(small64, comp))
         assert row.E_local == pytest.approx(reference, rel=1e-5, abs=1e-9), comp.name
     assert frame.E_local.abs().max() > 1e-3, "no local curvature: the test proves nothing"
 
 
 @pytest.mark.slow
-def test_output_side_against_finite_differences_and_autograd(toy64, toy_task, diagnosed):
+def test_output_side_against_finite_differences_and_autograd(small64, small_task, diagnosed):
     comps, frame = diagnosed
     for i, comp in enumerate(comps):
-        out = output_slice(toy64, comp)
-        o_c, o_r = patched_output(toy64, toy_task, comp, out)
-        G = output_path(toy64, toy_task, out, o_r, o_c - o_r)
+        out = output_slice(small64, comp)
+        o_c, o_r = patched_output(small64, small_task, comp, out)
+        G = output_path(small64, small_task, out, o_r, o_c - o_r)
         step = 1e-5
         with torch.no_grad():
             by_fd = float(G(step) - G(-step)) / (2 * step)
@@ -129,7 +129,7 @@ def test_output_side_against_finite_differences_and_autograd(toy64, toy_task, di
         row = frame.iloc[i]
         assert row.AtP_out == pytest.approx(by_fd, rel=1e-6, abs=1e-9), comp.name
         assert row.AP == pytest.approx(ap_out, abs=1e-10), comp.name  # D(o_c) - D(o_r) = AP
-        g2 = path_derivative(path_function(toy64, toy_task, comp), 0.0, 2)
+        g2 = path_derivative(path_function(small64, small_task, comp), 0.0, 2)
         assert row.second_local + row.second_down == pytest.approx(g2, rel=1e-7, abs=1e-10)
 
 
@@ -155,39 +155,39 @@ def local_curvature_reference(model, task, comp, out, eps=1e-4):
         return (phi(eps) - 2 * phi(0.0) + phi(-eps)) / eps**2
 
 
-def test_second_local_against_second_differences(toy64, toy_task, diagnosed):
+def test_second_local_against_second_differences(small64, small_task, diagnosed):
     comps, frame = diagnosed
     for i, comp in enumerate(comps):
-        out = output_slice(toy64, comp)
-        _, o_r = patched_output(toy64, toy_task, comp, out)
-        w = local_curvature_reference(toy64, toy_task, comp, out) * out.mask(
+        out = output_slice(small64, comp)
+        _, o_r = patched_output(small64, small_task, comp, out)
+        w = local_curvature_reference(small64, small_task, comp, out) * out.mask(
             o_r.shape, dtype=o_r.dtype
         )
         o_leaf = o_r.clone().requires_grad_(True)
-        logits = toy64.run_with_hooks(
-            toy_task.corrupted_tokens, fwd_hooks=[(out.hook, lambda act, hook, o=o_leaf: o)]
+        logits = small64.run_with_hooks(
+            small_task.corrupted_tokens, fwd_hooks=[(out.hook, lambda act, hook, o=o_leaf: o)]
         )
-        (grad,) = torch.autograd.grad(toy_task.metric(logits), o_leaf)
+        (grad,) = torch.autograd.grad(small_task.metric(logits), o_leaf)
         reference = float((grad * w).sum())
         assert frame.iloc[i].second_local == pytest.approx(reference, rel=1e-4, abs=1e-8)
 
 
-def test_identity_kinds_have_no_local_error(toy64, toy_task):
-    comps = [c for kind in IDENTITY_KINDS for c in layer_comps(toy64, toy_task, kind, k=1)]
-    frame = diagnose(toy64, toy_task, comps)
+def test_identity_kinds_have_no_local_error(small64, small_task):
+    comps = [c for kind in IDENTITY_KINDS for c in layer_comps(small64, small_task, kind, k=1)]
+    frame = diagnose(small64, small_task, comps)
     assert (frame.E_local == 0).all() and (frame.second_local == 0).all()
     assert (frame.AtP_out == frame.AtP).all()
     for i, comp in enumerate(comps):
-        g = path_function(toy64, toy_task, comp)
+        g = path_function(small64, small_task, comp)
         assert frame.iloc[i].second_down == pytest.approx(path_derivative(g, 0.0, 2), rel=1e-7)
 
 
-def test_pattern_map_is_linear(toy64, toy_task):
-    comps = layer_comps(toy64, toy_task, "head_pattern", k=2)
-    frame = diagnose(toy64, toy_task, comps)
+def test_pattern_map_is_linear(small64, small_task):
+    comps = layer_comps(small64, small_task, "head_pattern", k=2)
+    frame = diagnose(small64, small_task, comps)
     assert (frame.second_local.abs() < 1e-14).all()
     for i, comp in enumerate(comps):
-        reference = local_error_reference(toy64, toy_task, comp, output_slice(toy64, comp))
+        reference = local_error_reference(small64, small_task, comp, output_slice(small64, comp))
         assert abs(reference) < 1e-8, comp.name  # the plain-hook map is linear too
         assert abs(frame.iloc[i].E_local) < 1e-12, comp.name
 
@@ -225,8 +225,8 @@ def test_error_shares_closed_form(diagnosed):
     assert shares.loc["head_q", "n"] == len(sub)
 
 
-def test_solu_pre_activations_are_rejected(toy64, toy_task):
+def test_solu_pre_activations_are_rejected(small64, small_task):
     model = tiny_model()
     model.cfg.act_fn = "solu_ln"  # SoLU's LayerNorm mixes the neurons of a position
     with pytest.raises(ValueError, match="per-neuron local map"):
-        diagnose(model, toy_task, components(model, "neuron_pre", layers=[0])[:2])
+        diagnose(model, small_task, components(model, "neuron_pre", layers=[0])[:2])

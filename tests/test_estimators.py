@@ -45,15 +45,15 @@ def pick(comps, k=4):
         ),
     ],
 )
-def test_second_derivative_matches_autograd_hvp_and_finite_differences(kind, toy64, toy_task):
-    comps = pick(components(toy64, kind, layers=[1], n_positions=toy_task.n_positions))
-    estimate = hu.hvp_correction(toy64, toy_task, comps, mode="diag", chunk_size=3)
+def test_second_derivative_matches_autograd_hvp_and_finite_differences(kind, small64, small_task):
+    comps = pick(components(small64, kind, layers=[1], n_positions=small_task.n_positions))
+    estimate = hu.hvp_correction(small64, small_task, comps, mode="diag", chunk_size=3)
     for i, comp in enumerate(comps):
-        phi, x_r, x_c = slice_function(toy64, toy_task, comp)
+        phi, x_r, x_c = slice_function(small64, small_task, comp)
         delta = x_c - x_r
         _, h_delta = torch.autograd.functional.hvp(phi, x_r, delta)
         by_hessian = float((delta * h_delta).sum())
-        g = path_function(toy64, toy_task, comp)
+        g = path_function(small64, small_task, comp)
         step = 1e-4
         by_fd = (path_derivative(g, step, 1) - path_derivative(g, -step, 1)) / (2 * step)
         ours = float(estimate.second[i])
@@ -65,12 +65,12 @@ def test_second_derivative_matches_autograd_hvp_and_finite_differences(kind, toy
 
 
 @pytest.mark.slow
-def test_third_derivative_matches_autograd(toy64, toy_task):
-    comps = components(toy64, "mlp_out")
-    run = EngineRun(toy64, toy_task, prepare(toy64, toy_task, comps), CostMeter())
+def test_third_derivative_matches_autograd(small64, small_task):
+    comps = components(small64, "mlp_out")
+    run = EngineRun(small64, small_task, prepare(small64, small_task, comps), CostMeter())
     path = path_derivatives(run, comps, t=0.3, order=3)
     for i, comp in enumerate(comps):
-        g = path_function(toy64, toy_task, comp)
+        g = path_function(small64, small_task, comp)
         for order, ours in ((1, path.d1), (2, path.d2), (3, path.d3)):
             reference = path_derivative(g, 0.3, order)
             assert float(ours[i]) == pytest.approx(reference, rel=1e-7, abs=1e-9)
@@ -92,14 +92,14 @@ def test_second_order_is_exact_for_a_quadratic_metric(tiny64, tiny_task):
         torch.testing.assert_close(estimate.values, truth.values[:n], atol=1e-9, rtol=1e-9)
 
 
-def test_joint_hvp_matches_a_whole_hook_hessian_vector_product(toy64, toy_task):
+def test_joint_hvp_matches_a_whole_hook_hessian_vector_product(small64, small_task):
     """Every head of two layers: v = the whole delta of both hooks, and the joint second term
     is <delta_c, (H v)_c> with H the Hessian in both hooks jointly (cross terms included,
     within a hook and across the two)."""
-    comps = components(toy64, "head_out", layers=[1, 2])
-    joint = hu.hvp_correction(toy64, toy_task, comps, mode="joint")
+    comps = components(small64, "head_out", layers=[1, 2])
+    joint = hu.hvp_correction(small64, small_task, comps, mode="joint")
     hooks = sorted({c.hook for c in comps})
-    phi, zeros, v = whole_hook_function(toy64, toy_task, hooks)
+    phi, zeros, v = whole_hook_function(small64, small_task, hooks)
     _, h_v = torch.autograd.functional.hvp(phi, zeros, v)
     expected = torch.tensor(
         [
@@ -109,26 +109,28 @@ def test_joint_hvp_matches_a_whole_hook_hessian_vector_product(toy64, toy_task):
         dtype=torch.float64,
     )
     torch.testing.assert_close(joint.second, expected, rtol=1e-7, atol=1e-10)
-    torch.testing.assert_close(joint.first, hook_gradients_reference(toy64, toy_task, comps))
+    torch.testing.assert_close(joint.first, hook_gradients_reference(small64, small_task, comps))
     torch.testing.assert_close(joint.values, joint.first + expected / 2, rtol=1e-7, atol=1e-10)
-    diag = hu.hvp_correction(toy64, toy_task, comps, mode="diag").second
+    diag = hu.hvp_correction(small64, small_task, comps, mode="diag").second
     assert (joint.second - diag).abs().max() > 1e-3, "no cross terms: the test proves nothing"
     assert joint.cost.hvp == 1 and joint.cost.backward == 1
 
 
 @pytest.mark.slow
-def test_hutchinson_mean_approaches_diag(toy64, toy_task):
-    comps = components(toy64, "head_out", layers=[0, 1])
-    diag = hu.hvp_correction(toy64, toy_task, comps, mode="diag").second
+def test_hutchinson_mean_approaches_diag(small64, small_task):
+    comps = components(small64, "head_out", layers=[0, 1])
+    diag = hu.hvp_correction(small64, small_task, comps, mode="diag").second
     errors = {}
     for n_probes in (4, 64):
         runs = [
-            hu.hvp_correction(toy64, toy_task, comps, mode="hutchinson", n_probes=n_probes, seed=s)
+            hu.hvp_correction(
+                small64, small_task, comps, mode="hutchinson", n_probes=n_probes, seed=s
+            )
             for s in range(3)
         ]
         errors[n_probes] = np.mean([float((r.second - diag).abs().mean()) for r in runs])
         assert all(r.cost.hvp == n_probes for r in runs)
-    joint = hu.hvp_correction(toy64, toy_task, comps, mode="joint").second
+    joint = hu.hvp_correction(small64, small_task, comps, mode="joint").second
     assert errors[64] < errors[4] / 2.5  # variance ~ 1/S: error ~ 1/sqrt(S), 4x here
     assert errors[64] < float((joint - diag).abs().mean())
 
@@ -186,55 +188,55 @@ def test_quadrature_error_order(rule, method, toy64, curved):
         assert slope >= -hu.RULES[rule].error_order - 1.5, (comps[i].name, errors[i])
 
 
-def test_joint_ig_interpolates_a_hook_together(toy64, toy_task):
-    comps = components(toy64, "head_out", layers=[1])
-    joint = hu.integrated_gradients(toy64, toy_task, comps, steps=50, mode="joint")
+def test_joint_ig_interpolates_a_hook_together(small64, small_task):
+    comps = components(small64, "head_out", layers=[1])
+    joint = hu.integrated_gradients(small64, small_task, comps, steps=50, mode="joint")
     # completeness: the per-component joint IG values add up to patching the whole hook
     whole = hu.activation_patching(
-        toy64, toy_task, [Component("attn1", "custom", "blocks.1.attn.hook_z", 1, ())]
+        small64, small_task, [Component("attn1", "custom", "blocks.1.attn.hook_z", 1, ())]
     )
     assert float(joint.values.sum()) == pytest.approx(float(whole.values[0]), rel=1e-3)
     assert joint.cost.forward == 2 + 50 and joint.cost.backward == 50
 
 
-def test_atp_star_qk_fix_linearises_only_after_the_pattern(toy64, toy_task):
-    comps = components(toy64, "head_q", layers=[1]) + components(toy64, "head_k", layers=[2])
-    star = hu.atp_star(toy64, toy_task, comps, graddrop=False)
+def test_atp_star_qk_fix_linearises_only_after_the_pattern(small64, small_task):
+    comps = components(small64, "head_q", layers=[1]) + components(small64, "head_k", layers=[2])
+    star = hu.atp_star(small64, small_task, comps, graddrop=False)
     for i in (0, 3, 8, 13):
-        reference = qk_fixed_reference(toy64, toy_task, comps[i])
+        reference = qk_fixed_reference(small64, small_task, comps[i])
         assert float(star.values[i]) == pytest.approx(reference, abs=1e-8), comps[i].name
-    plain = hu.atp(toy64, toy_task, comps)
+    plain = hu.atp(small64, small_task, comps)
     assert (star.values - plain.values).abs().max() > 1e-3, "the QK fix changed nothing"
 
 
-def test_atp_star_on_attention_patterns_alone_and_mixed_with_queries(toy64, toy_task):
+def test_atp_star_on_attention_patterns_alone_and_mixed_with_queries(small64, small_task):
     """head_pattern components keep plain AtP (the pattern is already after the softmax);
     they used to fail with a KeyError on the pattern hook, alone or beside head_q."""
-    patterns = components(toy64, "head_pattern", layers=[1])[:4]
-    queries = components(toy64, "head_q", layers=[1])[:2]
-    plain = torch.tensor([atp_reference(toy64, toy_task, c) for c in patterns])
-    qk = torch.tensor([qk_fixed_reference(toy64, toy_task, c) for c in queries])
-    alone = hu.atp_star(toy64, toy_task, patterns, graddrop=False)
+    patterns = components(small64, "head_pattern", layers=[1])[:4]
+    queries = components(small64, "head_q", layers=[1])[:2]
+    plain = torch.tensor([atp_reference(small64, small_task, c) for c in patterns])
+    qk = torch.tensor([qk_fixed_reference(small64, small_task, c) for c in queries])
+    alone = hu.atp_star(small64, small_task, patterns, graddrop=False)
     torch.testing.assert_close(alone.values, plain.double(), rtol=1e-7, atol=1e-9)
-    mixed = hu.atp_star(toy64, toy_task, patterns + queries, graddrop=False)
+    mixed = hu.atp_star(small64, small_task, patterns + queries, graddrop=False)
     torch.testing.assert_close(mixed.values, torch.cat([plain, qk]).double(), rtol=1e-7, atol=1e-9)
-    dropped = hu.atp_star(toy64, toy_task, patterns)
-    expected = graddrop_reference(toy64, toy_task, patterns)
+    dropped = hu.atp_star(small64, small_task, patterns)
+    expected = graddrop_reference(small64, small_task, patterns)
     torch.testing.assert_close(dropped.graddrop, expected, rtol=1e-7, atol=1e-10)
-    mixed_dropped = hu.atp_star(toy64, toy_task, patterns + queries)
+    mixed_dropped = hu.atp_star(small64, small_task, patterns + queries)
     torch.testing.assert_close(mixed_dropped.graddrop[:4], expected, rtol=1e-7, atol=1e-10)
 
 
-def test_graddrop_matches_plain_hooks_with_detached_layers(toy64, toy_task):
-    heads = components(toy64, "head_out")
+def test_graddrop_matches_plain_hooks_with_detached_layers(small64, small_task):
+    heads = components(small64, "head_out")
     comps = [heads[i] for i in (3, 12, 21, 30)]  # one head in each of the 4 layers
-    star = hu.atp_star(toy64, toy_task, comps)
-    expected = graddrop_reference(toy64, toy_task, comps)
-    plain = hook_gradients_reference(toy64, toy_task, comps)
+    star = hu.atp_star(small64, small_task, comps)
+    expected = graddrop_reference(small64, small_task, comps)
+    plain = hook_gradients_reference(small64, small_task, comps)
     torch.testing.assert_close(star.graddrop, expected, rtol=1e-7, atol=1e-10)
     torch.testing.assert_close(star.qk_fixed, plain, rtol=1e-7, atol=1e-10)
     torch.testing.assert_close(star.values, torch.sign(plain) * expected, rtol=1e-7, atol=1e-10)
-    n_layers = toy64.cfg.n_layers
+    n_layers = small64.cfg.n_layers
     undropped = n_layers / (n_layers - 1) * plain.abs()
     assert (expected[:2] - undropped[:2]).abs().min() > 1e-3, "dropping changed nothing"
     assert star.cost.backward == n_layers  # the base run and one per later layer
@@ -274,38 +276,38 @@ BAD_LITERALS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_LITERALS))
-def test_a_bad_literal_option_is_refused(case, toy64, toy_task):
+def test_a_bad_literal_option_is_refused(case, small64, small_task):
     func, options, message = BAD_LITERALS[case]
-    comps = components(toy64, "mlp_out")
+    comps = components(small64, "mlp_out")
     bad = next(iter(options.values()))
     with pytest.raises(BAD_OPTION_ERRORS, match=bad):
-        func(toy64, toy_task, comps, **options)
+        func(small64, small_task, comps, **options)
     if message is not None:  # and without a type checker, the estimator's own check
         with pytest.raises(ValueError, match=message):
-            inspect.unwrap(func)(toy64, toy_task, comps, **options)
+            inspect.unwrap(func)(small64, small_task, comps, **options)
 
 
-def test_a_bad_direction_or_kind_is_refused_by_prepare_and_components(toy64, toy_task):
-    comps = components(toy64, "mlp_out")
+def test_a_bad_direction_or_kind_is_refused_by_prepare_and_components(small64, small_task):
+    comps = components(small64, "mlp_out")
     with pytest.raises(BAD_OPTION_ERRORS, match="sideways"):
-        prepare(toy64, toy_task, comps, direction="sideways")
+        prepare(small64, small_task, comps, direction="sideways")
     with pytest.raises(ValueError, match="unknown direction"):
-        inspect.unwrap(prepare)(toy64, toy_task, comps, direction="sideways")
+        inspect.unwrap(prepare)(small64, small_task, comps, direction="sideways")
     with pytest.raises(BAD_OPTION_ERRORS, match="attention"):
-        components(toy64, "attention")
+        components(small64, "attention")
     with pytest.raises(ValueError, match="unknown component kind"):
-        inspect.unwrap(components)(toy64, "attention")
+        inspect.unwrap(components)(small64, "attention")
 
 
-def test_bad_counts_and_empty_sets(toy64, toy_task):
-    comps = components(toy64, "mlp_out")
+def test_bad_counts_and_empty_sets(small64, small_task):
+    comps = components(small64, "mlp_out")
     with pytest.raises(ValueError, match="empty component set"):
-        hu.hvp_correction(toy64, toy_task, [])
+        hu.hvp_correction(small64, small_task, [])
     with pytest.raises(ValueError, match="n_probes"):
-        hu.hvp_correction(toy64, toy_task, comps, mode="hutchinson", n_probes=0)
+        hu.hvp_correction(small64, small_task, comps, mode="hutchinson", n_probes=0)
     with pytest.raises(ValueError, match="steps"):
-        hu.multistep_hvp(toy64, toy_task, comps, steps=0)
+        hu.multistep_hvp(small64, small_task, comps, steps=0)
     with pytest.raises(ValueError, match="steps"):
-        hu.integrated_gradients(toy64, toy_task, comps, steps=0)
+        hu.integrated_gradients(small64, small_task, comps, steps=0)
     with pytest.raises(TypeError):  # options are keyword-only
-        hu.hvp_correction(toy64, toy_task, comps, "joint")
+        hu.hvp_correction(small64, small_task, comps, "joint")

@@ -15,17 +15,17 @@ from hvp_utils import components, viz
 
 
 @pytest.fixture(scope="module")
-def tasks(toy64):
+def tasks(small64):
     return {
-        p: hu.ioi_dataset(toy64, n_prompts=4, perturbation=p, seed=0)
+        p: hu.ioi_dataset(small64, n_prompts=4, perturbation=p, seed=0)
         for p in ("name_swap", "random_token")
     }
 
 
 @pytest.fixture(scope="module")
-def source(toy64, tasks):
-    comps = components(toy64, "mlp_out") + components(toy64, "head_out")[:3]
-    return hu.PathSource(toy64, tasks, comps, n_points=5)
+def source(small64, tasks):
+    comps = components(small64, "mlp_out") + components(small64, "head_out")[:3]
+    return hu.PathSource(small64, tasks, comps, n_points=5)
 
 
 def hand_path(model, task, comp):
@@ -54,12 +54,12 @@ def hand_path(model, task, comp):
     return g, ap
 
 
-def test_source_paths_are_the_hooked_path_and_activation_patching(toy64, tasks, source):
-    comp = components(toy64, "mlp_out")[1]
+def test_source_paths_are_the_hooked_path_and_activation_patching(small64, tasks, source):
+    comp = components(small64, "mlp_out")[1]
     task = tasks["random_token"]
     got = source("random_token", comp.name)
     assert source("random_token", comp.name) is got  # kept, not recomputed
-    g, ap = hand_path(toy64, task, comp)
+    g, ap = hand_path(small64, task, comp)
     with torch.no_grad():
         base = float(g(0.0))
         expected = [float(g(t)) - base for t in got.curves.t]
@@ -76,18 +76,18 @@ def test_source_paths_are_the_hooked_path_and_activation_patching(toy64, tasks, 
     assert row.g2 == pytest.approx(path_derivative(g, 0.0, 2), rel=1e-7)
 
 
-def test_source_scale_is_the_kinds_largest_atp(toy64, tasks, source):
-    heads = components(toy64, "head_out")[:3]
-    first = hu.atp(toy64, tasks["name_swap"], heads)
+def test_source_scale_is_the_kinds_largest_atp(small64, tasks, source):
+    heads = components(small64, "head_out")[:3]
+    first = hu.atp(small64, tasks["name_swap"], heads)
     assert source.scale("name_swap", "head_out") == pytest.approx(float(first.values.abs().max()))
     assert source.kinds() == ["mlp_out", "head_out"]
     assert source.names("head_out") == [c.name for c in heads]
 
 
-def test_source_reuses_precomputed_paths(toy64, tasks):
-    comps = components(toy64, "mlp_out")[:2]
-    paths = hu.path_curves(toy64, tasks["name_swap"], comps, n_points=5)
-    source = hu.PathSource(toy64, tasks, comps, n_points=5, precomputed={"name_swap": paths})
+def test_source_reuses_precomputed_paths(small64, tasks):
+    comps = components(small64, "mlp_out")[:2]
+    paths = hu.path_curves(small64, tasks["name_swap"], comps, n_points=5)
+    source = hu.PathSource(small64, tasks, comps, n_points=5, precomputed={"name_swap": paths})
     kept = source("name_swap", comps[1].name)
     assert kept.summary.component.tolist() == [comps[1].name]
     assert (
@@ -96,9 +96,9 @@ def test_source_reuses_precomputed_paths(toy64, tasks):
     )
 
 
-def test_source_rejects_bad_input(toy64, tasks, source):
+def test_source_rejects_bad_input(small64, tasks, source):
     with pytest.raises(ValueError, match="at least one component"):
-        hu.PathSource(toy64, tasks, [])
+        hu.PathSource(small64, tasks, [])
     with pytest.raises(KeyError, match="unknown perturbation"):
         source("mean_ablation", "MLP0")
     with pytest.raises(KeyError, match="PathSource"):
@@ -131,14 +131,14 @@ def test_flag_rules_at_any_tau_and_theta_closed_form():
     )
 
 
-def test_explorer_verdict_follows_the_closed_form_rules(toy64, tasks, source):
+def test_explorer_verdict_follows_the_closed_form_rules(small64, tasks, source):
     """The verdict from g'(0), g''(0) (autograd on the hooked path), the Lagrange interval
     g'(0) -+ M2/2 and theta = share * the largest |g'(0)| of the MLPs, at several tau, share."""
-    mlps = components(toy64, "mlp_out")
+    mlps = components(small64, "mlp_out")
     slopes = {
-        c.name: path_derivative(hand_path(toy64, tasks["name_swap"], c)[0], 0.0, 1) for c in mlps
+        c.name: path_derivative(hand_path(small64, tasks["name_swap"], c)[0], 0.0, 1) for c in mlps
     }
-    g, _ = hand_path(toy64, tasks["name_swap"], mlps[1])
+    g, _ = hand_path(small64, tasks["name_swap"], mlps[1])
     first, second = path_derivative(g, 0.0, 1), path_derivative(g, 0.0, 2)
     score = abs(second / 2) / (abs(first) + abs(second / 2))
     explorer = viz.explore(source, component=mlps[1].name)

@@ -512,11 +512,19 @@ def test_rules_of_thumb_pick_what_ranks_like_ap():
     columns = ["best at AtP cost", "its nmae", "its x AtP time", "AtP nmae", "AtP ranks like AP"]
     decision = pd.DataFrame(
         [
-            ("p", "a", "AtP", 0.2, 1.0, 0.2, True, "AtP", 0.2),
-            ("p", "b", "AtP*", 0.1, 1.5, 0.3, False, "AP", 1.0),
-            ("p", "c", "AtP*", 0.1, 1.5, 0.3, False, "IG K=2", 0.5),
+            ("p", "a", "AtP", 0.2, 1.0, 0.2, True, "AtP", 0.2, False, True),
+            ("p", "b", "AtP*", 0.1, 1.5, 0.3, False, "AP", 1.0, True, False),
+            ("p", "c", "AtP*", 0.1, 1.5, 0.3, False, "IG K=2", 0.5, False, False),
         ],
-        columns=["perturbation", "kind", *columns, "cheapest ranking like AP", "its x AP time"],
+        columns=[
+            "perturbation",
+            "kind",
+            *columns,
+            "cheapest ranking like AP",
+            "its x AP time",
+            "only AP ranks like AP",
+            "AtP is best at its cost",
+        ],
     ).set_index(["perturbation", "kind"])
     found = takeaways.rules_of_thumb(
         decision, kinds=["a", "b", "c"], perturbation="p", budget_x_atp=2.0

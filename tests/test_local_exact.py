@@ -74,17 +74,17 @@ def references(model, task, comps, direction="denoising"):
 @pytest.mark.parametrize(
     "direction", ["denoising", pytest.param("noising", marks=pytest.mark.slow)]
 )
-def test_plain_hook_reference_and_diagnose(toy64, toy_task, direction):
-    comps = layer_comps(toy64, toy_task, LOCAL_KINDS)
-    result = hu.atp_local(toy64, toy_task, comps, direction=direction)
+def test_plain_hook_reference_and_diagnose(small64, small_task, direction):
+    comps = layer_comps(small64, small_task, LOCAL_KINDS)
+    result = hu.atp_local(small64, small_task, comps, direction=direction)
     torch.testing.assert_close(
-        result.values, references(toy64, toy_task, comps, direction), rtol=1e-8, atol=1e-10
+        result.values, references(small64, small_task, comps, direction), rtol=1e-8, atol=1e-10
     )
-    frame = hu.diagnose(toy64, toy_task, comps, direction=direction)
+    frame = hu.diagnose(small64, small_task, comps, direction=direction)
     torch.testing.assert_close(
         result.values, torch.tensor(frame.AtP_out.values), rtol=1e-10, atol=1e-12
     )
-    atp = hu.atp(toy64, toy_task, comps, direction=direction)
+    atp = hu.atp(small64, small_task, comps, direction=direction)
     assert (result.values - atp.values).abs().max() > 1e-3, "no local curvature: proves nothing"
     # one caching pair, one forward/backward, one single-layer pass per input hook
     n_hooks = len({c.hook for c in comps})
@@ -92,17 +92,17 @@ def test_plain_hook_reference_and_diagnose(toy64, toy_task, direction):
 
 
 @pytest.mark.parametrize("kind", LOCAL_KINDS)
-def test_one_whole_hook_pass_gives_every_components_own_change(toy64, toy_task, kind):
+def test_one_whole_hook_pass_gives_every_components_own_change(small64, small_task, kind):
     """Heads are independent in the softmax and neurons in GELU: moving the whole input hook
     changes each head's (neuron's) output exactly as moving that head (neuron) alone does."""
-    comps = hu.components(toy64, kind, layers=[1])
+    comps = hu.components(small64, kind, layers=[1])
     comps = comps if kind != "neuron_pre" else pick(comps, 4)
-    out_hook = output_slice(toy64, comps[0]).hook
-    ctx = hu.prepare(toy64, toy_task, comps, extra_hooks=(out_hook,))
-    change = local_change(toy64, ctx, in_hook=comps[0].hook, out_hook=out_hook, layer=1)
+    out_hook = output_slice(small64, comps[0]).hook
+    ctx = hu.prepare(small64, small_task, comps, extra_hooks=(out_hook,))
+    change = local_change(small64, ctx, in_hook=comps[0].hook, out_hook=out_hook, layer=1)
     for comp in comps:
-        _, own = reference(toy64, toy_task, comp)
-        mask = output_slice(toy64, comp).mask(own.shape, dtype=own.dtype)
+        _, own = reference(small64, small_task, comp)
+        mask = output_slice(small64, comp).mask(own.shape, dtype=own.dtype)
         assert own.abs().max() > 1e-6, comp.name
         assert (own * (1 - mask)).abs().max() < 1e-14, f"{comp.name} moves other outputs"
         torch.testing.assert_close(change * mask, own, rtol=1e-10, atol=1e-13)
@@ -111,7 +111,7 @@ def test_one_whole_hook_pass_gives_every_components_own_change(toy64, toy_task, 
 def positioned(model, task, kind, layer=1):
     """Custom components of one input hook at single positions: two units at two positions."""
     hook = get_act_name({"head_q": "q", "head_k": "k", "neuron_pre": "pre"}[kind], layer)
-    units = (0, 3) if kind != "neuron_pre" else (5, 300)
+    units = (0, 3) if kind != "neuron_pre" else (5, 40)
     positions = (task.n_positions - 1, task.n_positions - 3)
     return [
         Component(f"{kind}{u}@{p}", kind, hook, layer, ((1, p), (2, u)))
@@ -123,18 +123,18 @@ def positioned(model, task, kind, layer=1):
 @pytest.mark.parametrize(
     "direction", ["denoising", pytest.param("noising", marks=pytest.mark.slow)]
 )
-def test_components_at_several_positions_of_one_hook(toy64, toy_task, direction):
-    comps = [c for kind in LOCAL_KINDS for c in positioned(toy64, toy_task, kind)]
-    result = hu.atp_local(toy64, toy_task, comps, direction=direction)
+def test_components_at_several_positions_of_one_hook(small64, small_task, direction):
+    comps = [c for kind in LOCAL_KINDS for c in positioned(small64, small_task, kind)]
+    result = hu.atp_local(small64, small_task, comps, direction=direction)
     torch.testing.assert_close(
-        result.values, references(toy64, toy_task, comps, direction), rtol=1e-8, atol=1e-10
+        result.values, references(small64, small_task, comps, direction), rtol=1e-8, atol=1e-10
     )
     # queries and neurons: one pass per hook; keys: one per key position (softmax over keys)
     assert result.cost.forward == 3 + 1 + 1 + 2
     keys = [c for c in comps if c.kind == "head_k" and dict(c.select)[2] == 0]
     whole = Component("k0", "head_k", keys[0].hook, 1, ((2, 0),))
-    separate = hu.atp_local(toy64, toy_task, keys, direction=direction).values.sum()
-    joint = hu.atp_local(toy64, toy_task, [whole], direction=direction).values
+    separate = hu.atp_local(small64, small_task, keys, direction=direction).values.sum()
+    joint = hu.atp_local(small64, small_task, [whole], direction=direction).values
     assert abs(float(separate - joint)) > 1e-6, "key positions would be additive: proves nothing"
 
 
@@ -157,30 +157,31 @@ def test_other_architectures(family):
     assert result.values.abs().max() > 1e-3, "all-zero values prove nothing"
 
 
-def test_kinds_without_a_local_map_are_plain_atp(toy64, toy_task):
-    identity = layer_comps(toy64, toy_task, IDENTITY_KINDS, layers=(1,))
+def test_kinds_without_a_local_map_are_plain_atp(small64, small_task):
+    identity = layer_comps(small64, small_task, IDENTITY_KINDS, layers=(1,))
     assert torch.equal(
-        hu.atp_local(toy64, toy_task, identity).values, hu.atp(toy64, toy_task, identity).values
+        hu.atp_local(small64, small_task, identity).values,
+        hu.atp(small64, small_task, identity).values,
     )
-    mixed = identity + layer_comps(toy64, toy_task, LOCAL_KINDS, layers=(1,))
-    values = hu.atp_local(toy64, toy_task, mixed).values[: len(identity)]
+    mixed = identity + layer_comps(small64, small_task, LOCAL_KINDS, layers=(1,))
+    values = hu.atp_local(small64, small_task, mixed).values[: len(identity)]
     torch.testing.assert_close(
-        values, hu.atp(toy64, toy_task, identity).values, rtol=1e-12, atol=1e-14
+        values, hu.atp(small64, small_task, identity).values, rtol=1e-12, atol=1e-14
     )
 
 
-def test_pattern_map_is_linear_so_equals_atp(toy64, toy_task):
-    comps = layer_comps(toy64, toy_task, ("head_pattern",))
-    result = hu.atp_local(toy64, toy_task, comps)
+def test_pattern_map_is_linear_so_equals_atp(small64, small_task):
+    comps = layer_comps(small64, small_task, ("head_pattern",))
+    result = hu.atp_local(small64, small_task, comps)
     torch.testing.assert_close(
-        result.values, references(toy64, toy_task, comps), rtol=1e-8, atol=1e-10
+        result.values, references(small64, small_task, comps), rtol=1e-8, atol=1e-10
     )
     torch.testing.assert_close(
-        result.values, hu.atp(toy64, toy_task, comps).values, rtol=1e-8, atol=1e-10
+        result.values, hu.atp(small64, small_task, comps).values, rtol=1e-8, atol=1e-10
     )
 
 
-def test_record_names_the_estimator_and_runs_it(toy64, toy_task):
+def test_record_names_the_estimator_and_runs_it(small64, small_task):
     record = hu.atp_local_estimator()
     assert record.func is hu.atp_local and "atp_local" in hu.__all__
     assert (record.key, record.label, record.family) == (
@@ -190,32 +191,34 @@ def test_record_names_the_estimator_and_runs_it(toy64, toy_task):
     )
     noising = hu.atp_local_estimator(direction="noising")
     assert noising.label == "AtP (exact local) (noising)"
-    comps = layer_comps(toy64, toy_task, ("head_q",), layers=(2,))
-    result = record(toy64, toy_task, comps)
+    comps = layer_comps(small64, small_task, ("head_q",), layers=(2,))
+    result = record(small64, small_task, comps)
     assert result.estimator == record and result.method == "AtP (exact local)"
     torch.testing.assert_close(
-        result.values, references(toy64, toy_task, comps), rtol=1e-8, atol=1e-10
+        result.values, references(small64, small_task, comps), rtol=1e-8, atol=1e-10
     )
 
 
-def test_chunk_size_and_a_shared_context_change_no_value(toy64, toy_task):
-    comps = layer_comps(toy64, toy_task, (*LOCAL_KINDS, "head_out"), layers=(1,))
-    default = hu.atp_local(toy64, toy_task, comps)
-    assert torch.equal(hu.atp_local(toy64, toy_task, comps, chunk_size=1).values, default.values)
-    outs = tuple(sorted({output_slice(toy64, c).hook for c in comps}))
-    ctx = hu.prepare(toy64, toy_task, comps, extra_hooks=outs)
-    shared = hu.atp_local(toy64, toy_task, comps, context=ctx)
+def test_chunk_size_and_a_shared_context_change_no_value(small64, small_task):
+    comps = layer_comps(small64, small_task, (*LOCAL_KINDS, "head_out"), layers=(1,))
+    default = hu.atp_local(small64, small_task, comps)
+    assert torch.equal(
+        hu.atp_local(small64, small_task, comps, chunk_size=1).values, default.values
+    )
+    outs = tuple(sorted({output_slice(small64, c).hook for c in comps}))
+    ctx = hu.prepare(small64, small_task, comps, extra_hooks=outs)
+    shared = hu.atp_local(small64, small_task, comps, context=ctx)
     torch.testing.assert_close(shared.values, default.values, rtol=1e-12, atol=1e-14)
     assert shared.cost.forward == default.cost.forward - 2
     with pytest.raises(ValueError, match="lacks"):
-        hu.atp_local(toy64, toy_task, comps, context=hu.prepare(toy64, toy_task, comps))
+        hu.atp_local(small64, small_task, comps, context=hu.prepare(small64, small_task, comps))
 
 
-def test_bad_components_are_refused(toy64, toy_task):
+def test_bad_components_are_refused(small64, small_task):
     no_head = Component("q@3", "head_q", get_act_name("q", 1), 1, ((1, 3),))
     with pytest.raises(ValueError, match="must select its head"):
-        hu.atp_local(toy64, toy_task, [no_head])
+        hu.atp_local(small64, small_task, [no_head])
     model = tiny_model()
     model.cfg.act_fn = "solu_ln"
     with pytest.raises(ValueError, match="per-neuron local map"):
-        hu.atp_local(model, toy_task, hu.components(model, "neuron_pre", layers=[0])[:2])
+        hu.atp_local(model, small_task, hu.components(model, "neuron_pre", layers=[0])[:2])

@@ -63,6 +63,7 @@ def heldout_logit_diffs(model, n_per_source: int = 40):
     return diffs
 
 
+@pytest.mark.slow
 def test_toy_model_solves_ioi_on_heldout_prompts(toy32):
     diffs = heldout_logit_diffs(toy32)
     everything = torch.cat(list(diffs.values()))

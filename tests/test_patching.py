@@ -85,23 +85,23 @@ def test_activation_patching_matches_transformer_lens(
 
 
 @pytest.mark.slow
-def test_neuron_patching_matches_transformer_lens(toy64, toy_task):
-    comps = components(toy64, "neuron", layers=[1])[:40]
-    ours = activation_patching(toy64, toy_task, comps)
-    _, clean_cache = toy64.run_with_cache(toy_task.clean_tokens)
+def test_neuron_patching_matches_transformer_lens(small64, small_task):
+    comps = components(small64, "neuron", layers=[1])[:40]
+    ours = activation_patching(small64, small_task, comps)
+    _, clean_cache = small64.run_with_cache(small_task.clean_tokens)
     import pandas as pd
 
     index_df = pd.DataFrame({"layer": [1] * 40, "neuron": list(range(40))})
     reference = patching.generic_activation_patch(
-        toy64,
-        toy_task.corrupted_tokens,
+        small64,
+        small_task.corrupted_tokens,
         clean_cache,
-        toy_task.metric,
+        small_task.metric,
         neuron_setter,
         "post",
         index_df=index_df,
     )
-    base = toy_task.metric(toy64(toy_task.corrupted_tokens)).item()
+    base = small_task.metric(small64(small_task.corrupted_tokens)).item()
     torch.testing.assert_close(ours.values, reference.double() - base, atol=1e-5, rtol=0)
 
 
@@ -164,51 +164,51 @@ def test_atp_is_derivative_at_zero(kind, which, toy64, tiny64, toy_task, tiny_ta
     assert estimate.values.abs().max() > 1e-4
 
 
-def test_atp_costs_one_backward(toy64, toy_task):
-    comps = components(toy64, "neuron")
-    estimate = atp(toy64, toy_task, comps)
+def test_atp_costs_one_backward(small64, small_task):
+    comps = components(small64, "neuron")
+    estimate = atp(small64, small_task, comps)
     assert estimate.cost.backward == 1 and estimate.cost.hvp == 0
     assert estimate.cost.forward == 3  # clean, corrupted, base with gradient
-    ap = activation_patching(toy64, toy_task, components(toy64, "head_out"))
+    ap = activation_patching(small64, small_task, components(small64, "head_out"))
     assert ap.cost.forward == 2 + 32 and ap.cost.backward == 0
 
 
-def test_noising_direction_matches_transformer_lens(toy64, toy_task):
+def test_noising_direction_matches_transformer_lens(small64, small_task):
     """Noising patches corrupted activations into the clean run: TransformerLens's patching
     with the corrupted cache on clean tokens, and finite differences along that path."""
-    comps = components(toy64, "mlp_out") + components(toy64, "head_out", layers=[2])[:3]
-    noising = activation_patching(toy64, toy_task, comps, direction="noising")
-    _, corrupted_cache = toy64.run_with_cache(toy_task.corrupted_tokens)
+    comps = components(small64, "mlp_out") + components(small64, "head_out", layers=[2])[:3]
+    noising = activation_patching(small64, small_task, comps, direction="noising")
+    _, corrupted_cache = small64.run_with_cache(small_task.corrupted_tokens)
     reference = patching.generic_activation_patch(
-        toy64,
-        toy_task.clean_tokens,
+        small64,
+        small_task.clean_tokens,
         corrupted_cache,
-        toy_task.metric,
+        small_task.metric,
         whole_activation_setter,
         "mlp_out",
         index_axis_names=["layer"],
     )
-    base = toy_task.metric(toy64(toy_task.clean_tokens)).item()
-    n_mlp = toy64.cfg.n_layers
+    base = small_task.metric(small64(small_task.clean_tokens)).item()
+    n_mlp = small64.cfg.n_layers
     torch.testing.assert_close(noising.values[:n_mlp], reference.double() - base, atol=1e-5, rtol=0)
     for i, comp in enumerate(comps):
-        ap = path_metric(toy64, toy_task, comp, 1.0, "noising") - base
+        ap = path_metric(small64, small_task, comp, 1.0, "noising") - base
         assert float(noising.values[i]) == pytest.approx(ap, abs=1e-9), comp.name
-    denoising = activation_patching(toy64, toy_task, comps)
+    denoising = activation_patching(small64, small_task, comps)
     assert (noising.values + denoising.values).abs().max() > 1e-3, "noising = -denoising"
-    slopes = atp(toy64, toy_task, comps, direction="noising")
+    slopes = atp(small64, small_task, comps, direction="noising")
     step = 1e-4
     for i, comp in enumerate(comps):
-        up, down = (path_metric(toy64, toy_task, comp, s, "noising") for s in (step, -step))
+        up, down = (path_metric(small64, small_task, comp, s, "noising") for s in (step, -step))
         assert float(slopes.values[i]) == pytest.approx((up - down) / (2 * step), abs=1e-6)
 
 
-def test_result_frame(toy64, toy_task):
-    result = atp(toy64, toy_task, components(toy64, "head_out"))
+def test_result_frame(small64, small_task):
+    result = atp(small64, small_task, components(small64, "head_out"))
     frame = result.to_frame()
     assert list(frame.columns[:3]) == ["component", "kind", "method"]
     assert {"key", "family", "value"} <= set(frame.columns)
-    assert len(frame) == toy64.cfg.n_layers * toy64.cfg.n_heads
+    assert len(frame) == small64.cfg.n_layers * small64.cfg.n_heads
     assert set(frame.method) == {"AtP"} and set(frame.kind) == {"head_out"}
     assert frame.attrs["cost"]["backward"] == 1
     assert result["L0H0"] == pytest.approx(frame.value.iloc[0])
@@ -216,32 +216,32 @@ def test_result_frame(toy64, toy_task):
 
 
 @pytest.mark.slow
-def test_a_shared_context_gives_the_same_values_and_saves_its_passes(toy64, toy_task):
-    comps = components(toy64, "head_out", layers=[1, 2])
-    context = hvp_utils.prepare(toy64, toy_task, comps)
+def test_a_shared_context_gives_the_same_values_and_saves_its_passes(small64, small_task):
+    comps = components(small64, "head_out", layers=[1, 2])
+    context = hvp_utils.prepare(small64, small_task, comps)
     for estimator in (
         atp,
         partial(hvp_utils.hvp_correction, mode="diag"),
         partial(hvp_utils.hvp_correction, mode="hutchinson", n_probes=3),
         activation_patching,
     ):
-        alone = estimator(toy64, toy_task, comps)
-        shared = estimator(toy64, toy_task, comps, context=context)
+        alone = estimator(small64, small_task, comps)
+        shared = estimator(small64, small_task, comps, context=context)
         torch.testing.assert_close(shared.values, alone.values, rtol=1e-12, atol=1e-12)
         assert shared.cost.forward == alone.cost.forward - 2
         assert shared.key == alone.key
-    subset = atp(toy64, toy_task, comps[10:13], context=context)
-    torch.testing.assert_close(subset.values, atp(toy64, toy_task, comps[10:13]).values)
+    subset = atp(small64, small_task, comps[10:13], context=context)
+    torch.testing.assert_close(subset.values, atp(small64, small_task, comps[10:13]).values)
 
 
-def test_a_shared_context_that_does_not_fit_is_refused(toy64, toy_task):
-    heads = components(toy64, "head_out", layers=[1])
-    context = hvp_utils.prepare(toy64, toy_task, heads)
+def test_a_shared_context_that_does_not_fit_is_refused(small64, small_task):
+    heads = components(small64, "head_out", layers=[1])
+    context = hvp_utils.prepare(small64, small_task, heads)
     with pytest.raises(ValueError, match=r"lacks \['blocks.2.hook_mlp_out', 'residual stream"):
-        atp(toy64, toy_task, components(toy64, "mlp_out", layers=[2]), context=context)
+        atp(small64, small_task, components(small64, "mlp_out", layers=[2]), context=context)
     with pytest.raises(ValueError, match="prepared for 'denoising', not 'noising'"):
-        activation_patching(toy64, toy_task, heads, direction="noising", context=context)
-    queries = components(toy64, "head_q", layers=[1])
-    without_patterns = hvp_utils.prepare(toy64, toy_task, queries)
+        activation_patching(small64, small_task, heads, direction="noising", context=context)
+    queries = components(small64, "head_q", layers=[1])
+    without_patterns = hvp_utils.prepare(small64, small_task, queries)
     with pytest.raises(ValueError, match="blocks.1.attn.hook_pattern"):
-        hvp_utils.atp_star(toy64, toy_task, queries, context=without_patterns)
+        hvp_utils.atp_star(small64, small_task, queries, context=without_patterns)

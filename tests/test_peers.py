@@ -33,25 +33,25 @@ def assert_same(peer, ours, comps):
     "kind",
     ["head_out", *(pytest.param(k, marks=pytest.mark.slow) for k in ("head_out_pos", "neuron"))],
 )
-def test_transformer_lens_patching_matches_our_ap(kind, toy64, toy_task):
-    comps = peer_components(toy64, toy_task, kind)
-    peer = tl_patching_ap(toy64, toy_task, comps)
-    assert_same(peer, activation_patching(toy64, toy_task, comps), comps)
+def test_transformer_lens_patching_matches_our_ap(kind, small64, small_task):
+    comps = peer_components(small64, small_task, kind)
+    peer = tl_patching_ap(small64, small_task, comps)
+    assert_same(peer, activation_patching(small64, small_task, comps), comps)
     assert peer.method == "AP (transformer_lens.patching)" and peer.estimator.is_ground_truth
     assert peer.cost.forward == 2 + len(comps) and peer.cost.backward == 0
 
 
-def test_transformer_lens_patching_keeps_the_order_of_comps(toy64, toy_task):
-    comps = components(toy64, "head_out", layers=[3, 1])[::3]
-    peer = tl_patching_ap(toy64, toy_task, comps)
-    assert_same(peer, activation_patching(toy64, toy_task, comps), comps)
+def test_transformer_lens_patching_keeps_the_order_of_comps(small64, small_task):
+    comps = components(small64, "head_out", layers=[3, 1])[::3]
+    peer = tl_patching_ap(small64, small_task, comps)
+    assert_same(peer, activation_patching(small64, small_task, comps), comps)
 
 
 @pytest.mark.parametrize("kinds", [["mlp_out"], ["head_q"], ["head_out", "neuron"]])
-def test_transformer_lens_patching_refuses_other_kinds(kinds, toy64, toy_task):
-    comps = [c for kind in kinds for c in components(toy64, kind, layers=[1])]
+def test_transformer_lens_patching_refuses_other_kinds(kinds, small64, small_task):
+    comps = [c for kind in kinds for c in components(small64, kind, layers=[1])]
     with pytest.raises(ValueError, match="head_out.*head_out_pos.*neuron"):
-        tl_patching_ap(toy64, toy_task, comps)
+        tl_patching_ap(small64, small_task, comps)
 
 
 #: (Captum method, its n_steps) and the IG rule and steps with the same nodes and weights.
@@ -67,32 +67,34 @@ CAPTUM_RULES = [
     ("kind", "layers"), [("head_out", None), ("neuron", [2]), ("mlp_out", None)]
 )
 def test_captum_layer_ig_matches_our_joint_ig(
-    kind, layers, method, n_steps, rule, steps, toy64, toy_task
+    kind, layers, method, n_steps, rule, steps, small64, small_task
 ):
-    comps = components(toy64, kind, layers=layers)
-    peer = captum_layer_ig(toy64, toy_task, comps, steps=n_steps, method=method)
-    ours = integrated_gradients(toy64, toy_task, comps, steps=steps, rule=rule, mode="joint")
+    comps = components(small64, kind, layers=layers)
+    peer = captum_layer_ig(small64, small_task, comps, steps=n_steps, method=method)
+    ours = integrated_gradients(small64, small_task, comps, steps=steps, rule=rule, mode="joint")
     assert_same(peer, ours, comps)
     n_hooks = len({c.hook for c in comps})
     assert peer.cost.forward == n_hooks * (2 + n_steps)
     assert peer.cost.backward == n_hooks * n_steps
 
 
-def test_captum_layer_ig_noising(toy64, toy_task):
-    comps = components(toy64, "head_out", layers=[1, 2])
-    peer = captum_layer_ig(toy64, toy_task, comps, steps=4, direction="noising")
-    ours = integrated_gradients(toy64, toy_task, comps, steps=4, mode="joint", direction="noising")
+def test_captum_layer_ig_noising(small64, small_task):
+    comps = components(small64, "head_out", layers=[1, 2])
+    peer = captum_layer_ig(small64, small_task, comps, steps=4, direction="noising")
+    ours = integrated_gradients(
+        small64, small_task, comps, steps=4, mode="joint", direction="noising"
+    )
     assert_same(peer, ours, comps)
     assert peer.method == "IG joint (Captum LayerIG) K=4 (noising)"
 
 
-def test_captum_layer_ig_labels_and_options(toy64, toy_task):
-    comps = components(toy64, "mlp_out", layers=[0])
-    assert captum_layer_ig(toy64, toy_task, comps).method == "IG joint (Captum LayerIG) K=2"
+def test_captum_layer_ig_labels_and_options(small64, small_task):
+    comps = components(small64, "mlp_out", layers=[0])
+    assert captum_layer_ig(small64, small_task, comps).method == "IG joint (Captum LayerIG) K=2"
     with pytest.raises(BAD_OPTION_ERRORS):
-        captum_layer_ig(toy64, toy_task, comps, method="riemann_left")
+        captum_layer_ig(small64, small_task, comps, method="riemann_left")
     with pytest.raises(ValueError, match="steps >= 2"):
-        captum_layer_ig(toy64, toy_task, comps, steps=1)
+        captum_layer_ig(small64, small_task, comps, steps=1)
 
 
 def test_peers_run_in_float32(toy32):

@@ -47,14 +47,14 @@ def test_unknown_options_are_refused():
         hu.sff_estimator(samples=4)
 
 
-def test_a_record_runs_its_estimator_and_the_result_carries_it(toy64, toy_task):
+def test_a_record_runs_its_estimator_and_the_result_carries_it(small64, small_task):
     """The record of the per-component HVP correction, called, gives ``g'(0) + g''(0)/2`` of
     each head's own patch path, differentiated independently by autograd through ``t``."""
-    heads = hu.components(toy64, "head_out", layers=[1])
+    heads = hu.components(small64, "head_out", layers=[1])
     record = hu.hvp_estimator(mode="diag")
-    result = record(toy64, toy_task, heads)
+    result = record(small64, small_task, heads)
     for i, comp in enumerate(heads):
-        g = path_function(toy64, toy_task, comp)
+        g = path_function(small64, small_task, comp)
         expected = path_derivative(g, 0.0, 1) + path_derivative(g, 0.0, 2) / 2
         assert float(result.values[i]) == pytest.approx(expected, rel=1e-8, abs=1e-10)
     assert result.estimator == record and result.method == record.label == "HVP diag"

@@ -102,12 +102,12 @@ def test_bad_estimates_account_for_absolute_size():
     assert per_component.tolist() == [False, False, False, True, True]
 
 
-def test_reliability_scores_match_path_derivatives(toy64, toy_task):
-    comps = components(toy64, "head_q", layers=[1])[:3] + components(toy64, "mlp_out")[:2]
-    result = reliability(toy64, toy_task, comps, tau=0.3)
-    torch.testing.assert_close(result.values, hu.atp(toy64, toy_task, comps).values)
+def test_reliability_scores_match_path_derivatives(small64, small_task):
+    comps = components(small64, "head_q", layers=[1])[:3] + components(small64, "mlp_out")[:2]
+    result = reliability(small64, small_task, comps, tau=0.3)
+    torch.testing.assert_close(result.values, hu.atp(small64, small_task, comps).values)
     for i, comp in enumerate(comps):
-        g = path_function(toy64, toy_task, comp)
+        g = path_function(small64, small_task, comp)
         first, second = path_derivative(g, 0.0, 1), path_derivative(g, 0.0, 2)
         score = abs(second / 2) / (abs(first) + abs(second / 2) + 1e-12)
         assert float(result.reasons.scores[i]) == pytest.approx(score, rel=1e-7)
@@ -143,19 +143,19 @@ def test_bounds_are_exact_on_a_quadratic_metric(tiny64, quadratic):
 
 
 @pytest.mark.slow
-def test_bounds_use_the_lagrange_factors(toy64, toy_task):
-    comps = components(toy64, "mlp_out")[:2]
+def test_bounds_use_the_lagrange_factors(small64, small_task):
+    comps = components(small64, "mlp_out")[:2]
     for order, factor in ((1, 1 / 2), (2, 1 / 6)):
-        plain = error_bounds(toy64, toy_task, comps, order=order, n_nodes=3, refine=False)
-        g = [path_function(toy64, toy_task, c) for c in comps]
+        plain = error_bounds(small64, small_task, comps, order=order, n_nodes=3, refine=False)
+        g = [path_function(small64, small_task, c) for c in comps]
         maxima = t64(
             *[max(abs(path_derivative(f, t, order + 1)) for t in (0.0, 0.5, 1.0)) for f in g]
         )
         torch.testing.assert_close(plain.radius, factor * maxima, rtol=1e-7, atol=1e-12)
-        refined = error_bounds(toy64, toy_task, comps, order=order, n_nodes=3)
+        refined = error_bounds(small64, small_task, comps, order=order, n_nodes=3)
         assert (refined.radius >= plain.radius - 1e-15).all()
     with pytest.raises(BAD_OPTION_ERRORS):
-        error_bounds(toy64, toy_task, comps, order=3)
+        error_bounds(small64, small_task, comps, order=3)
 
 
 def pair_counting_auroc(scores: list[float], positive: list[bool]) -> float:
@@ -166,6 +166,7 @@ def pair_counting_auroc(scores: list[float], positive: list[bool]) -> float:
     return wins / (len(pos) * len(neg))
 
 
+@pytest.mark.slow
 def test_detector_and_coverage_on_the_embedded_model(toy64, toy_task):
     comps = components(toy64, "head_q", layers=[1, 2])
     truth = hu.activation_patching(toy64, toy_task, comps)
@@ -200,17 +201,17 @@ def test_detector_and_coverage_on_the_embedded_model(toy64, toy_task):
     assert alone.reasons.flag_threshold.tolist() == scored.reasons.flag_threshold.tolist()
 
 
-def test_path_curves_static_figure_and_explorer(toy64, toy_task):
-    comps = components(toy64, "mlp_out")[:2]
-    paths = hu.path_curves(toy64, toy_task, comps, n_points=5, threshold=0.5)
+def test_path_curves_static_figure_and_explorer(small64, small_task):
+    comps = components(small64, "mlp_out")[:2]
+    paths = hu.path_curves(small64, small_task, comps, n_points=5, threshold=0.5)
     end = paths.curves[paths.curves.t == 1.0].set_index("component")
-    truth = hu.activation_patching(toy64, toy_task, comps)
-    first = hu.atp(toy64, toy_task, comps)
+    truth = hu.activation_patching(small64, small_task, comps)
+    first = hu.atp(small64, small_task, comps)
     for i, comp in enumerate(comps):
         assert end.loc[comp.name, "AP_t"] == pytest.approx(float(truth.values[i]), abs=1e-10)
         assert end.loc[comp.name, "taylor1"] == pytest.approx(float(first.values[i]), abs=1e-10)
     # the band at t = 1 is the Lagrange interval of error_bounds (same nodes, same estimate)
-    bounds = error_bounds(toy64, toy_task, comps, n_nodes=3)
+    bounds = error_bounds(small64, small_task, comps, n_nodes=3)
     band = end.loc[[c.name for c in comps], "band"].to_numpy()
     torch.testing.assert_close(torch.tensor(band), bounds.radius, rtol=1e-9, atol=1e-12)
     summary = paths.summary.set_index("component").loc[[c.name for c in comps]]
@@ -221,9 +222,9 @@ def test_path_curves_static_figure_and_explorer(toy64, toy_task):
     assert sum(ax.get_visible() for ax in fig.axes) == len(comps)
     dotted = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == ":"]
     assert sorted(float(line.get_ydata()[0]) for line in dotted) == [-0.5, 0.5]  # ±theta
-    by_kind = hu.path_curves(toy64, toy_task, comps, n_points=3, threshold={"mlp_out": 0.25})
+    by_kind = hu.path_curves(small64, small_task, comps, n_points=3, threshold={"mlp_out": 0.25})
     assert by_kind.summary.threshold.tolist() == [0.25, 0.25]
-    assert hu.path_curves(toy64, toy_task, comps, n_points=3).summary.threshold.isna().all()
+    assert hu.path_curves(small64, small_task, comps, n_points=3).summary.threshold.isna().all()
 
 
 def test_flag_reasons_closed_forms():

@@ -307,7 +307,9 @@ def decision_table(
     """Which estimator when, per (perturbation, kind) of a :func:`run_estimators` frame: AtP
     alone; the most accurate estimator within ``budget_x_atp`` times AtP's wall time; the most
     accurate one faster than AP; and the cheapest one that ranks like AP (see
-    :func:`ranks_like_ap`), each with its NMAE, its time and whether it ranks like AP."""
+    :func:`ranks_like_ap`), each with its NMAE, its time and whether it ranks like AP. Two
+    flags for the rules that read the table: "only AP ranks like AP" (that cheapest one is
+    activation patching itself, by family) and "AtP is best at its cost" (by key)."""
     rows = []
     for (p, kind), group in frame.groupby(["perturbation", "kind"], sort=False):
         atp = group[group.estimator == "atp"].iloc[0]
@@ -323,6 +325,7 @@ def decision_table(
                 "AtP nmae": atp.nmae,
                 "AtP ranks like AP": like[0],
                 "best at AtP cost": budget.method,
+                "AtP is best at its cost": budget.key == atp.key,
                 "its nmae": budget.nmae,
                 "its x AtP time": budget.x_AtP_time,
                 "its circuit AUROC": budget.circuit_auroc,
@@ -333,6 +336,7 @@ def decision_table(
                 "below-AP pick ranks like AP": like[2],
                 "cheapest ranking like AP": cheapest.method,
                 "its x AP time": cheapest.x_AP_time,
+                "only AP ranks like AP": cheapest.family == Family.AP.value,
             }
         )
     return pd.DataFrame(rows).set_index(["perturbation", "kind"])

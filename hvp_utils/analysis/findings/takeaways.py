@@ -102,7 +102,7 @@ def chart(
         )
     else:
         found.state("takeaways.atp_enough_nowhere", perturbation=perturbation, n_kinds=len(kinds))
-    need_ap = [k for k in kinds if sub.loc[k, "cheapest ranking like AP"] == "AP"]
+    need_ap = [k for k in kinds if sub.loc[k, "only AP ranks like AP"]]
     if need_ap:
         found.state("takeaways.need_ap", kinds=need_ap)
     local = frame[(frame.perturbation == perturbation) & (frame.estimator == "atp_local")]
@@ -236,14 +236,14 @@ def rules_of_thumb(
         row = decision.loc[(perturbation, k)]
         if row["AtP ranks like AP"]:
             ranking = "atp"
-        elif row["cheapest ranking like AP"] == "AP":
+        elif row["only AP ranks like AP"]:
             ranking = "only_ap"
         else:
             ranking = "cheapest"
         found.state(
             "takeaways.rule_of_thumb",
             kind=k,
-            atp_best=row["best at AtP cost"] == "AtP",
+            atp_best=bool(row["AtP is best at its cost"]),
             best=row["best at AtP cost"],
             best_nmae=float(row["its nmae"]),
             best_x_atp=float(row["its x AtP time"]),
