@@ -52,13 +52,14 @@ from hvp_utils.analysis.reliability import (
 )
 from hvp_utils.analysis.screen_flag_fix import screen_flag_fix, sff_estimator
 from hvp_utils.core.components import Component, components
-from hvp_utils.core.engine import PatchContext, prepare
+from hvp_utils.core.engine import PatchContext, UnsupportedAttentionError, prepare
 from hvp_utils.core.metrics import auroc, compare, pearson, spearman
 from hvp_utils.core.models import (
     LowPrecisionWarning,
     ModelWeightsUnavailableError,
     UnknownModelError,
     UnsupportedArchitectureError,
+    attention_implementation,
     from_hf_model,
     load_local_checkpoint,
     load_model,
@@ -152,6 +153,7 @@ __all__ = [
     "TaskPerformanceWarning",
     "UnknownModelError",
     "UnsupportedArchitectureError",
+    "UnsupportedAttentionError",
     "activation_patching",
     "ap_circuit",
     "ap_estimator",
@@ -162,6 +164,7 @@ __all__ = [
     "atp_local_estimator",
     "atp_star",
     "atp_star_estimator",
+    "attention_implementation",
     "auroc",
     "bad_estimates",
     "check_second_order",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,62 @@ def test_rerun_notebook_01_on_a_local_checkpoint(tmp_path):
     # a second run skips the finished notebook instead of executing it again
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "0 executed, 1 skipped" in again.stdout
+
+
+def write_tiny_notebook(directory: Path) -> Path:
+    """``01_tiny.ipynb``: a ``parameters`` cell declaring ``model_name`` and three quick cells."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    parameters = new_code_cell('model_name = "toy-ioi"', metadata={"tags": ["parameters"]})
+    cells = [new_markdown_cell("# Tiny"), parameters]
+    cells += [new_code_cell(f"value = {k} * 2\nvalue") for k in range(3)]
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, directory / "01_tiny.ipynb")
+    return directory
+
+
+@pytest.mark.slow
+def test_reruns_show_progress_without_the_tcp_warning(tmp_path):
+    """Two reruns at once: each shows its notebooks and cells bars, its kernel runs on IPC
+    sockets of its own (so neither prints ipykernel's TCP-without-encryption warning), and
+    both succeed."""
+    notebooks = write_tiny_notebook(tmp_path / "notebooks")
+    command = [sys.executable, "-m", "hvp_utils.cli.rerun", "--model", "toy-ioi"]
+    command += ["--notebook-dir", str(notebooks), "--out"]
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    runs = [
+        subprocess.Popen(
+            [*command, str(tmp_path / f"runs{k}")],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(2)
+    ]
+    for run in runs:
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-3000:]
+        assert "1 executed" in out
+        assert "without encryption" not in err and "TCP" not in err, err
+        assert "notebooks: 100%" in err and re.search(r"01 cells: +\d+%", err), err
+
+
+def test_the_kernel_manager_papermill_creates_uses_ipc_sockets_of_its_own(tmp_path):
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_notebook
+
+    client = NotebookClient(new_notebook(), config=rerun.kernel_config(tmp_path))
+    manager = client.create_kernel_manager()  # nbclient's own class, configured; not started
+    assert manager.transport == "ipc" and manager.ip == str(tmp_path / "kernel")
 
 
 def run_main(capsys, *argv: str) -> tuple[int, str]:

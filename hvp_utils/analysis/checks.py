@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from hvp_utils.core.components import Component
+from hvp_utils.core.engine import second_order_attention
 from hvp_utils.core.results import Attribution
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import DIRECTIONS, Direction, Model, check_choice
@@ -112,7 +113,8 @@ def check_second_order(
     for comp in comps:
         i = estimate.names.index(comp.name)
         phi, x_r, x_c = slice_function(model, task, comp, direction=direction)
-        _, h_delta = torch.autograd.functional.hvp(phi, x_r, x_c - x_r)
+        with second_order_attention(model):
+            _, h_delta = torch.autograd.functional.hvp(phi, x_r, x_c - x_r)
         g = path_function(model, task, comp, direction=direction)
         rows.append(
             {

@@ -56,6 +56,7 @@ from hvp_utils.core.engine import (
     hook_gradients,
     local_output,
     path_derivatives,
+    second_order_attention,
 )
 from hvp_utils.core.local_maps import (  # noqa: F401  (OutputSlice: re-exported)
     LOCAL_MAPS,
@@ -86,7 +87,8 @@ def local_path_expansion(
     first = lambda s: torch.func.jvp(local_path, (s,), (one,))[1]  # noqa: E731
     with torch.no_grad():
         change = local_path(one) - local_path(zero)
-    slope, curvature = torch.func.jvp(first, (zero,), (one,))
+    with second_order_attention(run.model):  # forward-mode derivatives, twice
+        slope, curvature = torch.func.jvp(first, (zero,), (one,))
     run.meter.add(forward=2)
     return change, slope.detach(), curvature.detach()
 

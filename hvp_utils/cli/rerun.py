@@ -12,6 +12,10 @@ notebooks the run writes
 - ``summary.html``: one page with each notebook's title, its key table(s) and figure(s) (the
   outputs of cells tagged ``summary``, else the last table and the last figure).
 
+The run shows a progress bar over the notebooks and, below it, one over the cells of the
+notebook executing. Each notebook's kernel talks to papermill over Unix-domain sockets in a
+private temporary directory (:func:`kernel_config`), not TCP on loopback.
+
 Rules: a notebook already in the manifest with status ``ok`` and the same parameters is
 skipped; a result made with other parameters is never overwritten without ``--force``; a
 parameter name that no selected notebook declares is an error (papermill only warns), and a
@@ -29,11 +33,14 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+
+from traitlets.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -241,18 +248,48 @@ def decide(job: Job, manifest: dict, force: bool) -> str:
 
 
 def execute(job: Job) -> None:
-    """Run one notebook with papermill; a failing cell raises PapermillExecutionError."""
+    """Run one notebook with papermill, a progress bar over its cells (:func:`cell_progress`)
+    and its kernel on IPC sockets (:func:`kernel_config`); a failing cell raises
+    PapermillExecutionError."""
     import papermill
 
-    papermill.execute_notebook(
-        str(job.source),
-        str(job.output),
-        parameters=job.parameters,
-        kernel_name=KERNEL,
-        cwd=str(job.source.parent),
-        progress_bar=False,
-        log_output=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="hvp-kernel-") as sockets:
+        papermill.execute_notebook(
+            str(job.source),
+            str(job.output),
+            parameters=job.parameters,
+            kernel_name=KERNEL,
+            cwd=str(job.source.parent),
+            progress_bar=cell_progress(job),
+            log_output=False,
+            config=kernel_config(Path(sockets)),
+        )
+
+
+def cell_progress(job: Job) -> dict:
+    """papermill's progress bar over the cells of ``job``'s notebook, labelled with its
+    number (``01 cells``), cleared when the notebook is done (the notebooks bar stays)."""
+    return {"desc": f"{job.key[:2]} cells", "leave": False}
+
+
+def kernel_config(socket_dir: Path) -> Config:
+    """The kernel manager's configuration (a ``traitlets`` Config, which nbclient hands to
+    the kernel manager it creates): ZeroMQ's IPC transport, the kernel's sockets
+    ``socket_dir/kernel-1`` to ``-5``.
+
+    Over the default transport, TCP on loopback, the kernel logs at every start (ipykernel
+    7's ``IPKernelApp.init_sockets``, on the kernel's stderr, which papermill's process
+    shares) "Kernel is running over TCP without encryption. All communication (including
+    code and outputs) is sent in plain text ...". Over IPC nothing leaves the machine and only the
+    owner of ``socket_dir`` (a fresh 0700 temporary directory per notebook) can connect, so
+    the warning has no cause and is not printed; a fresh directory per notebook also keeps
+    concurrent runs from picking the same socket names. Where ZeroMQ has no IPC, TCP stays.
+    """
+    import zmq
+
+    if not zmq.has("ipc"):
+        return Config()
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(socket_dir / "kernel")}})
 
 
 def failure_message(job: Job, err: Exception) -> str:

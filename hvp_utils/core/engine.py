@@ -24,21 +24,29 @@ respect to whole hooks. Chunking changes the memory of a pass, never a value or 
 Both take an :class:`EngineRun`: the model, the task, the prepared context, the cost meter and
 the chunk size that every call of one estimator shares, e.g.
 ``path_derivatives(run, comps, t=0.0, order=2)``.
+
+A pass that is differentiated twice runs under :func:`second_order_attention` (both take it
+through :func:`autograd_pass`): PyTorch's fused attention kernels have no double backward, so
+an ``"sdpa"`` model runs SDPA's math backend there, and an implementation with neither a
+double backward nor a math fallback is refused with the fix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 from transformer_lens.utilities import get_act_name
 
 from hvp_utils.core.components import Component, check_components, group_by_hook
+from hvp_utils.core.models import attention_implementation
 from hvp_utils.core.readout import blocks_skipped_before, run_with_answer_logits
 from hvp_utils.core.results import CostMeter
 from hvp_utils.core.tasks import PatchingTask, check_finite
@@ -48,6 +56,56 @@ from hvp_utils.core.types import DIRECTIONS, Direction, Model, check_choice
 TOKENS_PER_PASS = {0: 4096, 1: 4096, 2: 2048, 3: 1024}
 #: Show a progress bar from this many chunks on.
 PROGRESS_MIN_CHUNKS = 100
+#: Attention implementations a pass can be differentiated twice through: eager attention is
+#: plain tensor operations; SDPA only in its math backend, which :func:`second_order_attention`
+#: forces (its fused flash, memory-efficient and cuDNN kernels have no double backward).
+SECOND_ORDER_ATTENTION = ("eager", "sdpa")
+
+
+class UnsupportedAttentionError(RuntimeError):
+    """The model's attention implementation cannot be differentiated twice."""
+
+
+def second_order_attention(model: Model) -> AbstractContextManager:
+    """The attention a second-order computation needs, for its duration.
+
+    Args:
+        model: the model (its :func:`~hvp_utils.core.models.attention_implementation`).
+
+    Returns:
+        A context manager: nothing to do for ``"eager"``; for ``"sdpa"``,
+        ``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)``, so that every
+        ``scaled_dot_product_attention`` in it runs the math backend, whose operations have
+        double-backward and forward-mode derivatives (the fused kernels have neither, on CPU
+        as on CUDA).
+
+    Raises:
+        UnsupportedAttentionError: for any other implementation (``"flash_attention_2"``,
+            ``"flex_attention"``, an unknown one), naming the fix.
+    """
+    implementation = attention_implementation(model)
+    if implementation == "eager":
+        return nullcontext()
+    if implementation == "sdpa":
+        return sdpa_kernel(SDPBackend.MATH)
+    named = repr(implementation) if implementation else "an unknown implementation"
+    raise UnsupportedAttentionError(
+        f"the model's attention implementation is {named}, which has no double backward: "
+        "second-order results (HVP, multi-step HVP) cannot be computed through it; "
+        f"{' and '.join(SECOND_ORDER_ATTENTION)} can. Load the model with "
+        'attn_implementation="eager": hvp_utils.load_model(..., attn_implementation="eager") '
+        'or hvp_utils.from_hf_model(..., attn_implementation="eager").'
+    )
+
+
+@contextmanager
+def autograd_pass(model: Model, *, order: int) -> Iterator[None]:
+    """Within the context, the autograd mode of a pass differentiated ``order`` times:
+    gradients enabled from order 1 on and, from order 2 on (double backward and beyond),
+    :func:`second_order_attention` (whose error is raised before anything runs)."""
+    attention = second_order_attention(model) if order > 1 else nullcontext()
+    with torch.set_grad_enabled(order > 0), attention:
+        yield
 
 
 @dataclass
@@ -451,7 +509,7 @@ def path_derivatives(
         )
         layer = layers[chunk[0]]
         hooks = _replicated_hooks(comps, chunk, s, ctx, n_prompts)
-        with torch.set_grad_enabled(order > 0):
+        with autograd_pass(model, order=order):
             values = replicated_metric(
                 model,
                 task,
@@ -597,7 +655,7 @@ def _hook_gradients_pass(
         if bool(drop.any())
     ]
     layer = min(ctx.base_resid)
-    with torch.enable_grad():
+    with autograd_pass(model, order=1 if directions is None else 2):
         per_replicate = replicated_metric(
             model,
             task,

@@ -10,6 +10,11 @@ Three sources, one loader (:func:`load_model`):
 Every model runs in TransformerLens compatibility mode *without* weight processing: hook names
 are HookedTransformer's (``blocks.{l}.attn.hook_z``, ...), and activations, logits and their
 derivatives are the Hugging Face model's own (no folded LayerNorm, no centred weights).
+
+Each model's attention implementation (the Hugging Face ``config._attn_implementation``:
+``"eager"``, ``"sdpa"``, ...) is recorded when it is bridged and read with
+:func:`attention_implementation`; the engine's second-order passes need it
+(:func:`hvp_utils.core.engine.second_order_attention`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import difflib
 import json
 import warnings
+import weakref
 from pathlib import Path
 
 import torch
@@ -43,6 +49,13 @@ _DTYPES = {
 #: hvp_correction's second-order term g''(0) against float64, as a share of each clear
 #: component's own value (max over components).
 LOW_PRECISION_G2_ERROR = {torch.bfloat16: 1.9e-2, torch.float16: 1.8e-3}
+
+
+#: Per model, the attention implementation its Hugging Face model runs, recorded when the
+#: package bridges it (:func:`prepare_bridge`); the entry dies with the model.
+_ATTENTION_IMPLEMENTATION: weakref.WeakKeyDictionary[TransformerBridge, str | None] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class LowPrecisionWarning(UserWarning):
@@ -148,6 +161,7 @@ def load_model(
     dtype: str | torch.dtype = "float32",
     n_devices: int = 1,
     device_map: str | dict | None = None,
+    attn_implementation: str | None = None,
     **boot_kwargs,
 ) -> TransformerBridge:
     """Load ``name`` as a TransformerBridge in compatibility mode, unprocessed, in eval mode.
@@ -161,12 +175,16 @@ def load_model(
             ``boot_transformers(n_devices=...)``); 1 keeps the model on ``device``.
         device_map: a Hugging Face device map (``"auto"`` or ``{module: device}``), passed to
             ``boot_transformers``; overrides ``n_devices``.
+        attn_implementation: the attention implementation the Hugging Face model runs
+            (``"eager"``, ``"sdpa"``, ...; see :func:`prepare_bridge`); None keeps
+            TransformerLens's choice (eager).
         **boot_kwargs: further ``TransformerBridge.boot_transformers`` keywords (``revision``,
             ``trust_remote_code``, ``hf_config_overrides``, ``max_memory``, ...).
 
     Returns:
         The model, its parameters frozen (``requires_grad=False``): every derivative the
-        package takes is with respect to activations.
+        package takes is with respect to activations; its attention implementation is
+        recorded (:func:`attention_implementation`).
     """
     torch_dtype = resolve_dtype(dtype)
     warn_low_precision(torch_dtype)
@@ -177,7 +195,13 @@ def load_model(
     if not placement:
         placement = {"device": device}
     try:
-        model = _boot(source, dtype=torch_dtype, **placement, **boot_kwargs)
+        model = _boot(
+            source,
+            attn_implementation=attn_implementation,
+            dtype=torch_dtype,
+            **placement,
+            **boot_kwargs,
+        )
     except (OSError, ConnectionError) as err:
         raise ModelWeightsUnavailableError(
             f"could not load the weights of {source!r}: {err}\n"
@@ -196,8 +220,8 @@ def load_model(
     return model
 
 
-def _boot(source: str, **kwargs) -> TransformerBridge:
-    """``boot_transformers`` with its load-time progress bars off, then compatibility mode."""
+def _boot(source: str, *, attn_implementation: str | None, **kwargs) -> TransformerBridge:
+    """``boot_transformers`` with its load-time progress bars off, then :func:`prepare_bridge`."""
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
@@ -207,19 +231,64 @@ def _boot(source: str, **kwargs) -> TransformerBridge:
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    return prepare_bridge(model)
+    return prepare_bridge(model, attn_implementation=attn_implementation)
 
 
-def prepare_bridge(model: TransformerBridge) -> TransformerBridge:
-    """Compatibility mode without weight processing, eval mode, frozen parameters."""
+def prepare_bridge(
+    model: TransformerBridge, *, attn_implementation: str | None = None
+) -> TransformerBridge:
+    """Compatibility mode without weight processing, eval mode, frozen parameters, and the
+    attention implementation recorded.
+
+    Args:
+        model: a freshly booted bridge.
+        attn_implementation: switch the Hugging Face model to this attention implementation
+            first (its ``set_attn_implementation``): ``"eager"``, ``"sdpa"``, ... None keeps the
+            one it runs (TransformerLens boots eager). Second-order results need ``"eager"`` or
+            ``"sdpa"`` (:func:`hvp_utils.core.engine.second_order_attention`), and attention
+            bridges that delegate to the Hugging Face module fire ``hook_pattern`` only in eager.
+
+    Returns:
+        ``model``, with :func:`attention_implementation` recorded from its Hugging Face model.
+    """
+    if attn_implementation is not None:
+        model.original_model.set_attn_implementation(attn_implementation)
+    _record_attention_implementation(model)
     model.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     model.eval()
     model.requires_grad_(False)
     return model
 
 
+def attention_implementation(model: TransformerBridge) -> str | None:
+    """The attention implementation the model's Hugging Face model runs.
+
+    Returns:
+        Its ``config._attn_implementation`` (``"eager"``, ``"sdpa"``, ``"flash_attention_2"``,
+        ``"flex_attention"``, ...) as recorded when :func:`load_model` or
+        :func:`from_hf_model` bridged it (a bridge made elsewhere is read and recorded on
+        first use); None when the config names none. Change it by loading again with
+        ``attn_implementation=...``.
+    """
+    if model not in _ATTENTION_IMPLEMENTATION:
+        _record_attention_implementation(model)
+    return _ATTENTION_IMPLEMENTATION[model]
+
+
+def _record_attention_implementation(model: TransformerBridge) -> None:
+    """Record ``config._attn_implementation`` of the bridge's Hugging Face model (None if
+    absent) as the model's :func:`attention_implementation`."""
+    config = getattr(model.original_model, "config", None)
+    _ATTENTION_IMPLEMENTATION[model] = getattr(config, "_attn_implementation", None)
+
+
 def from_hf_model(
-    hf_model, tokenizer, *, name: str = "in-memory", dtype: str | torch.dtype | None = None
+    hf_model,
+    tokenizer,
+    *,
+    name: str = "in-memory",
+    dtype: str | torch.dtype | None = None,
+    attn_implementation: str | None = None,
 ) -> TransformerBridge:
     """Wrap a ``transformers`` causal LM held in memory (e.g. a random-initialised config)
     as the same kind of model :func:`load_model` returns.
@@ -230,6 +299,9 @@ def from_hf_model(
         name: a label for the model.
         dtype: cast the model to this dtype first (``boot_transformers`` does not cast an
             in-memory model); None keeps its dtype.
+        attn_implementation: the attention implementation to run (see :func:`prepare_bridge`);
+            None: TransformerLens's choice, eager (it switches an in-memory model to eager
+            whatever it was built with).
     """
     if dtype is not None:
         hf_model = hf_model.to(resolve_dtype(dtype))
@@ -237,7 +309,7 @@ def from_hf_model(
     model = TransformerBridge.boot_transformers(
         name, hf_model=hf_model.eval(), tokenizer=tokenizer, device=param.device, dtype=param.dtype
     )
-    return prepare_bridge(model)
+    return prepare_bridge(model, attn_implementation=attn_implementation)
 
 
 def load_local_checkpoint(
