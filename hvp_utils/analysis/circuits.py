@@ -271,20 +271,47 @@ def head_roles(
     S2 is the subject's name, ``copies IO to S2``); ``duplicate token`` keeps its meaning (S2
     and S1 hold the same token, which a layer-0 query-key product can match).
     """
+    shares = attention_shares(model, task)
+    effects = dict(zip(truth.names, truth.values.tolist(), strict=True))
+    rows = []
+    for name, share in shares.iterrows():
+        row = {"head": name, "layer": int(share["layer"]), "AP": effects.get(name, np.nan)}
+        row.update({col: float(share[col]) for col in _OLD_COLUMNS})
+        row["role"] = _role(row, min_attention)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("head")
+
+
+#: The attention columns of :func:`head_roles`.
+_OLD_COLUMNS = ("end->IO", "end->S1", "end->S2", "S2->S1", "S2->IO")
+
+
+def attention_shares(model: Model, task: PatchingTask) -> pd.DataFrame:
+    """Per head, where the final position (END) and the repeated name (S2) attend, on the
+    clean prompts.
+
+    Columns (index: the head's name ``L{l}H{h}``; ``layer``, ``head``): ``end->IO``,
+    ``end->S1``, ``end->S2``, ``S2->S1`` (duplicate-token attention), ``S2->IO``,
+    ``S2->S1+1`` (induction: the token after the first mention of S), and
+    ``end selectivity`` = ``A(END->IO) - A(END->S1) - A(END->S2)``.
+
+    Each is the mean over the prompts of each name order (IO before S1, S1 before IO), and the
+    smaller of the two means is reported: a head that attends to a fixed position, whichever
+    name is there, then scores low on the names that move between the orders.
+    """
     slots = _slots(task)
+    slots["S1+1"] = slots["S1"] + 1
     io_first = slots["IO"] < slots["S1"]
     orders = [group for group in (io_first, ~io_first) if bool(group.any())]
     rows_index = torch.arange(task.n_prompts)
-    effects = dict(zip(truth.names, truth.values.tolist(), strict=True))
     with torch.no_grad():
         _, cache = model.run_with_cache(
             task.clean_tokens, names_filter=lambda n: n.endswith("hook_pattern")
         )
 
-    def share(attention: Tensor, slot: str) -> float:
-        """Smaller over the name orders of the mean attention to ``slot``."""
-        to_slot = attention[rows_index, slots[slot]]
-        return min(float(to_slot[group].mean()) for group in orders)
+    def smaller(per_prompt: Tensor) -> float:
+        """Smaller over the name orders of the mean over their prompts."""
+        return min(float(per_prompt[group].mean()) for group in orders)
 
     rows = []
     for layer in range(model.cfg.n_layers):
@@ -292,16 +319,12 @@ def head_roles(
         end = pattern[:, :, -1, :]
         at_s2 = pattern[rows_index, :, slots["S2"], :]
         for head in range(model.cfg.n_heads):
-            row = {
-                "head": f"L{layer}H{head}",
-                "layer": layer,
-                "AP": effects.get(f"L{layer}H{head}", np.nan),
-            }
-            for slot in ("IO", "S1", "S2"):
-                row[f"end->{slot}"] = share(end[:, head], slot)
-            row["S2->S1"] = share(at_s2[:, head], "S1")
-            row["S2->IO"] = share(at_s2[:, head], "IO")
-            row["role"] = _role(row, min_attention)
+            to = {slot: end[rows_index, head, slots[slot]] for slot in ("IO", "S1", "S2")}
+            row = {"head": f"L{layer}H{head}", "layer": layer, "head_index": head}
+            row.update({f"end->{slot}": smaller(value) for slot, value in to.items()})
+            row["end selectivity"] = smaller(to["IO"] - to["S1"] - to["S2"])
+            for slot in ("S1", "IO", "S1+1"):
+                row[f"S2->{slot}"] = smaller(at_s2[rows_index, head, slots[slot]])
             rows.append(row)
     return pd.DataFrame(rows).set_index("head")
 
