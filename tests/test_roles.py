@@ -9,9 +9,11 @@ import pytest
 import torch
 from conftest import tiny_hf_model, tiny_model
 from reference import made_up
+from torch import Tensor
 
 import hvp_utils as hu
 from hvp_utils.analysis import circuits, roles
+from hvp_utils.core.tasks import single_token_id, usable_names
 
 #: small64's settings (conftest): a 4-layer GPT-2, 8 heads of 4.
 SMALL = dict(n_layer=4, n_head=8)
@@ -58,7 +60,7 @@ def reference_copy(raw, layer, head, tokens, k):
     def scores(o):
         logits = layer_norm(o, raw.transformer.ln_f) @ unembed
         own = logits.diagonal()
-        rank = (logits > own[:, None]).sum(-1)  # names with a larger logit than the own one
+        rank = (logits >= own[:, None]).sum(-1) - 1  # other names at least as high
         margin = own - (logits.sum(-1) - own) / (len(tokens) - 1)
         return float((rank < k).double().mean()), float(margin.mean())
 
@@ -327,8 +329,7 @@ def test_ioi_head_roles_assembles_the_evidence(small64, small_task):
     found = hu.ioi_head_roles(small64, small_task, truth, min_selectivity=-1.0)
     table = found.to_frame()
     assert list(table.index) == [h.name for h in heads]
-    copy = hu.copy_scores(small64, heads=heads, tokens=hu.name_tokens(small_task))
-    assert np.allclose(table["copy margin"], copy.margin.numpy())
+    assert np.allclose(table["copy margin"], found.copy.margin.numpy())
     assert np.allclose(table["AP"], truth.values.numpy())
     old = circuits.head_roles(small64, small_task, truth)
     for column in ("end->IO", "end->S1", "end->S2", "S2->S1", "S2->IO"):
@@ -360,3 +361,71 @@ def test_attention_shares_add_induction(small64, small_task):
     assert shares.loc["L2H5", "end selectivity"] == pytest.approx(
         min(float(sel[g].mean()) for g in orders)
     )
+
+
+def hand_made_ioi(model, names: Tensor, *, s2: int, end: int, sharp: float = 40.0):
+    """Set a 2-layer, 2-head GPT-2's weights to a two-head IOI circuit.
+
+    Residual dims: a one-hot block ``T`` for the token (names only), a copy block ``C``, and
+    flags (is a name, constant, position S2, position END). Layer 0 head 0 attends from END to
+    the S2 position and writes that token into ``C`` (it carries S to END); layer 1 head 0's
+    END query points away from the name in ``C`` and towards names, so it attends to IO, and
+    writes IO's token into ``T``, which the unembedding reads. Every other weight is zero
+    (norms: weight 1, bias 0).
+    """
+    n, d = len(names), model.config.n_embd
+    block_t, block_c = slice(0, n), slice(n, 2 * n)
+    name, const, at_s2, at_end = 2 * n, 2 * n + 1, 2 * n + 2, 2 * n + 3
+    eye = torch.eye(n)
+    first, second = model.transformer.h[0].attn, model.transformer.h[1].attn
+    with torch.no_grad():
+        for param in model.parameters():
+            param.zero_()
+        for block in model.transformer.h:
+            block.ln_1.weight.fill_(1.0)
+            block.ln_2.weight.fill_(1.0)
+        model.transformer.ln_f.weight.fill_(1.0)
+        model.transformer.wte.weight[names, block_t] = eye
+        model.transformer.wte.weight[names, name] = 1.0
+        model.lm_head.weight[names, block_t] = eye
+        model.transformer.wpe.weight[:, const] = 1.0
+        model.transformer.wpe.weight[s2, at_s2] = 1.0
+        model.transformer.wpe.weight[end, at_end] = 1.0
+        # c_attn columns: q, k, v blocks of d, head 0 first in each
+        first.c_attn.weight[at_end, 0] = sharp
+        first.c_attn.weight[at_s2, d] = sharp
+        first.c_attn.weight[block_t, 2 * d : 2 * d + n] = eye
+        first.c_proj.weight[:n, block_c] = eye
+        second.c_attn.weight[block_c, :n] = -sharp * eye
+        second.c_attn.weight[at_end, n] = sharp
+        second.c_attn.weight[block_t, d : d + n] = eye
+        second.c_attn.weight[name, d + n] = 1.0
+        second.c_attn.weight[block_t, 2 * d : 2 * d + n] = eye
+        second.c_proj.weight[:n, block_t] = eye
+    return model
+
+
+def test_a_hand_made_circuit_gets_its_roles(small64, small_task):
+    """The head built to move IO comes out a name mover, the head that carries S to END comes
+    out S-inhibition (its END output steers the mover's query), the zero heads other."""
+    names = torch.tensor([single_token_id(small64, n) for n in usable_names(small64)])
+    slots = circuits._slots(small_task)
+    assert (slots["S2"] == slots["S2"][0]).all()  # one layout: S2 at one position
+    model, tokenizer = tiny_hf_model("gpt2", 1, n_layer=2, n_head=2, n_embd=128)
+    hand_made_ioi(model, names, s2=int(slots["S2"][0]), end=small_task.n_positions - 1)
+    bridge = hu.from_hf_model(model, tokenizer, dtype="float64")
+    heads = hu.components(bridge, "head_out")
+    truth = made_up(torch.ones(len(heads), dtype=torch.float64), [h.name for h in heads])
+    found = hu.ioi_head_roles(bridge, small_task, truth)
+    table = found.to_frame()
+    assert table.role.to_dict() == {
+        "L0H0": "S-inhibition",
+        "L0H1": "other",
+        "L1H0": "name mover",
+        "L1H1": "other",
+    }
+    mover = table.loc["L1H0"]
+    assert mover["end selectivity"] > 0.9 and mover["copy share"] == 1.0
+    assert mover["copy margin"] > 0 and mover["DLA"] > 0
+    assert table.loc["L0H0", "end->S2"] > 0.9 and table.loc["L0H0", "inhibition"] > 0.5
+    assert found.query_paths.metric_change[0] < -1.0  # corrupting it at END breaks the task

@@ -9,7 +9,9 @@
   (replace it by its mean over the clean prompts, position by position), and report
   ``m(circuit) / m(full model)`` on the clean prompts, for each k.
 - Head roles (:func:`head_roles`): what each head attends to at the final position and at S2,
-  per name order, and the role that implies at its layer.
+  per name order, and the role that implies at its layer. :func:`attention_shares` holds the
+  attention columns (with induction attention and END selectivity); roles read from evidence
+  rather than layers are in :mod:`hvp_utils.analysis.roles`.
 """
 
 from __future__ import annotations

@@ -113,7 +113,9 @@ def copy_scores(
                                                                 which every head shares)
         L[t,:] = LN_final(o_t) W_U[:, names] + b_U[names]      (the logits of the names)
 
-    ``share`` = mean_t [t in top-k of L[t, :]]; ``negative_share`` the same with ``-o_t``;
+    ``share`` = mean_t [#{t' != t : L[t,t'] >= L[t,t]} < k] (t among the top k, ties
+    counted against it, so a head that writes nothing scores 0); ``negative_share`` the same
+    with ``-o_t``;
     ``margin`` = mean_t (L[t,t] - mean_{t' != t} L[t,t']), in which the biases of LN_final and
     the unembedding cancel. Layer norms, MLP and unembedding are the model's own modules and
     weights (the bridge's, which are the Hugging Face model's: no folding, no centring).
@@ -132,11 +134,22 @@ def copy_scores(
         raise ValueError(f"copy_scores needs more than k={k} name tokens (got {len(tokens)})")
     with torch.no_grad():
         names = _names_after_mlp0(model, tokens)
-        per_head = [_copy_of_head(model, head, names, tokens, k) for head in heads]
-    share, negative, margin = (
-        torch.tensor(v, dtype=torch.float64) for v in zip(*per_head, strict=True)
+        out = torch.stack([_ov_output(model, head, names) for head in heads])
+        columns = tokens.to(out.device)
+
+        def logits(o: Tensor) -> Float[Tensor, "head names names"]:
+            return model.ln_final(o) @ model.W_U[:, columns] + model.b_U[columns]
+
+        positive, negative = logits(out), logits(-out)
+    diagonal = positive.diagonal(dim1=-2, dim2=-1)
+    others = (positive.sum(-1) - diagonal) / (len(tokens) - 1)
+    return CopyScores(
+        [h.name for h in heads],
+        k,
+        _top_k_share(positive, k),
+        _top_k_share(negative, k),
+        (diagonal - others).mean(-1).double().cpu(),
     )
-    return CopyScores([h.name for h in heads], k, share, negative, margin)
 
 
 def _names_after_mlp0(model: Model, tokens: Tensor) -> Float[Tensor, "names d_model"]:
@@ -146,28 +159,21 @@ def _names_after_mlp0(model: Model, tokens: Tensor) -> Float[Tensor, "names d_mo
     return embedded + block.mlp(block.ln2(embedded))
 
 
-def _copy_of_head(
-    model: Model, head: Component, names: Tensor, tokens: Tensor, k: int
-) -> tuple[float, float, float]:
-    """(share, negative share, margin) of one head, from :func:`copy_scores`'s formula."""
+def _ov_output(
+    model: Model, head: Component, names: Float[Tensor, "names d_model"]
+) -> Float[Tensor, "names d_model"]:
+    """``o_t = (LN1_l(r_t) W_V[l,h] + b_V[l,h]) W_O[l,h]`` for each name."""
     attn = model.blocks[head.layer].attn
     values = model.blocks[head.layer].ln1(names) @ attn.W_V[head.head] + attn.b_V[head.head]
-    out = values @ attn.W_O[head.head]
-    columns = tokens.to(out.device)
+    return values @ attn.W_O[head.head]
 
-    def logits(o: Tensor) -> Tensor:
-        return model.ln_final(o) @ model.W_U[:, columns] + model.b_U[columns]
 
-    own = torch.arange(len(tokens), device=out.device)
-    positive, negative = logits(out), logits(-out)
-
-    def share(table: Tensor) -> float:
-        top = table.topk(k, dim=-1).indices
-        return float((top == own[:, None]).any(-1).double().mean())
-
-    diagonal = positive.diagonal()
-    others = (positive.sum(-1) - diagonal) / (len(tokens) - 1)
-    return share(positive), share(negative), float((diagonal - others).mean())
+def _top_k_share(logits: Float[Tensor, "head names names"], k: int) -> Float[Tensor, "head"]:  # noqa: F821
+    """Per head, the share of names ``t`` with fewer than ``k`` other names at least as high as
+    ``L[t, t]`` (ties count against ``t``)."""
+    own = logits.diagonal(dim1=-2, dim2=-1).unsqueeze(-1)
+    rivals = (logits >= own).sum(-1) - 1
+    return (rivals < k).double().mean(-1).cpu()
 
 
 def direct_logit_attribution(
@@ -220,24 +226,21 @@ class QueryPathEffects:
 
     def to_frame(self) -> pd.DataFrame:
         """Long format: one row per (sender, receiver) in a later layer."""
-        rows = []
-        for i, sender in enumerate(self.senders):
-            for j, receiver in enumerate(self.receivers):
-                change = float(self.selectivity_change[i, j])
-                if np.isnan(change):
-                    continue
-                metric = self.metric_change[i] if self.metric_change.dim() == 1 else None
-                rows.append(
-                    {
-                        "sender": sender,
-                        "receiver": receiver,
-                        "selectivity change": change,
-                        "clean selectivity": float(self.clean_selectivity[j]),
-                        "metric change": float(
-                            metric if metric is not None else self.metric_change[i, j]
-                        ),
-                    }
-                )
+        metric = self.metric_change
+        if metric.dim() == 1:  # one metric change per sender (end-only patch)
+            metric = metric[:, None].expand_as(self.selectivity_change)
+        rows = [
+            {
+                "sender": sender,
+                "receiver": receiver,
+                "selectivity change": float(self.selectivity_change[i, j]),
+                "clean selectivity": float(self.clean_selectivity[j]),
+                "metric change": float(metric[i, j]),
+            }
+            for i, sender in enumerate(self.senders)
+            for j, receiver in enumerate(self.receivers)
+            if not self.selectivity_change[i, j].isnan()
+        ]
         return pd.DataFrame(rows)
 
     def largest_drop(self) -> dict[str, float]:
@@ -405,10 +408,8 @@ def path_patching(
             for j, receiver in enumerate(receivers):
                 if not later[i, j]:
                     continue
-                hook = (
-                    receiver_q := get_act_name("q", receiver.layer),
-                    _set_end_query(receiver, queries[receiver_q]),
-                )
+                q_hook = get_act_name("q", receiver.layer)
+                hook = (q_hook, _set_end_query(receiver, queries[q_hook]))
                 m, patterns = _patched_run(model, task, 1, [hook], [receiver.layer])
                 metric[i, j] = float(m[0] - clean_metric[0])
                 sel = _selectivities(patterns, slots, [receiver], 1)[0, 0]
