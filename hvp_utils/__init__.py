@@ -7,7 +7,8 @@ The helper package behind the notebook suite, in layers (each imports only those
     estimators/  AP, AtP, AtP*, HVP correction, multi-step HVP, IG, each with its record,
                  and the table of quadrature rules
     analysis/    diagnosis (E_down / E_local), reliability and bounds, patch paths,
-                 Screen-Flag-Fix, circuits, accuracy-against-compute runs, reference checks
+                 Screen-Flag-Fix, circuits, head roles from evidence (roles),
+                 accuracy-against-compute runs, reference checks
     viz/         plots and the patch-path explorer (imports matplotlib; ``from hvp_utils
                  import viz``)
     cli/         command-line tools (bench, rerun, scaling, notebook refresh, toy-model

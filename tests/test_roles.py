@@ -80,6 +80,8 @@ def test_copy_scores_match_raw_hf_weights(small64, small_task, raw):
         assert frame.loc[h.name, "copy share"] == pytest.approx(share)
         assert frame.loc[h.name, "negative copy share"] == pytest.approx(negative)
         assert frame.loc[h.name, "copy margin"] == pytest.approx(margin, rel=1e-9, abs=1e-12)
+    with pytest.raises(ValueError, match="head_out components"):
+        hu.copy_scores(small64, heads=hu.components(small64, "head_q"), tokens=tokens)
     with pytest.raises(ValueError, match="more than k=20"):
         hu.copy_scores(small64, heads=heads, tokens=tokens, k=20)
 

@@ -64,6 +64,16 @@ def check_architecture(model: Model, what: str) -> None:
         )
 
 
+def check_heads(heads: list[Component], what: str) -> None:
+    """Raise unless every component is a whole head's output (kind ``head_out``)."""
+    other = sorted({h.kind for h in heads} - {"head_out"})
+    if other:
+        raise ValueError(
+            f"{what} takes head_out components (a head's output at every position); got "
+            f"kinds {other}. Pass components(model, 'head_out') or a selection of them."
+        )
+
+
 def name_tokens(task: PatchingTask) -> Int[Tensor, "names"]:  # noqa: F821
     """The distinct answer tokens of the task (its IO and S names), sorted."""
     return task.answer_tokens.flatten().unique().cpu()
@@ -130,6 +140,7 @@ def copy_scores(
         A :class:`CopyScores`, one entry per head.
     """
     check_architecture(model, "copy_scores")
+    check_heads(heads, "copy_scores")
     if len(tokens) <= k:
         raise ValueError(f"copy_scores needs more than k={k} name tokens (got {len(tokens)})")
     with torch.no_grad():
@@ -189,6 +200,7 @@ def direct_logit_attribution(
     difference minus the biases.
     """
     check_architecture(model, "direct_logit_attribution")
+    check_heads(heads, "direct_logit_attribution")
     hooks = {get_act_name("z", h.layer) for h in heads} | {"ln_final.hook_scale"}
     with torch.no_grad():
         _, cache = model.run_with_cache(task.clean_tokens, names_filter=lambda n: n in hooks)
@@ -212,7 +224,9 @@ class QueryPathEffects:
     ``selectivity_change[i, j]``: change of receiver ``j``'s END selectivity (attention to IO
     minus to S1 and S2, mean over prompts) when sender ``i`` is patched (NaN where the
     receiver is not in a later layer); ``metric_change[i]``: change of the task metric;
-    ``clean_selectivity[j]``: the receiver's selectivity on the clean prompts; ``method``:
+    ``clean_selectivity[j]``: the receiver's selectivity on the clean prompts (a plain mean
+    over the prompts, where :func:`~hvp_utils.analysis.circuits.attention_shares` reports the
+    smaller of the two name orders' means); ``method``:
     ``"end-only patch"`` or ``"path patching"``.
     """
 
@@ -294,6 +308,7 @@ def query_path_effects(
     """
     if not senders or not receivers:
         raise ValueError("query_path_effects needs at least one sender and one receiver")
+    check_heads([*senders, *receivers], "query_path_effects")
     slots = _slots(task)
     layers = sorted({r.layer for r in receivers})
     z_hooks = sorted({s.hook for s in senders})
@@ -392,6 +407,7 @@ def path_patching(
     ``hook_q_input`` would need ``use_split_qkv_input``, and patching ``q`` is the same path.
     One forward pass per sender and per (sender, receiver) pair; meant for a few heads.
     """
+    check_heads([*senders, *receivers], "path_patching")
     slots = _slots(task)
     later = torch.tensor([[r.layer > s.layer for r in receivers] for s in senders])
     z_hooks = [get_act_name("z", layer) for layer in range(model.cfg.n_layers)]
