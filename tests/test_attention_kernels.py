@@ -101,6 +101,7 @@ def test_the_attention_implementation_is_recorded_when_a_model_is_bridged(toy64)
     assert hu.attention_implementation(loaded) == "sdpa"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_sdpa_gives_the_eager_second_order_values(family):
     eager, sdpa = bridged(family, "eager"), bridged(family, "sdpa")
@@ -112,6 +113,7 @@ def test_sdpa_gives_the_eager_second_order_values(family):
         torch.testing.assert_close(result, reference, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_sdpa_second_order_values_match_autograd_and_finite_differences():
     """On OPT, where SDPA itself runs: g''(0) against ``torch.autograd.functional.hvp`` and
     finite differences of g' (float64, 1e-6), and against the eager model, whose Hugging Face
@@ -125,6 +127,7 @@ def test_sdpa_second_order_values_match_autograd_and_finite_differences():
     torch.testing.assert_close(estimate.second, reference, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_local_curvature_of_an_sdpa_model_is_computed():
     """``diagnose`` differentiates the attention of the query's layer twice in forward mode,
     which the fused kernels cannot either."""
@@ -135,7 +138,9 @@ def test_the_local_curvature_of_an_sdpa_model_is_computed():
     assert frame["second_local"].abs().max() > 1e-3 and frame.notna().all().all()
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "family", [f if f == "opt" else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES]
+)
 def test_second_order_passes_of_an_sdpa_model_run_the_math_backend(family):
     model = bridged(family, "sdpa")
     task = hu.ioi_dataset(model, n_prompts=4, perturbation="random_token", seed=3)
