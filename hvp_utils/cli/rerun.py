@@ -16,6 +16,11 @@ The run shows a progress bar over the notebooks and, below it, one over the cell
 notebook executing. Each notebook's kernel talks to papermill over Unix-domain sockets in a
 private temporary directory (:func:`kernel_config`), not TCP on loopback.
 
+Before it executes anything, the run prints its plan (:mod:`hvp_utils.cli.plan`): per notebook,
+the passes of each heavy step and an estimate of their seconds from a short calibration of the
+model; ``--plan`` prints it and exits. ``--budget MINUTES`` gives a notebook that would take
+longer the largest neuron sample that fits (``n_neurons``, ``sampling="stratified"``).
+
 Rules: a notebook already in the manifest with status ``ok`` and the same parameters is
 skipped; a result made with other parameters is never overwritten without ``--force``; a
 parameter name that no selected notebook declares is an error (papermill only warns), and a
@@ -39,9 +44,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from traitlets.config import Config
+
+if TYPE_CHECKING:
+    from hvp_utils.cli.plan import RerunPlan
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -425,7 +433,9 @@ def write_summary(manifest: dict, out_dir: Path) -> Path:
 # --- command line --------------------------------------------------------------------------
 
 
-def prepare_run(args: argparse.Namespace) -> tuple[list[Job], list[str], dict, Path, Any]:
+def prepare_run(
+    args: argparse.Namespace,
+) -> tuple[list[Job], list[str], dict, Path, RerunPlan | None]:
     """Validate everything and decide each notebook's fate before anything executes (with
     ``--budget``, after :func:`apply_budget`, whose plan is returned last, else None; with
     ``--plan``, every action is ``plan``)."""
@@ -447,7 +457,7 @@ def prepare_run(args: argparse.Namespace) -> tuple[list[Job], list[str], dict, P
     return jobs, actions, manifest, out_dir, budgeted
 
 
-def cost_plan(jobs: list[Job], *, budget: float | None = None):
+def cost_plan(jobs: list[Job], *, budget: float | None = None) -> RerunPlan:
     """The passes and estimated seconds of ``jobs`` (:func:`hvp_utils.cli.plan.plan_rerun`)."""
     from hvp_utils.cli.plan import PlanError, plan_rerun
 
@@ -457,7 +467,7 @@ def cost_plan(jobs: list[Job], *, budget: float | None = None):
         raise RerunError(f"cannot plan the run: {err}") from None
 
 
-def apply_budget(jobs: list[Job], declared: dict, budget: float, *, strict: bool):
+def apply_budget(jobs: list[Job], declared: dict, budget: float, *, strict: bool) -> RerunPlan:
     """Give each notebook over ``budget`` minutes the neuron sample that fits (the parameters
     it declares: ``n_neurons``, ``sampling``); with ``strict``, a RerunError when a notebook
     cannot fit. Returns the plan."""
