@@ -119,6 +119,14 @@ def test_the_budget_picks_the_largest_sample_that_fits(tiny64, tasks):
     one_more = plan._sampled_plan(NB03, setting, UNIT, fitted.sample + 1)
     assert one_more.seconds > budget
     assert plan.fit_budget(NB03, setting, UNIT, budget_seconds=full.seconds).sample is None
+    report = plan.RerunPlan([fitted], {}, budget)
+    k = fitted.sample
+    declared = ["n_neurons", "sampling", "seed"]
+    assert report.sampled(NB03, declared) == {"n_neurons": k, "sampling": "stratified"}
+    assert report.sampled(NB03, ["n_neurons"]) == {"n_neurons": k}
+    # an earlier run's sample that still fits is kept (a noisy calibration changes nothing)
+    assert report.sampled(NB03, declared, previous={"n_neurons": k - 1})["n_neurons"] == k - 1
+    assert report.sampled(NB03, declared, previous={"n_neurons": k + 1})["n_neurons"] == k
 
 
 def test_stratified_samples_keep_each_layer_in_proportion(tiny64):

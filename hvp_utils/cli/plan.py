@@ -12,8 +12,10 @@ they take; every normal rerun prints the same table before it runs.
   (``tests/test_plan.py`` checks them against :class:`~hvp_utils.core.results.CostMeter` counts).
   Screen-Flag-Fix is counted as if every component were flagged: an upper bound.
 - **Seconds** come from :func:`calibrate`: the model, loaded as the notebook loads it, times AP on
-  a few heads (seconds per forward), AtP (one backward) and the diagonal HVP correction on two
-  heads (one HVP), at the notebook's prompt batch; a few seconds in all.
+  one and on five heads (seconds per forward), IG at one node and the diagonal HVP correction on
+  one head (one backward, one HVP), at the notebook's prompt batch: about 25 forward passes.
+  Each call's passes are weighted by the share of the layers they run through
+  (:func:`depth_share`), plus a fixed cost per call.
 - **Budget** (:func:`fit_budget`): a notebook that declares ``n_neurons`` and would exceed the
   budget gets the largest ``n_neurons`` whose plan fits, sampled ``"stratified"`` by layer
   (:func:`hvp_utils.sample_components`).
@@ -41,8 +43,8 @@ from hvp_utils.core.results import Cost, Estimator
 PERTURBATIONS = ("name_swap", "random_token")
 #: The sampling a budget asks for (a notebook parameter ``sampling``).
 BUDGET_SAMPLING = "stratified"
-#: Heads timed for the seconds per forward pass.
-CALIBRATION_HEADS = 8
+#: Extra heads (replicates of one pass) timed for the seconds per forward pass.
+CALIBRATION_REPLICATES = 4
 
 
 class PlanError(ValueError):
@@ -377,43 +379,42 @@ class Calibration:
 
 
 def calibrate(model, task) -> Calibration:
-    """Seconds per replicated pass at ``task``'s prompt batch, from the marginal cost of one
-    full chunk of layer-0 heads (passes through every layer): AP (a forward per head),
-    Integrated Gradients at one node (plus a backward) and the diagonal HVP correction (plus
-    an HVP), each timed on one head and on one more chunk of heads; a warm-up call first."""
+    """Seconds per pass over ``task``'s prompt batch, from a few calls on layer-0 heads (their
+    passes run through every layer), after a warm-up call:
+
+    - forward: AP on ``1 + CALIBRATION_REPLICATES`` heads minus AP on one, per extra head
+      (the marginal cost of a replicated forward);
+    - backward: IG at one node on one head (3 forwards, 1 backward) minus AP on one head
+      (3 forwards);
+    - HVP: the diagonal HVP correction on one head (3 forwards, 1 backward, 1 HVP) minus that
+      IG call;
+    - call: AP on one head minus its three forwards (context preparation, Python).
+
+    Each is the fastest of up to three calls while they take under a second (on a shared
+    machine the fastest is the least disturbed).
+    """
     from hvp_utils import activation_patching, components, hvp_correction, integrated_gradients
 
     start = time.perf_counter()
     heads = [c for c in components(model, "head_out") if c.layer == 0]
-    rows = task.clean_tokens.numel()
-    activation_patching(model, task, heads[:1])  # warm-up: first-call overheads
-    calls = {
-        0: lambda comps: activation_patching(model, task, comps),
-        1: lambda comps: integrated_gradients(model, task, comps, steps=1),
-        2: lambda comps: hvp_correction(model, task, comps, mode="diag"),
-    }
-    timed = {order: _marginal(call, heads, _chunk(rows, order)) for order, call in calls.items()}
-    (one, forward), per = timed[0], {order: t[1] for order, t in timed.items()}
-    backward = max(per[1] - forward, forward)
-    hvp = max(per[2] - forward - backward, forward)
-    call = max(one - 3 * forward, 0.0)  # AP on one head: two caching forwards and one patched
+    more = heads[: 1 + CALIBRATION_REPLICATES]
+
+    def seconds(estimate: Callable, comps: list[Component], **options: Any) -> float:
+        """The fastest of up to three calls (repeated while they take under a second)."""
+        times = [estimate(model, task, comps, **options).cost.seconds]
+        while len(times) < 3 and sum(times) < 1.0:
+            times.append(estimate(model, task, comps, **options).cost.seconds)
+        return min(times)
+
+    seconds(activation_patching, heads[:1])  # warm-up: first-call overheads
+    one = seconds(activation_patching, heads[:1])
+    forward = max(seconds(activation_patching, more) - one, 1e-9) / max(len(more) - 1, 1)
+    ig = seconds(integrated_gradients, heads[:1], steps=1)
+    diag = seconds(hvp_correction, heads[:1], mode="diag")
+    backward = max(ig - one, forward)
+    hvp = max(diag - ig, forward)
+    call = max(one - 3 * forward, 0.0)
     return Calibration(forward, backward, hvp, call, time.perf_counter() - start)
-
-
-def _chunk(rows: int, order: int) -> int:
-    """Replicates in one pass of ``order`` (the engine's token budget)."""
-    from hvp_utils.core.engine import TOKENS_PER_PASS
-
-    return max(1, TOKENS_PER_PASS[order] // rows)
-
-
-def _marginal(call: Callable, heads: list[Component], chunk: int) -> tuple[float, float]:
-    """Seconds of ``call`` on one head, and per further head up to ``1 + chunk`` heads."""
-    more = heads[: 1 + min(chunk, len(heads) - 1)]
-    one = call(heads[:1]).cost.seconds
-    if len(more) == 1:
-        return one, one
-    return one, max(call(more).cost.seconds - one, 1e-9) / (len(more) - 1)
 
 
 # --- plans ---------------------------------------------------------------------------------
@@ -552,8 +553,8 @@ def format_plan(
     if len(table):
         shown = table.assign(seconds=table.seconds.map(lambda x: f"{x:,.0f}"))
         lines.append(shown.to_string(index=False))
-    minutes = sum(p.seconds for p in plans) / 60
-    lines.append(f"heavy steps in all: about {minutes:.1f} min (estimate; light cells not counted)")
+    seconds = sum(p.seconds for p in plans)
+    lines.append(f"heavy steps in all: about {duration(seconds)} (light cells not counted)")
     return "\n".join(lines)
 
 
@@ -568,9 +569,11 @@ class RerunPlan:
     calibrations: dict[str, Calibration]
     budget_seconds: float | None = None
 
-    def text(self) -> str:
-        """The printed plan (:func:`format_plan`)."""
-        return format_plan(self.plans, self.calibrations, budget_seconds=self.budget_seconds)
+    def text(self, *, note: bool = True) -> str:
+        """The printed plan (:func:`format_plan`), with :meth:`budget_error` as a note."""
+        text = format_plan(self.plans, self.calibrations, budget_seconds=self.budget_seconds)
+        error = self.budget_error() if note else None
+        return text + (f"\nnote: {error}" if error else "")
 
     def over_budget(self) -> list[NotebookPlan]:
         """Plans that exceed the budget even after sampling (none without a budget)."""
@@ -582,13 +585,21 @@ class RerunPlan:
         """:func:`plan_frame` of every notebook."""
         return plan_frame(self.plans, budget_seconds=self.budget_seconds)
 
-    def sampled(self, key: str, declared: list[str]) -> dict[str, Any]:
+    def sampled(
+        self, key: str, declared: list[str], *, previous: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The parameters a budget sets for notebook ``key`` (``n_neurons``, ``sampling``),
-        those it declares; empty when it needs no sample."""
+        those it declares; empty when it needs no sample. A ``previous`` run's sample that
+        still fits is kept, so a noisy calibration does not change the parameters of a
+        finished run."""
         plan = next(p for p in self.plans if p.key == key)
         if plan.sample is None:
             return {}
         chosen = {"n_neurons": plan.sample, "sampling": BUDGET_SAMPLING}
+        kept = (previous or {}).get("n_neurons")
+        if previous and previous.get("sampling", BUDGET_SAMPLING) == BUDGET_SAMPLING:
+            if isinstance(kept, int) and kept <= plan.sample:
+                chosen["n_neurons"] = kept
         return {k: v for k, v in chosen.items() if k in declared}
 
     def budget_error(self) -> str | None:
@@ -650,3 +661,12 @@ class _Lab:
             self.calibrations[name] = calibrate(model, task)
             self.lengths[name] = task.n_positions
         return Setting(params, model, self.lengths[name]), self.calibrations[name]
+
+
+def duration(seconds: float) -> str:
+    """``"40 s"``, ``"12.5 min"`` or ``"3.2 h"``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -450,7 +450,7 @@ def prepare_run(
     jobs = plan(notebooks, declared, params, model, out_dir)
     budgeted = None
     if args.budget is not None:
-        budgeted = apply_budget(jobs, declared, args.budget, strict=not args.plan)
+        budgeted = apply_budget(jobs, declared, args.budget, manifest, strict=not args.plan)
     if args.plan:
         return jobs, ["plan"] * len(jobs), manifest, out_dir, budgeted
     actions = [decide(job, manifest, args.force) for job in jobs]
@@ -467,15 +467,18 @@ def cost_plan(jobs: list[Job], *, budget: float | None = None) -> RerunPlan:
         raise RerunError(f"cannot plan the run: {err}") from None
 
 
-def apply_budget(jobs: list[Job], declared: dict, budget: float, *, strict: bool) -> RerunPlan:
+def apply_budget(
+    jobs: list[Job], declared: dict, budget: float, manifest: dict, *, strict: bool
+) -> RerunPlan:
     """Give each notebook over ``budget`` minutes the neuron sample that fits (the parameters
-    it declares: ``n_neurons``, ``sampling``); with ``strict``, a RerunError when a notebook
-    cannot fit. Returns the plan."""
+    it declares: ``n_neurons``, ``sampling``; the manifest's sample when it still fits); with
+    ``strict``, a RerunError when a notebook cannot fit. Returns the plan."""
     report = cost_plan(jobs, budget=budget)
     for job in jobs:
-        job.parameters.update(report.sampled(job.key, declared[job.source]))
+        previous = manifest["notebooks"].get(job.key, {}).get("parameters")
+        job.parameters.update(report.sampled(job.key, declared[job.source], previous=previous))
     if strict and report.budget_error():
-        raise RerunError(report.budget_error() + "\n" + report.text())
+        raise RerunError(report.budget_error() + "\n" + report.text(note=False))
     return report
 
 
