@@ -119,7 +119,8 @@ def _ig_passes(comps: list[Component], opts: Any) -> Cost:
 
 def sff_passes(comps: list[Component], *, fix: str, n_probes: int) -> Cost:
     """Screen-Flag-Fix with every component flagged (an upper bound): the Hutchinson screen,
-    then the fix (AP, diagonal HVP or one Radau step) on all components, context shared."""
+    then the fix (AP, diagonal HVP or one Radau step, as ``FIX_ESTIMATORS`` of
+    :mod:`hvp_utils.analysis.screen_flag_fix`) on all components, context shared."""
     from hvp_utils import ap_estimator, hvp_estimator, multistep_estimator
 
     fixer = {
