@@ -628,6 +628,9 @@ def plan_rerun(
     lab = _Lab()
     plans = []
     for key, notebook, parameters in jobs:
+        if key not in NOTEBOOK_STEPS:  # light: nothing to load or time
+            plans.append(NotebookPlan(key, (), parameters))
+            continue
         params = {**notebook_defaults(notebook), **parameters}
         setting, calibration = lab.setting(params)
         if budget is None:
