@@ -44,6 +44,7 @@ from hvp_utils.analysis.paths import PathCurves, PathSource, path_curves
 from hvp_utils.analysis.reliability import (
     bad_estimates,
     coverage_report,
+    describe_sample,
     detector_report,
     error_bounds,
     flag_reasons,
@@ -196,6 +197,7 @@ __all__ = [
     "coverage_report",
     "decision_table",
     "default_estimators",
+    "describe_sample",
     "detector_report",
     "diagnose",
     "direct_logit_attribution",

@@ -91,7 +91,7 @@ from hvp_utils.core.results import (
     ReliabilityAttribution,
 )
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Direction, Family, Model
+from hvp_utils.core.types import SAMPLINGS, Direction, Family, Model, Sampling, check_choice
 
 Vector = Float[Tensor, "n_components"]  # noqa: F821
 
@@ -439,11 +439,74 @@ def coverage_report(*, lower: Vector, upper: Vector, truth: Vector) -> pd.DataFr
     return pd.DataFrame([row])
 
 
-def sample_components(comps: list[Component], *, k: int | None, seed: int = 0) -> list[Component]:
-    """A seeded random subset of ``k`` components in their original order (all if ``k`` is
-    None or not smaller): keeps per-component sweeps over a layer's neurons affordable."""
+def sample_components(
+    comps: list[Component], *, k: int | None, seed: int = 0, how: Sampling = "random"
+) -> list[Component]:
+    """A subset of ``k`` components in their original order (all if ``k`` is None or not
+    smaller): keeps per-component sweeps over a layer's neurons affordable.
+
+    ``how="random"``: a seeded random subset; ``"spaced"``: ``k`` evenly spaced components
+    (indices ``floor(i n / k)``; no randomness); ``"stratified"``: each layer keeps a share of
+    ``k`` in proportion to its component count (largest remainders, at least one per layer
+    while ``k`` allows), a random subset within it (seeded with ``seed`` plus the layer).
+    """
+    check_choice(how, SAMPLINGS, "sampling")
     if k is None or k >= len(comps):
         return list(comps)
+    if k < 1:
+        raise ValueError(f"k must be at least 1 (got {k}); pass k=None for every component")
+    if how == "spaced":
+        keep = [i * len(comps) // k for i in range(k)]
+    elif how == "stratified":
+        keep = _stratified(comps, k, seed)
+    else:
+        keep = _random_subset(list(range(len(comps))), k, seed)
+    return [comps[i] for i in sorted(keep)]
+
+
+def describe_sample(
+    every: list[Component], kept: list[Component], *, how: Sampling, seed: int = 0
+) -> str:
+    """One line naming a sample: ``"64 of 3072 neurons (layer 6), stratified by layer, seed 0"``
+    (``"all 3072 ..."`` when nothing was left out)."""
+    layers = sorted({c.layer for c in kept})
+    where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
+    kinds = "/".join(dict.fromkeys(c.kind for c in kept))
+    if len(kept) >= len(every):
+        return f"all {len(every)} {kinds} components ({where})"
+    label = {"random": "random", "spaced": "evenly spaced", "stratified": "stratified by layer"}
+    return f"{len(kept)} of {len(every)} {kinds} components ({where}), {label[how]}, seed {seed}"
+
+
+def layer_quotas(sizes: dict[int, int], k: int) -> dict[int, int]:
+    """``k`` split over layers in proportion to their ``sizes`` (largest remainders), every
+    layer getting at least one while ``k`` covers them all, none more than its size."""
+    total = sum(sizes.values())
+    floor = min(1, k // len(sizes))
+    quotas = {layer: max(floor, k * n // total) for layer, n in sizes.items()}
+    by_remainder = sorted(sizes, key=lambda layer: -(k * sizes[layer] % total))
+    while sum(quotas.values()) < k:
+        for layer in by_remainder:
+            if sum(quotas.values()) < k and quotas[layer] < sizes[layer]:
+                quotas[layer] += 1
+    while sum(quotas.values()) > k:
+        largest = max(quotas, key=quotas.get)
+        quotas[largest] -= 1
+    return quotas
+
+
+def _stratified(comps: list[Component], k: int, seed: int) -> list[int]:
+    """Indices of a seeded random subset of each layer, sized by :func:`layer_quotas`."""
+    by_layer: dict[int, list[int]] = {}
+    for i, c in enumerate(comps):
+        by_layer.setdefault(c.layer, []).append(i)
+    quotas = layer_quotas({layer: len(ix) for layer, ix in by_layer.items()}, k)
+    return [
+        i for layer, ix in by_layer.items() for i in _random_subset(ix, quotas[layer], seed + layer)
+    ]
+
+
+def _random_subset(indices: list[int], k: int, seed: int) -> list[int]:
+    """``k`` of ``indices``, chosen by a permutation seeded with ``seed``."""
     generator = torch.Generator().manual_seed(seed)
-    keep = torch.randperm(len(comps), generator=generator)[:k].sort().values
-    return [comps[i] for i in keep.tolist()]
+    return [indices[i] for i in torch.randperm(len(indices), generator=generator)[:k].tolist()]

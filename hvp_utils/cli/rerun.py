@@ -16,6 +16,11 @@ The run shows a progress bar over the notebooks and, below it, one over the cell
 notebook executing. Each notebook's kernel talks to papermill over Unix-domain sockets in a
 private temporary directory (:func:`kernel_config`), not TCP on loopback.
 
+Before it executes anything, the run prints its plan (:mod:`hvp_utils.cli.plan`): per notebook,
+the passes of each heavy step and an estimate of their seconds from a short calibration of the
+model; ``--plan`` prints it and exits. ``--budget MINUTES`` gives a notebook that would take
+longer the largest neuron sample that fits (``n_neurons``, ``sampling="stratified"``).
+
 Rules: a notebook already in the manifest with status ``ok`` and the same parameters is
 skipped; a result made with other parameters is never overwritten without ``--force``; a
 parameter name that no selected notebook declares is an error (papermill only warns), and a
@@ -39,8 +44,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from traitlets.config import Config
+
+if TYPE_CHECKING:
+    from hvp_utils.cli.plan import RerunPlan
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -424,8 +433,12 @@ def write_summary(manifest: dict, out_dir: Path) -> Path:
 # --- command line --------------------------------------------------------------------------
 
 
-def prepare_run(args: argparse.Namespace) -> tuple[list[Job], list[str], dict, Path]:
-    """Validate everything and decide each notebook's fate before anything executes."""
+def prepare_run(
+    args: argparse.Namespace,
+) -> tuple[list[Job], list[str], dict, Path, RerunPlan | None]:
+    """Validate everything and decide each notebook's fate before anything executes (with
+    ``--budget``, after :func:`apply_budget`, whose plan is returned last, else None; with
+    ``--plan``, every action is ``plan``)."""
     notebooks = select_notebooks(args.notebooks, available_notebooks(args.notebook_dir))
     params = parse_params(args.param)
     if "model_name" in params:
@@ -435,8 +448,38 @@ def prepare_run(args: argparse.Namespace) -> tuple[list[Job], list[str], dict, P
     out_dir = Path(args.out) / model_slug(args.model)
     manifest = load_manifest(out_dir)
     jobs = plan(notebooks, declared, params, model, out_dir)
+    budgeted = None
+    if args.budget is not None:
+        budgeted = apply_budget(jobs, declared, args.budget, manifest, strict=not args.plan)
+    if args.plan:
+        return jobs, ["plan"] * len(jobs), manifest, out_dir, budgeted
     actions = [decide(job, manifest, args.force) for job in jobs]
-    return jobs, actions, manifest, out_dir
+    return jobs, actions, manifest, out_dir, budgeted
+
+
+def cost_plan(jobs: list[Job], *, budget: float | None = None) -> RerunPlan:
+    """The passes and estimated seconds of ``jobs`` (:func:`hvp_utils.cli.plan.plan_rerun`)."""
+    from hvp_utils.cli.plan import PlanError, plan_rerun
+
+    try:
+        return plan_rerun([(j.key, j.source, j.parameters) for j in jobs], budget_minutes=budget)
+    except (PlanError, ValueError, OSError, RuntimeError, NotImplementedError) as err:
+        raise RerunError(f"cannot plan the run: {err}") from None
+
+
+def apply_budget(
+    jobs: list[Job], declared: dict, budget: float, manifest: dict, *, strict: bool
+) -> RerunPlan:
+    """Give each notebook over ``budget`` minutes the neuron sample that fits (the parameters
+    it declares: ``n_neurons``, ``sampling``; the manifest's sample when it still fits); with
+    ``strict``, a RerunError when a notebook cannot fit. Returns the plan."""
+    report = cost_plan(jobs, budget=budget)
+    for job in jobs:
+        previous = manifest["notebooks"].get(job.key, {}).get("parameters")
+        job.parameters.update(report.sampled(job.key, declared[job.source], previous=previous))
+    if strict and report.budget_error():
+        raise RerunError(report.budget_error() + "\n" + report.text(note=False))
+    return report
 
 
 def parser() -> argparse.ArgumentParser:
@@ -449,6 +492,14 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--notebooks", default=None, help="e.g. 01,04 (default: all)")
     cli.add_argument("--force", action="store_true", help="re-execute and overwrite results")
     cli.add_argument("--out", default="runs", help="parent folder of runs/<model-slug>/")
+    cli.add_argument("--plan", action="store_true", help="print passes and time, run nothing")
+    cli.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="per notebook: sample neurons (stratified) where the plan would take longer",
+    )
     cli.add_argument("--notebook-dir", type=Path, default=NOTEBOOK_DIR, help=argparse.SUPPRESS)
     return cli
 
@@ -458,10 +509,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
-        jobs, actions, manifest, out_dir = prepare_run(args)
+        jobs, actions, manifest, out_dir, report = prepare_run(args)
+        to_run = [job for job, action in zip(jobs, actions, strict=True) if action != "skip"]
+        report = report or cost_plan(to_run)
     except RerunError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print(report.text(), flush=True)
+    if args.plan:
+        return 0
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest.update(model=args.model, versions=package_versions(), git=git_revision())
     failure = run_jobs(jobs, actions, manifest, out_dir)

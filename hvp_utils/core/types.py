@@ -31,6 +31,9 @@ IGMode = Literal["per_component", "joint"]
 Perturbation = Literal["name_swap", "random_token"]
 #: What Screen-Flag-Fix uses on the flagged components.
 Fix = Literal["patch", "hvp", "multistep"]
+#: How :func:`~hvp_utils.sample_components` picks ``k`` components: a seeded random subset,
+#: evenly spaced ones, or a seeded random subset of each layer, sized in proportion to it.
+Sampling = Literal["random", "spaced", "stratified"]
 #: Component kinds (see :mod:`hvp_utils.core.components`).
 Kind = Literal[
     "head_out",
@@ -70,6 +73,7 @@ IG_RULES: tuple[str, ...] = get_args(IGRule)
 IG_MODES: tuple[str, ...] = get_args(IGMode)
 PERTURBATIONS: tuple[str, ...] = get_args(Perturbation)
 FIXES: tuple[str, ...] = get_args(Fix)
+SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 KINDS: tuple[str, ...] = get_args(Kind)
 
 
