@@ -162,6 +162,7 @@ def test_the_report_reads_every_number_from_the_records(tmp_path):
         1,
         4,
     )
+    assert (head["AtP nmae there"], mlp["AtP nmae there"]) == (0.2, 0.1)  # notebook 04's AtP
     assert len(report) == 2  # the empty task adds no row
     assert "| m1 " in grid.report_markdown(report, grid=grid_of("g"), results=[])
 
@@ -175,7 +176,7 @@ def test_notebook_05_competes_for_the_best_correction(tmp_path):
     hand_made_run(run_dir)
     nb05 = Findings("05")
     timings = dict(perturbation=["name_swap"] * 3, kind=["head_out"] * 3, family=["x"] * 3)
-    timings |= dict(method=["AP", "AtP", "IG K=4"], nmae=[0, 0.2, 0.001], x_AP_time=[1, 0.1, 4.0])
+    timings |= dict(method=["AP", "AtP", "IG K=4"], nmae=[0, 0.25, 0.001], x_AP_time=[1, 0.1, 4.0])
     nb05.table("timings", pd.DataFrame(timings))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     manifest["notebooks"]["05_d"] = {"status": "ok", "output": executed(run_dir / "05.ipynb", nb05)}
@@ -186,6 +187,7 @@ def test_notebook_05_competes_for_the_best_correction(tmp_path):
         0.001,
         4,
     )
+    assert head["AtP nmae there"] == 0.25  # notebook 05's AtP, beside its own correction
 
 
 # --- a grid on a local Ray -----------------------------------------------------------------

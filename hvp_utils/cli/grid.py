@@ -23,8 +23,8 @@ subprocess (one papermill process at a time per task, never papermill in threads
 :func:`build_report` reads the numbers the executed notebooks recorded (their findings records,
 output metadata key ``hvp_utils/findings``) into ``<out>/<name>/report.csv`` and ``report.md``:
 a row per (model, parameter set, perturbation, component kind) with AtP's NMAE and Spearman
-against AP (notebook 01), the most accurate correction and its cost (04, 05) and the flag
-counts (03). Nothing is recomputed.
+against AP (notebook 01), the most accurate correction, its cost and AtP's NMAE on the same
+components (04, 05), and the flag counts (03). Nothing is recomputed.
 
 Every node of a cluster needs this project at the same path and ``<out>`` on a file system
 all of them see (as on a SLURM cluster; start Ray there as Ray documents, then ``--address``).
@@ -64,6 +64,7 @@ REPORT_COLUMNS = [
     "best correction",
     "its nmae",
     "its x AP time",
+    "AtP nmae there",
     "flagged",
     "flag_score",
     "flag_sign",
@@ -287,9 +288,10 @@ def atp_accuracy(tables: dict) -> pd.DataFrame:
     return accuracy.rename(columns=renamed)[["perturbation", "kind", *renamed.values()]]
 
 
-def corrections(tables: dict) -> pd.DataFrame:
-    """Every correction's NMAE and time as a multiple of AP's, per (perturbation, kind): from
-    notebook 04's ``nmae`` and ``seconds`` tables and notebook 05's ``timings`` table."""
+def estimates(tables: dict) -> pd.DataFrame:
+    """Every estimator's NMAE and time as a multiple of AP's, per (perturbation, kind), with the
+    notebook that measured it: notebook 04's ``nmae`` and ``seconds`` tables and notebook 05's
+    ``timings`` table."""
     keys = ["perturbation", "kind"]
     frames = []
     nb04 = tables.get("04", {})
@@ -298,21 +300,31 @@ def corrections(tables: dict) -> pd.DataFrame:
         seconds = nb04["seconds"].set_index(keys)
         ratio = seconds.div(seconds["AP"], axis=0).reset_index()
         ratio = ratio.melt(id_vars=keys, var_name="method", value_name="x_AP_time")
-        frames.append(nmae.merge(ratio, on=[*keys, "method"]))
+        frames.append(nmae.merge(ratio, on=[*keys, "method"]).assign(notebook="04"))
     if "timings" in tables.get("05", {}):
-        frames.append(tables["05"]["timings"][[*keys, "method", "nmae", "x_AP_time"]])
+        timings = tables["05"]["timings"][[*keys, "method", "nmae", "x_AP_time"]]
+        frames.append(timings.assign(notebook="05"))
     if not frames:
-        return pd.DataFrame(columns=[*keys, "method", "nmae", "x_AP_time"])
-    found = pd.concat(frames, ignore_index=True)
-    return found[~found.method.isin(NOT_CORRECTIONS)]
+        return pd.DataFrame(columns=[*keys, "method", "nmae", "x_AP_time", "notebook"])
+    return pd.concat(frames, ignore_index=True).dropna(subset=["nmae"])
 
 
 def best_corrections(tables: dict) -> pd.DataFrame:
-    """Per (perturbation, kind), the correction of lowest NMAE, its NMAE and its cost."""
-    found = corrections(tables).dropna(subset=["nmae"])
-    best = found.loc[found.groupby(["perturbation", "kind"]).nmae.idxmin()] if len(found) else found
-    renamed = {"method": "best correction", "nmae": "its nmae", "x_AP_time": "its x AP time"}
-    return best.rename(columns=renamed)[["perturbation", "kind", *renamed.values()]]
+    """Per (perturbation, kind), the correction (an estimator other than AP and AtP) of lowest
+    NMAE, its NMAE and cost, and AtP's NMAE in the same notebook (on the same components)."""
+    keys = ["perturbation", "kind"]
+    found = estimates(tables)
+    fixes = found[~found.method.isin(NOT_CORRECTIONS)]
+    best = fixes.loc[fixes.groupby(keys).nmae.idxmin()] if len(fixes) else fixes
+    atp = found[found.method == "AtP"][[*keys, "notebook", "nmae"]]
+    best = best.merge(atp, on=[*keys, "notebook"], how="left", suffixes=("", "_atp"))
+    renamed = {
+        "method": "best correction",
+        "nmae": "its nmae",
+        "x_AP_time": "its x AP time",
+        "nmae_atp": "AtP nmae there",
+    }
+    return best.rename(columns=renamed)[[*keys, *renamed.values()]]
 
 
 def flag_counts(tables: dict) -> pd.DataFrame:
@@ -370,7 +382,9 @@ def report_markdown(report: pd.DataFrame, *, grid: Grid, results: list[dict]) ->
             "",
             "AtP against AP from notebook 01 (`accuracy`); the correction of lowest NMAE among "
             "those notebooks 04 (`nmae`, `seconds`) and 05 (`timings`) recorded, its time a "
-            "multiple of AP's; flags from notebook 03 (`reasons`). Empty: not recorded.",
+            "multiple of AP's, and AtP's NMAE in that notebook (on its components: the neuron "
+            "sample of 03 and 04 is not 01's); flags from notebook 03 (`reasons`). "
+            "Empty: not recorded.",
             "",
             report.astype(object)
             .where(report.notna(), None)
