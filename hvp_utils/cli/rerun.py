@@ -2,6 +2,7 @@
 
     python -m hvp_utils.cli.rerun --model gpt2-small --param dtype=float32 --notebooks 01,04
     python -m hvp_utils.cli.rerun --model /path/to/hf-checkpoint --param n_prompts=8
+    python -m hvp_utils.cli.rerun --grid grid.yaml     # models x parameter sets on Ray: cli.grid
 
 Every numbered notebook (``notebooks/[0-9][0-9]_*.ipynb``) runs with papermill (kernel
 ``python3``, working directory ``notebooks/``) into ``runs/<model-slug>/``. Next to the executed
@@ -445,7 +446,7 @@ def prepare_run(
         raise RerunError("pass the model with --model, not --param model_name=...")
     declared = check_parameters(params, notebooks)
     model = resolve_model(args.model)
-    out_dir = Path(args.out) / model_slug(args.model)
+    out_dir = args.run_dir or Path(args.out) / model_slug(args.model)
     manifest = load_manifest(out_dir)
     jobs = plan(notebooks, declared, params, model, out_dir)
     budgeted = None
@@ -487,7 +488,10 @@ def parser() -> argparse.ArgumentParser:
     cli = argparse.ArgumentParser(
         prog="python -m hvp_utils.cli.rerun", description=__doc__.split("\n")[0]
     )
-    cli.add_argument("--model", required=True, help="toy-ioi, a TransformerLens name, or a path")
+    cli.add_argument("--model", help="toy-ioi, a TransformerLens name, or a path")
+    cli.add_argument("--grid", type=Path, help="a grid.yaml of models x parameter sets, on Ray")
+    cli.add_argument("--address", default=None, help="--grid: the Ray cluster (default: local)")
+    cli.add_argument("--gpus-per-task", type=float, default=0, help="--grid: GPUs per task")
     cli.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     cli.add_argument("--notebooks", default=None, help="e.g. 01,04 (default: all)")
     cli.add_argument("--force", action="store_true", help="re-execute and overwrite results")
@@ -501,6 +505,7 @@ def parser() -> argparse.ArgumentParser:
         help="per notebook: sample neurons (stratified) where the plan would take longer",
     )
     cli.add_argument("--notebook-dir", type=Path, default=NOTEBOOK_DIR, help=argparse.SUPPRESS)
+    cli.add_argument("--run-dir", type=Path, default=None, help=argparse.SUPPRESS)  # grid tasks
     return cli
 
 
@@ -508,6 +513,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; 0 on success, 1 when a notebook failed, 2 on bad input."""
     args = parser().parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if (args.model is None) == (args.grid is None):
+        print("error: pass either --model or --grid", file=sys.stderr)
+        return 2
+    if args.grid is not None:
+        from hvp_utils.cli import grid
+
+        return grid.main(args)
     try:
         jobs, actions, manifest, out_dir, report = prepare_run(args)
         to_run = [job for job, action in zip(jobs, actions, strict=True) if action != "skip"]
