@@ -25,7 +25,18 @@ FAMILIES = {
 FLOAT32_SOFTMAX = {"llama", "gemma2", "neox"}
 
 
-@pytest.fixture(scope="module", params=list(FAMILIES), ids=lambda k: k.split(" ")[0])
+#: The unit tier's families: LayerNorm + learned positions, and RMSNorm + rotary + GQA.
+UNIT_FAMILIES = ("gpt2", "llama")
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        k if FAMILIES[k] in UNIT_FAMILIES else pytest.param(k, marks=pytest.mark.slow)
+        for k in FAMILIES
+    ],
+    ids=lambda k: k.split(" ")[0],
+)
 def family(request):
     model = tiny_model(FAMILIES[request.param], seed=5)
     task = hu.ioi_dataset(model, n_prompts=4, perturbation="name_swap", seed=1)

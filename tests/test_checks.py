@@ -34,7 +34,9 @@ def test_noising_swaps_base_and_source(small64, small_task, some_queries):
     )
 
 
-@pytest.mark.parametrize("direction", ["denoising", "noising"])
+@pytest.mark.parametrize(
+    "direction", ["denoising", pytest.param("noising", marks=pytest.mark.slow)]
+)
 def test_check_second_order_passes_in_each_direction(small64, small_task, some_queries, direction):
     estimate = hu.hvp_correction(small64, small_task, some_queries, direction=direction)
     frame = hu.check_second_order(small64, small_task, some_queries, estimate, direction=direction)

@@ -60,7 +60,15 @@ def run_counting_passes(monkeypatch, estimator, *args, **kwargs):
     return result, passes
 
 
-@pytest.mark.parametrize("name", list(ESTIMATORS))
+#: One estimator per engine path in the unit tier (patching, path derivatives at several nodes,
+#: the hook gradients' second-order pass, plain gradients); the rest in the slow tier.
+UNIT_ESTIMATORS = ("ap", "multistep trapezoid", "hvp diag", "ig gauss")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in UNIT_ESTIMATORS else pytest.param(n, marks=pytest.mark.slow) for n in ESTIMATORS],
+)
 def test_chunk_size_changes_passes_not_values(name, small64, small, monkeypatch):
     estimator, splits = ESTIMATORS[name]
     task, comps = small

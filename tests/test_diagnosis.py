@@ -192,9 +192,8 @@ def test_pattern_map_is_linear(small64, small_task):
         assert abs(frame.iloc[i].E_local) < 1e-12, comp.name
 
 
-@pytest.mark.parametrize(
-    "direction", ["denoising", pytest.param("noising", marks=pytest.mark.slow)]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
 def test_grouped_query_keys_feed_their_group(direction):
     model = tiny_model("llama", seed=5)
     task = hu.ioi_dataset(model, n_prompts=4, perturbation="name_swap", seed=1)

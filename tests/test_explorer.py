@@ -163,6 +163,7 @@ def test_explorer_verdict_follows_the_closed_form_rules(small64, tasks, source):
     assert len(verdicts) > 1, verdicts  # the grid reaches both sides of some rule
 
 
+@pytest.mark.slow
 def test_static_outside_jupyter_live_widget_inside(source, monkeypatch):
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     explorer = viz.explore(source, component="MLP0")
@@ -182,6 +183,7 @@ def test_static_outside_jupyter_live_widget_inside(source, monkeypatch):
     }
 
 
+@pytest.mark.slow
 def test_widget_controls_drive_the_selection(source):
     explorer = viz.explore(source, tau=0.3, threshold_share=0.1, component="MLP0", interactive=True)
     box = explorer.widget()

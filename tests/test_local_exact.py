@@ -91,7 +91,9 @@ def test_plain_hook_reference_and_diagnose(small64, small_task, direction):
     assert (result.cost.forward, result.cost.backward) == (3 + n_hooks, 1)
 
 
-@pytest.mark.parametrize("kind", LOCAL_KINDS)
+@pytest.mark.parametrize(
+    "kind", [k if k == "head_k" else pytest.param(k, marks=pytest.mark.slow) for k in LOCAL_KINDS]
+)
 def test_one_whole_hook_pass_gives_every_components_own_change(small64, small_task, kind):
     """Heads are independent in the softmax and neurons in GELU: moving the whole input hook
     changes each head's (neuron's) output exactly as moving that head (neuron) alone does."""
@@ -120,9 +122,8 @@ def positioned(model, task, kind, layer=1):
     ]
 
 
-@pytest.mark.parametrize(
-    "direction", ["denoising", pytest.param("noising", marks=pytest.mark.slow)]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
 def test_components_at_several_positions_of_one_hook(small64, small_task, direction):
     comps = [c for kind in LOCAL_KINDS for c in positioned(small64, small_task, kind)]
     result = hu.atp_local(small64, small_task, comps, direction=direction)

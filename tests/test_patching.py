@@ -61,7 +61,7 @@ def neuron_setter(corrupted_activation, index, clean_activation):
 
 KINDS_WITH_TL_REFERENCE = [
     "head_out",
-    "head_out_pos",
+    pytest.param("head_out_pos", marks=pytest.mark.slow),
     "head_q",
     "head_k",
     "head_pattern",

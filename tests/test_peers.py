@@ -64,7 +64,12 @@ CAPTUM_RULES = [
 
 @pytest.mark.parametrize(("method", "n_steps", "rule", "steps"), CAPTUM_RULES)
 @pytest.mark.parametrize(
-    ("kind", "layers"), [("head_out", None), ("neuron", [2]), ("mlp_out", None)]
+    ("kind", "layers"),
+    [
+        ("head_out", None),
+        pytest.param("neuron", [2], marks=pytest.mark.slow),
+        pytest.param("mlp_out", None, marks=pytest.mark.slow),
+    ],
 )
 def test_captum_layer_ig_matches_our_joint_ig(
     kind, layers, method, n_steps, rule, steps, small64, small_task
@@ -97,6 +102,7 @@ def test_captum_layer_ig_labels_and_options(small64, small_task):
         captum_layer_ig(small64, small_task, comps, steps=1)
 
 
+@pytest.mark.slow
 def test_peers_run_in_float32(toy32):
     task = hu.ioi_dataset(toy32, n_prompts=4, seed=0)
     comps = components(toy32, "head_out", layers=[1])

@@ -201,6 +201,7 @@ def test_detector_and_coverage_on_the_embedded_model(toy64, toy_task):
     assert alone.reasons.flag_threshold.tolist() == scored.reasons.flag_threshold.tolist()
 
 
+@pytest.mark.slow
 def test_path_curves_static_figure_and_explorer(small64, small_task):
     comps = components(small64, "mlp_out")[:2]
     paths = hu.path_curves(small64, small_task, comps, n_points=5, threshold=0.5)
