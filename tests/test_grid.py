@@ -197,7 +197,8 @@ def test_notebook_05_competes_for_the_best_correction(tmp_path):
 def local_ray():
     """A local Ray of 2 CPUs for one test (so at most two notebooks run at once)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a new Ray, even where /tmp/ray records a cluster that `ray start` left running
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

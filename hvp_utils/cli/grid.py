@@ -231,12 +231,13 @@ def run_task(task: Task, repo: str) -> dict[str, Any]:
 
 def run_on_ray(tasks: list[Task], *, address: str | None, gpus_per_task: float) -> list[dict]:
     """Each task as a Ray task (1 CPU, ``gpus_per_task`` GPUs), on the Ray found at ``address``
-    (None: this process's Ray if one is running, else a new local one); results as they end."""
+    (None: this process's Ray if one is running, else a new one on this machine, never a
+    cluster that ``ray start`` left running); results as they end."""
     import ray
     import ray.cloudpickle
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need no hvp_utils
     remote = ray.remote(run_task).options(num_cpus=1, num_gpus=gpus_per_task, max_retries=0)
     pending = [remote.remote(task, str(rerun.REPO)) for task in tasks]

@@ -2,6 +2,7 @@
 
     python -m hvp_utils.cli.scaling              # cost table, fitted exponents, precision check
     python -m hvp_utils.cli.scaling --quick      # two small models (a smoke test)
+    python -m hvp_utils.cli.scaling --sizes      # every estimator, toy-ioi vs GPT-2-small shape
 
 Cost: random-initialised GPT-2 models (LayerNorm, GELU, learned positions,
 ``d_head = 16``, ``d_mlp = 4 d_model``) with the toy-ioi word-level tokenizer, of growing width
@@ -19,6 +20,13 @@ The scaling exponent is the slope of ``log(seconds)`` against ``log(parameters)`
 squares), per estimator, over all models. Note that the component count grows with size too
 (heads = d_model/16 x layers), so AP and HVP diag grow faster than one
 pass does.
+
+Two sizes (``--sizes``): toy-ioi's shape and GPT-2 small's (12 layers x 12 heads, d_model 768,
+d_mlp 3072, GPT-2's 50,257-token vocabulary and 1,024 positions: 124M parameters), both
+random-initialised, in one run on the same machine. On each, 12 evenly spaced head outputs and
+12 evenly spaced neurons of the middle layer, and AtP, HVP (diag, joint, Hutchinson with 8
+probes), IG K=4 and multi-step HVP K=2 against AP: seconds per component, as a multiple of AP's
+and of AtP's time, and pass counts.
 
 Precision: the second-order term ``g''(0)`` of ``hvp_correction`` (``mode="diag"``) on the
 embedded model in float32, bfloat16 and float16, against float64, as a relative error
@@ -62,6 +70,27 @@ MEASURED = (
     hu.hvp_estimator(mode="diag"),
     hu.hvp_estimator(mode="joint"),
 )
+
+
+#: ``--sizes``: the two shapes compared (GPT-2 small: Radford et al. 2019, 124M parameters).
+SIZES = {
+    "toy-ioi shape": dict(n_layer=4, n_embd=128, n_head=8, n_inner=512),
+    "GPT-2-small shape": dict(
+        n_layer=12, n_embd=768, n_head=12, n_inner=3072, vocab_size=50257, n_positions=1024
+    ),
+}
+#: ``--sizes``: every estimator of the course against AP (ground truth first).
+COMPARED = (
+    hu.ap_estimator(),
+    hu.atp_estimator(),
+    hu.hvp_estimator(mode="diag"),
+    hu.hvp_estimator(mode="joint"),
+    hu.hvp_estimator(mode="hutchinson", n_probes=8),
+    hu.ig_estimator(steps=4),
+    hu.multistep_estimator(steps=2),
+)
+#: ``--sizes``: head outputs and middle-layer neurons in the component set (each).
+N_EACH = 12
 
 
 def random_model(d_model: int, n_layers: int, dtype: torch.dtype = torch.float32):
@@ -144,6 +173,61 @@ def cost_table(quick: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def size_components(model: Model, *, n_each: int = N_EACH) -> list:
+    """``n_each`` evenly spaced head outputs and as many evenly spaced middle-layer neurons."""
+    heads = hu.components(model, "head_out")
+    neurons = hu.components(model, "neuron", layers=[model.cfg.n_layers // 2])
+    return spread_subset(heads, n_each) + spread_subset(neurons, n_each)
+
+
+def size_table() -> pd.DataFrame:
+    """One row per (shape, estimator) of :data:`COMPARED` on :data:`SIZES`: seconds per
+    component, ``x AP`` = seconds / AP's seconds, ``x AtP`` likewise, and pass counts."""
+    tokenizer = load_tokenizer(TOY_MODEL_DIR)
+    rows = []
+    for shape, size in SIZES.items():
+        model = hu.from_hf_model(build_model(tokenizer, seed=0, **size), tokenizer)
+        params = sum(p.numel() for p in model.parameters())
+        task = hu.ioi_dataset(model, n_prompts=N_PROMPTS, perturbation="name_swap", seed=0)
+        comps = size_components(model, n_each=N_EACH)
+        for estimator in COMPARED:
+            cost = estimator(model, task, comps).cost
+            rows.append(
+                {
+                    "shape": shape,
+                    "params (M)": round(params / 1e6, 1),
+                    "estimator": estimator.label,
+                    "seconds": cost.seconds,
+                    "s per component": cost.seconds / len(comps),
+                    "forward": cost.forward,
+                    "backward": cost.backward,
+                    "hvp": cost.hvp,
+                }
+            )
+            print(f"{shape:18s} {estimator.label:22s} {cost.seconds:8.2f} s", flush=True)
+    table = pd.DataFrame(rows)
+    for name, label in (("x AP", COMPARED[0].label), ("x AtP", COMPARED[1].label)):
+        base = table[table.estimator == label].set_index("shape").seconds
+        table[name] = table.seconds / table["shape"].map(base)
+    return table
+
+
+def size_figure(table: pd.DataFrame, path: str) -> None:
+    """Each estimator's time as a multiple of AP's, per shape (log scale), saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.4), constrained_layout=True)
+    sns.scatterplot(data=table, x="x AP", y="estimator", hue="shape", style="shape", s=90, ax=ax)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="0.3", lw=0.8, ls="--")
+    ax.set(xlabel="time / AP's time on the same components (log scale)", ylabel="")
+    fig.savefig(path, dpi=110)
+
+
 def scaling_exponents(table: pd.DataFrame) -> pd.DataFrame:
     """Per estimator, the slope ``b`` of ``log seconds = a + b log params`` (least squares):
     over all models, over the width and the depth sweep alone, and for seconds per component."""
@@ -215,9 +299,18 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--quick", action="store_true", help="two small models only")
     cli.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     cli.add_argument("--precision-only", action="store_true", help="skip the cost table")
+    cli.add_argument("--sizes", action="store_true", help="toy-ioi vs GPT-2-small shape only")
+    cli.add_argument("--figure", default=None, help="--sizes: write the figure to this path")
     args = cli.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
+    if args.sizes:
+        table = size_table()
+        print(to_markdown(table.round(3)))
+        if args.figure:
+            size_figure(table, args.figure)
+        print(f"\ntotal {time.perf_counter() - start:.0f} s, {args.threads} torch thread(s)")
+        return
     if not args.precision_only:
         table = cost_table(args.quick)
         print(markdown(table, scaling_exponents(table)))

@@ -74,16 +74,20 @@ def load_tokenizer(directory: Path = TOY_MODEL_DIR):
 
 
 def toy_config(tokenizer, **overrides):
-    """The ``GPT2Config`` of toy-ioi for ``tokenizer`` (its special-token ids included)."""
+    """The ``GPT2Config`` of toy-ioi for ``tokenizer`` (its special-token ids included);
+    ``overrides`` replace any setting, the vocabulary size too (a larger vocabulary keeps the
+    tokenizer's ids valid)."""
     from transformers import GPT2Config
 
-    settings = {**TOY_ARCHITECTURE, **overrides}
     return GPT2Config(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **settings,
+        **{
+            "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            **TOY_ARCHITECTURE,
+            **overrides,
+        }
     )
 
 
