@@ -234,11 +234,11 @@ def run_on_ray(tasks: list[Task], *, address: str | None, gpus_per_task: float) 
     (None: this process's Ray if one is running, else a new one on this machine, never a
     cluster that ``ray start`` left running); results as they end."""
     import ray
-    import ray.cloudpickle
 
     if not ray.is_initialized():
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need no hvp_utils
+    # run_task travels by reference: the workers import hvp_utils (Ray runs them in the Python
+    # that started Ray on each node: this project's environment, see docs/rerun.md)
     remote = ray.remote(run_task).options(num_cpus=1, num_gpus=gpus_per_task, max_retries=0)
     pending = [remote.remote(task, str(rerun.REPO)) for task in tasks]
     results = []

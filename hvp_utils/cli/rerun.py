@@ -491,7 +491,7 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--model", help="toy-ioi, a TransformerLens name, or a path")
     cli.add_argument("--grid", type=Path, help="a grid.yaml of models x parameter sets, on Ray")
     cli.add_argument("--address", default=None, help="--grid: the Ray cluster (default: local)")
-    cli.add_argument("--gpus-per-task", type=float, default=0, help="--grid: GPUs per task")
+    cli.add_argument("--gpus-per-task", type=float, default=0.0, help="--grid: GPUs per task")
     cli.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     cli.add_argument("--notebooks", default=None, help="e.g. 01,04 (default: all)")
     cli.add_argument("--force", action="store_true", help="re-execute and overwrite results")

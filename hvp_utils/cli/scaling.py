@@ -22,7 +22,8 @@ squares), per estimator, over all models. Note that the component count grows wi
 pass does.
 
 Two sizes (``--sizes``): toy-ioi's shape and GPT-2 small's (12 layers x 12 heads, d_model 768,
-d_mlp 3072, GPT-2's 50,257-token vocabulary and 1,024 positions: 124M parameters), both
+d_mlp 3072, GPT-2's 50,257-token vocabulary, 1,024 positions and tied embeddings: 124M
+parameters), both
 random-initialised, in one run on the same machine. On each, 12 evenly spaced head outputs and
 12 evenly spaced neurons of the middle layer, and AtP, HVP (diag, joint, Hutchinson with 8
 probes), IG K=4 and multi-step HVP K=2 against AP: seconds per component, as a multiple of AP's
@@ -76,7 +77,13 @@ MEASURED = (
 SIZES = {
     "toy-ioi shape": dict(n_layer=4, n_embd=128, n_head=8, n_inner=512),
     "GPT-2-small shape": dict(
-        n_layer=12, n_embd=768, n_head=12, n_inner=3072, vocab_size=50257, n_positions=1024
+        n_layer=12,
+        n_embd=768,
+        n_head=12,
+        n_inner=3072,
+        vocab_size=50257,
+        n_positions=1024,
+        tie_word_embeddings=True,  # as GPT-2: the unembedding is the embedding
     ),
 }
 #: ``--sizes``: every estimator of the course against AP (ground truth first).
@@ -186,8 +193,9 @@ def size_table() -> pd.DataFrame:
     tokenizer = load_tokenizer(TOY_MODEL_DIR)
     rows = []
     for shape, size in SIZES.items():
-        model = hu.from_hf_model(build_model(tokenizer, seed=0, **size), tokenizer)
-        params = sum(p.numel() for p in model.parameters())
+        hf_model = build_model(tokenizer, seed=0, **size)
+        params = hf_model.num_parameters()  # a tied embedding counted once
+        model = hu.from_hf_model(hf_model, tokenizer)
         task = hu.ioi_dataset(model, n_prompts=N_PROMPTS, perturbation="name_swap", seed=0)
         comps = size_components(model, n_each=N_EACH)
         for estimator in COMPARED:
