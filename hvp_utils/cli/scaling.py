@@ -231,6 +231,8 @@ def size_figure(table: pd.DataFrame, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 3.4), constrained_layout=True)
     sns.scatterplot(data=table, x="x AP", y="estimator", hue="shape", style="shape", s=90, ax=ax)
     ax.set_xscale("log")
+    ax.set_xticks([0.25, 0.5, 1, 2, 4, 8], labels=["0.25", "0.5", "1", "2", "4", "8"])
+    ax.minorticks_off()
     ax.axvline(1.0, color="0.3", lw=0.8, ls="--")
     ax.set(xlabel="time / AP's time on the same components (log scale)", ylabel="")
     fig.savefig(path, dpi=110)
