@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from reference import BAD_OPTION_ERRORS
 
 import hvp_utils as hu
 from hvp_utils.analysis.reliability import layer_quotas
@@ -148,7 +149,7 @@ def test_spaced_and_random_samples():
     spaced = hu.sample_components(comps, k=4, how="spaced")
     assert [c.name for c in spaced] == ["L0N0", "L0N2", "L0N5", "L0N7"]
     assert hu.sample_components(comps, k=None) == comps
-    with pytest.raises(ValueError, match="unknown sampling"):
+    with pytest.raises(BAD_OPTION_ERRORS, match="unknown sampling|'even'"):
         hu.sample_components(comps, k=3, how="even")
     line = hu.describe_sample(comps, spaced, how="spaced", seed=0)
     assert line == "4 of 10 neuron components (layer 0), evenly spaced, seed 0"

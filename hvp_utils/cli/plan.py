@@ -273,26 +273,19 @@ def steps_04(s: Setting) -> Steps:
 
 def steps_05(s: Setting) -> Steps:
     """Notebook 05: AP and the twelve-estimator grid per kind and perturbation."""
-    from hvp_utils import (
-        ap_estimator,
-        atp_estimator,
-        atp_star_estimator,
-        hvp_estimator,
-        ig_estimator,
-        multistep_estimator,
-    )
+    import hvp_utils as hu
 
     grid = [
-        ap_estimator(),
-        atp_estimator(),
-        atp_star_estimator(),
-        hvp_estimator(mode="diag"),
-        hvp_estimator(mode="joint"),
-        multistep_estimator(steps=2, rule="taylor"),
-        multistep_estimator(steps=1, rule="radau"),
-        *(ig_estimator(steps=k) for k in (1, 2, 4)),
-        ig_estimator(steps=1, rule="gauss"),
-        *(ig_estimator(steps=k, mode="joint") for k in (2, 4)),
+        hu.ap_estimator(),
+        hu.atp_estimator(),
+        hu.atp_star_estimator(),
+        hu.hvp_estimator(mode="diag"),
+        hu.hvp_estimator(mode="joint"),
+        hu.multistep_estimator(steps=2, rule="taylor"),
+        hu.multistep_estimator(steps=1, rule="radau"),
+        *(hu.ig_estimator(steps=k) for k in (1, 2, 4)),
+        hu.ig_estimator(steps=1, rule="gauss"),
+        *(hu.ig_estimator(steps=k, mode="joint") for k in (2, 4)),
     ]
     return {
         f"AP + 12 estimators, {kind}": [s.run(e, kind) for e in grid] * 2 for kind in s["kinds"]
@@ -301,28 +294,21 @@ def steps_05(s: Setting) -> Steps:
 
 def steps_06(s: Setting) -> Steps:
     """Notebook 06: AP and eight estimators on heads, AP and five on heads x positions."""
-    from hvp_utils import (
-        ap_estimator,
-        atp_estimator,
-        atp_star_estimator,
-        hvp_estimator,
-        ig_estimator,
-        multistep_estimator,
-    )
+    import hvp_utils as hu
 
     cheap = [
-        ap_estimator(),
-        atp_estimator(),
-        atp_star_estimator(),
-        hvp_estimator(mode="joint"),
-        hvp_estimator(mode="hutchinson", n_probes=16),
-        ig_estimator(steps=4, mode="joint"),
+        hu.ap_estimator(),
+        hu.atp_estimator(),
+        hu.atp_star_estimator(),
+        hu.hvp_estimator(mode="joint"),
+        hu.hvp_estimator(mode="hutchinson", n_probes=16),
+        hu.ig_estimator(steps=4, mode="joint"),
     ]
     heads = [
         *cheap,
-        hvp_estimator(mode="diag"),
-        multistep_estimator(steps=1, rule="radau"),
-        ig_estimator(steps=2),
+        hu.hvp_estimator(mode="diag"),
+        hu.multistep_estimator(steps=1, rule="radau"),
+        hu.ig_estimator(steps=2),
     ]
     return {
         "AP + 8 estimators, head_out": [s.run(e, "head_out") for e in heads],
@@ -443,7 +429,7 @@ class NotebookPlan:
     @property
     def seconds(self) -> float:
         """Estimated seconds of every heavy step."""
-        return sum(step.seconds for step in self.steps)
+        return sum((step.seconds for step in self.steps), 0.0)
 
     @property
     def cost(self) -> Cost:
