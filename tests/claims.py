@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
 
-from hvp_utils.analysis.findings import RECORD_KEY
+from hvp_utils.analysis.findings import recorded_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -43,27 +42,22 @@ class Recorded:
     """All findings of one notebook merged: values, tables (as DataFrames), verdicts, sentences."""
 
     def __init__(self, path: Path):
-        nb = nbformat.read(path, as_version=4)
         self.path = path
         self.values: dict = {}
         self.tables: dict[str, pd.DataFrame] = {}
         self.verdicts_recorded: list[dict] = []
         self.sentences: list[str] = []
         self.markdown: list[str] = []
-        for cell in nb.cells:
-            for output in cell.get("outputs", []):
-                data = output.get("metadata", {}).get(RECORD_KEY)
-                if data is None:
-                    continue
-                for key, value in data["values"].items():
-                    assert key not in self.values, f"{path.name}: value {key!r} recorded twice"
-                    self.values[key] = value
-                for key, rows in data["tables"].items():
-                    assert key not in self.tables, f"{path.name}: table {key!r} recorded twice"
-                    self.tables[key] = pd.DataFrame(rows)
-                self.verdicts_recorded += data["findings"]
-                self.sentences += data["sentences"]
-                self.markdown.append(output["data"].get("text/markdown", ""))
+        for data, markdown in recorded_outputs(path):
+            for key, value in data["values"].items():
+                assert key not in self.values, f"{path.name}: value {key!r} recorded twice"
+                self.values[key] = value
+            for key, rows in data["tables"].items():
+                assert key not in self.tables, f"{path.name}: table {key!r} recorded twice"
+                self.tables[key] = pd.DataFrame(rows)
+            self.verdicts_recorded += data["findings"]
+            self.sentences += data["sentences"]
+            self.markdown.append(markdown)
         assert self.sentences, f"{path.name} records no findings (hu.Findings)"
 
     def verdicts(self, *keys: str, **match) -> list[tuple[str, dict]]:

@@ -256,17 +256,13 @@ def run_on_ray(tasks: list[Task], *, address: str | None, gpus_per_task: float) 
 
 def recorded_tables(notebook: Path) -> dict[str, pd.DataFrame]:
     """The tables an executed notebook recorded (its ``hvp_utils/findings`` output metadata)."""
-    import nbformat
+    from hvp_utils.analysis.findings import recorded_outputs
 
-    from hvp_utils.analysis.findings import RECORD_KEY
-
-    tables = {}
-    for cell in nbformat.read(notebook, as_version=4).cells:
-        for output in cell.get("outputs", []):
-            record = output.get("metadata", {}).get(RECORD_KEY) or {}
-            for key, rows in record.get("tables", {}).items():
-                tables[key] = pd.DataFrame(rows)
-    return tables
+    return {
+        key: pd.DataFrame(rows)
+        for record, _ in recorded_outputs(notebook)
+        for key, rows in record.get("tables", {}).items()
+    }
 
 
 def run_tables(run_dir: Path) -> dict[str, dict[str, pd.DataFrame]]:

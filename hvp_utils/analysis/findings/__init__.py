@@ -20,13 +20,14 @@ from hvp_utils.analysis.findings import (
     takeaways,
     workflow,
 )
-from hvp_utils.analysis.findings.record import RECORD_KEY, Finding, Findings
+from hvp_utils.analysis.findings.record import RECORD_KEY, Finding, Findings, recorded_outputs
 from hvp_utils.analysis.findings.wording import count_phrase
 
 __all__ = [
     "RECORD_KEY",
     "Finding",
     "Findings",
+    "recorded_outputs",
     "attribution",
     "by_hand",
     "circuits",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,21 @@ from hvp_utils.analysis.findings.wording import sentence
 RECORDED_DIGITS = 6
 #: The output-metadata key under which a displayed :class:`Findings` keeps its record.
 RECORD_KEY = "hvp_utils/findings"
+
+
+def recorded_outputs(notebook: str | Path) -> list[tuple[dict[str, Any], str]]:
+    """Every :class:`Findings` an executed notebook displayed, in cell order: its record (the
+    output metadata under :data:`RECORD_KEY`: values, tables, findings, sentences) and the
+    markdown it showed."""
+    import nbformat
+
+    found = []
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            record = output.get("metadata", {}).get(RECORD_KEY)
+            if record is not None:
+                found.append((record, output.get("data", {}).get("text/markdown", "")))
+    return found
 
 
 def plain(value: Any, digits: int = RECORDED_DIGITS) -> Any:
