@@ -343,12 +343,17 @@ def query_path_effects(
 
 
 def _patched_run(
-    model: Model, task: PatchingTask, replicates: int, hooks: list, layers: list[int]
+    model: Model,
+    task: PatchingTask,
+    replicates: int,
+    hooks: list,
+    layers: list[int],
+    also_cache: tuple[str, ...] = (),
 ) -> tuple[Float[Tensor, "replicates"], dict[str, Tensor]]:  # noqa: F821
     """One pass over ``replicates`` copies of the clean prompts with ``hooks``: the metric of
-    each copy and the attention patterns of ``layers``."""
+    each copy and the attention patterns of ``layers`` (and the activations ``also_cache``)."""
     answers = task.answers_for(replicates * task.n_prompts)
-    cache = tuple(get_act_name("pattern", layer) for layer in layers)
+    cache = (*(get_act_name("pattern", layer) for layer in layers), *also_cache)
     logits, patterns = run_with_answer_logits(
         model, task.clean_tokens.repeat(replicates, 1), answers, fwd_hooks=hooks, cache=cache
     )
@@ -413,10 +418,9 @@ def path_patching(
     z_hooks = [get_act_name("z", layer) for layer in range(model.cfg.n_layers)]
     with torch.no_grad():
         _, corrupted = model.run_with_cache(task.corrupted_tokens, names_filter=list(z_hooks))
-        _, clean = model.run_with_cache(task.clean_tokens, names_filter=list(z_hooks))
         layers = sorted({r.layer for r in receivers})
-        clean_metric, clean_pattern = _patched_run(model, task, 1, [], layers)
-        clean_sel = _selectivities(clean_pattern, slots, receivers, 1)[0]
+        clean_metric, clean = _patched_run(model, task, 1, [], layers, tuple(z_hooks))
+        clean_sel = _selectivities(clean, slots, receivers, 1)[0]
         change = torch.full((len(senders), len(receivers)), float("nan"), dtype=torch.float64)
         metric = change.clone()
         for i, sender in enumerate(senders):
