@@ -22,7 +22,8 @@ STAMP := $(VENV)/.installed
 MODEL ?= toy-ioi
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # Non-default parameters for the CI rerun: another perturbation, seed, size and dtype.
-RERUN_PARAMS ?= -p perturbation random_token -p seed 1 -p n_prompts 12 -p dtype float64
+RERUN_PARAMS ?= -p perturbation random_token -p seed 1 -p n_prompts 6 -p dtype float64 \
+  -p n_neurons 16 -p n_probes 4
 # Copies of the notebooks with every exercise's solution filled in (the committed ones keep
 # the stubs); make solutions executes them, and so does the CI rerun.
 SOLUTIONS_SRC := runs/solutions-src
@@ -48,7 +49,19 @@ run: $(STAMP)
 	done
 	@echo "Executed notebooks are in runs/$(MODEL)/ (open them with 'make lab')."
 
-test: $(STAMP) unit slow course nbval book rerun-test claims-rerun
+# Two lanes at once, one per core: the pytest tiers and the site; the notebooks (nbval on the
+# committed outputs, then the parameterised rerun and the claims checked on it). Each line is
+# prefixed with its lane; the target fails when either lane does.
+test: $(STAMP)
+	@mkdir -p runs
+	@( $(MAKE) --no-print-directory unit slow course book 2>&1; echo $$? > runs/.lane-tiers ) \
+	  | sed -u 's/^/[tiers] /' & \
+	( $(MAKE) --no-print-directory nbval rerun-test claims-rerun 2>&1; \
+	  echo $$? > runs/.lane-notebooks ) | sed -u 's/^/[notebooks] /'; \
+	wait; \
+	for lane in tiers notebooks; do \
+	  test "$$(cat runs/.lane-$$lane)" = 0 || { echo "lane $$lane failed"; exit 1; }; \
+	done
 	@echo "All checks passed."
 
 # The test tiers (markers in pyproject.toml): unit is everything not marked slow or course, on

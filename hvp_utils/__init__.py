@@ -30,11 +30,12 @@ from hvp_utils.analysis.benchmark import (
 from hvp_utils.analysis.checks import check_second_order, path_derivative, path_function
 from hvp_utils.analysis.circuits import (
     CircuitRecovery,
+    MLPGapShares,
     ap_circuit,
     attention_shares,
     circuit_recovery,
     faithfulness,
-    head_roles,
+    mlp_gap_shares,
     published_ioi_heads,
     recovery_table,
 )
@@ -155,6 +156,7 @@ __all__ = [
     "IntervalAttribution",
     "Kind",
     "LowPrecisionWarning",
+    "MLPGapShares",
     "ModelWeightsUnavailableError",
     "MultistepRule",
     "PatchContext",
@@ -208,7 +210,6 @@ __all__ = [
     "fitted_orders",
     "from_hf_model",
     "flag_reasons",
-    "head_roles",
     "hvp_correction",
     "hvp_estimator",
     "ig_estimator",
@@ -218,6 +219,7 @@ __all__ = [
     "lagrange_interval",
     "load_local_checkpoint",
     "load_model",
+    "mlp_gap_shares",
     "multistep_estimator",
     "multistep_hvp",
     "name_tokens",

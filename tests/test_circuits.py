@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from contextlib import ExitStack, contextmanager
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -80,16 +82,12 @@ def test_faithfulness_endpoints_against_plain_mean_ablation(small64, small_task)
     assert curve.metric.iloc[1] == pytest.approx(float(one), rel=1e-9)
 
 
-def test_head_roles_reads_attention(small64, small_task):
+def test_attention_shares_read_attention(small64, small_task):
     heads = components(small64, "head_out")
-    roles = circuits.head_roles(
-        small64, small_task, hu.activation_patching(small64, small_task, heads)
-    )
-    assert len(roles) == len(heads)
-    attention = roles[["end->IO", "end->S1", "end->S2", "S2->S1", "S2->IO"]]
+    roles = circuits.attention_shares(small64, small_task)
+    assert list(roles.index) == [h.name for h in heads]
+    attention = roles[["end->IO", "end->S1", "end->S2", "S2->S1", "S2->IO", "S2->S1+1"]]
     assert ((attention >= 0) & (attention <= 1)).all().all()
-    assert roles[roles.layer == 0].role.isin(circuits.ROLES_LAYER0).all()
-    assert roles[roles.layer > 0].role.isin(circuits.ROLES_LATER).all()
     # each share: the smaller of its means over the two name orders, from a plain cache
     _, cache = small64.run_with_cache(small_task.clean_tokens)
     tokens, io, s = small_task.clean_tokens, *small_task.answer_tokens.T
@@ -112,13 +110,95 @@ def test_head_roles_reads_attention(small64, small_task):
         assert roles.loc[name, "S2->S1"] == pytest.approx(s2_s1)
 
 
-def test_role_rules_depend_on_the_layer():
-    row = {"AP": 1.0, "end->IO": 0.6, "end->S1": 0.1, "end->S2": 0.1, "S2->S1": 0.0, "S2->IO": 0.0}
-    assert circuits._role({**row, "layer": 3}, 0.3) == "name mover"
-    assert circuits._role({**row, "layer": 0}, 0.3) == "copies IO to end"
-    reader = {**row, "end->IO": 0.0, "end->S2": 0.5}
-    assert circuits._role({**reader, "layer": 2}, 0.3) == "S2 reader"
-    assert circuits._role({**reader, "layer": 0}, 0.3) == "copies S to end"
-    duplicate = {**reader, "end->S2": 0.0, "S2->S1": 0.4}
-    assert circuits._role({**duplicate, "layer": 0}, 0.3) == "duplicate token"
-    assert circuits._role({**row, "AP": -0.1, "layer": 0}, 0.3) == "negative"
+@contextmanager
+def mlp_scaled(model, layer: int, factor: float):
+    """The model with layer ``layer``'s MLP output (its ``c_proj`` weight and bias) times
+    ``factor``, restored on exit."""
+    proj = model.original_model.transformer.h[layer].mlp.c_proj._original_component
+    saved = [p.detach().clone() for p in (proj.weight, proj.bias)]
+    with torch.no_grad():
+        proj.weight.mul_(factor)
+        proj.bias.mul_(factor)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            proj.weight.copy_(saved[0])
+            proj.bias.copy_(saved[1])
+
+
+def mlp_shares_by_hooks(model, task) -> list[float]:
+    """Per layer, ``(m(corrupted with hook_mlp_out <- clean) - m(corrupted)) / (m(clean) -
+    m(corrupted))``, by plain TransformerLens hooks."""
+    with torch.no_grad():
+        clean_logits, cache = model.run_with_cache(task.clean_tokens)
+        clean = float(task.metric(clean_logits))
+        corrupted = float(task.metric(model(task.corrupted_tokens)))
+        shares = []
+        for layer in range(model.cfg.n_layers):
+            hook = f"blocks.{layer}.hook_mlp_out"
+            patched = model.run_with_hooks(
+                task.corrupted_tokens, fwd_hooks=[(hook, lambda act, hook, h=hook: cache[h])]
+            )
+            shares.append((float(task.metric(patched)) - corrupted) / (clean - corrupted))
+    return shares
+
+
+def test_mlp_gap_shares_match_plain_hooks(small64, small_task):
+    found = hu.mlp_gap_shares(small64, small_task, chunk_size=2)
+    reference = mlp_shares_by_hooks(small64, small_task)
+    assert found.shares.tolist() == pytest.approx(reference, rel=1e-9, abs=1e-12)
+    assert found.layer == max(range(len(reference)), key=lambda i: abs(reference[i]))
+    frame = found.to_frame()
+    assert list(frame.index) == [f"MLP{layer}" for layer in range(small64.cfg.n_layers)]
+    assert frame.share.tolist() == pytest.approx(reference, rel=1e-9, abs=1e-12)
+    assert frame.largest.sum() == 1 and frame.largest[f"MLP{found.layer}"]
+
+
+@pytest.mark.parametrize("kept", [1, 3])
+def test_mlp_gap_shares_find_the_only_mlp_left(small64, small_task, kept):
+    """Every other MLP's output zeroed: only the kept one can carry any of the gap."""
+    with ExitStack() as zeroed:
+        for layer in range(small64.cfg.n_layers):
+            if layer != kept:
+                zeroed.enter_context(mlp_scaled(small64, layer, 0.0))
+        found = hu.mlp_gap_shares(small64, small_task)
+        reference = mlp_shares_by_hooks(small64, small_task)
+    assert found.layer == kept
+    assert found.share == pytest.approx(reference[kept], rel=1e-9) and abs(found.share) > 0.01
+    assert found.describe() == (
+        f"layer {kept}, whose MLP carries {reference[kept]:.0%} of the clean-corrupted gap "
+        "(largest of 4 MLPs)"
+    )
+
+
+def test_mlp_gap_shares_rank_by_magnitude(small64, small_task, monkeypatch):
+    """A negative effect that is the largest in magnitude wins over larger positive values."""
+    made_up = torch.tensor([0.5, -2.0, 1.0, 0.1], dtype=torch.float64)
+
+    def patched(model, task, comps, **options):
+        return SimpleNamespace(values=made_up[[c.layer for c in comps]])
+
+    monkeypatch.setattr(circuits, "activation_patching", patched)
+    found = hu.mlp_gap_shares(small64, small_task)
+    gap = float(small_task.metric(small64(small_task.clean_tokens))) - float(
+        small_task.metric(small64(small_task.corrupted_tokens))
+    )
+    assert found.layer == 1
+    assert found.shares.tolist() == pytest.approx((made_up / gap).tolist(), rel=1e-9)
+
+
+def test_mlp_gap_shares_needs_mlps(small_task):
+    attention_only = SimpleNamespace(
+        cfg=SimpleNamespace(n_layers=2, attn_only=True, model_name="attn-only"), hook_dict={}
+    )
+    with pytest.raises(ValueError, match="leave the neuron kinds out"):
+        hu.mlp_gap_shares(attention_only, small_task)
+
+
+def test_mlp_gap_shares_refuses_a_task_without_a_gap(small64, small_task):
+    same = hu.PatchingTask(
+        small_task.clean_tokens, small_task.clean_tokens, small_task.answer_tokens
+    )
+    with pytest.raises(ValueError, match="gap 0"):
+        hu.mlp_gap_shares(small64, same)

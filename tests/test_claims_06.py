@@ -1,7 +1,7 @@
 """Notebook 06's verdicts, recomputed from the tables it recorded (committed run and reruns).
 
-The rankings, circuits, AUROCs, role counts and faithfulness gaps are recomputed here with plain
-numpy/pandas from the recorded per-head estimates, attention shares and curves (not with
+The rankings, circuits, AUROCs, head roles and faithfulness gaps are recomputed here with plain
+numpy/pandas from the recorded per-head estimates, role evidence and curves (not with
 ``hvp_utils``), then compared with the verdict keys and values the notebook states; AP's
 faithfulness at the reference size is recomputed from the embedded model with plain
 mean-ablation hooks.
@@ -16,8 +16,17 @@ import pytest
 from tests.claims import Recorded, close, params
 
 NB = "06"
-MIN_ATTENTION = 0.3  # head_roles' default threshold, restated in the notebook's role table
 AP, ATP, DIAG = "AP", "AtP", "HVP diag"
+#: GPT-2's IOI roles, in the order the notebook states them, and the evidence it gives per head.
+GPT2_ROLES = {
+    "name mover": ["end->IO", "end->S1", "end->S2", "copy margin", "DLA"],
+    "negative name mover": ["end selectivity", "copy margin", "AP", "DLA"],
+    "S-inhibition": ["inhibition", "AP"],
+    "duplicate token": ["S2->S1"],
+    "induction": ["S2->S1+1"],
+}
+THRESHOLDS = ["min_selectivity", "min_copy_margin", "min_inhibition", "min_duplicate"]
+THRESHOLDS += ["min_induction"]
 
 
 def reference_of(values: pd.Series, threshold_share: float) -> list[str]:
@@ -44,20 +53,34 @@ def ranks_of(values: pd.Series) -> pd.Series:
     return pd.Series(np.arange(1, len(order) + 1), index=order)
 
 
-def role_of(row: pd.Series) -> str:
-    """head_roles' rules, written out again, with the layer-0 names."""
-    layer0 = row["layer"] == 0
-    if row["AP"] < 0:
-        return "negative"
-    if row["end->IO"] >= MIN_ATTENTION and row["end->IO"] > row["end->S1"] + row["end->S2"]:
-        return "copies IO to end" if layer0 else "name mover"
-    if row["end->S2"] >= MIN_ATTENTION:
-        return "copies S to end" if layer0 else "S2 reader"
-    if row["S2->S1"] >= MIN_ATTENTION:
-        return "duplicate token"
-    if row["S2->IO"] >= MIN_ATTENTION:
-        return "copies IO to S2" if layer0 else "IO gatherer at S2"
-    return "other"
+def roles_of(row: pd.Series, t: dict) -> list[str]:
+    """The roles the notebook's rule table gives a head, written out again from its evidence."""
+    attends_io = row["end selectivity"] > t["min_selectivity"]
+    copy, dla, inhibition = row["copy margin"], row["DLA"], row["inhibition"]
+    rules = {
+        "name mover": attends_io and copy > t["min_copy_margin"] and dla > 0,
+        "negative name mover": attends_io
+        and copy < -t["min_copy_margin"]
+        and (row["AP"] < 0 or dla < 0),
+        "S-inhibition": not pd.isna(inhibition) and inhibition >= t["min_inhibition"],
+        "duplicate token": row["S2->S1"] >= t["min_duplicate"],
+        "induction": row["S2->S1+1"] >= t["min_induction"],
+    }
+    return [role for role, holds in rules.items() if holds]
+
+
+def role_table(r: Recorded) -> tuple[pd.DataFrame, dict]:
+    """The recorded head-role table with each head's roles recomputed (column ``ours``), and
+    the thresholds the notebook recorded."""
+    t = {name: r[name] for name in THRESHOLDS}
+    roles = r.table("head_roles").set_index("head")
+    roles["inhibition"] = pd.to_numeric(roles["inhibition"])
+    roles["ours"] = [roles_of(row, t) for _, row in roles.iterrows()]
+    return roles, t
+
+
+def largest(column: pd.Series) -> tuple[float, str]:
+    return float(column.max()), str(column.idxmax())
 
 
 def load(path) -> tuple[Recorded, pd.DataFrame, list[str]]:
@@ -83,42 +106,17 @@ def recovered(scores: pd.DataFrame, reference: list[str]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def circuit_roles(roles: pd.DataFrame, reference: list[str]) -> tuple[list[dict], dict]:
-    """The (layer, role) groups of the circuit and the counts of its positive-effect heads."""
-    circuit = roles.loc[reference]
-    groups = [
-        {"layer": layer, "role": role, "n": len(g), "heads": ", ".join(g.index)}
-        for (layer, role), g in circuit.groupby(["layer", "role"])
-    ]
-    positive = circuit[circuit.AP > 0]
-    counts = {
-        "n_positive": len(positive),
-        "n_layer0": int((positive.layer == 0).sum()),
-        "n_copy_s": int((positive.role == "copies S to end").sum()),
-    }
-    return groups, counts
-
-
-def mechanism_key(counts: dict) -> str:
-    n = counts["n_positive"]
-    if n == 0 or counts["n_layer0"] != n:
-        return "circuits.positive_layers"
-    return (
-        "circuits.positive_layer0_copy_s" if counts["n_copy_s"] == n else "circuits.positive_layer0"
-    )
-
-
 @params(NB)
 def test_defaults_of_the_committed_notebook(path):
     r = Recorded(path)
     if path.parent.name == "notebooks":
-        assert (r["perturbation"], r["n_prompts"], r["seed"]) == ("name_swap", 16, 0)
+        assert (r["perturbation"], r["n_prompts"], r["seed"]) == ("name_swap", 8, 0)
 
 
 @params(NB)
 def test_reference_circuit_and_roles(path):
     r, scores, reference = load(path)
-    roles = r.table("head_roles").set_index("head")
+    roles, t = role_table(r)
     assert list(roles.index) == list(scores.index)
     assert np.allclose(roles.AP, scores.AP)
     assert roles.index[roles["in circuit"]].tolist() == reference
@@ -128,25 +126,62 @@ def test_reference_circuit_and_roles(path):
     assert close(stated["largest_abs_ap"], roles.AP.abs().max())
     assert stated["heads"] == ", ".join(reference)
 
-    # every head's role follows the stated rules, and layer 0 never gets a GPT-2 role
-    recomputed = roles.apply(role_of, axis=1)
-    assert (recomputed == roles.role).all(), roles[recomputed != roles.role]
-    assert not roles[roles.layer == 0].role.isin(["name mover", "S2 reader"]).any()
+    # every head's roles follow the rule table from its evidence alone (no layer enters)
+    for head, row in roles.iterrows():
+        assert (row["roles"] or "") == ", ".join(row.ours), head
+        assert row.role == (row.ours[0] if row.ours else "other"), head
 
-    groups, counts = circuit_roles(roles, reference)
+    circuit = roles.loc[reference]
+    groups = [
+        {"layer": layer, "role": role, "n": len(g), "heads": ", ".join(g.index)}
+        for (layer, role), g in circuit.groupby(["layer", "role"])
+    ]
     assert r.only("circuits.roles")[1]["groups"] == groups
 
-    movers = int((roles.loc[reference].role == "name mover").sum())
-    key, stated = r.only("circuits.no_name_mover", "circuits.name_movers")
-    if movers == 0:
-        assert key == "circuits.no_name_mover"
-    else:
-        assert key == "circuits.name_movers" and stated["n_movers"] == movers
-
-    key, stated = r.only(
-        "circuits.positive_layers", "circuits.positive_layer0", "circuits.positive_layer0_copy_s"
-    )
-    assert key == mechanism_key(counts) and stated == counts
+    selective = roles[roles["end selectivity"] > t["min_selectivity"]]
+    for role, columns in GPT2_ROLES.items():
+        have = roles[[role in ours for ours in roles.ours]]
+        if len(have):
+            _, stated = r.only("circuits.role_found", role=role)
+            assert [h["head"] for h in stated["heads"]] == have.index.tolist()
+            for h in stated["heads"]:
+                row = roles.loc[h["head"]]
+                assert (h["layer"], h["in_circuit"]) == (row.layer, bool(row["in circuit"]))
+                assert all(close(h[c], row[c]) for c in columns), (role, h)
+            continue
+        assert not r.verdicts("circuits.role_found", role=role)
+        if role in ("name mover", "negative name mover"):
+            key = "circuits.no_" + role.replace(" ", "_")
+            _, stated = r.only(key)
+            assert stated["n_selective"] == len(selective)
+            assert [h["head"] for h in stated["selective"]] == selective.index.tolist()
+            for h in stated["selective"]:
+                row = roles.loc[h["head"]]
+                assert close(h["copy_margin"], row["copy margin"]) and close(h["DLA"], row.DLA)
+                assert close(h["AP"], row.AP)
+            value, head = largest(roles["end selectivity"])
+            assert close(stated["largest_selectivity"], value)
+            assert stated["largest_selectivity_head"] == head
+            assert stated["min_selectivity"] == t["min_selectivity"]
+        elif role == "S-inhibition":
+            _, stated = r.only("circuits.no_s_inhibition")
+            tested = roles.inhibition.dropna()
+            assert stated["n_tested"] == len(tested)
+            if len(tested):
+                value, head = largest(tested)
+                assert close(stated["largest"], value) and stated["largest_head"] == head
+                assert value < t["min_inhibition"] == stated["min_inhibition"]
+            else:  # no name mover, so no head was tested
+                assert not [ours for ours in roles.ours if "name mover" in ours]
+        else:
+            key, column, threshold = {
+                "duplicate token": ("circuits.no_duplicate_token", "S2->S1", "min_duplicate"),
+                "induction": ("circuits.no_induction", "S2->S1+1", "min_induction"),
+            }[role]
+            _, stated = r.only(key)
+            value, head = largest(roles[column])
+            assert close(stated["largest"], value) and stated["largest_head"] == head
+            assert value < t[threshold] == stated["threshold"]
 
 
 @params(NB)
@@ -359,12 +394,18 @@ def test_heads_at_each_position(path):
 @params(NB)
 def test_summary(path):
     r, scores, reference = load(path)
-    roles = r.table("head_roles").set_index("head")
-    groups, counts = circuit_roles(roles, reference)
-    key = mechanism_key(counts)
+    roles, _ = role_table(r)
     _, stated = r.only("circuits.summary_roles")
-    assert stated["groups"] == groups
-    assert stated["mechanism"] == (None if key == "circuits.positive_layers" else key)
+    found = {
+        role: [{"head": h, "layer": int(roles.layer[h])} for h in roles.index[has]]
+        for role in GPT2_ROLES
+        if (has := np.array([role in ours for ours in roles.ours])).any()
+    }
+    assert stated["found"] == found
+    assert stated["missing"] == [role for role in GPT2_ROLES if role not in found]
+    circuit = roles.loc[reference]
+    without = sum(not any(role in GPT2_ROLES for role in ours) for ours in circuit.ours)
+    assert (stated["n_without"], stated["n_reference"]) == (without, len(reference))
 
     ours = recovered(scores, reference).loc[r.table("recovery").method]
     key, stated = r.only("circuits.rankings_close", "circuits.rankings_far")

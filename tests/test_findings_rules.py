@@ -1,5 +1,6 @@
 """The findings rules on small tables whose verdicts are known by hand, by notebook."""
 
+import numpy as np
 import pandas as pd
 
 from hvp_utils.analysis.findings import (
@@ -10,6 +11,7 @@ from hvp_utils.analysis.findings import (
     takeaways,
     workflow,
 )
+from hvp_utils.analysis.roles import HeadRoles
 
 
 def frame(rows):
@@ -371,40 +373,183 @@ def test_error_orders_flag_slow_fits_growth_and_the_floor():
 # notebook 06
 
 
-def roles_frame(rows):
-    """Head-role rows (head, layer, AP, role, in circuit); attention shares are not read."""
-    cols = ["head", "layer", "AP", "role", "in circuit"]
-    shares = {c: 0.0 for c in ["end->IO", "end->S1", "end->S2", "S2->S1", "S2->IO"]}
-    return pd.DataFrame(rows, columns=cols).assign(**shares).set_index("head")
+def head_roles(rows: dict[str, dict], roles: dict[str, str]) -> HeadRoles:
+    """A head-role table by hand: every evidence column neutral unless a row sets it, and the
+    roles written out (not computed), with assign_roles' default thresholds."""
+    neutral = {
+        "layer": 0,
+        "AP": 0.1,
+        "end->IO": 0.1,
+        "end->S1": 0.2,
+        "end->S2": 0.2,
+        "end selectivity": -0.3,
+        "S2->S1": 0.1,
+        "S2->S1+1": 0.1,
+        "copy margin": 0.5,
+        "DLA": 0.0,
+        "inhibition": np.nan,
+    }
+    table = pd.DataFrame({h: {**neutral, **row} for h, row in rows.items()}).T
+    table = table.astype({c: float for c in neutral}).astype({"layer": int})
+    table["roles"] = [roles.get(h, "") for h in table.index]
+    table["role"] = [roles.get(h, "other").split(", ")[0] for h in table.index]
+    return HeadRoles(table, copy=None, query_paths=None, thresholds=dict(THRESHOLDS))
 
 
-def test_reference_circuit_groups_roles_and_reads_the_layer0_mechanism():
-    roles = roles_frame(
-        [
-            ("L0H0", 0, 1.0, "copies S to end", True),
-            ("L1H0", 1, -0.5, "negative", True),
-            ("L1H1", 1, 0.01, "other", False),
-        ]
+THRESHOLDS = dict(
+    min_selectivity=0.0,
+    min_copy_margin=0.0,
+    min_inhibition=0.05,
+    min_duplicate=0.3,
+    min_induction=0.3,
+)
+
+
+def verdicts(found):
+    return {(f.key, f.values.get("role")): f.values for f in found.findings}
+
+
+def test_reference_circuit_states_the_roles_found_and_the_evidence_against_the_others():
+    roles = head_roles(
+        {
+            "L0H0": {"AP": 1.0, "S2->S1": 0.6},
+            "L1H0": {"layer": 1, "AP": 0.4, "inhibition": 0.2},
+            "L2H0": {
+                "layer": 2,
+                "AP": 2.0,
+                "end->IO": 0.7,
+                "end->S1": 0.05,
+                "end->S2": 0.1,
+                "end selectivity": 0.55,
+                "copy margin": 3.0,
+                "DLA": 1.5,
+            },
+            "L2H1": {"layer": 2, "AP": 0.01, "S2->S1+1": 0.25},
+        },
+        {"L0H0": "duplicate token", "L1H0": "S-inhibition", "L2H0": "name mover"},
     )
-    found = circuits.reference_circuit(roles, threshold_share=0.1, run={"seed": 0})
-    keys = [f.key for f in found.findings]
-    assert keys == [
-        "circuits.reference",
-        "circuits.roles",
-        "circuits.no_name_mover",
-        "circuits.positive_layer0_copy_s",
-    ]
-    reference, groups = found.findings[0].values, found.findings[1].values["groups"]
-    assert (reference["n_reference"], reference["n_heads"], reference["heads"]) == (
-        2,
-        3,
-        "L0H0, L1H0",
+    found = circuits.reference_circuit(
+        roles, reference=["L0H0", "L2H0"], threshold_share=0.1, run={"seed": 0}
     )
-    assert [(g["layer"], g["role"], g["n"]) for g in groups] == [
-        (0, "copies S to end", 1),
-        (1, "negative", 1),
+    said = verdicts(found)
+    assert list(said) == [
+        ("circuits.reference", None),
+        ("circuits.roles", None),
+        ("circuits.role_found", "name mover"),
+        ("circuits.no_negative_name_mover", None),
+        ("circuits.role_found", "S-inhibition"),
+        ("circuits.role_found", "duplicate token"),
+        ("circuits.no_induction", None),
     ]
-    assert found.values["seed"] == 0 and found.values["threshold_share"] == 0.1
+    (mover,) = said["circuits.role_found", "name mover"]["heads"]
+    assert mover == {
+        "head": "L2H0",
+        "layer": 2,
+        "in_circuit": True,
+        "end->IO": 0.7,
+        "end->S1": 0.05,
+        "end->S2": 0.1,
+        "copy margin": 3.0,
+        "DLA": 1.5,
+    }
+    (inhibitor,) = said["circuits.role_found", "S-inhibition"]["heads"]
+    assert (inhibitor["head"], inhibitor["in_circuit"], inhibitor["inhibition"]) == (
+        "L1H0",
+        False,
+        0.2,
+    )
+    # the one head that attends to IO copies it and helps: no negative name mover
+    negative = said["circuits.no_negative_name_mover", None]
+    assert negative["n_selective"] == 1
+    assert negative["selective"] == [{"head": "L2H0", "copy_margin": 3.0, "AP": 2.0, "DLA": 1.5}]
+    induction = said["circuits.no_induction", None]
+    assert (induction["largest"], induction["largest_head"], induction["threshold"]) == (
+        0.25,
+        "L2H1",
+        0.3,
+    )
+    text = " ".join(found.sentences)
+    assert "L2H0 at layer 2, in the circuit (END attends to IO 0.70 against S1 0.05" in text
+    assert "L1H0 at layer 1 (corrupting its END output lowers" in text
+    assert "largest S2 → S1+1 attention is 0.250, at L2H1" in text
+    assert found.values["min_inhibition"] == 0.05 and found.values["seed"] == 0
+    recorded = pd.DataFrame(found.tables["head_roles"]).set_index("head")
+    assert recorded["in circuit"].tolist() == [True, False, True, False]
+
+
+def test_no_role_where_no_head_attends_to_io():
+    roles = head_roles(
+        {"L0H0": {"AP": 1.0, "end selectivity": -0.2}, "L1H0": {"layer": 1, "AP": -0.5}}, {}
+    )
+    found = circuits.reference_circuit(
+        roles, reference=["L0H0", "L1H0"], threshold_share=0.1, run={}
+    )
+    said = verdicts(found)
+    for key in ("circuits.no_name_mover", "circuits.no_negative_name_mover"):
+        values = said[key, None]
+        assert values["n_selective"] == 0 and values["selective"] == []
+        assert (values["largest_selectivity"], values["largest_selectivity_head"]) == (-0.2, "L0H0")
+    assert said["circuits.no_s_inhibition", None]["n_tested"] == 0
+    assert said["circuits.no_duplicate_token", None]["largest"] == 0.1
+    assert "no head attends from END more to IO than to S1 and S2 together" in found.sentences[2]
+    assert "there is no name mover" in found.sentences[4]
+
+
+def test_a_head_that_attends_to_io_without_copying_is_named_with_its_numbers():
+    roles = head_roles(
+        {
+            "L2H0": {"layer": 2, "end selectivity": 0.4, "copy margin": -1.0, "DLA": 0.2},
+            "L1H0": {"layer": 1, "inhibition": 0.01},
+        },
+        {},
+    )
+    said = verdicts(
+        circuits.reference_circuit(roles, reference=["L2H0"], threshold_share=0.1, run={})
+    )
+    mover = said["circuits.no_name_mover", None]
+    assert mover["n_selective"] == 1 and mover["selective"][0]["copy_margin"] == -1.0
+    inhibition = said["circuits.no_s_inhibition", None]
+    assert (inhibition["n_tested"], inhibition["largest"], inhibition["largest_head"]) == (
+        1,
+        0.01,
+        "L1H0",
+    )
+
+
+def test_summary_lists_roles_found_and_missing():
+    roles = head_roles(
+        {"L0H0": {"S2->S1": 0.6}, "L1H0": {"layer": 1}, "L1H1": {"layer": 1}},
+        {"L0H0": "duplicate token"},
+    )
+    recovery = pd.DataFrame({"precision": [1.0], "auroc": [1.0]}, index=["AtP"])
+    curves = pd.DataFrame(
+        {
+            "size": [0, 2, 0, 2],
+            "method": ["AP", "AP", "AtP", "AtP"],
+            "faithfulness": [0.0, 1.0, 0.0, 1.0],
+        }
+    )
+    found = circuits.summary(
+        roles,
+        reference=["L0H0", "L1H0"],
+        recovery=recovery,
+        recovery_pos=recovery,
+        curves=curves,
+        truth="AP",
+        first_order="AtP",
+    )
+    roles_said = found.findings[0]
+    assert roles_said.key == "circuits.summary_roles"
+    assert roles_said.values["found"] == {"duplicate token": [{"head": "L0H0", "layer": 0}]}
+    assert roles_said.values["missing"] == [
+        "name mover",
+        "negative name mover",
+        "S-inhibition",
+        "induction",
+    ]
+    assert (roles_said.values["n_without"], roles_said.values["n_reference"]) == (1, 2)
+    assert "duplicate token (L0H0 at layer 0)" in roles_said.sentence
+    assert "1 of the 2 circuit heads have none of them" in roles_said.sentence
 
 
 def test_boundary_swapped_by_errors_larger_than_the_margin():

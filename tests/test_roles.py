@@ -202,15 +202,19 @@ def test_query_path_effects_match_plain_hf_hooks(small64, small_task, raw):
     assert found.largest_drop()["L2H0"] == pytest.approx(-float(found.selectivity_change[2, 1]))
 
 
-def test_path_patching_matches_plain_hf_hooks(small64, small_task, raw):
-    """Wang et al.'s path patching to a receiver's END query, rebuilt with plain hooks: every
-    other head frozen at its clean output, the sender corrupted, the query read, then only
-    that query patched into a clean run."""
+@pytest.mark.parametrize("through", ["q", "k", "v"])
+def test_path_patching_matches_plain_hf_hooks(small64, small_task, raw, through):
+    """Wang et al.'s path patching to a receiver's END query, or its keys or values at every
+    position, rebuilt with plain hooks: every other head frozen at its clean output, the sender
+    corrupted, the receiver's q, k or v read off GPT-2's fused c_attn, then only those columns
+    patched into a clean run."""
     heads = {h.name: h for h in hu.components(small64, "head_out")}
     sender, receiver = heads["L1H5"], heads["L3H6"]
-    found = hu.path_patching(small64, small_task, senders=[sender], receivers=[receiver])
+    found = hu.path_patching(
+        small64, small_task, senders=[sender], receivers=[receiver], through=through
+    )
     clean, corrupted = small_task.clean_tokens, small_task.corrupted_tokens
-    d_head = raw.config.n_embd // raw.config.n_head
+    d, d_head = raw.config.n_embd, raw.config.n_embd // raw.config.n_head
     frozen = [merged_heads(raw, clean, layer) for layer in range(raw.config.n_layer)]
     cols = slice(sender.head * d_head, (sender.head + 1) * d_head)
     frozen[sender.layer][:, :, cols] = merged_heads(raw, corrupted, sender.layer)[:, :, cols]
@@ -218,32 +222,44 @@ def test_path_patching_matches_plain_hf_hooks(small64, small_task, raw):
         block.attn.c_proj.register_forward_pre_hook(lambda m, args, z=z: (z,))
         for block, z in zip(raw.transformer.h, frozen, strict=True)
     ]
-    q_cols = slice(receiver.head * d_head, (receiver.head + 1) * d_head)
+    # c_attn's output: q, k, v blocks of d columns, heads-major within each
+    start = {"q": 0, "k": d, "v": 2 * d}[through] + receiver.head * d_head
+    patched_cols = slice(start, start + d_head)
+    rows = slice(-1, None) if through == "q" else slice(None)  # END's query; all keys/values
     kept = {}
     try:
         hf_run(
             raw,
             clean,
-            post=lambda m, i, out: kept.update(q=out[:, -1, q_cols].clone()),
+            post=lambda m, i, out: kept.update(x=out[:, rows, patched_cols].clone()),
             layer=receiver.layer,
         )
     finally:
         for handle in handles:
             handle.remove()
 
-    def set_query(module, inputs, out):
+    def set_input(module, inputs, out):
         out = out.clone()
-        out[:, -1, q_cols] = kept["q"]
+        out[:, rows, patched_cols] = kept["x"]
         return out
 
     logits, attentions = hf_run(raw, clean)
-    patched_logits, patched = hf_run(raw, clean, post=set_query, layer=receiver.layer)
+    patched_logits, patched = hf_run(raw, clean, post=set_input, layer=receiver.layer)
     expected = selectivity(patched, small_task, receiver.layer, receiver.head)
     expected -= selectivity(attentions, small_task, receiver.layer, receiver.head)
     assert float(found.selectivity_change[0, 0]) == pytest.approx(expected, abs=1e-12)
     metric = logit_diff(patched_logits, small_task) - logit_diff(logits, small_task)
     assert float(found.metric_change[0, 0]) == pytest.approx(metric, abs=1e-10)
-    assert found.method == "path patching"
+    assert abs(metric) > 1e-8  # the path carries something, so the check has teeth
+    if through == "v":
+        assert expected == pytest.approx(0.0, abs=1e-12)  # values leave the pattern alone
+    assert found.method == f"path patching through {through}"
+
+
+def test_path_patching_names_the_inputs(small64, small_task):
+    heads = hu.components(small64, "head_out")
+    with pytest.raises(ValueError, match="'q', 'k' or 'v'"):
+        hu.path_patching(small64, small_task, senders=heads[:1], receivers=heads[-1:], through="z")
 
 
 def test_direct_logit_attribution_matches_plain_hf_hooks(small64, small_task, raw):
@@ -333,9 +349,10 @@ def test_ioi_head_roles_assembles_the_evidence(small64, small_task):
     assert list(table.index) == [h.name for h in heads]
     assert np.allclose(table["copy margin"], found.copy.margin.numpy())
     assert np.allclose(table["AP"], truth.values.numpy())
-    old = circuits.head_roles(small64, small_task, truth)
+    shares = circuits.attention_shares(small64, small_task)
     for column in ("end->IO", "end->S1", "end->S2", "S2->S1", "S2->IO"):
-        assert np.allclose(table[column], old[column])
+        assert np.allclose(table[column], shares[column])
+    assert found.thresholds["min_selectivity"] == -1.0
     # with every selectivity allowed, the movers are the heads with positive copy and DLA
     movers = (table["copy margin"] > 0) & (table["DLA"] > 0)
     assert found.name_movers() == table.index[movers].tolist()
@@ -413,7 +430,7 @@ def test_a_hand_made_circuit_gets_its_roles(small64, small_task):
     names = torch.tensor([single_token_id(small64, n) for n in usable_names(small64)])
     slots = circuits._slots(small_task)
     assert (slots["S2"] == slots["S2"][0]).all()  # one layout: S2 at one position
-    model, tokenizer = tiny_hf_model("gpt2", 1, n_layer=2, n_head=2, n_embd=128)
+    model, tokenizer = tiny_hf_model("gpt2", 1, n_layer=2, n_head=2, n_embd=256)  # 2 x names + 4
     hand_made_ioi(model, names, s2=int(slots["S2"][0]), end=small_task.n_positions - 1)
     bridge = hu.from_hf_model(model, tokenizer, dtype="float64")
     heads = hu.components(bridge, "head_out")

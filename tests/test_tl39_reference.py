@@ -1,8 +1,10 @@
 """The TransformerLens 4 port reproduces the numbers of the TransformerLens 3.9 line.
 
-``tests/data/tl39_reference.json`` holds AP, AtP, HVP diag and IG K=2 on toy-ioi (float64, 16
-prompt pairs), computed by this package on TransformerLens 3.9 (HookedTransformer) from the same
-checkpoint before the port; the port matched them to 7e-15 absolute.
+``tests/data/tl39_reference.json`` holds AP, AtP, HVP diag and IG K=2 on the first toy-ioi
+(float64, 16 prompt pairs), computed by this package on TransformerLens 3.9 (HookedTransformer)
+from the same checkpoint before the port; the port matched them to 7e-15 absolute. That
+checkpoint and the IOI vocabulary it was trained and evaluated with are kept beside the
+reference, in ``tests/data/toy-ioi-tl39/`` (the embedded model has been retrained since).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import pytest
 import torch
 
 import hvp_utils as hu
+from hvp_utils.core import ioi_text
 
-REFERENCE = json.loads((Path(__file__).parent / "data" / "tl39_reference.json").read_text())
+DATA = Path(__file__).parent / "data"
+REFERENCE = json.loads((DATA / "tl39_reference.json").read_text())
+TL39_CHECKPOINT = DATA / "toy-ioi-tl39"
 ESTIMATORS = {
     "ap": hu.ap_estimator(),
     "atp": hu.atp_estimator(),
@@ -30,9 +35,22 @@ def kind_components(model, kind):
     return hu.components(model, kind)
 
 
+@pytest.fixture(scope="module")
+def toy64():
+    """The checkpoint of the reference (not today's embedded model), in float64."""
+    return hu.load_model(str(TL39_CHECKPOINT), dtype="float64")
+
+
 @pytest.fixture(scope="module", params=["name_swap", "random_token"])
 def task(request, toy64):
-    return hu.ioi_dataset(toy64, n_prompts=16, perturbation=request.param, seed=0)
+    """The reference's prompt pairs: drawn from the vocabulary of that time."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ioi_text, "IOI_VOCAB_FILE", TL39_CHECKPOINT / "ioi_vocab.json")
+        ioi_text.ioi_vocab.cache_clear()
+        try:
+            return hu.ioi_dataset(toy64, n_prompts=16, perturbation=request.param, seed=0)
+        finally:
+            ioi_text.ioi_vocab.cache_clear()
 
 
 def test_baseline_matches_the_tl39_line(toy64, task):

@@ -15,7 +15,7 @@ from hvp_utils.core.ioi_text import ioi_vocab, lm_sentence, sample_prompt
 ENDOFTEXT = "<|endoftext|>"
 
 
-def byte_level_bpe(directory, vocab_size: int = 600):
+def byte_level_bpe(directory, vocab_size: int = 1200):
     """A GPT-2-style tokenizer (byte-level pre-tokenizer and decoder, BPE merges, one
     ``<|endoftext|>`` token for bos/eos/pad) trained on IOI and other sentences."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

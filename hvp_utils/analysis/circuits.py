@@ -8,10 +8,12 @@
 - Faithfulness (:func:`faithfulness`): keep the top-k components, mean-ablate every other one
   (replace it by its mean over the clean prompts, position by position), and report
   ``m(circuit) / m(full model)`` on the clean prompts, for each k.
-- Head roles (:func:`head_roles`): what each head attends to at the final position and at S2,
-  per name order, and the role that implies at its layer. :func:`attention_shares` holds the
-  attention columns (with induction attention and END selectivity); roles read from evidence
-  rather than layers are in :mod:`hvp_utils.analysis.roles`.
+- The neuron layer (:func:`mlp_gap_shares`): the layer whose MLP output, patched alone,
+  restores the largest share of the clean-corrupted gap; the notebooks take their neurons
+  from it.
+- Attention (:func:`attention_shares`): what each head attends to at the final position and at
+  S2, per name order, with induction attention and END selectivity; the roles read from this
+  and other evidence are in :mod:`hvp_utils.analysis.roles`.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from hvp_utils.core.components import Component, check_components, group_by_hook
+from hvp_utils.core.components import Component, check_components, components, group_by_hook
 from hvp_utils.core.engine import progress, replicate_chunks, replicated_metric
 from hvp_utils.core.ioi_text import DATA_DIR
 from hvp_utils.core.metrics import auroc
 from hvp_utils.core.results import Attribution
-from hvp_utils.core.tasks import PatchingTask, metric_per_prompt
+from hvp_utils.core.tasks import PatchingTask, metric_per_prompt, task_baseline
 from hvp_utils.core.types import Model
+from hvp_utils.estimators.patching import activation_patching
 
 PUBLISHED_HEADS_FILE = DATA_DIR / "ioi" / "gpt2_small_ioi_heads.csv"
 
@@ -125,6 +128,100 @@ def recovery_table(estimates: list[Attribution], reference: list[str]) -> pd.Dat
     """One row per estimator: precision, recall, AUROC, and the components it gets wrong."""
     rows = [circuit_recovery(estimate, reference).as_row() for estimate in estimates]
     return pd.DataFrame(rows).set_index("method")
+
+
+@dataclass(frozen=True)
+class MLPGapShares:
+    """How much of the clean-corrupted gap each layer's MLP output carries, and the largest.
+
+    ``effects[l]`` is AP of ``mlp_out`` at layer ``layers[l]`` (denoising: the clean MLP output
+    patched into the corrupted run), ``gap = m(clean) - m(corrupted)``, ``shares = effects /
+    gap``, and ``layer`` the layer of the largest ``|effects|`` (the first one on a tie).
+    """
+
+    layer: int
+    layers: list[int]
+    names: list[str]
+    effects: Float[Tensor, "n_layers"]  # noqa: F821
+    gap: float
+
+    @property
+    def shares(self) -> Float[Tensor, "n_layers"]:  # noqa: F821
+        """``AP(mlp_out_l) / (m(clean) - m(corrupted))`` per layer."""
+        return self.effects / self.gap
+
+    @property
+    def share(self) -> float:
+        """The share of the gap carried by the MLP of :attr:`layer`."""
+        return float(self.shares[self.layers.index(self.layer)])
+
+    def describe(self) -> str:
+        """``"layer 3, whose MLP carries 41% of the clean-corrupted gap (largest of 6 MLPs)"``."""
+        return (
+            f"layer {self.layer}, whose MLP carries {self.share:.0%} of the clean-corrupted "
+            f"gap (largest of {len(self.layers)} MLPs)"
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per MLP (index ``component``): ``layer``, ``AP``, ``share`` of the gap and
+        ``largest`` (True for :attr:`layer`); the gap in ``attrs``."""
+        frame = pd.DataFrame(
+            {
+                "component": self.names,
+                "layer": self.layers,
+                "AP": self.effects.double().cpu().numpy(),
+                "share": self.shares.double().cpu().numpy(),
+                "largest": [layer == self.layer for layer in self.layers],
+            }
+        ).set_index("component")
+        frame.attrs["gap"] = self.gap
+        return frame
+
+
+def mlp_gap_shares(
+    model: Model, task: PatchingTask, *, chunk_size: int | None = None
+) -> MLPGapShares:
+    """Each layer's MLP output patched alone (activation patching, denoising), as a share of
+    the clean-corrupted gap, and the layer that carries the most: the neuron layer.
+
+        layer* = argmax_l |AP(mlp_out_l)|,    share_l = AP(mlp_out_l) / (m(clean) - m(corrupted))
+
+    with ``AP(mlp_out_l) = m(corrupted with mlp_out_l <- clean) - m(corrupted)``. The layer is
+    found on ``task``, not fixed in advance: its neurons are where the MLPs matter most.
+
+    Args:
+        model: a model with an MLP in every layer.
+        task: the prompts and metric the shares are measured on.
+        chunk_size: patched copies of the prompt batch per forward pass (as for
+            :func:`~hvp_utils.activation_patching`); the values do not depend on it.
+
+    Returns:
+        :class:`MLPGapShares`; costs ``n_layers + 4`` forward passes over the batch.
+    """
+    hooks = [get_act_name("mlp_out", layer) for layer in range(model.cfg.n_layers)]
+    if getattr(model.cfg, "attn_only", False) or not set(hooks) <= set(model.hook_dict):
+        raise ValueError(
+            f"{getattr(model.cfg, 'model_name', 'this model')} has no MLP in every layer "
+            "(attention-only?), so there is no neuron layer to find; leave the neuron kinds "
+            "out (e.g. kinds=['head_out']) or use a model with MLPs"
+        )
+    baseline = task_baseline(model, task)
+    gap = baseline["clean_metric"] - baseline["corrupted_metric"]
+    if gap == 0:
+        raise ValueError(
+            "the clean and corrupted prompts give the same metric (gap 0), so no MLP carries "
+            "a share of it; use a perturbation that changes the answer (e.g. 'name_swap')"
+        )
+    mlps = components(model, "mlp_out")
+    effects = activation_patching(model, task, mlps, chunk_size=chunk_size).values
+    layers = [c.layer for c in mlps]
+    return MLPGapShares(
+        layer=layers[int(effects.abs().argmax())],
+        layers=layers,
+        names=[c.name for c in mlps],
+        effects=effects,
+        gap=float(gap),
+    )
 
 
 def mean_activations(model: Model, task: PatchingTask, hooks: list[str]) -> dict:
@@ -227,67 +324,6 @@ def _slots(task: PatchingTask) -> dict[str, Tensor]:
     return {"IO": (tokens == io[:, None]).float().argmax(1), "S1": s1, "S2": s2}
 
 
-#: Roles a head can be given, by layer: a layer-0 head reads only the token and position
-#: embeddings, so what it can do is copy a token; later heads can read what earlier ones wrote.
-ROLES_LAYER0 = (
-    "negative",
-    "copies IO to end",
-    "copies S to end",
-    "duplicate token",
-    "copies IO to S2",
-    "other",
-)
-ROLES_LATER = (
-    "negative",
-    "name mover",
-    "S2 reader",
-    "duplicate token",
-    "IO gatherer at S2",
-    "other",
-)
-
-
-def head_roles(
-    model: Model, task: PatchingTask, truth: Attribution, *, min_attention: float = 0.3
-) -> pd.DataFrame:
-    """Attention of every head at the final position (to IO, S1, S2) and at S2 (to S1, IO),
-    its AP effect, and a role read off them.
-
-    Each attention share is averaged over the prompts of each name order (IO before S1, S1
-    before IO) and the smaller of the two means is reported: a head that attends to a fixed
-    position, whichever name is there, then scores low on the names that move between the
-    orders, instead of looking like a name mover when most prompts happen to share one order.
-
-    Roles (first match wins), for a head at layer 1 or later:
-
-    - ``negative``: negative effect (restoring it moves the answer away from IO);
-    - ``name mover``: the end attends to IO more than to S1 and S2 together (copies IO);
-    - ``S2 reader``: the end attends to S2 (reads what earlier layers wrote at the repeated name);
-    - ``duplicate token``: S2 attends to S1 (notices the repeated name);
-    - ``IO gatherer at S2``: S2 attends to IO (brings the other name to the repeated one);
-    - ``other``: none of these (its effect is carried some other way).
-
-    A layer-0 head sees at every position only that position's token and position embeddings:
-    it can move a token's identity, not information computed about it. The same attention
-    tests therefore name what it copies (``copies IO to end``, ``copies S to end``: the token at
-    S2 is the subject's name, ``copies IO to S2``); ``duplicate token`` keeps its meaning (S2
-    and S1 hold the same token, which a layer-0 query-key product can match).
-    """
-    shares = attention_shares(model, task)
-    effects = dict(zip(truth.names, truth.values.tolist(), strict=True))
-    rows = []
-    for name, share in shares.iterrows():
-        row = {"head": name, "layer": int(share["layer"]), "AP": effects.get(name, np.nan)}
-        row.update({col: float(share[col]) for col in _OLD_COLUMNS})
-        row["role"] = _role(row, min_attention)
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("head")
-
-
-#: The attention columns of :func:`head_roles`.
-_OLD_COLUMNS = ("end->IO", "end->S1", "end->S2", "S2->S1", "S2->IO")
-
-
 def attention_shares(model: Model, task: PatchingTask) -> pd.DataFrame:
     """Per head, where the final position (END) and the repeated name (S2) attend, on the
     clean prompts.
@@ -329,20 +365,3 @@ def attention_shares(model: Model, task: PatchingTask) -> pd.DataFrame:
                 row[f"S2->{slot}"] = smaller(at_s2[rows_index, head, slots[slot]])
             rows.append(row)
     return pd.DataFrame(rows).set_index("head")
-
-
-def _role(row: dict, min_attention: float) -> str:
-    names = ROLES_LAYER0 if row["layer"] == 0 else ROLES_LATER
-    negative, to_end_io, to_end_s2, duplicate, io_to_s2, other = names
-    to_s = row["end->S1"] + row["end->S2"]
-    if row["AP"] < 0:
-        return negative
-    if row["end->IO"] >= min_attention and row["end->IO"] > to_s:
-        return to_end_io
-    if row["end->S2"] >= min_attention:
-        return to_end_s2
-    if row["S2->S1"] >= min_attention:
-        return duplicate
-    if row["S2->IO"] >= min_attention:
-        return io_to_s2
-    return other

@@ -8,17 +8,16 @@ Every role is read off measurements of the head itself:
   ``logit(IO) - logit(S)`` directly;
 - :func:`~hvp_utils.analysis.circuits.attention_shares`: where END and S2 attend;
 - :func:`query_path_effects` and :func:`path_patching`: whether corrupting the head moves a
-  later head's END attention through that head's query (S-inhibition);
+  later head's END attention or the answer, through that head's query (S-inhibition), keys or
+  values;
 - :func:`assign_roles`: the rules, on a table of that evidence; :func:`ioi_head_roles` runs it
   all on a model.
-
-The old :func:`~hvp_utils.analysis.circuits.head_roles` (attention thresholds and layers) is
-unchanged beside these.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -227,7 +226,7 @@ class QueryPathEffects:
     ``clean_selectivity[j]``: the receiver's selectivity on the clean prompts (a plain mean
     over the prompts, where :func:`~hvp_utils.analysis.circuits.attention_shares` reports the
     smaller of the two name orders' means); ``method``:
-    ``"end-only patch"`` or ``"path patching"``.
+    ``"end-only patch"`` or ``"path patching through q"`` (``k``, ``v``).
     """
 
     senders: list[str]
@@ -389,29 +388,53 @@ def _end_patch_hooks(senders: list[Component], corrupted, n_prompts: int) -> lis
     return hooks
 
 
+#: What :func:`path_patching` patches in each receiver: its query (``"q"``), keys or values.
+PathInput = Literal["q", "k", "v"]
+
+
 def path_patching(
     model: Model,
     task: PatchingTask,
     *,
     senders: list[Component],
     receivers: list[Component],
+    through: PathInput = "q",
 ) -> QueryPathEffects:
-    """Path patching of sender -> receiver's query at END (Wang et al. 2022), direct path only.
+    """Path patching of sender -> receiver's queries, keys or values (Wang et al. 2022), direct
+    path only.
 
     1. Corrupted run: ``z_A^c``. Clean run: every head's ``z`` and the metric.
     2. Clean tokens with ``z_A <- z_A^c`` at every position and every other head's ``z``
-       frozen to its clean value (MLPs and norms recomputed): record each receiver's query
-       ``q_B^*`` at END (``hook_q``).
-    3. Clean run with only ``q_B[END] <- q_B^*`` (keys, values and every other head clean):
+       frozen to its clean value (MLPs and norms recomputed): record each receiver's input
+       ``x_B^*`` of kind ``through`` (``hook_q``, ``hook_k`` or ``hook_v``).
+    3. Clean run with only that input of the receiver patched, everything else clean:
+
+       - ``through="q"``: ``q_B[END] <- q_B^*[END]`` (END's query; the selectivity and the
+         metric read END only);
+       - ``through="k"``: ``k_B[p] <- k_B^*[p]`` at every position ``p`` (END attends to all);
+       - ``through="v"``: ``v_B[p] <- v_B^*[p]`` at every position (the pattern is unchanged,
+         so ``selectivity_change`` is 0 and only ``metric_change`` moves);
 
         selectivity_change[A, B] = mean_b sel_B(b) in run 3 - mean_b sel_B^clean(b)
         metric_change[A, B]      = m(run 3) - m(clean)
 
-    Receivers in the sender's layer or before are NaN. The query is patched at ``hook_q``
-    (``q = LN1(resid) W_Q + b_Q``, which depends on the residual only): the bridge's
-    ``hook_q_input`` would need ``use_split_qkv_input``, and patching ``q`` is the same path.
-    One forward pass per sender and per (sender, receiver) pair; meant for a few heads.
+    with ``sel_B(b) = A_B[b, END->IO_b] - A_B[b, END->S1_b] - A_B[b, END->S2_b]``. Receivers in
+    the sender's layer or before are NaN. Each input is patched after its projection
+    (``q = LN1(resid) W_Q + b_Q``, likewise ``k`` and ``v``), which depends on the residual
+    only: the bridge's ``hook_q_input`` would need ``use_split_qkv_input``, and patching ``q``
+    is the same path. One forward pass per sender and per (sender, receiver) pair; meant for a
+    few heads.
+
+    Args:
+        model, task: the model and the IOI task (clean and corrupted prompts).
+        senders, receivers: ``head_out`` components.
+        through: the receivers' input the sender's effect is traced through.
+
+    Returns:
+        A :class:`QueryPathEffects` (``method``: ``"path patching through q"``, ``k`` or ``v``).
     """
+    if through not in ("q", "k", "v"):
+        raise ValueError(f"through must be 'q', 'k' or 'v' (the receivers' input); got {through!r}")
     check_heads([*senders, *receivers], "path_patching")
     slots = _slots(task)
     later = torch.tensor([[r.layer > s.layer for r in receivers] for s in senders])
@@ -424,12 +447,12 @@ def path_patching(
         change = torch.full((len(senders), len(receivers)), float("nan"), dtype=torch.float64)
         metric = change.clone()
         for i, sender in enumerate(senders):
-            queries = _frozen_queries(model, task, sender, receivers, clean, corrupted)
+            inputs = _frozen_inputs(model, task, sender, receivers, clean, corrupted, through)
             for j, receiver in enumerate(receivers):
                 if not later[i, j]:
                     continue
-                q_hook = get_act_name("q", receiver.layer)
-                hook = (q_hook, _set_end_query(receiver, queries[q_hook]))
+                name = get_act_name(through, receiver.layer)
+                hook = (name, _set_input(receiver, inputs[name], end_only=through == "q"))
                 m, patterns = _patched_run(model, task, 1, [hook], [receiver.layer])
                 metric[i, j] = float(m[0] - clean_metric[0])
                 sel = _selectivities(patterns, slots, [receiver], 1)[0, 0]
@@ -440,22 +463,23 @@ def path_patching(
         selectivity_change=change,
         metric_change=metric,
         clean_selectivity=clean_sel,
-        method="path patching",
+        method=f"path patching through {through}",
         clean_metric=float(clean_metric[0]),
     )
 
 
-def _frozen_queries(
+def _frozen_inputs(
     model: Model,
     task: PatchingTask,
     sender: Component,
     receivers: list[Component],
     clean,
     corrupted,
+    through: PathInput,
 ) -> dict[str, Tensor]:
-    """Step 2 of :func:`path_patching`: the receivers' queries with the sender corrupted and
-    every other head frozen to its clean output."""
-    hooks, queries = [], {}
+    """Step 2 of :func:`path_patching`: the receivers' inputs (``hook_{through}``) with the
+    sender corrupted and every other head frozen to its clean output."""
+    hooks, inputs = [], {}
     for layer in range(model.cfg.n_layers):
         name = get_act_name("z", layer)
         frozen = clean[name].clone()
@@ -463,18 +487,19 @@ def _frozen_queries(
             frozen[:, :, sender.head] = corrupted[name][:, :, sender.head]
         hooks.append((name, lambda act, hook, frozen=frozen: frozen))
     for layer in sorted({r.layer for r in receivers}):
-        name = get_act_name("q", layer)
-        hooks.append((name, lambda act, hook, name=name: queries.__setitem__(name, act.clone())))
+        name = get_act_name(through, layer)
+        hooks.append((name, lambda act, hook, name=name: inputs.__setitem__(name, act.clone())))
     run_with_answer_logits(model, task.clean_tokens, task.answer_tokens, fwd_hooks=hooks)
-    return queries
+    return inputs
 
 
-def _set_end_query(receiver: Component, query: Tensor):
-    """A hook replacing the receiver's END query by ``query``'s."""
+def _set_input(receiver: Component, value: Tensor, *, end_only: bool):
+    """A hook replacing the receiver head's entries by ``value``'s, at END or everywhere."""
+    positions = slice(-1, None) if end_only else slice(None)
 
     def patch(act, hook=None):
         act = act.clone()
-        act[:, -1, receiver.head] = query[:, -1, receiver.head]
+        act[:, positions, receiver.head] = value[:, positions, receiver.head]
         return act
 
     return patch
@@ -555,12 +580,14 @@ class HeadRoles:
 
     ``table``: one row per head, the evidence columns and ``roles``/``role``;
     ``copy``: the :class:`CopyScores`; ``query_paths``: the :class:`QueryPathEffects` of
-    every head on the name movers (None when no name mover has a head in an earlier layer).
+    every head on the name movers (None when no name mover has a head in an earlier layer);
+    ``thresholds``: the keyword arguments of :func:`assign_roles` the roles were read with.
     """
 
     table: pd.DataFrame
     copy: CopyScores
     query_paths: QueryPathEffects | None
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         """The table."""
@@ -615,4 +642,4 @@ def ioi_head_roles(
     if senders:
         paths = query_path_effects(model, task, senders=senders, receivers=receivers)
         table["inhibition"] = pd.Series(paths.largest_drop())
-    return HeadRoles(assign_roles(table, **thresholds), copy, paths)
+    return HeadRoles(assign_roles(table, **thresholds), copy, paths, thresholds)

@@ -30,7 +30,7 @@ from hvp_utils.analysis.benchmark import (
     probe_sweep,
     run_estimators,
 )
-from hvp_utils.analysis.circuits import ap_circuit, circuit_recovery
+from hvp_utils.analysis.circuits import ap_circuit, circuit_recovery, mlp_gap_shares
 from hvp_utils.analysis.peers import captum_ig_estimator, tl_patching_estimator
 from hvp_utils.analysis.screen_flag_fix import sff_estimator
 from hvp_utils.cli.tables import to_markdown
@@ -52,6 +52,10 @@ WHOLE_HOOK_KINDS = ("head_out", "mlp_out", "head_q", "head_k")
 #: Neurons per kind in the estimator grid (the probe sweep takes the whole layer).
 N_NEURONS = 128
 PEER_FAMILIES = (Family.AP_PEER.value, Family.IG_PEER.value)
+#: The task the neuron layer is found on: the notebooks' featured one by default (name swap,
+#: 8 prompts), so the bench measures the neurons the notebooks do.
+FEATURED = "name_swap"
+FEATURED_PROMPTS = 8
 
 
 def peers(kind: str, *, quick: bool = False) -> list[Estimator]:
@@ -66,16 +70,34 @@ def peers(kind: str, *, quick: bool = False) -> list[Estimator]:
     return rows
 
 
+def neuron_layer(model, *, seed: int) -> int:
+    """The layer whose MLP carries the most of the gap on the notebooks' featured task
+    (:data:`FEATURED`, :data:`FEATURED_PROMPTS` prompts), by their rule
+    (:func:`~hvp_utils.mlp_gap_shares`); prints which layer and its share."""
+    task = ioi_dataset(model, n_prompts=FEATURED_PROMPTS, perturbation=FEATURED, seed=seed)
+    shares = mlp_gap_shares(model, task)
+    print(f"neurons: {shares.describe()}", flush=True)
+    return shares.layer
+
+
 def bench_components(
-    model, task: PatchingTask, kind: str, n_neurons: int | None = N_NEURONS
+    model,
+    task: PatchingTask,
+    kind: str,
+    *,
+    layer: int | None,
+    n_neurons: int | None = N_NEURONS,
 ) -> list[Component]:
     """Components of ``kind``: for neurons (outputs or pre-activations) ``n_neurons`` evenly
-    spaced ones of the middle layer (None: all of it), and per-position head outputs only at
-    the name slots and the final position (where IOI's information sits)."""
+    spaced ones of ``layer`` (None: all of it; :func:`neuron_layer` finds it), and
+    per-position head outputs only at the name slots and the final position (where IOI's
+    information sits)."""
     if kind in ("neuron", "neuron_pre"):
-        layer = components(model, kind, layers=[model.cfg.n_layers // 2])
-        stride = 1 if n_neurons is None else max(1, len(layer) // n_neurons)
-        return layer[::stride][:n_neurons]
+        if layer is None:
+            raise ValueError(f"{kind} components need layer=neuron_layer(model, seed=...)")
+        every = components(model, kind, layers=[layer])
+        stride = 1 if n_neurons is None else max(1, len(every) // n_neurons)
+        return every[::stride][:n_neurons]
     if kind == "head_out_pos":
         keep = [
             i for i, label in enumerate(task.position_labels) if label in ("N1", "N2", "S2", "end")
@@ -96,12 +118,14 @@ def run(
     """Every estimator of the grid, Screen-Flag-Fix and the peers on every kind and
     perturbation; one frame, one row per (perturbation, kind, estimator)."""
     model = load_model(model_name, dtype=dtype)
+    needs_layer = any(kind.startswith("neuron") for kind in kinds)
+    layer = neuron_layer(model, seed=seed) if needs_layer else None
     frames = []
     for perturbation in perturbations:
         task = ioi_dataset(model, n_prompts=n_prompts, perturbation=perturbation, seed=seed)
         for kind in kinds:
             start = time.perf_counter()
-            comps = bench_components(model, task, kind)
+            comps = bench_components(model, task, kind, layer=layer)
             grid = [
                 *default_estimators(quick=quick),
                 sff_estimator(fix="patch"),
@@ -122,13 +146,14 @@ def run(
 def probe_table(
     model_name: str, n_prompts: int, seed: int, dtype: str, probes: tuple[int, ...]
 ) -> pd.DataFrame:
-    """:func:`~hvp_utils.analysis.benchmark.probe_sweep` on the neurons of the middle layer,
-    for each perturbation."""
+    """:func:`~hvp_utils.analysis.benchmark.probe_sweep` on the neurons of the layer whose
+    MLP carries the most of the gap (:func:`neuron_layer`), for each perturbation."""
     model = load_model(model_name, dtype=dtype)
+    layer = neuron_layer(model, seed=seed)
     frames = []
     for perturbation in PERTURBATIONS:
         task = ioi_dataset(model, n_prompts=n_prompts, perturbation=perturbation, seed=seed)
-        comps = bench_components(model, task, "neuron", n_neurons=None)
+        comps = bench_components(model, task, "neuron", layer=layer, n_neurons=None)
         frame = probe_sweep(model, task, comps, probes=probes, seed=seed)
         frames.append(frame.assign(perturbation=perturbation, n_components=len(comps)))
     return pd.concat(frames, ignore_index=True)

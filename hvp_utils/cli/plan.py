@@ -167,7 +167,11 @@ class Setting:
         return self.model.cfg.n_layers
 
     def neuron_layer(self) -> int:
-        """The notebook's neuron layer (None: the middle one)."""
+        """The layer whose neurons are counted: the notebook's ``neuron_layer``, or for None
+        (where the notebook finds the layer whose MLP carries the most of the gap,
+        :func:`hvp_utils.mlp_gap_shares`) the middle one in its place. Every MLP has ``d_mlp``
+        neurons, so the pass counts are the same whichever layer the notebook finds; only
+        the depth weighting of their seconds (:func:`depth_share`) can differ."""
         layer = self.params.get("neuron_layer")
         return self.n_layers // 2 if layer is None else layer
 

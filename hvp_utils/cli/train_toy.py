@@ -1,14 +1,18 @@
 """Train the embedded model ``toy-ioi`` (``make toy-model``).
 
-    python -m hvp_utils.cli.train_toy [--steps 5000] [--seed 0] [--out data/toy-ioi]
+    python -m hvp_utils.cli.train_toy [--steps 4500] [--seed 0] [--out data/toy-ioi]
 
 Trains a ``transformers`` GPT-2 from a fixed seed on a CPU and writes ``data/toy-ioi/`` as a
 standard Hugging Face checkpoint (config.json, model.safetensors, the word-level tokenizer,
 training.json). The same seed, step count and thread count give the same weights.
 
-The corpus is generated on the fly: 70% completed IOI sentences from the training templates
-(held-out (template, IO, S) combinations excluded), 30% other sentences over the same words,
-so the model is a language model that happens to solve IOI, not a classifier.
+The corpus is generated on the fly (:func:`hvp_utils.core.ioi_text.training_sentence`): each
+text starts with 0-3 sentences (most without names), so a name's position does not say its
+role; then 40% completed IOI sentences from the training templates and training names
+(held-out (template, IO, S) combinations excluded; 4% of them end with S, so the answer is
+likely, not certain), and 60% general text in which repetition must be tracked (names
+re-mentioned, repeated spans, three people of whom two recur). The model is a language
+model that happens to solve IOI, not a classifier.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from hvp_utils.core.ioi_text import all_words, training_sentence
@@ -30,10 +35,36 @@ from hvp_utils.core.toy_model import (
     TOY_MODEL_DIR,
     build_model,
     build_tokenizer,
-    encode_batch,
     ioi_quality,
     save_model,
 )
+
+
+def packed_batch(
+    tokenizer, rng: random.Random, *, rows: int, width: int, s_answer_fraction: float
+) -> tuple[Int[Tensor, "rows width"], Bool[Tensor, "rows width"]]:
+    """``rows`` rows of ``width`` tokens: a bos, then whole training texts back to back while
+    they fit (earlier texts precede later ones, as in a document), then padding; and the mask
+    of real tokens. Texts are drawn and tokenized 64 at a time; those left over are dropped."""
+    tokens = torch.full((rows, width), tokenizer.pad_token_id, dtype=torch.long)
+    pending: list[list[int]] = []
+    for row in range(rows):
+        ids = [tokenizer.bos_token_id]
+        while True:
+            if not pending:
+                texts = [
+                    training_sentence(rng, max_preceding=1, s_answer_fraction=s_answer_fraction)
+                    for _ in range(64)
+                ]
+                pending = tokenizer(texts, add_special_tokens=False)["input_ids"]
+            if len(pending[0]) >= width:  # longer than any row: never fits
+                pending.pop(0)
+                continue
+            if len(ids) + len(pending[0]) > width:
+                break
+            ids += pending.pop(0)
+        tokens[row, : len(ids)] = torch.tensor(ids)
+    return tokens, tokens != tokenizer.pad_token_id
 
 
 def lm_loss(model, tokens: Tensor, mask: Tensor) -> Tensor:
@@ -57,8 +88,10 @@ def learning_rate(step: int, *, steps: int, peak: float, warmup: int) -> float:
 
 def train(
     *,
-    steps: int = 5000,
-    batch_size: int = 64,
+    steps: int = 4500,
+    batch_size: int = 32,
+    width: int = 48,
+    s_answer_fraction: float = 0.04,
     lr: float = 1e-3,
     seed: int = 0,
     out_dir: Path = TOY_MODEL_DIR,
@@ -78,7 +111,9 @@ def train(
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, steps=steps, peak=lr, warmup=200)
-        tokens, mask = encode_batch(tokenizer, [training_sentence(rng) for _ in range(batch_size)])
+        tokens, mask = packed_batch(
+            tokenizer, rng, rows=batch_size, width=width, s_answer_fraction=s_answer_fraction
+        )
         loss = lm_loss(model, tokens, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -90,6 +125,9 @@ def train(
             print(
                 f"step {step + 1:5d}  loss {loss.item():.3f}  held-out IOI acc "
                 f"{quality['accuracy']:.3f}  logit diff {quality['logit_diff']:.2f}  "
+                f"after a sentence "
+                f"{quality['accuracy_after_a_sentence']:.3f}  held-out names "
+                f"{quality['accuracy_heldout_names']:.3f}  "
                 f"({time.perf_counter() - start:.0f} s)",
                 flush=True,
             )
@@ -98,6 +136,8 @@ def train(
         "seed": seed,
         "steps": steps,
         "batch_size": batch_size,
+        "width": width,
+        "s_answer_fraction": s_answer_fraction,
         "lr": lr,
         "threads": threads,
         "train_seconds": round(time.perf_counter() - start, 1),
@@ -110,8 +150,8 @@ def train(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=4500)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=TOY_MODEL_DIR)

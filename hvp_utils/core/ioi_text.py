@@ -137,31 +137,93 @@ def sample_heldout_prompts(
     return prompts
 
 
-def lm_sentence(rng: random.Random) -> str:
-    """A non-IOI sentence from the same vocabulary (keeps the toy model a language model)."""
+def fill_words(template: str, rng: random.Random) -> str:
+    """Fill each {PLACE} and {OBJECT} slot of ``template`` independently."""
     vocab = ioi_vocab()
-    template = rng.choice(vocab["lm_templates"])
-    n1, n2 = rng.sample(vocab["names"], 2)
     while "{PLACE}" in template or "{OBJECT}" in template:
         template = template.replace("{PLACE}", rng.choice(vocab["places"]), 1)
         template = template.replace("{OBJECT}", rng.choice(vocab["objects"]), 1)
+    return template
+
+
+def every_name() -> list[str]:
+    """Training names and held-out names: the names of evaluation prompts."""
+    vocab = ioi_vocab()
+    return vocab["names"] + vocab.get("heldout_names", [])
+
+
+def lm_sentence(rng: random.Random) -> str:
+    """A non-IOI sentence over the same words, its names drawn from every name (held-out
+    names too: they are ordinary words of the language, never IOI answers in training)."""
+    template = fill_words(rng.choice(ioi_vocab()["lm_templates"]), rng)
+    n1, n2 = rng.sample(every_name(), 2)
     return natural_text(template.format(N1=n1, N2=n2))
 
 
-def training_sentence(rng: random.Random, *, ioi_fraction: float = 0.7) -> str:
-    """One training sentence: a completed IOI sentence (train split only) or an LM sentence."""
+def filler_sentence(rng: random.Random) -> str:
+    """A sentence without names."""
+    return natural_text(fill_words(rng.choice(ioi_vocab()["filler_sentences"]), rng))
+
+
+def repeated_span(rng: random.Random) -> str:
+    """A span of 3-6 random names, places and objects, a filler, and the span again: text in
+    which the continuation is predictable only by finding the earlier copy (induction)."""
     vocab = ioi_vocab()
-    if rng.random() < ioi_fraction:
-        prompt = sample_prompt(rng, vocab["train_templates"], vocab["names"], split="train")
-        return f"{prompt.text} {prompt.io}."
-    return lm_sentence(rng)
+    words = every_name() + vocab["places"] + vocab["objects"]
+    span = " ".join(rng.choices(words, k=rng.randint(3, 6)))
+    return f"{span} . {filler_sentence(rng)} {span} ."
+
+
+def three_names(rng: random.Random) -> str:
+    """Three people, two of them mentioned again; the one not repeated is the answer."""
+    a, b, c = rng.sample(every_name(), 3)
+    place, obj = rng.choice(ioi_vocab()["places"]), rng.choice(ioi_vocab()["objects"])
+    first, second = rng.sample([b, c], 2)
+    return natural_text(
+        f"{a} , {b} and {c} went to the {place} . {first} and {second} gave a {obj} to {a} ."
+    )
+
+
+def ioi_training_sentence(rng: random.Random, *, s_answer_fraction: float) -> str:
+    """A completed IOI sentence of the train split; in ``s_answer_fraction`` of them the
+    sentence ends with S, so that the answer is likely, not certain."""
+    vocab = ioi_vocab()
+    prompt = sample_prompt(rng, vocab["train_templates"], vocab["names"], split="train")
+    answer = prompt.s if rng.random() < s_answer_fraction else prompt.io
+    return f"{prompt.text} {answer}."
+
+
+def training_sentence(
+    rng: random.Random,
+    *,
+    ioi_fraction: float = 0.4,
+    s_answer_fraction: float = 0.04,
+    max_preceding: int = 3,
+) -> str:
+    """One training text: 0 to ``max_preceding`` preceding sentences (70% without names),
+    then an IOI sentence (``ioi_fraction``) or general text in which repetition must be
+    tracked (names re-mentioned, repeated spans, three people of whom two recur)."""
+    preceding = [
+        filler_sentence(rng) if rng.random() < 0.7 else lm_sentence(rng)
+        for _ in range(rng.randint(0, max_preceding))
+    ]
+    draw = rng.random()
+    if draw < ioi_fraction:
+        main = ioi_training_sentence(rng, s_answer_fraction=s_answer_fraction)
+    elif draw < ioi_fraction + 0.15:
+        main = repeated_span(rng)
+    elif draw < ioi_fraction + 0.25:
+        main = three_names(rng)
+    else:
+        main = lm_sentence(rng)
+    return " ".join([*preceding, main])
 
 
 def all_words() -> list[str]:
     """Every word the toy tokenizer must know, sorted."""
     vocab = ioi_vocab()
-    words = set(vocab["names"]) | set(vocab["places"]) | set(vocab["objects"])
-    for key in ("train_templates", "heldout_templates", "lm_templates"):
+    words = set(every_name()) | set(vocab["places"]) | set(vocab["objects"])
+    for key in ("train_templates", "heldout_templates", "lm_templates", "filler_sentences"):
         for template in vocab[key]:
             words |= {w for w in template.split() if not w.startswith("{")}
     return sorted(words)

@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hvp_utils.core.ioi_text import IOIPrompt, ioi_vocab, sample_heldout_prompts
+from hvp_utils.core.ioi_text import IOIPrompt, every_name, sample_heldout_prompts
 from hvp_utils.core.readout import run_with_answer_logits
 from hvp_utils.core.types import PERTURBATIONS, Model, Perturbation
 
@@ -154,7 +154,7 @@ def usable_names(model: Model, *, names: list[str] | None = None) -> list[str]:
             )
         kept = list(names)
     else:
-        kept = [n for n in ioi_vocab()["names"] if single_token_id(model, n) is not None]
+        kept = [n for n in every_name() if single_token_id(model, n) is not None]
     if len(kept) < 5:
         raise TaskError(
             f"only {len(kept)} single-token names for this tokenizer; the ABC corruption needs "

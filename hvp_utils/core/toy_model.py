@@ -18,20 +18,26 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from hvp_utils.core.ioi_text import DATA_DIR, ioi_vocab, sample_heldout_prompts
+from hvp_utils.core.ioi_text import (
+    DATA_DIR,
+    every_name,
+    filler_sentence,
+    ioi_vocab,
+    sample_heldout_prompts,
+)
 
 TOY_MODEL_DIR = DATA_DIR / "toy-ioi"
 BOS, PAD, UNK, EOS = "<|bos|>", "<|pad|>", "<|unk|>", "<|eos|>"
 
 #: Architecture of toy-ioi (``transformers.GPT2Config`` fields; the vocabulary is added at build):
-#: 4 layers, d_model 128, 8 heads of 16, d_mlp 512, exact-erf GELU, LayerNorm, learned
+#: 6 layers, d_model 128, 8 heads of 16, d_mlp 256, exact-erf GELU, LayerNorm, 96 learned
 #: positions, no dropout, an unembedding of its own (not tied to the embedding).
 TOY_ARCHITECTURE = dict(
-    n_layer=4,
+    n_layer=6,
     n_embd=128,
     n_head=8,
-    n_inner=512,
-    n_positions=32,
+    n_inner=256,
+    n_positions=96,
     activation_function="gelu",
     layer_norm_epsilon=1e-5,
     resid_pdrop=0.0,
@@ -120,17 +126,40 @@ def logits_of(model, tokens: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def ioi_quality(model, tokenizer, *, n_prompts: int = 400, seed: int = 1234) -> dict:
-    """Accuracy (IO logit > S logit) and mean logit difference on held-out IOI prompts."""
-    rng = random.Random(seed)
-    prompts = sample_heldout_prompts(rng, n_prompts, ioi_vocab()["names"])
-    tokens, mask = encode_batch(tokenizer, [p.text for p in prompts])
+def logit_diffs(model, tokenizer, prompts: list, *, preceding: list[str] | None = None) -> Tensor:
+    """IO logit minus S logit at each prompt's last token, optionally after a sentence."""
+    texts = [p.text for p in prompts]
+    if preceding:
+        texts = [f"{pre} {text}" for pre, text in zip(preceding, texts, strict=True)]
+    tokens, mask = encode_batch(tokenizer, texts)
     rows = torch.arange(len(prompts))
     logits = logits_of(model, tokens)[rows, mask.sum(1) - 1]
     io = torch.tensor([tokenizer.convert_tokens_to_ids(p.io) for p in prompts])
     s = torch.tensor([tokenizer.convert_tokens_to_ids(p.s) for p in prompts])
-    diff = logits[rows, io] - logits[rows, s]
-    return {"accuracy": (diff > 0).float().mean().item(), "logit_diff": diff.mean().item()}
+    return logits[rows, io] - logits[rows, s]
+
+
+@torch.no_grad()
+def ioi_quality(model, tokenizer, *, n_prompts: int = 400, seed: int = 1234) -> dict:
+    """IOI quality on the held-out split (held-out templates and held-out combinations):
+    accuracy (IO logit > S logit) and mean logit difference over every name; the same with
+    held-out names only (never an IOI name in training); and with a name-free sentence
+    before each prompt."""
+    rng = random.Random(seed)
+    prompts = sample_heldout_prompts(rng, n_prompts, every_name())
+    heldout_names = sample_heldout_prompts(rng, n_prompts, ioi_vocab()["heldout_names"])
+    preceding = [filler_sentence(rng) for _ in prompts]
+    diff = logit_diffs(model, tokenizer, prompts)
+    diff_heldout = logit_diffs(model, tokenizer, heldout_names)
+    diff_preceded = logit_diffs(model, tokenizer, prompts, preceding=preceding)
+    return {
+        "accuracy": (diff > 0).float().mean().item(),
+        "logit_diff": diff.mean().item(),
+        "accuracy_heldout_names": (diff_heldout > 0).float().mean().item(),
+        "logit_diff_heldout_names": diff_heldout.mean().item(),
+        "accuracy_after_a_sentence": (diff_preceded > 0).float().mean().item(),
+        "logit_diff_after_a_sentence": diff_preceded.mean().item(),
+    }
 
 
 def save_model(model, tokenizer, out_dir: Path, record: dict) -> None:

@@ -1,59 +1,111 @@
 """The verdicts of notebook 06: the reference circuit, and how well each estimator recovers it.
 
-The functions read the notebook's tables: the head-role table of
-:func:`hvp_utils.head_roles` (one row per head, with ``in circuit``), the per-component
-estimates (one column per method, AP first under the label ``truth``), the recovery tables of
-:func:`hvp_utils.recovery_table` (one row per estimator: ``precision``, ``auroc``, ``missed``,
-``false_positives``) and the faithfulness curves of :func:`hvp_utils.faithfulness` (``size``,
-``faithfulness``, ``method``). Each decides the verdicts of one notebook section and returns them
-as :class:`~hvp_utils.analysis.findings.record.Findings`.
+The functions read the notebook's tables: the head roles of :func:`hvp_utils.ioi_head_roles`
+(a :class:`~hvp_utils.analysis.roles.HeadRoles`: one row of evidence per head, its role, the
+thresholds it was read with), the per-component estimates (one column per method, AP first
+under the label ``truth``), the recovery tables of :func:`hvp_utils.recovery_table` (one row per
+estimator: ``precision``, ``auroc``, ``missed``, ``false_positives``) and the faithfulness
+curves of :func:`hvp_utils.faithfulness` (``size``, ``faithfulness``, ``method``). Each decides
+the verdicts of one notebook section and returns them as
+:class:`~hvp_utils.analysis.findings.record.Findings`.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hvp_utils.analysis.findings.record import Findings
+from hvp_utils.analysis.roles import EVIDENCE_COLUMNS, HeadRoles, assign_roles
 
-#: The columns of the head-role table the role verdicts are computed from.
-ROLE_COLUMNS = ["layer", "AP", "end->IO", "end->S1", "end->S2", "S2->S1", "S2->IO", "role"]
+#: The columns of the head-role table recorded beside the role verdicts.
+ROLE_COLUMNS = [
+    "layer",
+    "AP",
+    "end->IO",
+    "end->S1",
+    "end->S2",
+    "end selectivity",
+    "S2->S1",
+    "S2->S1+1",
+    "copy margin",
+    "DLA",
+    "inhibition",
+    "role",
+]
+#: GPT-2's IOI roles (Wang et al. 2022) the notebook looks for, and the evidence each found
+#: head is reported with.
+GPT2_ROLES = {
+    "name mover": ["end->IO", "end->S1", "end->S2", "copy margin", "DLA"],
+    "negative name mover": ["end selectivity", "copy margin", "AP", "DLA"],
+    "S-inhibition": ["inhibition", "AP"],
+    "duplicate token": ["S2->S1"],
+    "induction": ["S2->S1+1"],
+}
+#: The defaults of :func:`hvp_utils.assign_roles`, used where a :class:`HeadRoles` does not
+#: carry its thresholds.
+DEFAULT_THRESHOLDS = {
+    name: float(p.default)
+    for name, p in inspect.signature(assign_roles).parameters.items()
+    if p.kind is p.KEYWORD_ONLY
+}
 #: Below this largest gap to AP's faithfulness curve, mean ablation "barely tells them apart".
 CLOSE_GAP = 0.1
 #: From this lowest AUROC on, the estimators' head rankings are "close to AP's".
 CLOSE_AUROC = 0.9
 
 
+def role_table(roles: HeadRoles, reference: list[str]) -> pd.DataFrame:
+    """The evidence columns, ``role`` and ``in circuit`` of every head (the recorded table)."""
+    table = roles.table
+    missing = [c for c in [*EVIDENCE_COLUMNS, *ROLE_COLUMNS, "roles"] if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"the head-role table lacks columns {missing}; pass the result of "
+            "hu.ioi_head_roles(model, task, truth)"
+        )
+    unknown = sorted(set(reference) - set(table.index))
+    if unknown:
+        raise ValueError(f"reference heads {unknown[:5]} are not rows of the head-role table")
+    out = table[[*ROLE_COLUMNS, "roles"]].copy()
+    out["in circuit"] = out.index.isin(reference)
+    out.index.name = "head"
+    return out
+
+
 def reference_circuit(
-    roles: pd.DataFrame, *, threshold_share: float, run: Mapping[str, Any]
+    roles: HeadRoles,
+    *,
+    reference: list[str],
+    threshold_share: float,
+    run: Mapping[str, Any],
 ) -> Findings:
-    """The reference circuit (rows with ``in circuit``: ``|AP| >= threshold_share * max|AP|``), its
-    heads grouped by (layer, role), how many are name movers, and whether every head with a
-    positive effect sits at layer 0 (and copies S to the end). ``run`` (model, perturbation,
-    prompts, seed) is recorded as flat values."""
-    found = Findings("06", "The reference circuit")
-    for key, value in {**run, "threshold_share": threshold_share}.items():
+    """The reference circuit (``reference``: ``|AP| >= threshold_share * max|AP|``), its heads
+    grouped by (layer, role), and for each of GPT-2's roles (:data:`GPT2_ROLES`) the heads that
+    have it, with their evidence, or the evidence that no head has it (:func:`role_verdicts`).
+    ``run`` (model, perturbation, prompts, seed) and the role thresholds are recorded as flat
+    values; the head-role table (:func:`role_table`) beside them."""
+    found = Findings("06", "The reference circuit and the roles of its heads")
+    thresholds = {**DEFAULT_THRESHOLDS, **roles.thresholds}
+    for key, value in {**run, "threshold_share": threshold_share, **thresholds}.items():
         found.record(key, value)
-    found.table("head_roles", roles[[*ROLE_COLUMNS, "in circuit"]])
-    circuit = roles[roles["in circuit"]]
+    table = found.table("head_roles", role_table(roles, reference))
+    circuit = table[table["in circuit"]]
     found.state(
         "circuits.reference",
         n_reference=len(circuit),
-        n_heads=len(roles),
+        n_heads=len(table),
         threshold_share=threshold_share,
-        largest_abs_ap=float(roles.AP.abs().max()),
+        largest_abs_ap=float(table.AP.abs().max()),
         heads=", ".join(circuit.index),
     )
     found.state("circuits.roles", groups=role_groups(circuit))
-    movers = int((circuit.role == "name mover").sum())
-    if movers == 0:
-        found.state("circuits.no_name_mover")
-    else:
-        found.state("circuits.name_movers", n_movers=movers, n_reference=len(circuit))
-    key, values = positive_heads(circuit)
-    found.state(key, **values)
+    for key, values in role_verdicts(table, thresholds):
+        found.state(key, **values)
     return found
 
 
@@ -65,18 +117,123 @@ def role_groups(circuit: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def positive_heads(circuit: pd.DataFrame) -> tuple[str, dict[str, int]]:
-    """Where the circuit heads with a positive AP effect sit: all at layer 0 (and how many copy
-    S to the end), or not."""
-    positive = circuit[circuit.AP > 0]
-    n_layer0 = int((positive.layer == 0).sum())
-    n_copy_s = int((positive.role == "copies S to end").sum())
-    values = dict(n_positive=len(positive), n_layer0=n_layer0, n_copy_s=n_copy_s)
-    if not len(positive) or n_layer0 != len(positive):
-        return "circuits.positive_layers", values
-    if n_copy_s == len(positive):
-        return "circuits.positive_layer0_copy_s", values
-    return "circuits.positive_layer0", values
+def _has(table: pd.DataFrame, role: str) -> pd.Series:
+    """Rows whose ``roles`` (every match of :func:`hvp_utils.assign_roles`) include ``role``."""
+    return table["roles"].fillna("").map(lambda listed: role in listed.split(", "))
+
+
+def _largest(column: pd.Series) -> dict[str, Any]:
+    """The largest value of a column and its head (None when every value is NaN)."""
+    if column.isna().all():
+        return {"largest": None, "largest_head": None}
+    return {"largest": float(column.max()), "largest_head": str(column.idxmax())}
+
+
+#: Attention roles: their verdict when missing, the attention column, the threshold's name.
+_ATTENTION_ROLES = {
+    "duplicate token": ("circuits.no_duplicate_token", "S2->S1", "min_duplicate"),
+    "induction": ("circuits.no_induction", "S2->S1+1", "min_induction"),
+}
+
+
+def role_verdicts(
+    table: pd.DataFrame, thresholds: Mapping[str, float]
+) -> list[tuple[str, dict[str, Any]]]:
+    """For each of GPT-2's roles, in :data:`GPT2_ROLES` order: ``circuits.role_found`` with the
+    heads whose ``roles`` include it (layer, whether in the circuit, the role's evidence
+    columns), or a ``circuits.no_...`` verdict with the numbers that rule it out:
+
+    - name mover, negative name mover: the heads with ``end selectivity > min_selectivity``
+      (END attends to IO more than to S1 and S2 together) and their copy margin, AP and DLA, or
+      when there are none, the largest end selectivity;
+    - S-inhibition: the largest ``inhibition`` (NaN everywhere when no name mover was found,
+      so no head was tested);
+    - duplicate token, induction: the largest ``S2->S1`` or ``S2->S1+1`` attention.
+    """
+    verdicts = []
+    selective = table[table["end selectivity"] > thresholds["min_selectivity"]]
+    attention = {
+        "min_selectivity": thresholds["min_selectivity"],
+        "n_selective": len(selective),
+        "n_heads": len(table),
+        **{
+            key.replace("largest", "largest_selectivity"): value
+            for key, value in _largest(table["end selectivity"]).items()
+        },
+        "selective": [
+            {
+                "head": str(head),
+                "copy_margin": float(row["copy margin"]),
+                "AP": float(row["AP"]),
+                "DLA": float(row["DLA"]),
+            }
+            for head, row in selective.iterrows()
+        ],
+    }
+    for role, columns in GPT2_ROLES.items():
+        have = table[_has(table, role)]
+        if len(have):
+            heads = [
+                {
+                    "head": str(head),
+                    "layer": int(row["layer"]),
+                    "in_circuit": bool(row["in circuit"]),
+                    **{column: float(row[column]) for column in columns},
+                }
+                for head, row in have.iterrows()
+            ]
+            verdicts.append(("circuits.role_found", {"role": role, "heads": heads}))
+        elif role == "name mover":
+            verdicts.append(
+                (
+                    "circuits.no_name_mover",
+                    {**attention, "min_copy_margin": thresholds["min_copy_margin"]},
+                )
+            )
+        elif role == "negative name mover":
+            verdicts.append(
+                (
+                    "circuits.no_negative_name_mover",
+                    {**attention, "min_copy_margin": thresholds["min_copy_margin"]},
+                )
+            )
+        elif role == "S-inhibition":
+            tested = table["inhibition"].notna()
+            verdicts.append(
+                (
+                    "circuits.no_s_inhibition",
+                    {
+                        "n_tested": int(tested.sum()),
+                        "min_inhibition": thresholds["min_inhibition"],
+                        **_largest(table["inhibition"]),
+                    },
+                )
+            )
+        else:
+            key, column, threshold = _ATTENTION_ROLES[role]
+            values = {"threshold": thresholds[threshold], **_largest(table[column])}
+            verdicts.append((key, values))
+    return verdicts
+
+
+def roles_found(table: pd.DataFrame) -> dict[str, Any]:
+    """Which of GPT-2's roles some head has (role -> its heads, with their layers), which no
+    head has, and how many circuit heads have none of them."""
+    found = {}
+    for role in GPT2_ROLES:
+        have = table[_has(table, role)]
+        if len(have):
+            found[role] = [
+                {"head": str(h), "layer": int(layer)} for h, layer in have["layer"].items()
+            ]
+    circuit = table[table["in circuit"]]
+    none = ~np.logical_or.reduce([_has(circuit, role) for role in GPT2_ROLES])
+    return {
+        "found": found,
+        "missing": [role for role in GPT2_ROLES if role not in found],
+        "n_without": int(none.sum()),
+        "n_reference": len(circuit),
+    }
 
 
 def recovery(
@@ -319,27 +476,21 @@ def positions(scores: pd.DataFrame, recovery: pd.DataFrame, *, reference: list[s
 
 
 def summary(
-    roles: pd.DataFrame,
+    roles: HeadRoles,
     *,
+    reference: list[str],
     recovery: pd.DataFrame,
     recovery_pos: pd.DataFrame,
     curves: pd.DataFrame,
     truth: str,
     first_order: str,
 ) -> Findings:
-    """The section verdicts together: the circuit's roles (with the layer-0 mechanism when
-    every positive head sits at layer 0), the lowest AUROC (close when at least
-    :data:`CLOSE_AUROC`), the rankings that err, the estimators exact at both granularities,
-    AP's faithfulness at the reference size and the largest gap to its curve."""
+    """The section verdicts together: which of GPT-2's roles some head has and which none has
+    (:func:`roles_found`), the lowest AUROC (close when at least :data:`CLOSE_AUROC`), the
+    rankings that err, the estimators exact at both granularities, AP's faithfulness at the
+    reference size and the largest gap to its curve."""
     found = Findings("06", "Summary")
-    circuit = roles[roles["in circuit"]]
-    mechanism, mechanism_values = positive_heads(circuit)
-    found.state(
-        "circuits.summary_roles",
-        groups=role_groups(circuit),
-        mechanism=None if mechanism == "circuits.positive_layers" else mechanism,
-        **mechanism_values,
-    )
+    found.state("circuits.summary_roles", **roles_found(role_table(roles, reference)))
     auroc = recovery.auroc
     found.state(
         "circuits.rankings_close" if auroc.min() >= CLOSE_AUROC else "circuits.rankings_far",
@@ -347,7 +498,7 @@ def summary(
         min_method=str(auroc.idxmin()),
         n_exact=int((recovery.precision == 1.0).sum()),
         n_estimators=len(recovery),
-        n_reference=len(circuit),
+        n_reference=len(reference),
     )
     erring = recovery.index[recovery.precision < 1.0].tolist()
     if erring:
@@ -362,7 +513,7 @@ def summary(
     wide = curves.pivot_table(index="size", columns="method", values="faithfulness", sort=False)
     found.state(
         "circuits.faithfulness_summary",
-        faithfulness=float(wide.loc[len(circuit), truth]),
+        faithfulness=float(wide.loc[len(reference), truth]),
         max_gap=float(_gaps(wide, truth).max().max()),
     )
     found.state("circuits.next_notebook")

@@ -764,12 +764,127 @@ def _role_groups(v: Mapping[str, Any]) -> str:
         f"({g['heads']})"
         for g in v["groups"]
     ]
-    return "By the role table: " + "; ".join(parts) + "."
+    return "By their evidence, the circuit's heads are: " + "; ".join(parts) + "."
+
+
+#: What each of GPT-2's IOI roles is found with, per head (``circuits.role_found``).
+_ROLE_EVIDENCE = {
+    "name mover": lambda h: (
+        f"END attends to IO {h['end->IO']:.2f} against S1 {h['end->S1']:.2f} and S2 "
+        f"{h['end->S2']:.2f}; copy margin {h['copy margin']:.2f}, DLA {h['DLA']:.3f}"
+    ),
+    "negative name mover": lambda h: (
+        f"end selectivity {h['end selectivity']:.2f}, copy margin {h['copy margin']:.2f}, "
+        f"AP {h['AP']:.3f}, DLA {h['DLA']:.3f}"
+    ),
+    "S-inhibition": lambda h: (
+        f"corrupting its END output lowers a name mover's END selectivity by "
+        f"{h['inhibition']:.2f}; AP {h['AP']:.3f}"
+    ),
+    "duplicate token": lambda h: f"S2 attends to S1 {h['S2->S1']:.2f}",
+    "induction": lambda h: f"S2 attends to the token after S1 {h['S2->S1+1']:.2f}",
+}
+
+
+def _role_found(v: Mapping[str, Any]) -> str:
+    heads = v["heads"]
+    listed = "; ".join(
+        f"{h['head']} at layer {h['layer']}"
+        f"{', in the circuit' if h['in_circuit'] else ''} ({_ROLE_EVIDENCE[v['role']](h)})"
+        for h in heads
+    )
+    many = "heads" if len(heads) > 1 else "head"
+    return f"GPT-2's {v['role']} role is found in {len(heads)} {many}: {listed}."
+
+
+def _largest_selectivity(v: Mapping[str, Any]) -> str:
+    return (
+        f"the largest end selectivity, A(END→IO) − A(END→S1) − A(END→S2), is "
+        f"{v['largest_selectivity']:.3f}, at {v['largest_selectivity_head']}, and a mover needs "
+        f"more than {v['min_selectivity']:g}"
+    )
+
+
+def _no_name_mover(v: Mapping[str, Any]) -> str:
+    if not v["n_selective"]:
+        return (
+            "No head is a name mover: no head attends from END more to IO than to S1 and S2 "
+            f"together ({_largest_selectivity(v)})."
+        )
+    listed = "; ".join(
+        f"{h['head']}: copy margin {h['copy_margin']:.2f}, DLA {h['DLA']:.3f}"
+        for h in v["selective"]
+    )
+    return (
+        f"No head is a name mover: {count_phrase(v['n_selective'], v['n_heads'], 'head')} attend "
+        "from END more to IO than to S1 and S2 together, but none both copies the name it reads "
+        f"(copy margin above {v['min_copy_margin']:g}) and raises logit(IO) − logit(S) directly "
+        f"(DLA above 0): {listed}."
+    )
+
+
+def _no_negative_name_mover(v: Mapping[str, Any]) -> str:
+    if not v["n_selective"]:
+        return (
+            "No head is a negative name mover: it would attend from END to IO as a name mover "
+            f"does, and no head does (largest end selectivity {v['largest_selectivity']:.3f}, "
+            f"at {v['largest_selectivity_head']})."
+        )
+    listed = "; ".join(
+        f"{h['head']}: copy margin {h['copy_margin']:.2f}, AP {h['AP']:.3f}, DLA {h['DLA']:.3f}"
+        for h in v["selective"]
+    )
+    return (
+        f"No head is a negative name mover: of the {v['n_selective']} heads that attend from END "
+        "more to IO than to S1 and S2 together, none both writes against the name it reads "
+        f"(copy margin below −{v['min_copy_margin']:g}) and lowers the answer (AP or DLA below "
+        f"0): {listed}."
+    )
+
+
+def _no_s_inhibition(v: Mapping[str, Any]) -> str:
+    if not v["n_tested"]:
+        return (
+            "No head is tested for S-inhibition: the test is how much corrupting a head's END "
+            "output lowers a later name mover's END selectivity, and there is no name mover."
+        )
+    return (
+        "No head is an S-inhibition head: of the "
+        f"{v['n_tested']} heads before a name mover, corrupting {v['largest_head']}'s END output "
+        f"lowers a name mover's END selectivity the most, by {v['largest']:.3f}, and the role "
+        f"needs at least {v['min_inhibition']:g}."
+    )
 
 
 def _summary_roles(v: Mapping[str, Any]) -> str:
-    mechanism = v["mechanism"]
-    return _role_groups(v) + (" " + sentence(mechanism, v) if mechanism else "")
+    found = "; ".join(
+        f"{role} ({', '.join(_at_layer(h) for h in heads)})" for role, heads in v["found"].items()
+    )
+    missing = v["missing"]
+    if not found:
+        text = f"No head has any of GPT-2's IOI roles ({', '.join(missing)}); "
+    elif missing:
+        text = f"Of GPT-2's IOI roles this model has {found}, and no head is {_or(missing)}; "
+    else:
+        text = f"This model has every one of GPT-2's IOI roles: {found}; "
+    n, total = v["n_without"], v["n_reference"]
+    if n == 0:
+        rest = f"every one of the {total} circuit heads has one of them."
+    elif n == total:
+        rest = f"none of the {total} circuit heads has one of them."
+    else:
+        rest = f"{n} of the {total} circuit heads have none of them."
+    return text + rest + " Section 1 gives the evidence for each."
+
+
+def _at_layer(head: Mapping[str, Any]) -> str:
+    return f"{head['head']} at layer {head['layer']}"
+
+
+def _or(roles: list[str]) -> str:
+    """'a name mover', 'an induction head or a duplicate token head', ..."""
+    words = [f"{'an' if r[0] in 'aeiouAEIOS' else 'a'} {r} head" for r in roles]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def _exact_recovery(v: Mapping[str, Any]) -> str:
@@ -792,15 +907,6 @@ _SWAP_SIZES = (
     ": |AtP| = {weakest_in_size:.3f} for {weakest_in} against {strongest_out_size:.3f} for "
     "{strongest_out}."
 )
-
-
-def _name_movers(v: Mapping[str, Any]) -> str:
-    return f"{count_phrase(v['n_movers'], v['n_reference'], 'circuit head')} are name movers."
-
-
-def _positive_layers(v: Mapping[str, Any]) -> str:
-    heads = count_phrase(v["n_layer0"], v["n_positive"], "positive-effect circuit head")
-    return f"{heads} sit at layer 0."
 
 
 def _circuit_largest_error(v: Mapping[str, Any]) -> str:
@@ -1503,23 +1609,20 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
         "least {threshold_share:.0%} of the largest ({largest_abs_ap:.2f} logits): {heads}."
     ),
     "circuits.roles": _role_groups,
-    "circuits.no_name_mover": (
-        "No circuit head is a name mover (attending from the end to IO more than to S in both "
-        "name orders): the class that carries IO to the answer in GPT-2 has no member here."
+    "circuits.role_found": _role_found,
+    "circuits.no_name_mover": _no_name_mover,
+    "circuits.no_negative_name_mover": _no_negative_name_mover,
+    "circuits.no_s_inhibition": _no_s_inhibition,
+    "circuits.no_duplicate_token": (
+        "No head is a duplicate-token head: no head's S2 attends to S1 with weight "
+        "{threshold:g} or more (the largest S2 → S1 attention is {largest:.3f}, at "
+        "{largest_head})."
     ),
-    "circuits.name_movers": _name_movers,
-    "circuits.positive_layer0_copy_s": (
-        "Every circuit head with a positive effect ({n_positive}) sits at layer 0, and all copy S "
-        "to the end: they move the subject's name from S2 to the final position, the token "
-        "itself, since a layer-0 head has nothing else to move. GPT-2's story (duplicate-token, "
-        "S-inhibition and name-mover heads over many layers) does not describe this model's "
-        "circuit heads."
+    "circuits.no_induction": (
+        "No head is an induction head: no head's S2 attends to the token after S1 with weight "
+        "{threshold:g} or more (the largest S2 → S1+1 attention is {largest:.3f}, at "
+        "{largest_head})."
     ),
-    "circuits.positive_layer0": (
-        "Every circuit head with a positive effect ({n_positive}) sits at layer 0, and "
-        "{n_copy_s} of them copy S to the end."
-    ),
-    "circuits.positive_layers": _positive_layers,
     "circuits.auroc_equal": "Every estimator's AUROC is {auroc:.3f}.",
     "circuits.auroc_range": (
         "AUROC ranges from {min_auroc:.3f} ({min_method}) to {max_auroc:.3f} over the "
