@@ -13,18 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hvp_utils.analysis.findings.circuits import GPT2_ROLES  # the roles and evidence stated
 from tests.claims import Recorded, close, params
 
 NB = "06"
 AP, ATP, DIAG = "AP", "AtP", "HVP diag"
-#: GPT-2's IOI roles, in the order the notebook states them, and the evidence it gives per head.
-GPT2_ROLES = {
-    "name mover": ["end->IO", "end->S1", "end->S2", "copy margin", "DLA"],
-    "negative name mover": ["end selectivity", "copy margin", "AP", "DLA"],
-    "S-inhibition": ["inhibition", "AP"],
-    "duplicate token": ["S2->S1"],
-    "induction": ["S2->S1+1"],
-}
 THRESHOLDS = ["min_selectivity", "min_copy_margin", "min_inhibition", "min_duplicate"]
 THRESHOLDS += ["min_induction"]
 

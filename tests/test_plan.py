@@ -180,7 +180,7 @@ def test_plan_prints_the_table_and_runs_nothing(no_execution, capsys, tmp_path):
 @pytest.mark.slow
 def test_budget_sets_the_sample_or_names_the_fix(no_execution, capsys, tmp_path):
     argv = ["--model", "toy-ioi", "--notebooks", "01", "--out", str(tmp_path)]
-    code = rerun.main([*argv, "--plan", "--budget", "10"])  # 600 passes per notebook
+    code = rerun.main([*argv, "--plan", "--budget", "4"])  # 240 passes per notebook
     out = capsys.readouterr().out
     assert code == 0 and "n_neurons=" in out and "stratified" in out
     code = rerun.main([*argv, "--budget", "0.5"])  # 30 passes: no sample fits
