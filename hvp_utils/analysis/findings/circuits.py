@@ -22,19 +22,16 @@ import pandas as pd
 from hvp_utils.analysis.findings.record import Findings
 from hvp_utils.analysis.roles import EVIDENCE_COLUMNS, HeadRoles, assign_roles
 
-#: The columns of the head-role table recorded beside the role verdicts.
+#: The columns of the head-role table recorded beside the role verdicts: the layer, the END
+#: attention to each name, every evidence column :func:`hvp_utils.assign_roles` reads (AP
+#: first) and the role.
 ROLE_COLUMNS = [
     "layer",
-    "AP",
+    EVIDENCE_COLUMNS[0],
     "end->IO",
     "end->S1",
     "end->S2",
-    "end selectivity",
-    "S2->S1",
-    "S2->S1+1",
-    "copy margin",
-    "DLA",
-    "inhibition",
+    *EVIDENCE_COLUMNS[1:],
     "role",
 ]
 #: GPT-2's IOI roles (Wang et al. 2022) the notebook looks for, and the evidence each found
@@ -62,7 +59,7 @@ CLOSE_AUROC = 0.9
 def role_table(roles: HeadRoles, reference: list[str]) -> pd.DataFrame:
     """The evidence columns, ``role`` and ``in circuit`` of every head (the recorded table)."""
     table = roles.table
-    missing = [c for c in [*EVIDENCE_COLUMNS, *ROLE_COLUMNS, "roles"] if c not in table.columns]
+    missing = [c for c in [*ROLE_COLUMNS, "roles"] if c not in table.columns]
     if missing:
         raise ValueError(
             f"the head-role table lacks columns {missing}; pass the result of "
