@@ -49,14 +49,19 @@ run: $(STAMP)
 	done
 	@echo "Executed notebooks are in runs/$(MODEL)/ (open them with 'make lab')."
 
-# Two lanes at once, one per core: the pytest tiers and the site; the notebooks (nbval on the
-# committed outputs, then the parameterised rerun and the claims checked on it). Each line is
-# prefixed with its lane; the target fails when either lane does.
+# Two lanes at once, one per core, each on one torch thread (two threads per lane would put four
+# on the two cores and slow both lanes down): the pytest tiers, then nbval on the last notebooks;
+# nbval on the first notebooks, the parameterised rerun and the claims checked on it, then the
+# site. Each line is prefixed with its lane; the target fails when either lane does.
+NBVAL_LATE := $(filter notebooks/06_% notebooks/07_% notebooks/08_%,$(NOTEBOOKS))
+NBVAL_EARLY := $(filter-out $(NBVAL_LATE),$(NOTEBOOKS))
 test: $(STAMP)
 	@mkdir -p runs
-	@( $(MAKE) --no-print-directory unit slow course book 2>&1; echo $$? > runs/.lane-tiers ) \
-	  | sed -u 's/^/[tiers] /' & \
-	( $(MAKE) --no-print-directory nbval rerun-test claims-rerun 2>&1; \
+	@export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1; \
+	( $(MAKE) --no-print-directory unit slow course nbval NBVAL_NOTEBOOKS="$(NBVAL_LATE)" 2>&1; \
+	  echo $$? > runs/.lane-tiers ) | sed -u 's/^/[tiers] /' & \
+	( $(MAKE) --no-print-directory nbval rerun-test claims-rerun book \
+	  NBVAL_NOTEBOOKS="$(NBVAL_EARLY)" 2>&1; \
 	  echo $$? > runs/.lane-notebooks ) | sed -u 's/^/[notebooks] /'; \
 	wait; \
 	for lane in tiers notebooks; do \
@@ -71,17 +76,19 @@ test: $(STAMP)
 SHAPE_CHECKS = --jaxtyping-packages=hvp_utils,beartype.beartype
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not course" tests
+	$(PY) -m pytest -q -m "not slow and not course" --durations=10 tests
 
 slow: $(STAMP)
-	$(PY) -m pytest -q -m slow $(SHAPE_CHECKS) tests
+	$(PY) -m pytest -q -m slow --durations=25 $(SHAPE_CHECKS) tests
 
 course: $(STAMP)
-	$(PY) -m pytest -q -m course $(SHAPE_CHECKS) tests
+	$(PY) -m pytest -q -m course --durations=15 $(SHAPE_CHECKS) tests
 
+# nbval on every notebook (or on NBVAL_NOTEBOOKS).
+NBVAL_NOTEBOOKS ?= $(NOTEBOOKS)
 nbval: $(STAMP)
 	$(PY) -m pytest -q --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg \
-	  -p no:cacheprovider -o addopts="" $(NOTEBOOKS)
+	  -p no:cacheprovider -o addopts="" $(NBVAL_NOTEBOOKS)
 
 # The course as a static site: runs/book/_build/html/index.html (Jupyter Book 1, built offline
 # from the committed outputs, nothing executed; about a minute). -W: a warning, such as a broken

@@ -129,6 +129,7 @@ from hvp_utils.estimators import (
     hvp_estimator,
     ig_estimator,
     integrated_gradients,
+    joint_patching,
     multistep_estimator,
     multistep_hvp,
 )
@@ -175,6 +176,7 @@ __all__ = [
     "UnsupportedArchitectureError",
     "UnsupportedAttentionError",
     "activation_patching",
+    "joint_patching",
     "ap_circuit",
     "ap_estimator",
     "apply_rule",

@@ -117,12 +117,59 @@ def test_frontier_picks_the_cheapest_that_ranks_like_ap_and_the_best_under_budge
         family=["AP", "AtP", "f", "f", "f"],
         x_AtP_time=lambda f: f.seconds / 0.1,
         x_AP_time=lambda f: f.seconds,
+        forward=[8, 2, 2, 4, 2],
+        backward=[0, 1, 1, 2, 1],
+        hvp=[0, 0, 1, 0, 0],
     )
     front = frontier_table(frame).iloc[0]
     assert front.cheapest == "X"  # Z is cheaper but misses AP's top-k
     assert front.best_under_budget == "X" and front.best_x_AtP_time == pytest.approx(1.5)
     slow = frame.assign(spearman=frame.spearman.where(frame.estimator == "ap", 0.5))
     assert frontier_table(slow).iloc[0].cheapest == "AP"
+
+
+def test_a_tie_goes_to_the_estimator_with_fewer_passes_not_the_faster_clock():
+    """Two estimators with identical values (AtP and a variant computing the same numbers with
+    one more forward pass): the variant's wall time came out lower by noise, yet the tie goes to
+    AtP, in the frontier, the frontier table and the decision table alike."""
+    same = dict(nmae=0.3, spearman=0.995, topk_recall=1.0, backward=1, hvp=0)
+    rows = [
+        dict(
+            estimator="ap",
+            method="AP",
+            key="ap",
+            nmae=0.0,
+            spearman=1.0,
+            topk_recall=1.0,
+            seconds=1.0,
+            forward=8,
+            backward=0,
+            hvp=0,
+        ),
+        dict(estimator="atp", method="AtP", key="atp", seconds=0.11, forward=2, **same),
+        dict(
+            estimator="atp_local",
+            method="AtP local",
+            key="atp_local",
+            seconds=0.10,
+            forward=3,
+            **same,
+        ),
+    ]
+    frame = pd.DataFrame(rows).assign(
+        perturbation="p",
+        kind="k",
+        family=["AP", "AtP", "AtP"],
+        circuit_auroc=1.0,
+        n=12,
+        x_AtP_time=lambda f: f.seconds / 0.11,
+        x_AP_time=lambda f: f.seconds,
+    )
+    assert hu.pareto_frontier(frame).method.tolist() == ["AtP", "AP"]
+    front = frontier_table(frame).iloc[0]
+    assert (front.cheapest, front.best_under_budget) == ("AtP", "AtP")
+    decision = hu.decision_table(frame).iloc[0]
+    assert decision["best at AtP cost"] == "AtP" and decision["AtP is best at its cost"]
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import hvp_utils as hu
-from tests.claims import ROOT, Recorded, close, params
+from tests.claims import ROOT, Recorded, close, notebook_paths, params
 
 BENCH = ROOT / "docs" / "bench"
 LOCAL_KINDS = ("head_q", "head_k", "neuron_pre")
@@ -52,6 +52,46 @@ def test_the_source_is_the_committed_benchmark(path):
     assert stated["command"] == record["command"]
     assert close(stated["minutes"], record["seconds"] / 60)
     assert featured(rec) in ("name_swap", "random_token")
+    asked = rec.only("takeaways.rerun")[1]
+    settings = record["settings"]
+    differ = [k for k in ("model_name", "n_prompts", "seed", "dtype") if settings[k] != asked[k]]
+    key, stated = rec.only(
+        "takeaways.same_settings", "takeaways.settings_differ", "takeaways.settings_unknown"
+    )
+    assert key == ("takeaways.settings_differ" if differ else "takeaways.same_settings")
+    if differ:
+        assert [d["name"] for d in stated["differ"]] == differ
+
+
+def committed(number: str):
+    return notebook_paths(number)[0]
+
+
+def test_the_benchmark_measures_what_notebooks_01_and_05_show(bench):
+    """The benchmark runs on the prompts of notebooks 01-07, so where it measures what they
+    measured, its numbers are theirs: AtP's NMAE per kind and perturbation (notebook 01) and
+    every estimator of notebook 05's grid, with its pass counts, on head and MLP outputs."""
+    record = json.loads((BENCH / "run.json").read_text())
+    assert record["settings"]["n_prompts"] == 8 and record["settings"]["seed"] == 0, (
+        "docs/bench was not made at the notebooks' settings: run make bench"
+    )
+    rows = bench.set_index(["perturbation", "kind", "key"])
+    nmae_01 = Recorded(committed("01")).table("nmae_by_kind")
+    shared = nmae_01[nmae_01.kind.isin(["head_out", "mlp_out"])]
+    assert len(shared) == 4
+    for r in shared.itertuples():
+        assert close(r.nmae, rows.loc[(r.perturbation, r.kind, "atp")].nmae), r
+    nb05 = Recorded(committed("05"))
+    timings, passes = nb05.table("timings"), nb05.table("passes")
+    assert set(timings.kind) == {"head_out", "mlp_out"}
+    shared = timings.key.isin(bench.key)
+    # 05's grid has joint IG at K = 4, the bench's at K = 2 and 8; every other estimator is in both
+    assert set(timings.key[~shared]) <= {"ig[mode=joint,steps=4]"}
+    for r in timings[shared].itertuples():
+        assert close(r.nmae, rows.loc[(r.perturbation, r.kind, r.key)].nmae), r
+    for r in passes[passes.key.isin(bench.key)].itertuples():
+        row = rows.loc[(r.perturbation, r.kind, r.key)]
+        assert (r.forward, r.backward, r.hvp) == (row.forward, row.backward, row.hvp), r
 
 
 @params("08")

@@ -155,6 +155,7 @@ def local_curvature_reference(model, task, comp, out, eps=1e-4):
         return (phi(eps) - 2 * phi(0.0) + phi(-eps)) / eps**2
 
 
+@pytest.mark.slow  # about 3 s with its fixture: the unit tier keeps its minute
 def test_second_local_against_second_differences(small64, small_task, diagnosed):
     comps, frame = diagnosed
     for i, comp in enumerate(comps):

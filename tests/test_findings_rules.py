@@ -676,3 +676,21 @@ def test_rules_of_thumb_pick_what_ranks_like_ap():
     )
     assert [f.values["ranking"] for f in found.findings] == ["atp", "only_ap", "cheapest"]
     assert [f.values["atp_best"] for f in found.findings] == [True, False, False]
+
+
+def test_source_says_whether_the_benchmark_ran_at_the_page_settings():
+    asked = dict(model_name="toy-ioi", n_prompts=8, seed=0, dtype="float64")
+    run = {"command": "bench", "seconds": 60.0, "settings": {**asked, "quick": False}}
+
+    def keys(run, **changed):
+        found = takeaways.source(run, perturbation="name_swap", **{**asked, **changed})
+        return [f.key for f in found.findings], found.findings[1].values
+
+    assert keys(run)[0] == ["takeaways.source", "takeaways.same_settings", "takeaways.rerun"]
+    differ, values = keys(run, n_prompts=6, seed=1)
+    assert differ[1] == "takeaways.settings_differ"
+    assert values["differ"] == [
+        {"name": "n_prompts", "asked": 6, "measured": 8},
+        {"name": "seed", "asked": 1, "measured": 0},
+    ]
+    assert keys({"command": "bench", "seconds": 60.0})[0][1] == "takeaways.settings_unknown"

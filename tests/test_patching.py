@@ -173,6 +173,7 @@ def test_atp_costs_one_backward(small64, small_task):
     assert ap.cost.forward == 2 + 32 and ap.cost.backward == 0
 
 
+@pytest.mark.slow  # about 1.5 s: the unit tier keeps its minute
 def test_noising_direction_matches_transformer_lens(small64, small_task):
     """Noising patches corrupted activations into the clean run: TransformerLens's patching
     with the corrupted cache on clean tokens, and finite differences along that path."""
@@ -245,3 +246,27 @@ def test_a_shared_context_that_does_not_fit_is_refused(small64, small_task):
     without_patterns = hvp_utils.prepare(small64, small_task, queries)
     with pytest.raises(ValueError, match="blocks.1.attn.hook_pattern"):
         hvp_utils.atp_star(small64, small_task, queries, context=without_patterns)
+
+
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+def test_joint_patching_of_one_component_is_its_activation_patching(small64, small_task, direction):
+    comps = [components(small64, kind)[i] for kind, i in [("head_out", 3), ("mlp_out", 1)]]
+    comps.append(components(small64, "neuron", layers=[0])[5])
+    separate = activation_patching(small64, small_task, comps, direction=direction).values
+    for c, effect in zip(comps, separate, strict=True):
+        joint = hvp_utils.joint_patching(small64, small_task, [c], direction=direction)
+        assert joint == pytest.approx(effect.item(), rel=1e-9, abs=1e-12), c.name
+
+
+def test_joint_patching_of_every_head_and_mlp_restores_the_whole_gap(small64, small_task):
+    """With every head's and every MLP's output clean, the final position's residual stream
+    is the clean one (its token is the same in both prompts), so the metric is the clean
+    metric: the joint effect is the whole gap, m(clean) - m(corrupted)."""
+    final = small_task.clean_tokens[:, -1]
+    assert torch.equal(final, small_task.corrupted_tokens[:, -1])
+    every = components(small64, "head_out") + components(small64, "mlp_out")
+    baseline = hvp_utils.task_baseline(small64, small_task)
+    gap = baseline["clean_metric"] - baseline["corrupted_metric"]
+    assert hvp_utils.joint_patching(small64, small_task, every) == pytest.approx(gap, rel=1e-9)
+    separate = activation_patching(small64, small_task, every).values.sum().item()
+    assert abs(separate - gap) > 1e-3  # the separate effects do not add up to it

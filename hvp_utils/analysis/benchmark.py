@@ -233,13 +233,33 @@ def fitted_orders(frame: pd.DataFrame, *, value: str = "max_abs_error") -> pd.Da
     return pd.DataFrame(rows).set_index("rule")
 
 
+#: Metrics that, when equal to :data:`TIE_DECIMALS` decimals, make two rows one estimate.
+TIE_METRICS = ("nmae", "spearman", "topk_recall")
+TIE_DECIMALS = 10
+
+
+def without_ties(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` without the rows that tie another (the same :data:`TIE_METRICS` to
+    :data:`TIE_DECIMALS` decimals: the same estimate computed another way) at no fewer passes
+    (forward + backward + hvp). Of estimators that agree, the one with the fewest passes is
+    kept (the first listed when those are equal too): a tie is never settled by wall-clock
+    noise. The kept rows stay in their order."""
+    passes = rows[list(PASS_COLUMNS)].sum(axis=1).to_numpy()
+    order = np.argsort(passes, kind="stable")
+    metrics = rows.iloc[order][list(TIE_METRICS)].round(TIE_DECIMALS)
+    keep = np.ones(len(rows), dtype=bool)
+    keep[order[metrics.duplicated().to_numpy()]] = False
+    return rows[keep]
+
+
 def pareto_frontier(frame: pd.DataFrame) -> pd.DataFrame:
-    """Estimators that no other estimator beats on both time and NMAE, fastest first.
+    """Estimators that no other estimator beats on both time and NMAE, fastest first; of
+    estimators that tie (:func:`without_ties`), the one with the fewest passes.
 
     Keep the AP row of :func:`run_estimators` in ``frame``: AP is exact (NMAE 0) at time
     ratio 1, so it ends the frontier and every estimator slower than AP is dominated by it.
     """
-    ordered = frame.sort_values(["x_AP_time", "nmae"])
+    ordered = without_ties(frame).sort_values(["x_AP_time", "nmae"])
     best, keep = np.inf, []
     for index, r in ordered.iterrows():
         if r.nmae < best:
@@ -284,6 +304,7 @@ def frontier_table(
     """
     rows = []
     for (perturbation, kind), group in frame.groupby(["perturbation", "kind"], sort=False):
+        group = without_ties(group)
         cheapest = cheapest_ranking_like_ap(group, spearman=spearman)
         best = most_accurate(group, group.x_AtP_time <= max_x_atp_time)
         rows.append(
@@ -313,6 +334,7 @@ def decision_table(
     rows = []
     for (p, kind), group in frame.groupby(["perturbation", "kind"], sort=False):
         atp = group[group.estimator == "atp"].iloc[0]
+        group = without_ties(group)
         budget = most_accurate(group, group.x_AtP_time <= budget_x_atp)
         below = most_accurate(group, group.x_AP_time < 1.0)
         cheapest = cheapest_ranking_like_ap(group, spearman=spearman)

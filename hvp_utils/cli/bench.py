@@ -373,7 +373,17 @@ def main(argv: list[str] | None = None) -> None:
         argv if argv is not None else sys.argv[1:]
     )
     seconds = time.perf_counter() - start
-    record = {"command": command.strip(), "seconds": round(seconds, 1)}
+    record = {
+        "command": command.strip(),
+        "seconds": round(seconds, 1),
+        "settings": {
+            "model_name": args.model,
+            "n_prompts": args.n_prompts,
+            "seed": args.seed,
+            "dtype": args.dtype,
+            "quick": args.quick,
+        },
+    }
     (args.out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     print(write_reports(args.out))
     print(

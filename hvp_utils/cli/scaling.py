@@ -75,7 +75,7 @@ MEASURED = (
 
 #: ``--sizes``: the two shapes compared (GPT-2 small: Radford et al. 2019, 124M parameters).
 SIZES = {
-    "toy-ioi shape": dict(n_layer=4, n_embd=128, n_head=8, n_inner=512),
+    "toy-ioi shape": {},  # build_model's own architecture: toy-ioi's (TOY_ARCHITECTURE)
     "GPT-2-small shape": dict(
         n_layer=12,
         n_embd=768,

@@ -20,7 +20,7 @@ and never special-case a method.
 from hvp_utils.estimators.atp import atp, atp_estimator
 from hvp_utils.estimators.atp_star import atp_star, atp_star_estimator
 from hvp_utils.estimators.local_exact import atp_local, atp_local_estimator
-from hvp_utils.estimators.patching import activation_patching, ap_estimator
+from hvp_utils.estimators.patching import activation_patching, ap_estimator, joint_patching
 from hvp_utils.estimators.quadrature import (
     RULES,
     QuadratureRule,
@@ -37,6 +37,7 @@ __all__ = [
     "RULES",
     "QuadratureRule",
     "activation_patching",
+    "joint_patching",
     "ap_estimator",
     "apply_rule",
     "atp",

@@ -10,6 +10,7 @@ verdicts of one notebook section and returns them as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import pandas as pd
@@ -146,6 +147,10 @@ def largest_relative_errors(worst: pd.DataFrame, *, kinds: list[str]) -> Finding
     return found
 
 
+#: Separate shares that add up to more than the joint share by this much of the gap overlap.
+OVERLAP_MARGIN = 0.05
+
+
 def gap_shares(
     mlp_table: pd.DataFrame,
     *,
@@ -153,11 +158,15 @@ def gap_shares(
     mlp_positions: pd.DataFrame,
     perturbations: list[str],
     final_differs: dict[str, int],
+    joint_shares: Mapping[str, float],
 ) -> Findings:
     """Per perturbation, the two MLPs that restore the largest share of the gap
     (``mlp_table``: ``AP``, ``gap``, ``share_of_gap`` and AP summed over the ``final
     position`` and the ``name positions`` per (perturbation, component)): their shares alone
-    and together (more than 1: their effects overlap), the share of their effect kept at the
+    and patched together (``joint_shares[p]``: :func:`~hvp_utils.joint_patching` of the two,
+    over the gap) against the sum of their separate shares (the sum exceeds the joint share by
+    more than :data:`OVERLAP_MARGIN` of the gap: their effects overlap), the share of their
+    effect kept at the
     final position and at the name positions, and whether they act through the final
     position (final share >= 0.8 for both, |name share| < 0.1, and the final token the same
     in every prompt: ``final_differs[p] == 0``)."""
@@ -182,9 +191,16 @@ def gap_shares(
             found.state(
                 "attribution.final_token_differs", perturbation=p, n_prompts=final_differs[p]
             )
-        together = sum(shares)
-        key = "attribution.together_overlap" if together > 1 else "attribution.together"
-        found.state(key, **pair, share=together)
+        summed, joint = sum(shares), float(joint_shares[p])
+        overlap = summed - joint > OVERLAP_MARGIN
+        key = "attribution.together_overlap" if overlap else "attribution.together"
+        found.state(key, **pair, joint=joint, summed=summed)
+    found.table(
+        "mlp_pairs",
+        pd.DataFrame(
+            {"perturbation": list(joint_shares), "joint_share": list(joint_shares.values())}
+        ),
+    )
     return found
 
 

@@ -37,6 +37,10 @@ DECISION_COLUMNS = [
 PER_COMPONENT_FAMILIES = [Family.HVP, Family.IG, Family.MULTISTEP]
 
 
+#: The settings a benchmark records in ``run.json`` that decide its prompts and precision.
+RUN_SETTINGS = ("model_name", "n_prompts", "seed", "dtype")
+
+
 def source(
     run: Mapping[str, Any],
     *,
@@ -46,18 +50,30 @@ def source(
     seed: int,
     dtype: str,
 ) -> Findings:
-    """Where the tables come from (the benchmark's command and wall time, from its
-    ``run.json``), and how to measure them again with the notebook's settings."""
+    """Where the tables come from (the benchmark's command, wall time and settings, from its
+    ``run.json``); whether those settings are the page's (``model_name``, ``n_prompts``,
+    ``seed``, ``dtype``: those of notebooks 01-07 by default), and if not, which differ; and how
+    to measure them again with the page's settings."""
     found = Findings("08", "Where the numbers come from")
-    found.state("takeaways.source", command=run["command"], minutes=run["seconds"] / 60)
+    settings = run.get("settings")
     found.state(
-        "takeaways.rerun",
-        perturbation=perturbation,
-        model_name=model_name,
-        n_prompts=n_prompts,
-        seed=seed,
-        dtype=dtype,
+        "takeaways.source", command=run["command"], minutes=run["seconds"] / 60, settings=settings
     )
+    asked = dict(model_name=model_name, n_prompts=n_prompts, seed=seed, dtype=dtype)
+    if settings is None:
+        found.state("takeaways.settings_unknown", asked=asked)
+    else:
+        differ = [k for k in RUN_SETTINGS if settings.get(k) != asked[k]]
+        if differ:
+            found.state(
+                "takeaways.settings_differ",
+                differ=[
+                    {"name": k, "asked": asked[k], "measured": settings.get(k)} for k in differ
+                ],
+            )
+        else:
+            found.state("takeaways.same_settings", **asked)
+    found.state("takeaways.rerun", perturbation=perturbation, **asked)
     return found
 
 

@@ -1216,6 +1216,17 @@ def _worst_listing(v: Mapping[str, Any]) -> str:
     return ", ".join(f"`{w['kind']}` ({w['nmae']:.3f})" for w in v["worst"])
 
 
+def _settings_differ(v: Mapping[str, Any]) -> str:
+    listing = ", ".join(
+        f"`{d['name']}` {d['measured']!r} (this page asks for {d['asked']!r})" for d in v["differ"]
+    )
+    return (
+        f"**These tables are not this page's settings**: the benchmark ran with {listing}. The "
+        "numbers below are the benchmark's, not those of notebooks 01-07 at this page's "
+        "settings; the command below measures those."
+    )
+
+
 def _worst_are_local(v: Mapping[str, Any]) -> str:
     return (
         f"Under `{v['perturbation']}` AtP is furthest off on {_worst_listing(v)}: exactly the "
@@ -1424,11 +1435,13 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
         "the final position also differ through that token."
     ),
     "attribution.together_overlap": (
-        "`{perturbation}`: {first} and {second} together restore {share:.0%} of the gap, more "
-        "than all of it: their effects overlap, as links of one chain carry the same signal."
+        "`{perturbation}`: patched together, {first} and {second} restore {joint:.0%} of the "
+        "gap, less than the {summed:.0%} their separate patches add up to: their effects "
+        "overlap, as links of one chain carry the same signal."
     ),
     "attribution.together": (
-        "`{perturbation}`: {first} and {second} together restore {share:.0%} of the gap."
+        "`{perturbation}`: patched together, {first} and {second} restore {joint:.0%} of the "
+        "gap; their separate patches add up to {summed:.0%}."
     ),
     "attribution.atp_cost": _atp_cost,
     "attribution.atp_cost_varies": (
@@ -1748,9 +1761,20 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
         "The tables were made by `{command}` in {minutes:.1f} minutes; this page reads them and "
         "measures nothing."
     ),
+    "takeaways.same_settings": (
+        "The benchmark ran at this page's settings: `{model_name}`, {n_prompts} prompt pairs "
+        "(seed {seed}) in {dtype}, the prompts of notebooks 01-07. Where it measures what an "
+        "earlier notebook measured (AtP and the estimator grid on head and MLP outputs, "
+        "notebooks 01 and 05), its numbers are that notebook's."
+    ),
+    "takeaways.settings_differ": _settings_differ,
+    "takeaways.settings_unknown": (
+        "This benchmark's `run.json` does not record its settings, so its numbers cannot be "
+        "matched to those of notebooks 01-07: run the command below to measure them again."
+    ),
     "takeaways.rerun": (
-        "Only `perturbation` (here `{perturbation}`) changes what the page shows. To measure "
-        "with your own settings, run `python -m hvp_utils.cli.bench --model {model_name} "
+        "`perturbation` (here `{perturbation}`) picks what the page features. To measure "
+        "at this page's settings, run `python -m hvp_utils.cli.bench --model {model_name} "
         "--n-prompts {n_prompts} --seed {seed} --dtype {dtype} --out runs/bench` from the "
         'repository root and set `bench_dir = "../runs/bench"`.'
     ),
@@ -1771,8 +1795,8 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
         "No per-component correction (HVP diag, per-component IG, multi-step HVP) is faster than "
         "AP on any kind or perturbation: the fastest, {method} on `{kind}` under "
         "`{perturbation}`, takes {x_ap:.2f}x AP's time. On a model this size the exact answer is "
-        "the cheaper one; these rules earn their place as fixes for a few flagged components, "
-        "or where AP is expensive."
+        "the cheaper one, so these rules pay only where a forward pass is expensive; notebook 07 "
+        "weighs them against exact patching as the fix for the components a screen flags."
     ),
     "takeaways.per_component_fastest": (
         "The fastest per-component correction, {method} on `{kind}` under `{perturbation}`, "
