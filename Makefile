@@ -145,7 +145,7 @@ rerun: $(STAMP)
 scaling: $(STAMP)
 	$(PY) -m hvp_utils.cli.scaling
 
-# Every estimator and its peers on the embedded model (about 15 minutes on 2 cores); writes
+# Every estimator and its peers on the embedded model (about 40 minutes on 2 cores); writes
 # docs/bench/: estimators.csv, hutchinson.csv, frontier.csv, pareto.png, targets.md, README.md
 bench: $(STAMP)
 	$(PY) -m hvp_utils.cli.bench --out docs/bench
