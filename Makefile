@@ -52,7 +52,7 @@ run: $(STAMP)
 # Two lanes at once, one per core, each on one torch thread (two threads per lane would put four
 # on the two cores and slow both lanes down): the pytest tiers, then nbval on notebook 07; nbval
 # on the other notebooks, the parameterised rerun and the claims checked on it, then the site
-# (about 23 minutes each on CI). Each line is prefixed with its lane; the target fails when
+# (each about 24 minutes on CI). Each line is prefixed with its lane; the target fails when
 # either lane does.
 NBVAL_LATE := $(filter notebooks/07_%,$(NOTEBOOKS))
 NBVAL_EARLY := $(filter-out $(NBVAL_LATE),$(NOTEBOOKS))
