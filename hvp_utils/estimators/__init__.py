@@ -37,7 +37,6 @@ __all__ = [
     "RULES",
     "QuadratureRule",
     "activation_patching",
-    "joint_patching",
     "ap_estimator",
     "apply_rule",
     "atp",
@@ -51,6 +50,7 @@ __all__ = [
     "hvp_estimator",
     "ig_estimator",
     "integrated_gradients",
+    "joint_patching",
     "multistep_estimator",
     "multistep_hvp",
 ]

@@ -13,10 +13,10 @@ from functools import partial
 import torch
 
 from hvp_utils.core.components import Component, group_by_hook
-from hvp_utils.core.engine import EngineRun, PatchContext, path_derivatives
+from hvp_utils.core.engine import EngineRun, PatchContext, path_derivatives, stacked_masks
 from hvp_utils.core.readout import run_with_answer_logits
 from hvp_utils.core.results import DIRECTION_SUFFIX, Attribution, Estimator, declare
-from hvp_utils.core.tasks import PatchingTask
+from hvp_utils.core.tasks import PatchingTask, metric_per_prompt
 from hvp_utils.core.types import Direction, Family, Model
 
 
@@ -85,12 +85,7 @@ def joint_patching(
         base, source = source, base
     hooks = group_by_hook(comps)
     _, cache = model.run_with_cache(source, names_filter=lambda name: name in hooks)
-    masks = {}
-    for hook, members in hooks.items():
-        like = cache[hook]
-        each = [comps[i].mask(like.shape, dtype=like.dtype, device=like.device) for i in members]
-        common = torch.broadcast_shapes(*[m.shape for m in each])
-        masks[hook] = torch.stack([m.expand(common) for m in each]).amax(0)
+    masks = {h: stacked_masks(comps, members, cache[h]).amax(0) for h, members in hooks.items()}
 
     def patch(act, hook, name):  # name bound per hook: a bridge's hook.name is its own
         return act + masks[name] * (cache[name] - act)
@@ -98,5 +93,5 @@ def joint_patching(
     answers = task.answers_for(task.n_prompts)
     fwd_hooks = [(hook, partial(patch, name=hook)) for hook in hooks]
     patched, _ = run_with_answer_logits(model, base, answers, fwd_hooks=fwd_hooks)
-    plain, _ = run_with_answer_logits(model, base, answers)
-    return float(task.answer_metric(patched).mean() - task.answer_metric(plain).mean())
+    plain = metric_per_prompt(model, task, base)
+    return float(task.answer_metric(patched).mean() - plain.mean())

@@ -56,9 +56,7 @@ def source(
     to measure them again with the page's settings."""
     found = Findings("08", "Where the numbers come from")
     settings = run.get("settings")
-    found.state(
-        "takeaways.source", command=run["command"], minutes=run["seconds"] / 60, settings=settings
-    )
+    found.state("takeaways.source", command=run["command"], minutes=run["seconds"] / 60)
     asked = dict(model_name=model_name, n_prompts=n_prompts, seed=seed, dtype=dtype)
     if settings is None:
         found.state("takeaways.settings_unknown", asked=asked)
