@@ -4,8 +4,10 @@
 #                (under a minute on 2 cores)
 #   make slow    the slow tests: fresh interpreters, the bench and rerun command lines, training
 #   make course  the course's tests: exercise checks and the claims of the committed notebooks
-#   make test    set up, then unit, slow and course, nbval on the committed notebooks, the course
-#                site, papermill reruns with other parameters and their claims (.ci/run runs it)
+#   make browser JupyterLab in headless Chromium: findings render, the explorer runs live
+#   make test    set up, then unit, slow and course, nbval on the committed notebooks, the browser
+#                test, the course site, papermill reruns with other parameters and their claims
+#                (.ci/run runs it)
 SHELL := /bin/bash
 # PyTorch's OpenMP threads spin while waiting; next to a Jupyter kernel's own threads on a
 # small machine that made notebooks up to 17x slower (measured on 2 cores). Passive waiting
@@ -28,7 +30,7 @@ RERUN_PARAMS ?= -p perturbation random_token -p seed 1 -p n_prompts 6 -p dtype f
 # the stubs); make solutions executes them, and so does the CI rerun.
 SOLUTIONS_SRC := runs/solutions-src
 
-.PHONY: run test unit slow course nbval book rerun-test claims-rerun solutions solutions-src lab toy-model refresh lint format clean distclean bench rerun scaling
+.PHONY: run test unit slow course browser nbval book rerun-test claims-rerun solutions solutions-src lab toy-model refresh lint format clean distclean bench rerun scaling
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
@@ -50,7 +52,8 @@ run: $(STAMP)
 	@echo "Executed notebooks are in runs/$(MODEL)/ (open them with 'make lab')."
 
 # Two lanes at once, one per core, each on one torch thread (two threads per lane would put four
-# on the two cores and slow both lanes down): the pytest tiers, then nbval on notebook 07; nbval
+# on the two cores and slow both lanes down): the pytest tiers, nbval on notebook 07 and the
+# browser test; nbval
 # on the other notebooks, the parameterised rerun and the claims checked on it, then the site
 # (each about 24 minutes on CI). Each line is prefixed with its lane; the target fails when
 # either lane does.
@@ -59,7 +62,7 @@ NBVAL_EARLY := $(filter-out $(NBVAL_LATE),$(NOTEBOOKS))
 test: $(STAMP)
 	@mkdir -p runs
 	@export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1; \
-	( $(MAKE) --no-print-directory unit slow course nbval NBVAL_NOTEBOOKS="$(NBVAL_LATE)" 2>&1; \
+	( $(MAKE) --no-print-directory unit slow course nbval browser NBVAL_NOTEBOOKS="$(NBVAL_LATE)" 2>&1; \
 	  echo $$? > runs/.lane-tiers ) | sed -u 's/^/[tiers] /' & \
 	( $(MAKE) --no-print-directory nbval rerun-test claims-rerun book \
 	  NBVAL_NOTEBOOKS="$(NBVAL_EARLY)" 2>&1; \
@@ -77,13 +80,19 @@ test: $(STAMP)
 SHAPE_CHECKS = --jaxtyping-packages=hvp_utils,beartype.beartype
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not course" --durations=10 tests
+	$(PY) -m pytest -q -m "not slow and not course and not browser" --durations=10 tests
 
 slow: $(STAMP)
 	$(PY) -m pytest -q -m slow --durations=25 $(SHAPE_CHECKS) tests
 
 course: $(STAMP)
 	$(PY) -m pytest -q -m course --durations=15 $(SHAPE_CHECKS) tests
+
+# JupyterLab 4 in headless Chromium (tests/test_jupyterlab.py): the findings of notebooks 03 and
+# 08 render as markdown, the explorer's widgets run live in a kernel; screenshots go to
+# runs/browser/. Needs Chromium at /usr/bin/chromium (Debian: apt-get install chromium).
+browser: $(STAMP)
+	$(PY) -m pytest -q -m browser -p no:cacheprovider tests/test_jupyterlab.py
 
 # nbval on every notebook (or on NBVAL_NOTEBOOKS).
 NBVAL_NOTEBOOKS ?= $(NOTEBOOKS)

@@ -63,6 +63,13 @@ def default_model() -> Model:
     return load_model(DEFAULT_MODEL, dtype="float64")
 
 
+@functools.cache
+def default_task() -> PatchingTask:
+    """The small task on :func:`default_model`, built once per process, so that the checks
+    made without a model share their references (:meth:`Context.cached`)."""
+    return ioi_dataset(default_model(), **DEFAULT_TASK)
+
+
 #: References the checks on one model and task share (a notebook's checks, the tests), weakly
 #: keyed by the model and the task so that no model or task is kept alive; the values hold
 #: neither (tensors, results, frames, components).
@@ -110,7 +117,7 @@ class Context:
         if model is None:
             if task is not None:
                 raise TypeError("pass model=... together with task=...")
-            model = default_model()
+            model, task = default_model(), default_task()
         task = ioi_dataset(model, **DEFAULT_TASK) if task is None else task
         return cls(model=model, task=task, **given)
 

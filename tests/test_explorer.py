@@ -203,3 +203,30 @@ def test_widget_controls_drive_the_selection(source):
     assert "r>tau" in verdict.value  # any curvature exceeds tau = 0
     tau.value = 1.0
     assert "r>tau" not in verdict.value  # r < 1 always
+
+
+def test_figures_are_stored_as_palette_pngs_close_to_full_colour():
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    viz.set_style()
+    figure, ax = plt.subplots(figsize=(4, 3))
+    ax.imshow(np.linspace(0, 1, 400).reshape(20, 20), cmap="viridis")
+    ax.plot([0, 19], [0, 19], label="y = x")
+    ax.set_title("a heatmap with a line")
+    full_png = io.BytesIO()
+    figure.savefig(full_png, format="png", bbox_inches="tight")
+    full = np.asarray(Image.open(full_png).convert("RGB"), dtype=float)
+    stored = Image.open(io.BytesIO(base64.b64decode(viz.plots.palette_png(figure))))
+    plt.close(figure)
+    assert stored.mode == "P" and len(stored.getcolors()) <= viz.plots.PNG_COLOURS
+    palette = np.asarray(stored.convert("RGB"), dtype=float)
+    assert palette.shape == full.shape
+    assert np.abs(palette - full).mean() < 1.0  # out of 255: no visible change
+    assert viz.plots.palette_png(plt.figure()) is None

@@ -1,6 +1,8 @@
 """hu.Findings: prose with its numbers, recorded so that claim tests can recompute them."""
 
+import base64
 import json
+import zlib
 
 import nbformat
 import pandas as pd
@@ -33,10 +35,9 @@ def test_table_keeps_the_index_and_bundle_is_json():
     bundle, metadata = found._repr_mimebundle_()
     text = "**t**\n\n- Two effects."
     assert bundle == {"text/markdown": text, "text/plain": text}
-    assert json.loads(json.dumps(metadata[RECORD_KEY]))["tables"]["t"] == [
-        {"component": "a", "AP": 1.0},
-        {"component": "b", "AP": 2.0},
-    ]
+    stored = json.loads(json.dumps(metadata[RECORD_KEY]))["tables"]["t"]
+    packed = json.loads(zlib.decompress(base64.b64decode(stored)))
+    assert packed == {"columns": ["component", "AP"], "data": [["a", 1.0], ["b", 2.0]]}
 
 
 @pytest.mark.parametrize(
@@ -56,6 +57,8 @@ def test_count_phrase(n, total, expected):
 def test_recorded_reads_findings_back_from_a_notebook(tmp_path):
     found = hu.Findings("99")
     found.record("n", 3)
+    frame = pd.DataFrame({"flag": [True, False], "layer": [0, 3], "AP": [0.5, None]})
+    found.table("rows", frame)
     found.say("Three.")
     found.state("diagnosis.identity_kinds")
     bundle, metadata = found._repr_mimebundle_()
@@ -67,6 +70,9 @@ def test_recorded_reads_findings_back_from_a_notebook(tmp_path):
     nbformat.write(nb, path)
     recorded = Recorded(path)
     assert recorded["n"] == 3 and recorded.says("Three")
+    back = recorded.table("rows")
+    assert back.flag.tolist() == [True, False] and back.layer.tolist() == [0, 3]
+    assert back.AP.iloc[0] == 0.5 and pd.isna(back.AP.iloc[1])
     assert recorded.only("diagnosis.identity_kinds") == ("diagnosis.identity_kinds", {})
 
 

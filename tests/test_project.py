@@ -77,6 +77,19 @@ def test_notebook_is_clean_and_executed(path):
     assert problems(path) == []
 
 
+#: The largest committed notebook, in bytes: quick to open and to review in a diff.
+MAX_NOTEBOOK_BYTES = 300_000
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_stays_small(path):
+    size = path.stat().st_size
+    assert size <= MAX_NOTEBOOK_BYTES, (
+        f"{path.name} is {size:,} bytes: keep figures small (viz.set_style stores palette PNGs) "
+        "and records in hu.Findings tables, not in printed outputs"
+    )
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_parameters_cell(path):
     nb = nbformat.read(path, as_version=4)

@@ -12,12 +12,17 @@ A :class:`Findings` collects them with the tables they were computed from::
 
 Displayed, a :class:`Findings` is markdown only (a bullet list), so JupyterLab and the site
 render it as text; the record (values, tables, verdicts) rides in the output's metadata under
-:data:`RECORD_KEY`, where a claim test reads it back and recomputes every verdict.
+:data:`RECORD_KEY`, where a claim test reads it back (:func:`recorded_outputs`) and recomputes
+every verdict. A table is stored there as one line of compressed text (:func:`packed_table`),
+a few kilobytes where a list of records took tens.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +50,28 @@ def recorded_outputs(notebook: str | Path) -> list[tuple[dict[str, Any], str]]:
         for output in cell.get("outputs", []):
             record = output.get("metadata", {}).get(RECORD_KEY)
             if record is not None:
+                tables = {key: unpacked_table(t) for key, t in record.get("tables", {}).items()}
+                record = {**record, "tables": tables}
                 found.append((record, output.get("data", {}).get("text/markdown", "")))
     return found
+
+
+def packed_table(rows: list[dict[str, Any]]) -> str:
+    """``rows`` (records with the same keys) as one line of text: the JSON
+    ``{"columns": [...], "data": [[...], ...]}``, zlib-compressed and base64-encoded (a third
+    of the JSON's size; the record is for the claim tests, not for a reader)."""
+    columns = list(rows[0]) if rows else []
+    data = [[row[c] for c in columns] for row in rows]
+    text = json.dumps({"columns": columns, "data": data}, separators=(",", ":"))
+    return base64.b64encode(zlib.compress(text.encode(), 9)).decode("ascii")
+
+
+def unpacked_table(table: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of a :func:`packed_table` string (a list of records is returned as is)."""
+    if isinstance(table, list):
+        return table
+    packed = json.loads(zlib.decompress(base64.b64decode(table)))
+    return [dict(zip(packed["columns"], row, strict=True)) for row in packed["data"]]
 
 
 def plain(value: Any, digits: int = RECORDED_DIGITS) -> Any:
@@ -128,7 +153,7 @@ class Findings:
             "notebook": self.notebook,
             "title": self.title,
             "values": self.values,
-            "tables": self.tables,
+            "tables": {key: packed_table(rows) for key, rows in self.tables.items()},
             "sentences": self.sentences,
             "findings": [f.as_record() for f in self.findings],
         }
