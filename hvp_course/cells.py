@@ -21,6 +21,13 @@ SOLUTION_BLOCK = re.compile(
     r"<details>\s*<summary>Solution</summary>\s*```python\n(?P<code>.*?)```\s*</details>", re.S
 )
 ANSWER_BLOCK = re.compile(r"<details>\s*<summary>Answer</summary>.+?</details>", re.S)
+#: The marks and the folded hint that end the markdown cell before every exercise's stub.
+MARKS_LINE = re.compile(
+    r"^\*Difficulty (?P<difficulty>[●○]{3}) · importance (?P<importance>[●○]{3}) · "
+    r"about (?P<minutes>\d+) minutes\*$",
+    re.M,
+)
+HINT_BLOCK = re.compile(r"<details>\s*<summary>Hint</summary>.+?</details>", re.S)
 
 
 class ContractError(ValueError):
@@ -171,9 +178,45 @@ def stub_problems(code: str, where: str) -> list[str]:
     return problems
 
 
+def marks_problems(intro: Any | None, where: str) -> list[str]:
+    """What the markdown cell before an exercise's stub lacks: the marks line (difficulty and
+    importance as three dots each, a time in minutes) and a hint folded in
+    ``<details><summary>Hint</summary>``."""
+    text = source(intro) if intro is not None and intro["cell_type"] == "markdown" else ""
+    problems = []
+    if not MARKS_LINE.search(text):
+        problems.append(
+            f"{where}: the markdown cell before an exercise ends with its marks, "
+            "'*Difficulty ●●○ · importance ●●● · about 15 minutes*'"
+        )
+    if not HINT_BLOCK.search(text):
+        problems.append(f"{where}: a hint folded in <details><summary>Hint</summary> comes next")
+    return problems
+
+
+def exercise_marks(nb: Any, label: str = "notebook") -> list[dict[str, Any]]:
+    """Every exercise of ``nb`` with its marks: name, difficulty and importance (1 to 3) and
+    minutes."""
+    found = []
+    for ex in notebook_exercises(nb, label):
+        marks = MARKS_LINE.search(source(nb["cells"][ex.index - 1]))
+        if marks is None:
+            raise ContractError(f"{label}: exercise {ex.name} has no marks")
+        found.append(
+            {
+                "name": ex.name,
+                "difficulty": marks["difficulty"].count("●"),
+                "importance": marks["importance"].count("●"),
+                "minutes": int(marks["minutes"]),
+            }
+        )
+    return found
+
+
 def contract_problems(nb: Any, label: str = "notebook") -> list[str]:
     """Every way the notebook breaks the contract (empty when it follows it): the exercise
-    cells (see :func:`notebook_exercises`), the stubs (:func:`stub_problems`), and the
+    cells (see :func:`notebook_exercises`), the stubs (:func:`stub_problems`), the marks and
+    hint before each stub (:func:`marks_problems`), and the
     predict-before-you-run questions (each ``predict`` markdown cell is followed by code and
     then by a cell tagged ``answer``: markdown with ``<details><summary>Answer``, or a code
     cell stating this run's findings, before the next question)."""
@@ -182,9 +225,11 @@ def contract_problems(nb: Any, label: str = "notebook") -> list[str]:
     except ContractError as err:
         return [str(err)]
     problems = []
+    cells = nb["cells"]
     for ex in exercises:
         problems += stub_problems(ex.stub, f"{label}, cell {ex.index}")
-    cells = nb["cells"]
+        intro = cells[ex.index - 1] if ex.index > 0 else None
+        problems += marks_problems(intro, f"{label}, cell {ex.index - 1}")
     for i, cell in enumerate(cells):
         if (
             ANSWER_TAG in tags(cell)

@@ -316,6 +316,21 @@ def test_a_solution_without_exercise_breaks_the_contract():
         contract.notebook_exercises(nb)
 
 
+def test_an_exercise_without_marks_or_hint_breaks_the_contract():
+    nb = tiny_notebook()
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell("Double it."))
+    problems = contract.contract_problems(nb, "99")
+    assert len(problems) == 2 and "marks" in problems[0] and "Hint" in problems[1]
+    nb.cells[0].source += (
+        "\n\n*Difficulty ●○○ · importance ●●○ · about 5 minutes*\n\n"
+        "<details><summary>Hint</summary>\n\nMultiply.\n\n</details>"
+    )
+    assert contract.contract_problems(nb, "99") == []
+    assert contract.exercise_marks(nb, "99") == [
+        {"name": "f", "difficulty": 1, "importance": 2, "minutes": 5}
+    ]
+
+
 def test_solution_filled_notebooks_keep_everything_but_the_stubs():
     for path in NOTEBOOKS:
         nb = read(path)
