@@ -71,14 +71,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from hvp_course import nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07
+from hvp_course import nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08
 from hvp_course.exercise import Case, Context, Exercise, Mistake, explain
 from hvp_course.explain import ExerciseFailed, NotImplementedYet
 
 #: Every exercise by name.
 EXERCISES: dict[str, Exercise] = {
     ex.name: ex
-    for module in (nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07)
+    for module in (nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08)
     for ex in module.EXERCISES
 }
 

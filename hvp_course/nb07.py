@@ -1,6 +1,8 @@
 """Exercises of notebook 07, *Screen, flag, fix*: Spearman's rank correlation (the accuracy
-every table of the notebook reports), the flag rule of Screen-Flag-Fix, and its fix step with
-exact activation patching, a budget and the forward passes it spends.
+every table of the notebook reports), Hutchinson's estimate of a diagonal with its standard
+error (what the flag stage runs on the model, here on constructed matrices), the flag rule of
+Screen-Flag-Fix, and its fix step with exact activation patching, a budget and the forward
+passes it spends.
 
 The references are the package's :func:`hvp_utils.spearman`, :func:`hvp_utils.flag_reasons`
 and :func:`hvp_utils.screen_flag_fix` (``fix="patch"``). The pass lines also compare with
@@ -204,6 +206,158 @@ SPEARMAN = Exercise(
         ),
     ),
     passed=_spearman_passed,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# 1b. Hutchinson's estimate of a diagonal, with its standard error
+
+
+def _probe_terms(mvp, probes: Tensor) -> Tensor:
+    """One term per probe and entry, ``s_c (M s)_c``: [S, n]."""
+    return torch.stack([s * mvp(s) for s in probes.double()])
+
+
+def hutchinson_reference(mvp, probes: Tensor) -> tuple[Tensor, Tensor]:
+    """Hutchinson's estimate of diag(M) from the S probes (rows of ``probes``, entries +-1)
+    and its standard error:
+
+        d_c = mean_s s_c (M s)_c,   se_c = std_s(s_c (M s)_c) / sqrt(S)   (std with S - 1)."""
+    terms = _probe_terms(mvp, probes)
+    return terms.mean(0), terms.std(0) / len(probes) ** 0.5
+
+
+def _hutch_no_sign(mvp, probes):
+    terms = torch.stack([mvp(s) for s in probes.double()])
+    return terms.mean(0), terms.std(0) / len(probes) ** 0.5
+
+
+def _hutch_sum(mvp, probes):
+    terms = _probe_terms(mvp, probes)
+    return terms.sum(0), terms.std(0) / len(probes) ** 0.5
+
+
+def _hutch_population_std(mvp, probes):
+    terms = _probe_terms(mvp, probes)
+    return terms.mean(0), terms.std(0, correction=0) / len(probes) ** 0.5
+
+
+def _hutch_spread_of_one_term(mvp, probes):
+    terms = _probe_terms(mvp, probes)
+    return terms.mean(0), terms.std(0)
+
+
+def _hutch_over_s(mvp, probes):
+    terms = _probe_terms(mvp, probes)
+    return terms.mean(0), terms.std(0) / len(probes)
+
+
+def _symmetric(n: int, seed: int, *, off_diagonal: float) -> Tensor:
+    """A random symmetric n x n matrix: N(0, 1) diagonal, off-diagonal entries of that scale."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, n, generator=g, dtype=torch.float64) * off_diagonal
+    m = (a + a.T) / 2
+    m.diagonal().copy_(torch.randn(n, generator=g, dtype=torch.float64))
+    return m
+
+
+def _signs(s: int, n: int, seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, (s, n), generator=g).double() * 2 - 1
+
+
+#: (matrix, probes) of each case: a small matrix, a diagonal one (exact, no spread) and one of
+#: the size of a model's heads with strong interactions (many probes, to compare the spread
+#: with its closed form).
+HUTCHINSON_CASES = {
+    "a 4 x 4 matrix, 3 probes": (_symmetric(4, 0, off_diagonal=1.0), _signs(3, 4, 1)),
+    "a diagonal matrix, 2 probes": (torch.diag(torch.arange(1.0, 6.0).double()), _signs(2, 5, 2)),
+    "a 48 x 48 matrix, 400 probes": (_symmetric(48, 3, off_diagonal=0.5), _signs(400, 48, 4)),
+}
+LARGE_CASE = "a 48 x 48 matrix, 400 probes"
+
+
+def _matrix_product(m: Tensor):
+    """``v -> M v``: all the exercise may do with M."""
+    return lambda v: m @ v
+
+
+def _hutchinson_cases(ctx: Context) -> list[Case]:
+    cases = []
+    for label, (m, probes) in HUTCHINSON_CASES.items():
+        n = m.shape[0]
+        labels = (
+            *[f"estimate of M[{c}, {c}]" for c in range(n)],
+            *[f"standard error {c}" for c in range(n)],
+        )
+        cases.append(Case(label, (_matrix_product(m), probes.clone()), labels=labels))
+    return cases
+
+
+def _read_hutchinson(output, case: Case) -> Tensor:
+    """The learner's ``(estimate, standard error)`` as one ``[2n]`` tensor."""
+    __tracebackhide__ = True
+    n = case.args[1].shape[1]
+    estimate, error = items(output, ("estimate", "standard error"), case.label)
+    parts = []
+    for what, value in (("the estimate", estimate), ("the standard error", error)):
+        values = as_values(value, f"{what} ({case.label})")
+        problem = shape_problem(values, torch.zeros(n), ("component",))
+        if problem:
+            raise ExerciseFailed(f"{what} ({case.label}): {problem}")
+        parts.append(values.reshape(n))
+    return torch.cat(parts)
+
+
+def _hutchinson_passed(r: Result) -> str:
+    m, probes = HUTCHINSON_CASES[LARGE_CASE]
+    estimate, error = r.expected[list(HUTCHINSON_CASES).index(LARGE_CASE)].split(m.shape[0])
+    off = m - torch.diag(m.diagonal())
+    closed = (off.pow(2).sum(1) / len(probes)).sqrt()  # sqrt(sum_{d != c} M_cd^2 / S)
+    within = int(((estimate - m.diagonal()).abs() <= 2 * error).sum())
+    ratio = float((error / closed).median())
+    return (
+        f"estimates and standard errors as the formula; on the 48 x 48 matrix with "
+        f"{len(probes)} probes, {within} of 48 estimates lie within two standard errors of the "
+        f"exact diagonal, and the standard errors are {ratio:.2f} times the closed form "
+        "sqrt(sum over d != c of M_cd^2 / S) (median)"
+    )
+
+
+HUTCHINSON = Exercise(
+    name="hutchinson",
+    notebook="07",
+    summary="Hutchinson's estimate of a diagonal and its standard error from given +-1 probes, "
+    "on constructed symmetric matrices (a diagonal one is exact), checked against the exact "
+    "diagonal and the closed-form spread.",
+    reference=hutchinson_reference,
+    uses="the mean of s_c (M s)_c over the probes and its standard error",
+    what="the estimate and its standard error",
+    cases=_hutchinson_cases,
+    read=_read_hutchinson,
+    mistakes=(
+        Mistake(
+            "(M s)_c alone averages to 0 over random signs: multiply it by the probe's own "
+            "entry s_c, since E[s_c s_d] is 1 for d = c and 0 otherwise",
+            wrong=_hutch_no_sign,
+        ),
+        Mistake("that is the sum over the probes: the estimate is their mean", wrong=_hutch_sum),
+        Mistake(
+            "the sample standard deviation divides by S - 1 (torch.std's default), not by S",
+            wrong=_hutch_population_std,
+        ),
+        Mistake(
+            "that is the spread of one probe's term; the mean of S independent terms has "
+            "standard error std / sqrt(S)",
+            wrong=_hutch_spread_of_one_term,
+        ),
+        Mistake(
+            "divide the standard deviation by sqrt(S), not by S: the variance of a mean falls "
+            "like 1/S, its standard deviation like 1/sqrt(S)",
+            wrong=_hutch_over_s,
+        ),
+    ),
+    passed=_hutchinson_passed,
 )
 
 
@@ -621,4 +775,4 @@ FIX = Exercise(
     passed=_fix_passed,
 )
 
-EXERCISES = (SPEARMAN, FLAG, FIX)
+EXERCISES = (SPEARMAN, HUTCHINSON, FLAG, FIX)
