@@ -118,7 +118,8 @@ class Context:
             if task is not None:
                 raise TypeError("pass model=... together with task=...")
             model, task = default_model(), default_task()
-        task = ioi_dataset(model, **DEFAULT_TASK) if task is None else task
+        elif task is None:
+            task = ioi_dataset(model, **DEFAULT_TASK)
         return cls(model=model, task=task, **given)
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from hvp_course.exercise import Case, Context, Exercise, Mistake, Result
 from hvp_course.explain import ExerciseFailed
-from hvp_utils.analysis.benchmark import PASS_COLUMNS, without_ties
+from hvp_utils.analysis.benchmark import total_passes, without_ties
 
 NOTHING_FITS = "none"
 COLUMNS = ("method", "nmae", "spearman", "topk_recall", "forward", "backward", "hvp", "seconds")
@@ -46,33 +46,26 @@ BUDGETS = (
 )
 
 
-def passes(rows: pd.DataFrame) -> pd.Series:
-    return rows[list(PASS_COLUMNS)].sum(axis=1)
+def _pick(rows: pd.DataFrame, fits: pd.Series, by: str | list[str]) -> str:
+    """The ``method`` of the first row of ``rows[fits]`` in ``by`` order, or ``"none"``."""
+    kept = rows[fits]
+    return NOTHING_FITS if kept.empty else str(kept.sort_values(by, kind="stable").iloc[0].method)
 
 
 def choose_reference(rows: pd.DataFrame, max_passes: int) -> str:
     """The ``method`` of the lowest-NMAE row whose forward + backward + hvp passes are at most
     ``max_passes`` (ties: the fewest passes), or ``"none"``."""
-    affordable = without_ties(rows)
-    affordable = affordable[passes(affordable) <= max_passes]
-    if affordable.empty:
-        return NOTHING_FITS
-    return str(affordable.sort_values("nmae", kind="stable").iloc[0].method)
+    rows = without_ties(rows)
+    return _pick(rows, total_passes(rows) <= max_passes, "nmae")
 
 
 def _choose_tie_by_seconds(rows, max_passes):
-    affordable = rows[passes(rows) <= max_passes]
-    if affordable.empty:
-        return NOTHING_FITS
-    return str(affordable.sort_values(["nmae", "seconds"]).iloc[0].method)
+    return _pick(rows, total_passes(rows) <= max_passes, ["nmae", "seconds"])
 
 
 def _choose_forward_only(rows, max_passes):
-    affordable = without_ties(rows)
-    affordable = affordable[affordable.forward <= max_passes]
-    if affordable.empty:
-        return NOTHING_FITS
-    return str(affordable.sort_values("nmae", kind="stable").iloc[0].method)
+    rows = without_ties(rows)
+    return _pick(rows, rows.forward <= max_passes, "nmae")
 
 
 def _choose_strict(rows, max_passes):
@@ -84,13 +77,8 @@ def _choose_without_ap(rows, max_passes):
 
 
 def _choose_cheapest(rows, max_passes):
-    affordable = without_ties(rows)
-    affordable = affordable[passes(affordable) <= max_passes]
-    if affordable.empty:
-        return NOTHING_FITS
-    return str(
-        affordable.assign(p=passes(affordable)).sort_values("p", kind="stable").iloc[0].method
-    )
+    rows = without_ties(rows).assign(passes=total_passes)
+    return _pick(rows, rows.passes <= max_passes, "passes")
 
 
 def _choose_cases(ctx: Context) -> list[Case]:

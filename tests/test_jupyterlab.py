@@ -101,32 +101,29 @@ def lab(tmp_path_factory):
         "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
     }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            f"--port={port}",
-            "--ServerApp.ip=127.0.0.1",
-            f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={notebooks}",
-            "--allow-root",  # CI runs as root
-            "--LabApp.news_url=",
-            "--LabApp.extension_manager=readonly",  # no extension index offline
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(home / "server.log", "w"),  # noqa: SIM115 (closed with the process)
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_server(url, token, server, home / "server.log")
-        yield url, token
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        f"--port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={notebooks}",
+        "--allow-root",  # CI runs as root
+        "--LabApp.news_url=",
+        "--LabApp.extension_manager=readonly",  # no extension index offline
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+    url, log = f"http://127.0.0.1:{port}", home / "server.log"
+    with log.open("w") as log_file:
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+        try:
+            wait_for_server(url, token, server, log)
+            yield url, token
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def wait_for_server(url: str, token: str, server: subprocess.Popen, log: Path) -> None:

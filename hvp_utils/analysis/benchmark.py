@@ -238,14 +238,18 @@ TIE_METRICS = ("nmae", "spearman", "topk_recall")
 TIE_DECIMALS = 10
 
 
+def total_passes(rows: pd.DataFrame) -> pd.Series:
+    """Each row's passes over the prompt batch: forward + backward + hvp."""
+    return rows[list(PASS_COLUMNS)].sum(axis=1)
+
+
 def without_ties(rows: pd.DataFrame) -> pd.DataFrame:
     """``rows`` without the rows that tie another (the same :data:`TIE_METRICS` to
     :data:`TIE_DECIMALS` decimals: the same estimate computed another way) at no fewer passes
     (forward + backward + hvp). Of estimators that agree, the one with the fewest passes is
     kept (the first listed when those are equal too): a tie is never settled by wall-clock
     noise. The kept rows stay in their order."""
-    passes = rows[list(PASS_COLUMNS)].sum(axis=1).to_numpy()
-    order = np.argsort(passes, kind="stable")
+    order = np.argsort(total_passes(rows).to_numpy(), kind="stable")
     metrics = rows.iloc[order][list(TIE_METRICS)].round(TIE_DECIMALS)
     keep = np.ones(len(rows), dtype=bool)
     keep[order[metrics.duplicated().to_numpy()]] = False
