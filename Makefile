@@ -25,12 +25,12 @@ MODEL ?= toy-ioi
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # Non-default parameters for the CI rerun: another perturbation, seed, size and dtype.
 RERUN_PARAMS ?= -p perturbation random_token -p seed 1 -p n_prompts 6 -p dtype float64 \
-  -p n_neurons 16 -p n_probes 4
+  -p n_neurons 16 -p n_probes 4 -p results_dir ../runs/ci
 # Copies of the notebooks with every exercise's solution filled in (the committed ones keep
 # the stubs); make solutions executes them, and so does the CI rerun.
 SOLUTIONS_SRC := runs/solutions-src
 
-.PHONY: run test unit slow course browser nbval book rerun-test claims-rerun solutions solutions-src lab toy-model refresh lint format clean distclean bench rerun scaling
+.PHONY: run test unit slow course browser nbval book rerun-test claims-rerun solutions solutions-src lab toy-model refresh lint format clean distclean bench seeds rerun scaling
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
@@ -159,6 +159,12 @@ scaling: $(STAMP)
 # docs/bench/: estimators.csv, hutchinson.csv, frontier.csv, pareto.png, targets.md, README.md
 bench: $(STAMP)
 	$(PY) -m hvp_utils.cli.bench --out docs/bench
+
+# The seed paper's claims measured on two more prompt samples (notebooks 02-07 at seeds 1 and 2,
+# about 10 minutes per seed on 2 cores); writes docs/seeds/: measures.csv, run.json. Notebook 08
+# judges the claims over these seeds and its own run.
+seeds: $(STAMP)
+	$(PY) -m hvp_utils.cli.seeds --seeds 1 2 --out docs/seeds
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hvp_utils hvp_course tests notebooks

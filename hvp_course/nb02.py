@@ -1,10 +1,8 @@
-"""Exercises of notebook 02, *Diagnosis: downstream non-linearity or local curvature?*: the
-exact split of AtP's error into E_down and E_local from AP, AtP and AtP_out, and AtP_out of one
-query head written with plain hooks.
-
-The reference is ``hu.diagnose``; the pass lines also check that the two terms add up to
-AP - AtP and compare AtP_out with AtP*'s QK fix (``hu.atp_star(..., graddrop=False)``), which
-for a query is the same number.
+"""Exercises of notebook 02, *Diagnosis: downstream non-linearity or local curvature?*:
+AtP_out of one query head written with plain hooks (the reference is ``hu.diagnose``; the
+pass line compares it with AtP*'s QK fix, ``hu.atp_star(..., graddrop=False)``, the same
+number for a query), and AtP*'s GradDrop for the head outputs of one layer (the reference is
+``hu.atp_star(...).graddrop``).
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from transformer_lens.utilities import get_act_name
 
 from hvp_course.by_hand import corrupted_gradient
 from hvp_course.exercise import Case, Context, Exercise, Mistake, Result
-from hvp_course.explain import tensor_pair
 from hvp_utils.analysis.diagnosis import diagnose
 from hvp_utils.core.components import Component, components
 from hvp_utils.core.tasks import PatchingTask
@@ -56,76 +53,7 @@ def query_heads(ctx: Context) -> list[tuple[int, int]]:
 
 
 # --------------------------------------------------------------------------------------------
-# 1. The split of the error
-
-
-def split_error_reference(ap: Tensor, atp: Tensor, atp_out: Tensor) -> tuple[Tensor, Tensor]:
-    """``E_down = AP - AtP_out``, ``E_local = AtP_out - AtP`` (the columns of ``hu.diagnose``)."""
-    return ap - atp_out, atp_out - atp
-
-
-def _split_cases(ctx: Context) -> list[Case]:
-    """AP, AtP and AtP_out of the query heads of :func:`query_heads` (``hu.diagnose``)."""
-    comps = [query_component(ctx.model, *pair) for pair in query_heads(ctx)]
-    frame = ctx.cached("diagnosis of the query heads", lambda: diagnose(ctx.model, ctx.task, comps))
-    names = list(frame.component)
-    columns = tuple(torch.tensor(frame[c].to_numpy()) for c in ("AP", "AtP", "AtP_out"))
-    labels = tuple(f"{term} of {n}" for term in ("E_down", "E_local") for n in names)
-    return [Case(", ".join(names), columns, labels=labels)]
-
-
-def _read_split(output, case: Case) -> Tensor:
-    return tensor_pair(output, ("E_down", "E_local"), len(case.args[0]))
-
-
-def _split_passed(r: Result) -> str:
-    ap, first, _ = r.cases[0].args
-    total = float((r.got[0].sum(0) - (ap - first)).abs().max())
-    return (
-        f"E_down and E_local of {r.cases[0].label} as hu.diagnose (largest difference "
-        f"{r.diff:.1e}); E_down + E_local = AP - AtP to {total:.1e}"
-    )
-
-
-SPLIT_ERROR = Exercise(
-    name="split_error",
-    notebook="02",
-    summary="E_down and E_local of three query heads from their AP, AtP and AtP_out equal "
-    "hu.diagnose's columns, and add up to AP - AtP.",
-    reference=split_error_reference,
-    uses="hu.diagnose",
-    what="(E_down, E_local)",
-    cases=_split_cases,
-    read=_read_split,
-    axes=("term", "component"),
-    mistakes=(
-        Mistake(
-            "E_down and E_local are swapped: E_down = AP - AtP_out is what even the exact "
-            "output change misses (the downstream map's curvature), E_local = AtP_out - AtP "
-            "what linearising the local map adds",
-            wrong=lambda ap, atp, out: (out - atp, ap - out),
-        ),
-        Mistake(
-            "E_down = AP - AtP is the whole AtP error; the downstream part is AP - AtP_out, "
-            "so that E_down + E_local = AP - AtP",
-            wrong=lambda ap, atp, out: (ap - atp, out - atp),
-        ),
-        Mistake(
-            "wrong sign: E_down = AP - AtP_out and E_local = AtP_out - AtP: each term is what "
-            "the estimate on its right misses of the one on its left",
-            wrong=lambda ap, atp, out: (out - ap, atp - out),
-        ),
-        Mistake(
-            "return two tensors, (E_down, E_local)",
-            wrong=lambda ap, atp, out: ap - atp,
-        ),
-    ),
-    passed=_split_passed,
-)
-
-
-# --------------------------------------------------------------------------------------------
-# 2. AtP_out of one query head, with hooks
+# 1. AtP_out of one query head, with hooks
 
 
 def atp_out_query_reference(model: Model, task: PatchingTask, layer: int, head: int) -> float:
@@ -225,4 +153,116 @@ ATP_OUT_QUERY = Exercise(
     passed=_atp_out_passed,
 )
 
-EXERCISES = (SPLIT_ERROR, ATP_OUT_QUERY)
+
+# --------------------------------------------------------------------------------------------
+# 2. GradDrop of the heads of one layer
+
+
+def graddrop_heads_reference(model: Model, task: PatchingTask, layer: int) -> Tensor:
+    """``|GD_h| = 1/(L-1) sum_l |AtP_h without layer l's gradient|`` of every head output of
+    ``layer`` (``hu.atp_star(...).graddrop``)."""
+    heads = components(model, kind="head_out", layers=[layer])
+    return atp_star(model, task, heads).graddrop
+
+
+def _graddrop_by_hand(
+    model: Model,
+    task: PatchingTask,
+    layer: int,
+    *,
+    dropped: tuple[str, ...] = ("attn_out", "mlp_out"),
+    from_own_layer: bool = False,
+    zero_forward: bool = False,
+    signed: bool = False,
+    divisor: str = "L-1",
+) -> Tensor:
+    """GradDrop with plain hooks, and the slips of the mistakes below: only some outputs
+    ``dropped``; the own layer dropped too (``from_own_layer``); the outputs zeroed in the
+    forward pass instead of their gradient (``zero_forward``); signed estimates averaged
+    (``signed``); the sum divided by L (``divisor="L"``)."""
+    z_name = get_act_name("z", layer)
+    with torch.no_grad():
+        _, clean = model.run_with_cache(task.clean_tokens, names_filter=z_name)
+    n_layers = model.cfg.n_layers
+    estimates = []
+    for drop in range(n_layers):
+        if from_own_layer and drop == layer and not zero_forward:  # no path left: no gradient
+            estimates.append(torch.zeros(model.cfg.n_heads, dtype=clean[z_name].dtype))
+            continue
+        hooks = []
+        if drop > layer:
+            cut = (lambda x, hook: torch.zeros_like(x)) if zero_forward else None
+            cut = cut or (lambda x, hook: x.detach())
+            hooks = [(get_act_name(name, drop), cut) for name in dropped]
+        z_r, grad = corrupted_gradient(model, task, z_name, hooks=hooks)
+        estimates.append((grad * (clean[z_name] - z_r)).sum((0, 1, 3)))
+    stacked = torch.stack(estimates)
+    total = stacked.sum(0).abs() if signed else stacked.abs().sum(0)
+    return total / (n_layers if divisor == "L" else n_layers - 1)
+
+
+def _graddrop_layers(ctx: Context) -> list[int]:
+    """The first layer (every later layer dropped in turn), a middle one and the last (no
+    later layer: GradDrop is L/(L-1) |AtP|)."""
+    return sorted({0, ctx.n_layers // 2, ctx.n_layers - 1})
+
+
+def _graddrop_passed(r: Result) -> str:
+    model, task = r.ctx.model, r.ctx.task
+    layer = r.cases[0].args[2]
+    first = atp(model, task, components(model, kind="head_out", layers=[layer])).values.abs()
+    got = r.got[0]
+    moved = int((got.argsort(descending=True) != first.argsort(descending=True)).sum())
+    return (
+        f"GradDrop of the heads of layers {', '.join(str(c.args[2]) for c in r.cases)} as "
+        f"hu.atp_star (largest difference {r.diff:.1e}); in layer {layer} it reorders {moved} "
+        f"of {len(got)} heads against |AtP|"
+    )
+
+
+GRADDROP_HEADS = Exercise(
+    name="graddrop_heads",
+    notebook="02",
+    summary="AtP*'s GradDrop of every head output of three layers (the first, a middle one, "
+    "the last) equals hu.atp_star's graddrop.",
+    reference=graddrop_heads_reference,
+    uses="hu.atp_star",
+    what="GradDrop magnitudes",
+    cases=lambda ctx: [
+        Case(f"layer {layer}", (ctx.model, ctx.task, layer)) for layer in _graddrop_layers(ctx)
+    ],
+    prompt_hints=True,
+    mistakes=(
+        Mistake(
+            "the forward pass changed: zeroing a layer's output removes its contribution "
+            "from every later activation. GradDrop keeps the forward pass and drops only the "
+            "gradient through that output: a hook returning x.detach()",
+            wrong=partial(_graddrop_by_hand, zero_forward=True),
+        ),
+        Mistake(
+            "the gradient was dropped through the component's own layer as well: its head "
+            "output reaches the metric only through that layer's attn_out, so the estimate "
+            "vanishes. Layers at or before the component's own count with plain AtP",
+            wrong=partial(_graddrop_by_hand, from_own_layer=True),
+        ),
+        Mistake(
+            "only the attention output was dropped: GradDrop drops a layer's whole residual "
+            "contribution, hook_attn_out and hook_mlp_out",
+            wrong=partial(_graddrop_by_hand, dropped=("attn_out",)),
+        ),
+        Mistake(
+            "the signed estimates were summed before the absolute value: paths that cancel "
+            "would cancel again. Sum the magnitudes, |AtP without layer l|, over l",
+            wrong=partial(_graddrop_by_hand, signed=True),
+        ),
+        Mistake(
+            "divided by L: the sum over the L layers is divided by L - 1 (Kramar et al.'s "
+            "normalisation, under which a component that no dropped layer touches scores "
+            "L/(L-1) |AtP|)",
+            wrong=partial(_graddrop_by_hand, divisor="L"),
+        ),
+    ),
+    passed=_graddrop_passed,
+)
+
+EXERCISES = (ATP_OUT_QUERY, GRADDROP_HEADS)

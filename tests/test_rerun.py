@@ -226,3 +226,15 @@ def test_param_values_are_python_literals_else_strings():
 def test_low_precision_models_warn_about_second_order_results():
     with pytest.warns(hvp_utils.core.models.LowPrecisionWarning, match="bfloat16.*float64"):
         hvp_utils.load_model("toy-ioi", dtype="bfloat16")
+
+
+def test_a_notebook_reading_earlier_results_reads_this_run_s(tmp_path):
+    """08 declares results_dir: a rerun points it at the run's own folder (unless given)."""
+    notebooks = [rerun.available_notebooks()[n] for n in ("01", "08")]
+    declared = rerun.check_parameters({}, notebooks)
+    jobs = rerun.plan(notebooks, declared, {}, "toy-ioi", tmp_path / "toy-ioi")
+    assert "results_dir" not in jobs[0].parameters
+    assert jobs[1].parameters["results_dir"] == str((tmp_path / "toy-ioi").resolve())
+    given = {"results_dir": "/elsewhere"}
+    jobs = rerun.plan(notebooks, declared, given, "toy-ioi", tmp_path / "toy-ioi")
+    assert jobs[1].parameters["results_dir"] == "/elsewhere"

@@ -223,10 +223,14 @@ def notebook_sha(path: Path) -> str:
 def plan(
     notebooks: list[Path], declared: dict, params: dict, model: str, out_dir: Path
 ) -> list[Job]:
-    """One job per notebook, each receiving ``model_name`` and the parameters it declares."""
+    """One job per notebook, each receiving ``model_name`` and the parameters it declares; a
+    notebook that reads the results of earlier ones (it declares ``results_dir``, as 08 does)
+    reads this run's, unless ``params`` names another folder."""
     jobs = []
     for nb in notebooks:
         own = {"model_name": model, **{k: v for k, v in params.items() if k in declared[nb]}}
+        if "results_dir" in declared[nb]:
+            own.setdefault("results_dir", str(out_dir.resolve()))
         jobs.append(Job(nb.stem, nb, out_dir / nb.name, own, notebook_sha(nb)))
     return jobs
 

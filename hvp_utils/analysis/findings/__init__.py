@@ -6,7 +6,7 @@
 - one module of rules per notebook: :mod:`.by_hand` (00), :mod:`.attribution` (01),
   :mod:`.diagnosis` (02), :mod:`.reliability` (03), :mod:`.second_order` (04),
   :mod:`.quadrature` (05), :mod:`.circuits` (06), :mod:`.workflow` (07),
-  :mod:`.takeaways` (08).
+  :mod:`.takeaways` (08) and :mod:`.paper` (08, the seed paper's claims judged).
 """
 
 from hvp_utils.analysis.findings import (
@@ -14,6 +14,7 @@ from hvp_utils.analysis.findings import (
     by_hand,
     circuits,
     diagnosis,
+    paper,
     quadrature,
     reliability,
     second_order,
@@ -33,6 +34,7 @@ __all__ = [
     "circuits",
     "count_phrase",
     "diagnosis",
+    "paper",
     "quadrature",
     "reliability",
     "second_order",

@@ -1227,6 +1227,25 @@ def _settings_differ(v: Mapping[str, Any]) -> str:
     )
 
 
+def _paper_claim(v: Mapping[str, Any]) -> str:
+    held, n = v["held"], v["n"]
+    seeds = ", ".join(str(s) for s in v["seeds"])
+    each = "each perturbation" if n > len(v["seeds"]) else f"`{v['shown']}`"
+    where = f"{count_phrase(held, n, 'measurement')} (seeds {seeds}, {each})"
+    if held == n:
+        head, tail = "Reproduced", ""
+    elif held == 0:
+        head, tail = "Refuted", ""
+    else:
+        head = "Not settled"
+        tail = " The test's outcome depends on the prompt sample or the perturbation."
+    return (
+        f"**{head}** ({v['part']}): {v['claim']} Measured as the {v['measure']} (notebook "
+        f"{v['notebook']}), which is {v['test']} in {where}; it ranges from {v['low']:.3g} to "
+        f"{v['high']:.3g}. At the prompts of notebooks 02-07, `{v['shown']}`: {v['detail']}.{tail}"
+    )
+
+
 def _worst_are_local(v: Mapping[str, Any]) -> str:
     return (
         f"Under `{v['perturbation']}` AtP is furthest off on {_worst_listing(v)}: exactly the "
@@ -1822,6 +1841,27 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
         "{topk_recall:.2f} at {x_ap:.2f}x AP's time."
     ),
     "takeaways.rule_of_thumb": _rule_of_thumb,
+    "paper.seeds_source": (
+        "Seeds {seeds} were measured by `{command}` ({minutes:.0f} minutes): notebooks 02-07 "
+        "rerun at each seed, with `{model_name}`, {n_prompts} prompt pairs in {dtype}, as here."
+    ),
+    "paper.seeds_missing": (
+        "No other prompt samples were measured (`{seeds_dir}/run.json` is missing), so each "
+        "claim is judged on this run's prompts alone; `python -m hvp_utils.cli.seeds --seeds 1 "
+        "2` from the repository root measures two more."
+    ),
+    "paper.seeds_differ": lambda v: (
+        "The other prompt samples were measured with other settings ("
+        + "; ".join(f"{d['name']} {d['measured']!r}, not {d['asked']!r}" for d in v["differ"])
+        + "), so each claim is judged on this run's prompts alone."
+    ),
+    "paper.not_measured": (
+        "**Not measured** ({part}): {claim} No run measured it (for a detector: no kind had "
+        "both trustworthy and untrustworthy estimates)."
+    ),
+    "paper.reproduced": _paper_claim,
+    "paper.refuted": _paper_claim,
+    "paper.not_settled": _paper_claim,
 }
 
 
