@@ -1,13 +1,13 @@
-"""Exercises of notebook 04, *The second-order (HVP) correction*: ``g'(0)`` and ``g''(0)`` of
-one head's patch path by Pearlmutter's trick, written with plain hooks and
+"""Exercises of notebook 04, *The second-order (HVP) correction*: ``g'(0)`` of every head of a
+layer and the joint second-order term ``<delta_h, (H v)_h>`` from one Hessian-vector product
+with ``v`` the sum of the heads' directions, written with plain hooks and
 ``torch.autograd.grad(create_graph=True)``, and the exact condition under which the
 correction ``g''(0)/2`` makes AtP worse.
 
-The references are the package's :func:`hvp_utils.hvp_correction` (``mode="diag"``) and the
-closed form ``c (c - 2 e1) > 0``; the pass lines also compare with
-``torch.autograd.functional.hvp`` and central finite differences of ``g'``
-(:func:`hvp_utils.check_second_order`), and the condition with the direct comparison
-``|e1 - c| > |e1|`` of the two errors.
+The references are the package's :func:`hvp_utils.hvp_correction` (``mode="joint"``; the pass
+line measures the cross terms against ``mode="diag"``) and the closed form
+``c (c - 2 e1) > 0``; the pass line of the second compares the condition with the direct
+comparison ``|e1 - c| > |e1|`` of the two errors.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import torch
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from hvp_course.by_hand import head_component, zero_leaf_run
+from hvp_course.by_hand import zero_leaf_run
 from hvp_course.exercise import Case, Context, Exercise, Mistake, Result, raised
-from hvp_course.explain import booleans, items, scalar
-from hvp_utils.analysis.checks import check_second_order
+from hvp_course.explain import booleans, tensor_pair
 from hvp_utils.core.components import components
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
@@ -45,127 +44,127 @@ def atp_heads(ctx: Context) -> list[tuple[int, int]]:
 
 
 # --------------------------------------------------------------------------------------------
-# 1. g'(0) and g''(0) of one head by the HVP trick
+# 1. One HVP for every head of a layer
 
 
-def hvp_head_reference(model: Model, task: PatchingTask, layer: int, head: int):
-    """``(g'(0), g''(0)) = (<grad_z m, delta>, <delta, H delta>)`` of head ``L{layer}H{head}``'s
-    output (``hu.hvp_correction``'s ``first`` and ``second``)."""
-    est = hvp_correction(model, task, [head_component(model, layer, head)])
-    return float(est.first[0]), float(est.second[0])
+def joint_hvp_layer_reference(model: Model, task: PatchingTask, layer: int):
+    """``(g'_h(0), <delta_h, (H v)_h>)`` of every head ``h`` of ``layer``, ``v = sum_h
+    delta_h`` (``hu.hvp_correction(..., mode="joint")``'s ``first`` and ``second``)."""
+    heads = components(model, kind="head_out", layers=[layer])
+    est = hvp_correction(model, task, heads, mode="joint")
+    return est.first, est.second
 
 
-def _hvp_by_hand(
+def _joint_by_hand(
     model: Model,
     task: PatchingTask,
     layer: int,
-    head: int,
     *,
-    every_head: bool = False,
+    per_head: bool = False,
+    unsliced: bool = False,
     create_graph: bool = True,
     flip: bool = False,
-) -> tuple[float, float]:
-    """The HVP trick with plain hooks, and the slips of the mistakes below: the direction of
-    every head of the layer (``every_head``), no graph kept (``create_graph=False``) and
-    ``delta = z_r - z_c`` (``flip``)."""
+    halve: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """The joint HVP with plain hooks, and the slips of the mistakes below: one HVP per head
+    (``per_head``: HVP diag), the whole layer's ``<v, H v>`` for every head (``unsliced``), no
+    graph kept (``create_graph=False``), ``v = z_r - z_c`` (``flip``), the second term
+    halved (``halve``)."""
     name = get_act_name("z", layer)
-    heads = slice(None) if every_head else [head]
     with torch.no_grad():
         _, clean = model.run_with_cache(task.clean_tokens, names_filter=name)
     z_r, zero, metric = zero_leaf_run(model, task, name)
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(metric, zero, create_graph=create_graph)
-        delta = torch.zeros_like(z_r)
-        delta[:, :, heads] = (clean[name] - z_r)[:, :, heads]
-        if flip:
-            delta = -delta
-        first = (grad * delta).sum()
-        (hv,) = torch.autograd.grad(first, zero)
-    return float(first.detach()), float((hv * delta).sum())
+        v = (z_r - clean[name]) if flip else (clean[name] - z_r)
+        first = (grad * v).sum((0, 1, 3))
+        if per_head:
+            second = torch.stack([_own_second(grad, zero, v, h) for h in range(v.shape[2])])
+        else:
+            (hv,) = torch.autograd.grad(first.sum(), zero)
+            second = (hv * v).sum((0, 1, 3))
+    if unsliced:
+        second = second.sum().expand(len(second))
+    return first.detach(), (second / 2 if halve else second).detach()
 
 
-def _halved(model, task, layer, head):
-    first, second = hvp_head_reference(model, task, layer, head)
-    return first, second / 2
+def _own_second(grad: Tensor, zero: Tensor, v: Tensor, head: int) -> Tensor:
+    """``<delta_h, H delta_h>``: one HVP with the direction of head ``head`` alone."""
+    delta = torch.zeros_like(v)
+    delta[:, :, head] = v[:, :, head]
+    (hv,) = torch.autograd.grad((grad * delta).sum(), zero, retain_graph=True)
+    return (hv * delta).sum()
 
 
-def _read_derivatives(output, case: Case) -> Tensor:
-    """The learner's ``(g'(0), g''(0))`` as a ``[2]`` tensor, or a failure saying why not."""
-    names = ("g'(0)", "g''(0)")
-    pair = items(output, names, case.label)
-    n_prompts = case.args[1].n_prompts
-    return torch.stack(
-        [
-            scalar(x, f"{name} of {case.label}", n_prompts)
-            for x, name in zip(pair, names, strict=True)
-        ]
-    )
+def _spread_layers(ctx: Context) -> list[int]:
+    """The first layer, a middle one and the last."""
+    return sorted({0, ctx.n_layers // 2, ctx.n_layers - 1})
 
 
-def _hvp_head_passed(r: Result) -> str:
+def _joint_passed(r: Result) -> str:
     model, task = r.ctx.model, r.ctx.task
-    heads = [head_component(model, *case.args[2:]) for case in r.cases]
-    diag = hvp_correction(model, task, heads)
-    table = check_second_order(model, task, heads, diag)
-    independent = max(
-        float(
-            ((table["g2 (ours)"] - table[column]).abs() / table[column].abs().clip(lower=1.0)).max()
-        )
-        for column in ("g2 (autograd.functional.hvp)", "g2 (finite differences)")
-    )
+    cross = []
+    for case, (_, joint) in zip(r.cases, r.expected, strict=True):
+        heads = components(model, kind="head_out", layers=[case.args[2]])
+        own = hvp_correction(model, task, heads).second
+        cross.append(float((joint - own).abs().max() / own.abs().max().clip(min=1e-12)))
+    layers = ", ".join(str(case.args[2]) for case in r.cases)
     return (
-        f"g'(0) and g''(0) of {', '.join(c.name for c in heads)} as hu.hvp_correction (largest "
-        f"difference {r.diff:.1e}); torch.autograd.functional.hvp and finite differences of g' "
-        f"agree to {independent:.0e}"
+        f"g'(0) and the joint term of every head of layers {layers} as hu.hvp_correction "
+        f"(mode='joint'; largest difference {r.diff:.1e}), from one HVP per layer instead of "
+        f"{model.cfg.n_heads}; the cross terms reach {max(cross):.0%} of the largest own "
+        "g''(0) of a layer"
     )
 
 
-HVP_HEAD = Exercise(
-    name="hvp_head",
+JOINT_HVP_LAYER = Exercise(
+    name="joint_hvp_layer",
     notebook="04",
-    summary="g'(0) and g''(0) of three heads' outputs (the two largest |AtP| and the largest "
-    "of the last layer) equal hu.hvp_correction's, which torch.autograd.functional.hvp and "
-    "finite differences confirm.",
-    reference=hvp_head_reference,
+    summary="g'(0) and <delta_h, (H v)_h> of every head of three layers (the first, a middle "
+    "one, the last), v the sum of the heads' directions, equal hu.hvp_correction(mode='joint').",
+    reference=joint_hvp_layer_reference,
     uses="hu.hvp_correction",
-    what="(g'(0), g''(0))",
+    what="(g'(0), joint second-order term)",
     cases=lambda ctx: [
-        Case(
-            f"L{layer}H{head}",
-            (ctx.model, ctx.task, layer, head),
-            labels=(f"g'(0) of L{layer}H{head}", f"g''(0) of L{layer}H{head}"),
-        )
-        for layer, head in atp_heads(ctx)
+        Case(f"layer {layer}", (ctx.model, ctx.task, layer)) for layer in _spread_layers(ctx)
     ],
-    read=_read_derivatives,
+    read=lambda output, case: tensor_pair(
+        output, ("g'(0)", "joint term"), case.args[0].cfg.n_heads
+    ),
+    axes=("term", "head"),
     prompt_hints=True,
     mistakes=(
         Mistake(
             "the second torch.autograd.grad found no graph to differentiate: the first one "
             "must keep it, torch.autograd.grad(m, zero, create_graph=True), so that "
-            "<grad, delta> is itself a function of the zero leaf",
-            wrong=partial(_hvp_by_hand, create_graph=False),
+            "<grad, v> is itself a function of the zero leaf",
+            wrong=partial(_joint_by_hand, create_graph=False),
             seen=raised("does not require grad", "does not have a grad_fn"),
         ),
         Mistake(
-            "the direction covers every head of the layer: delta is z_clean - z_corrupted on "
-            "z[:, :, head] only, zero for the other heads (in the gradient's inner product "
-            "and in the HVP's)",
-            wrong=partial(_hvp_by_hand, every_head=True),
+            "that is each head's own g''(0) (HVP diag), one HVP per head: the exercise spends "
+            "one HVP on the whole layer, v = z_clean - z_r on every head, and reads each "
+            "head's slice of H v; the difference is the cross terms",
+            wrong=partial(_joint_by_hand, per_head=True),
         ),
         Mistake(
-            "the second entry is g''(0)/2, the correction itself; return g''(0) = <delta, H "
-            "delta> (the notebook halves it)",
-            wrong=_halved,
+            "every head got the same number, <v, H v> of the whole layer: slice H v and v on "
+            "head h before the inner product, (hv * v).sum((0, 1, 3))",
+            wrong=partial(_joint_by_hand, unsliced=True),
         ),
         Mistake(
-            "g'(0) has the wrong sign and g''(0) the right one: delta was taken as corrupted "
-            "minus clean; denoising moves the corrupted activation towards the clean one, "
-            "delta = z_clean - z_corrupted (clean minus corrupted)",
-            wrong=partial(_hvp_by_hand, flip=True),
+            "the second entry is halved, the correction itself; return <delta_h, (H v)_h> "
+            "(the estimate adds half of it)",
+            wrong=partial(_joint_by_hand, halve=True),
+        ),
+        Mistake(
+            "g'(0) has the wrong sign and the second term the right one: v was taken as "
+            "corrupted minus clean; denoising moves the corrupted activation towards the "
+            "clean one, v = z_clean - z_corrupted",
+            wrong=partial(_joint_by_hand, flip=True),
         ),
     ),
-    passed=_hvp_head_passed,
+    passed=_joint_passed,
 )
 
 
@@ -276,4 +275,4 @@ OVERSHOOTS = Exercise(
     passed=_overshoots_passed,
 )
 
-EXERCISES = (HVP_HEAD, OVERSHOOTS)
+EXERCISES = (JOINT_HVP_LAYER, OVERSHOOTS)
