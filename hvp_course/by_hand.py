@@ -4,6 +4,7 @@ the known mistakes (and of a few independent references)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -27,13 +28,19 @@ def layer_component(model: Model, layer: int) -> Component:
 
 
 def zero_leaf_run(
-    model: Model, task: PatchingTask, name: str, *, hooks: Sequence[tuple[str, Callable]] = ()
+    model: Model,
+    task: PatchingTask,
+    name: str,
+    *,
+    hooks: Sequence[tuple[str, Callable]] = (),
+    run: Literal["corrupted", "clean"] = "corrupted",
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The corrupted run with a zero leaf added at hook ``name`` (and any other forward
-    ``hooks``): ``(a_r, zero, m)``, the activation there, the leaf and the metric ``m(x_r)``
-    as a function of it (one forward pass, graph kept). ``torch.autograd.grad(m, zero)`` is
-    ``dm/da`` at ``a_r``; with ``create_graph=True`` it can be differentiated again (an HVP).
-    The leaf is needed because the weights are frozen: nothing else would carry a gradient."""
+    """The corrupted run (or the clean one) with a zero leaf added at hook ``name`` (and any
+    other forward ``hooks``): ``(a_r, zero, m)``, the activation there, the leaf and the
+    metric ``m(x_r)`` as a function of it (one forward pass, graph kept).
+    ``torch.autograd.grad(m, zero)`` is ``dm/da`` at ``a_r``; with ``create_graph=True`` it
+    can be differentiated again (an HVP). The leaf is needed because the weights are frozen:
+    nothing else would carry a gradient."""
     saved = {}
 
     def add_zero(act, hook):
@@ -42,17 +49,23 @@ def zero_leaf_run(
         return act + saved["zero"]
 
     with torch.enable_grad():
-        logits = model.run_with_hooks(task.corrupted_tokens, fwd_hooks=[(name, add_zero), *hooks])
+        tokens = task.clean_tokens if run == "clean" else task.corrupted_tokens
+        logits = model.run_with_hooks(tokens, fwd_hooks=[(name, add_zero), *hooks])
         metric = task.metric(logits)
     return saved["act"], saved["zero"], metric
 
 
 def corrupted_gradient(
-    model: Model, task: PatchingTask, name: str, *, hooks: Sequence[tuple[str, Callable]] = ()
+    model: Model,
+    task: PatchingTask,
+    name: str,
+    *,
+    hooks: Sequence[tuple[str, Callable]] = (),
+    run: Literal["corrupted", "clean"] = "corrupted",
 ) -> tuple[Tensor, Tensor]:
-    """The activation ``a_r`` at hook ``name`` on the corrupted run and ``dm(x_r)/da`` there
-    (with any other forward ``hooks`` in place), from one forward and one backward pass
-    (:func:`zero_leaf_run`)."""
-    act, zero, metric = zero_leaf_run(model, task, name, hooks=hooks)
+    """The activation ``a_r`` at hook ``name`` on the corrupted run (or the clean one) and
+    ``dm(x_r)/da`` there (with any other forward ``hooks`` in place), from one forward and one
+    backward pass (:func:`zero_leaf_run`)."""
+    act, zero, metric = zero_leaf_run(model, task, name, hooks=hooks, run=run)
     (grad,) = torch.autograd.grad(metric, zero)
     return act, grad

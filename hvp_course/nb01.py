@@ -1,10 +1,11 @@
-"""Exercises of notebook 01, *Activation patching versus attribution patching*: AtP of every
-MLP neuron of one layer from one gradient, the Taylor remainder AP - AtP as an integral of
-the path's curvature, and the normalised mean absolute error (NMAE) of an estimate.
+"""Exercises of notebook 01, *Activation patching versus attribution patching*: AtP of
+noising every MLP neuron of one layer from one gradient (where to linearise is the learner's
+call), the Taylor remainder AP - AtP as an integral of the path's curvature, and the
+normalised mean absolute error (NMAE) of an estimate.
 
-Each reference is the package's own implementation (``hu.atp``, ``hu.path_derivative``) or a
-closed form (NMAE); the pass lines also compare with AP - AtP (the remainder) and with
-``hu.compare``'s ``nmae`` column.
+Each reference is the package's own implementation (``hu.atp(direction="noising")``,
+``hu.path_derivative``) or a closed form (NMAE); the pass lines also compare with minus the
+denoising AtP, with AP - AtP (the remainder) and with ``hu.compare``'s ``nmae`` column.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ CHECK_NODES = 3
 
 
 # --------------------------------------------------------------------------------------------
-# 1. AtP of every neuron of one layer from one gradient
+# 1. AtP of noising every neuron of one layer, from one gradient
 
 
 def neuron_components(model: Model, layer: int) -> list[Component]:
@@ -38,40 +39,43 @@ def neuron_components(model: Model, layer: int) -> list[Component]:
     return components(model, kind="neuron", layers=[layer])
 
 
-def atp_neurons_reference(model: Model, task: PatchingTask, layer: int) -> Tensor:
-    """``AtP[n] = <grad_post m(x_r)[..., n], post_c[..., n] - post_r[..., n]>`` (``hu.atp``)."""
-    return atp(model, task, neuron_components(model, layer)).values
+def noising_atp_neurons_reference(model: Model, task: PatchingTask, layer: int) -> Tensor:
+    """``AtP[n] = <grad_post m(x_c)[..., n], post_r[..., n] - post_c[..., n]>``: the tangent
+    at the clean run of the path that moves neuron ``n`` to its corrupted value
+    (``hu.atp(..., direction="noising")``)."""
+    return atp(model, task, neuron_components(model, layer), direction="noising").values
 
 
-def _atp_neurons_by_hand(
-    model: Model, task: PatchingTask, layer: int, hook: str = "post", reduce: str = "sum"
+def _noising_by_hand(
+    model: Model,
+    task: PatchingTask,
+    layer: int,
+    *,
+    hook: str = "post",
+    reduce: str = "sum",
+    run: str = "clean",
+    sign: float = 1.0,
 ) -> Tensor:
-    """AtP of the neurons with plain hooks, with the slips of the mistakes below: another
-    hook (``pre``), and another reduction (``per_prompt``: no sum over the batch;
-    ``final``: the final position only)."""
+    """``sign * <grad at the run, the other run's activation - the run's>`` with plain hooks,
+    and the slips of the mistakes below: the gradient on the corrupted run (``run``), the
+    difference reversed (``sign``), another hook (``pre``), another reduction (``final``:
+    the final position only)."""
     name = get_act_name(hook, layer)
+    other = task.corrupted_tokens if run == "clean" else task.clean_tokens
     with torch.no_grad():
-        _, clean = model.run_with_cache(task.clean_tokens, names_filter=name)
-    corrupted, grad = corrupted_gradient(model, task, name)
-    terms = grad * (clean[name] - corrupted)  # [batch pos d_mlp]
-    if reduce == "per_prompt":
-        return terms.sum(1)
-    if reduce == "final":
-        return terms[:, -1].sum(0)
-    return terms.sum((0, 1))
+        _, cache = model.run_with_cache(other, names_filter=name)
+    base, grad = corrupted_gradient(model, task, name, run=run)
+    terms = sign * grad * (cache[name] - base)  # [batch pos d_mlp]
+    return terms[:, -1].sum(0) if reduce == "final" else terms.sum((0, 1))
 
 
-def _atp_neurons_many_passes(model: Model, task: PatchingTask, layer: int) -> Tensor:
+def _noising_many_passes(model: Model, task: PatchingTask, layer: int) -> Tensor:
     for _ in range(ATP_MAX_FORWARDS + 1):
-        model(task.corrupted_tokens)
-    return atp_neurons_reference(model, task, layer)
+        model(task.clean_tokens)
+    return noising_atp_neurons_reference(model, task, layer)
 
 
-def _atp_neurons_on_clean_run(model: Model, task: PatchingTask, layer: int) -> Tensor:
-    return -atp(model, task, neuron_components(model, layer), direction="noising").values
-
-
-def _atp_neurons_cases(ctx: Context) -> list[Case]:
+def _noising_cases(ctx: Context) -> list[Case]:
     """The notebook's neuron layer (``layer=``, default the middle one) and the last layer."""
     given = ctx.n_layers // 2 if ctx.layer is None else ctx.layer
     return [
@@ -85,69 +89,79 @@ def _atp_neurons_cases(ctx: Context) -> list[Case]:
     ]
 
 
-def _atp_neurons_passed(r: Result) -> str:
+def _noising_passed(r: Result) -> str:
     where = " and ".join(str(case.args[2]) for case in r.cases)
     most = max(call.passes for call in r.calls)
+    apart = []
+    for case, noising in zip(r.cases, r.expected, strict=True):
+        denoising = atp(r.ctx.model, r.ctx.task, neuron_components(r.ctx.model, case.args[2]))
+        gap = (noising + denoising.values).abs().max() / noising.abs().max().clip(min=1e-12)
+        apart.append(float(gap))
     return (
-        f"AtP of the {r.ctx.model.cfg.d_mlp} neurons of layer {where} as hu.atp "
-        f"(largest difference {r.diff:.1e}), in at most {most:g} forward passes"
+        f"noising AtP of the {r.ctx.model.cfg.d_mlp} neurons of layer {where} as "
+        f"hu.atp(direction='noising') (largest difference {r.diff:.1e}), in at most {most:g} "
+        f"forward passes; minus the denoising AtP differs from it by up to {max(apart):.0%} "
+        "of its largest value: the two linearise the same path at opposite ends"
     )
 
 
-ATP_NEURONS = Exercise(
-    name="atp_neurons",
+NOISING_ATP_NEURONS = Exercise(
+    name="noising_atp_neurons",
     notebook="01",
-    summary="AtP of every neuron of the notebook's neuron layer and of the last layer, "
-    "[d_mlp], equals hu.atp on the neuron components, in at most four forward passes each.",
-    reference=atp_neurons_reference,
+    summary="AtP of noising every neuron of the notebook's neuron layer and of the last layer, "
+    "[d_mlp], equals hu.atp(direction='noising'), in at most four forward passes each.",
+    reference=noising_atp_neurons_reference,
     uses="hu.atp",
-    what="AtP of the neurons",
-    cases=_atp_neurons_cases,
+    what="noising AtP of the neurons",
+    cases=_noising_cases,
     axes=("d_mlp",),
     prompt_hints=True,
     counts_passes=True,
     mistakes=(
         Mistake(
-            "these are the AtP values of the pre-activations (mlp.hook_pre); the neuron kind "
-            "patches the activation after the GELU, mlp.hook_post",
-            wrong=partial(_atp_neurons_by_hand, hook="pre"),
+            "that is the denoising AtP, the tangent at the corrupted run of the path towards "
+            "the clean activation; noising starts from the clean run and moves each neuron "
+            "to its corrupted value: the gradient on the clean run, times post_corrupted - "
+            "post_clean",
+            wrong=partial(_noising_by_hand, run="corrupted"),
         ),
         Mistake(
-            "wrong sign: delta = post(clean) - post(corrupted), the gradient taken on the "
-            "corrupted run",
-            wrong=lambda model, task, layer: -atp_neurons_reference(model, task, layer),
+            "the gradient was taken on the corrupted run: the tangent of a path belongs at "
+            "its start, and the noising path starts at the clean run (zero leaf at hook_post "
+            "of task.clean_tokens)",
+            wrong=partial(_noising_by_hand, run="corrupted", sign=-1.0),
+        ),
+        Mistake(
+            "wrong sign: noising moves the clean activation towards the corrupted one, delta "
+            "= post_corrupted - post_clean",
+            wrong=partial(_noising_by_hand, sign=-1.0),
+        ),
+        Mistake(
+            "these are the values of the pre-activations (mlp.hook_pre); the neuron kind "
+            "patches the activation after the GELU, mlp.hook_post",
+            wrong=partial(_noising_by_hand, hook="pre"),
         ),
         Mistake(
             "a mean over prompts where the sum belongs: the metric's 1/n_prompts is already "
             "in the gradient, so sum the products over the batch",
             wrong=lambda model, task, layer: (
-                atp_neurons_reference(model, task, layer) / task.n_prompts
+                noising_atp_neurons_reference(model, task, layer) / task.n_prompts
             ),
         ),
         Mistake(
-            "one entry per prompt: sum the products over the batch too (the metric's "
-            "1/n_prompts is already in the gradient)",
-            wrong=partial(_atp_neurons_by_hand, reduce="per_prompt"),
+            "that is the final position only; a neuron component covers every position: sum "
+            "the products over the batch and every position",
+            wrong=partial(_noising_by_hand, reduce="final"),
         ),
         Mistake(
-            "that is AtP at the final position only; a neuron component covers every "
-            "position: sum the products over the batch and every position",
-            wrong=partial(_atp_neurons_by_hand, reduce="final"),
-        ),
-        Mistake(
-            "the gradient was taken on the clean run; AtP linearises the corrupted run, where "
-            "the patch starts",
-            wrong=_atp_neurons_on_clean_run,
-        ),
-        Mistake(
-            f"the function ran more than {ATP_MAX_FORWARDS} forward passes. AtP needs a cache "
-            "of the clean run and ONE corrupted run with a zero leaf added at hook_post: one "
-            "gradient gives every neuron at once",
-            wrong=_atp_neurons_many_passes,
+            f"the function ran more than {ATP_MAX_FORWARDS} forward passes: a cache of the "
+            "corrupted run and ONE clean run with a zero leaf added at hook_post give every "
+            "neuron at once",
+            wrong=_noising_many_passes,
             seen=too_many_passes,
         ),
     ),
-    passed=_atp_neurons_passed,
+    passed=_noising_passed,
 )
 
 
@@ -304,4 +318,4 @@ NMAE = Exercise(
     passed=_nmae_passed,
 )
 
-EXERCISES = (ATP_NEURONS, TAYLOR_REMAINDER, NMAE)
+EXERCISES = (NOISING_ATP_NEURONS, TAYLOR_REMAINDER, NMAE)
