@@ -52,19 +52,20 @@ run: $(STAMP)
 	@echo "Executed notebooks are in runs/$(MODEL)/ (open them with 'make lab')."
 
 # Two lanes at once, one per core, each on one torch thread (two threads per lane would put four
-# on the two cores and slow both lanes down): the pytest tiers and nbval on notebook 07; nbval
-# on the other notebooks, the parameterised rerun and the claims checked on it, the site and the
-# browser test (each about 21 minutes on CI, after about 4 minutes of installing; each lane
-# prints its time). Each line is prefixed with its lane; the target fails when
-# either lane does.
-NBVAL_LATE := $(filter notebooks/07_%,$(NOTEBOOKS))
+# on the two cores and slow both lanes down): the pytest tiers, nbval on notebooks 07 and 08 and
+# the browser test; nbval on the other notebooks, the parameterised rerun and the claims checked
+# on it, and the site (each about 22 minutes on CI, after about 3 minutes of installing; each
+# lane prints its time). Each line is prefixed with its lane; the target fails when either lane
+# does.
+NBVAL_LATE := $(filter notebooks/07_% notebooks/08_%,$(NOTEBOOKS))
 NBVAL_EARLY := $(filter-out $(NBVAL_LATE),$(NOTEBOOKS))
 test: $(STAMP)
 	@mkdir -p runs
 	@export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1; \
-	( $(MAKE) --no-print-directory unit slow course nbval NBVAL_NOTEBOOKS="$(NBVAL_LATE)" 2>&1; \
+	( $(MAKE) --no-print-directory unit slow course nbval browser \
+	  NBVAL_NOTEBOOKS="$(NBVAL_LATE)" 2>&1; \
 	  echo $$? > runs/.lane-tiers; echo "lane done after $$SECONDS s" ) | sed -u 's/^/[tiers] /' & \
-	( $(MAKE) --no-print-directory nbval rerun-test claims-rerun book browser \
+	( $(MAKE) --no-print-directory nbval rerun-test claims-rerun book \
 	  NBVAL_NOTEBOOKS="$(NBVAL_EARLY)" 2>&1; \
 	  echo $$? > runs/.lane-notebooks; echo "lane done after $$SECONDS s" ) \
 	  | sed -u 's/^/[notebooks] /'; \
@@ -161,7 +162,7 @@ bench: $(STAMP)
 	$(PY) -m hvp_utils.cli.bench --out docs/bench
 
 # The seed paper's claims measured on two more prompt samples (notebooks 02-07 at seeds 1 and 2,
-# about 10 minutes per seed on 2 cores); writes docs/seeds/: measures.csv, run.json. Notebook 08
+# about 13 minutes per seed on 2 cores); writes docs/seeds/: measures.csv, run.json. Notebook 08
 # judges the claims over these seeds and its own run.
 seeds: $(STAMP)
 	$(PY) -m hvp_utils.cli.seeds --seeds 1 2 --out docs/seeds

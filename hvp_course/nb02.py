@@ -202,9 +202,9 @@ def _graddrop_by_hand(
 
 
 def _graddrop_layers(ctx: Context) -> list[int]:
-    """The first layer (every later layer dropped in turn), a middle one and the last (no
-    later layer: GradDrop is L/(L-1) |AtP|)."""
-    return sorted({0, ctx.n_layers // 2, ctx.n_layers - 1})
+    """The first layer (every later layer dropped in turn) and the last (no later layer:
+    GradDrop is L/(L-1) |AtP|)."""
+    return sorted({0, ctx.n_layers - 1})
 
 
 def _graddrop_passed(r: Result) -> str:
@@ -223,8 +223,8 @@ def _graddrop_passed(r: Result) -> str:
 GRADDROP_HEADS = Exercise(
     name="graddrop_heads",
     notebook="02",
-    summary="AtP*'s GradDrop of every head output of three layers (the first, a middle one, "
-    "the last) equals hu.atp_star's graddrop.",
+    summary="AtP*'s GradDrop of every head output of the first and the last layer equals "
+    "hu.atp_star's graddrop.",
     reference=graddrop_heads_reference,
     uses="hu.atp_star",
     what="GradDrop magnitudes",

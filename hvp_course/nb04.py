@@ -97,8 +97,8 @@ def _own_second(grad: Tensor, zero: Tensor, v: Tensor, head: int) -> Tensor:
 
 
 def _spread_layers(ctx: Context) -> list[int]:
-    """The first layer, a middle one and the last."""
-    return sorted({0, ctx.n_layers // 2, ctx.n_layers - 1})
+    """The first layer and the last."""
+    return sorted({0, ctx.n_layers - 1})
 
 
 def _joint_passed(r: Result) -> str:
@@ -120,8 +120,8 @@ def _joint_passed(r: Result) -> str:
 JOINT_HVP_LAYER = Exercise(
     name="joint_hvp_layer",
     notebook="04",
-    summary="g'(0) and <delta_h, (H v)_h> of every head of three layers (the first, a middle "
-    "one, the last), v the sum of the heads' directions, equal hu.hvp_correction(mode='joint').",
+    summary="g'(0) and <delta_h, (H v)_h> of every head of the first and the last layer, v the "
+    "sum of the heads' directions, equal hu.hvp_correction(mode='joint').",
     reference=joint_hvp_layer_reference,
     uses="hu.hvp_correction",
     what="(g'(0), joint second-order term)",

@@ -11,7 +11,7 @@ executed notebooks. The folder ``--out`` receives
 - ``run.json``: the command, the wall time and the settings (model, seeds, prompts, dtype).
 
 Notebook 08 reads both and judges every claim over these seeds and its own run's prompt sample.
-About 10 minutes per seed for toy-ioi on 2 CPU cores.
+About 13 minutes per seed for toy-ioi on 2 CPU cores (measured with the machine shared).
 """
 
 from __future__ import annotations

@@ -1841,9 +1841,10 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
         "{topk_recall:.2f} at {x_ap:.2f}x AP's time."
     ),
     "takeaways.rule_of_thumb": _rule_of_thumb,
-    "paper.seeds_source": (
-        "Seeds {seeds} were measured by `{command}` ({minutes:.0f} minutes): notebooks 02-07 "
-        "rerun at each seed, with `{model_name}`, {n_prompts} prompt pairs in {dtype}, as here."
+    "paper.seeds_source": lambda v: (
+        f"Seeds {', '.join(str(s) for s in v['seeds'])} were measured by `{v['command']}` "
+        f"({v['minutes']:.0f} minutes): notebooks 02-07 rerun at each seed, with "
+        f"`{v['model_name']}`, {v['n_prompts']} prompt pairs in {v['dtype']}, as here."
     ),
     "paper.seeds_missing": (
         "No other prompt samples were measured (`{seeds_dir}/run.json` is missing), so each "
