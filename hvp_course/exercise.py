@@ -144,6 +144,11 @@ class Context:
         return self.model.cfg.n_heads
 
     @property
+    def end_layers(self) -> list[int]:
+        """The first layer and the last: the most and the fewest later layers."""
+        return sorted({0, self.n_layers - 1})
+
+    @property
     def heads(self) -> list[Component]:
         """Every head output (``head_out``), layer by layer."""
         return self.cached("heads", lambda: components(self.model, kind="head_out"))

@@ -189,11 +189,8 @@ def _graddrop_by_hand(
         if from_own_layer and drop == layer and not zero_forward:  # no path left: no gradient
             estimates.append(torch.zeros(model.cfg.n_heads, dtype=clean[z_name].dtype))
             continue
-        hooks = []
-        if drop > layer:
-            cut = (lambda x, hook: torch.zeros_like(x)) if zero_forward else None
-            cut = cut or (lambda x, hook: x.detach())
-            hooks = [(get_act_name(name, drop), cut) for name in dropped]
+        cut = _zeroed if zero_forward else _detached
+        hooks = [(get_act_name(name, drop), cut) for name in dropped] if drop > layer else []
         z_r, grad = corrupted_gradient(model, task, z_name, hooks=hooks)
         estimates.append((grad * (clean[z_name] - z_r)).sum((0, 1, 3)))
     stacked = torch.stack(estimates)
@@ -201,10 +198,14 @@ def _graddrop_by_hand(
     return total / (n_layers if divisor == "L" else n_layers - 1)
 
 
-def _graddrop_layers(ctx: Context) -> list[int]:
-    """The first layer (every later layer dropped in turn) and the last (no later layer:
-    GradDrop is L/(L-1) |AtP|)."""
-    return sorted({0, ctx.n_layers - 1})
+def _detached(act: Tensor, hook) -> Tensor:
+    """The same value, no gradient through it (GradDrop's drop)."""
+    return act.detach()
+
+
+def _zeroed(act: Tensor, hook) -> Tensor:
+    """Zero: the output removed from the forward pass (a mistake)."""
+    return torch.zeros_like(act)
 
 
 def _graddrop_passed(r: Result) -> str:
@@ -229,7 +230,9 @@ GRADDROP_HEADS = Exercise(
     uses="hu.atp_star",
     what="GradDrop magnitudes",
     cases=lambda ctx: [
-        Case(f"layer {layer}", (ctx.model, ctx.task, layer)) for layer in _graddrop_layers(ctx)
+        # layer 0: every later layer dropped in turn; the last: none (GradDrop = L/(L-1) |AtP|)
+        Case(f"layer {layer}", (ctx.model, ctx.task, layer))
+        for layer in ctx.end_layers
     ],
     prompt_hints=True,
     mistakes=(

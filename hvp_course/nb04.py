@@ -96,11 +96,6 @@ def _own_second(grad: Tensor, zero: Tensor, v: Tensor, head: int) -> Tensor:
     return (hv * delta).sum()
 
 
-def _spread_layers(ctx: Context) -> list[int]:
-    """The first layer and the last."""
-    return sorted({0, ctx.n_layers - 1})
-
-
 def _joint_passed(r: Result) -> str:
     model, task = r.ctx.model, r.ctx.task
     cross = []
@@ -126,7 +121,7 @@ JOINT_HVP_LAYER = Exercise(
     uses="hu.hvp_correction",
     what="(g'(0), joint second-order term)",
     cases=lambda ctx: [
-        Case(f"layer {layer}", (ctx.model, ctx.task, layer)) for layer in _spread_layers(ctx)
+        Case(f"layer {layer}", (ctx.model, ctx.task, layer)) for layer in ctx.end_layers
     ],
     read=lambda output, case: tensor_pair(
         output, ("g'(0)", "joint term"), case.args[0].cfg.n_heads

@@ -14,7 +14,7 @@ def constructed(holds: dict[tuple[str, str], list[bool]]) -> pd.DataFrame:
     """Measures of every claim part at seeds 0-1 x two perturbations; ``holds`` overrides the
     outcomes of some parts (in the order seed 0 / name_swap, seed 0 / random_token, ...)."""
     rows = []
-    for claim, _ in paper.CLAIMS:
+    for claim in paper.CLAIMS:
         for part in claim.parts:
             outcome = holds.get((claim.key, part), [True] * 4)
             for i, (seed, p) in enumerate(
@@ -43,7 +43,7 @@ def test_verdicts_follow_the_outcomes_over_seeds_and_perturbations():
     assert verdicts[("bounds", "coverage")] == "paper.refuted"
     assert verdicts[("HVP", "one pass")] == "paper.not_settled"
     assert verdicts[("downstream", "error")] == "paper.reproduced"
-    assert len(table) == sum(len(c.parts) for c, _ in paper.CLAIMS)
+    assert len(table) == sum(len(c.parts) for c in paper.CLAIMS)
     hvp = next(f for f in found.findings if f.values["part"] == "one pass")
     assert (hvp.values["held"], hvp.values["n"]) == (3, 4)
     assert (hvp.values["low"], hvp.values["high"]) == pytest.approx((0.1, 0.4))

@@ -150,6 +150,12 @@ def diagnose(
     return _frame(comps, ap, atp, columns, run.meter)
 
 
+def with_error_terms(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (columns ``AP``, ``AtP``, ``AtP_out``) with the two terms of AtP's error:
+    ``E_down = AP - AtP_out`` and ``E_local = AtP_out - AtP``."""
+    return frame.assign(E_down=frame.AP - frame.AtP_out, E_local=frame.AtP_out - frame.AtP)
+
+
 def _frame(comps, ap, atp, columns, meter) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
@@ -160,8 +166,7 @@ def _frame(comps, ap, atp, columns, meter) -> pd.DataFrame:
             "AtP_out": columns["AtP_out"].numpy(),
         }
     )
-    frame["E_down"] = frame.AP - frame.AtP_out
-    frame["E_local"] = frame.AtP_out - frame.AtP
+    frame = with_error_terms(frame)
     frame["second_local"] = columns["second_local"].numpy()
     frame["second_down"] = columns["second_down"].numpy()
     frame.attrs["cost"] = meter.cost().as_row()

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from hvp_utils.analysis.diagnosis import error_shares
+from hvp_utils.analysis.diagnosis import error_shares, with_error_terms
 from hvp_utils.analysis.findings.record import Findings, recorded_outputs
 
 #: The notebooks whose records decide the claims.
@@ -88,19 +88,18 @@ class Claim:
         text: the claim, as the abstract makes it.
         parts: ``{part: (measure, test in words, notebook)}``; a claim with two parts (e.g. a
             result and its cost) is judged part by part.
+        measure: the rows of every part from one run (:data:`MEASURE_COLUMNS` but ``claim``).
     """
 
     key: str
     text: str
     parts: Mapping[str, tuple[str, str, str]]
+    measure: Measure
 
 
 def _downstream(run: RunRecords) -> list[dict[str, Any]]:
     """Share of AtP's absolute error that is downstream, pooled over every component (02)."""
-    diagnosis = run.table("02", "diagnosis")
-    diagnosis = diagnosis.assign(
-        E_down=diagnosis.AP - diagnosis.AtP_out, E_local=diagnosis.AtP_out - diagnosis.AtP
-    )
+    diagnosis = with_error_terms(run.table("02", "diagnosis"))
     pooled = error_shares(diagnosis, by=["perturbation"])
     by_kind = error_shares(diagnosis, by=["perturbation", "kind"])
     rows = []
@@ -278,97 +277,82 @@ MIN_COVERAGE = 0.95
 LIKE_AP = 0.99
 
 #: The abstract's claims, the measure and test of each part, and the notebook that measures it.
-CLAIMS: list[tuple[Claim, Mapping[str, Measure]]] = [
-    (
-        Claim(
-            "downstream",
-            "The dominant error is downstream non-linearity, not local curvature.",
-            {
-                "error": (
-                    "share of AtP's absolute error that is downstream, over all components",
-                    "> 0.5",
-                    "02",
-                )
-            },
-        ),
-        {"error": _downstream},
+CLAIMS: list[Claim] = [
+    Claim(
+        "downstream",
+        "The dominant error is downstream non-linearity, not local curvature.",
+        {
+            "error": (
+                "share of AtP's absolute error that is downstream, over all components",
+                "> 0.5",
+                "02",
+            )
+        },
+        _downstream,
     ),
-    (
-        Claim(
-            "reliability score",
-            "The reliability score detects untrustworthy estimates.",
-            {
-                "detection": (
-                    f"AUROC of the score for error > the threshold, lowest kind (n >= "
-                    f"{MIN_KIND_SIZE})",
-                    f">= {USEFUL_AUROC}",
-                    "03",
-                )
-            },
-        ),
-        {"detection": _detects},
+    Claim(
+        "reliability score",
+        "The reliability score detects untrustworthy estimates.",
+        {
+            "detection": (
+                f"AUROC of the score for error > the threshold, lowest kind (n >= {MIN_KIND_SIZE})",
+                f">= {USEFUL_AUROC}",
+                "03",
+            )
+        },
+        _detects,
     ),
-    (
-        Claim(
-            "bounds",
-            "The error bounds quantify mis-specification.",
-            {
-                "coverage": (
-                    "share of components whose AP lies in the Lagrange interval",
-                    f">= {MIN_COVERAGE}",
-                    "03",
-                )
-            },
-        ),
-        {"coverage": _bounds},
+    Claim(
+        "bounds",
+        "The error bounds quantify mis-specification.",
+        {
+            "coverage": (
+                "share of components whose AP lies in the Lagrange interval",
+                f">= {MIN_COVERAGE}",
+                "03",
+            )
+        },
+        _bounds,
     ),
-    (
-        Claim(
-            "HVP",
-            "The HVP correction removes the leading-order error with one extra backward pass.",
-            {
-                "error": ("HVP diag NMAE / AtP NMAE, largest over kinds", "< 1", "04"),
-                "one pass": ("HVP joint NMAE / AtP NMAE, largest over kinds", "< 1", "04"),
-            },
-        ),
-        {"error": _second_order, "one pass": _second_order},
+    Claim(
+        "HVP",
+        "The HVP correction removes the leading-order error with one extra backward pass.",
+        {
+            "error": ("HVP diag NMAE / AtP NMAE, largest over kinds", "< 1", "04"),
+            "one pass": ("HVP joint NMAE / AtP NMAE, largest over kinds", "< 1", "04"),
+        },
+        _second_order,
     ),
-    (
-        Claim(
-            "multi-step HVP",
-            "Multi-step HVP matches or beats Integrated Gradients at lower compute.",
-            {
-                "accuracy per pass": (
-                    "best multi-step NMAE / NMAE of the best IG with no more passes, "
-                    "largest over kinds",
-                    "<= 1",
-                    "05",
-                )
-            },
-        ),
-        {"accuracy per pass": _multistep},
+    Claim(
+        "multi-step HVP",
+        "Multi-step HVP matches or beats Integrated Gradients at lower compute.",
+        {
+            "accuracy per pass": (
+                "best multi-step NMAE / NMAE of the best IG with no more passes, "
+                "largest over kinds",
+                "<= 1",
+                "05",
+            )
+        },
+        _multistep,
     ),
-    (
-        Claim(
-            "circuit",
-            "Second order recovers circuits with higher fidelity.",
-            {"recovery": ("circuit AUROC of HVP diag minus AtP's", "> 0", "06")},
-        ),
-        {"recovery": _circuit},
+    Claim(
+        "circuit",
+        "Second order recovers circuits with higher fidelity.",
+        {"recovery": ("circuit AUROC of HVP diag minus AtP's", "> 0", "06")},
+        _circuit,
     ),
-    (
-        Claim(
-            "Screen-Flag-Fix",
-            "Screen-Flag-Fix targets effort where it is needed.",
-            {
-                "cost": (
-                    "SFF (patch) passes / AP's, finest granularity",
-                    f"< 1 with Spearman >= {LIKE_AP}",
-                    "07",
-                )
-            },
-        ),
-        {"cost": _screen_flag_fix},
+    Claim(
+        "Screen-Flag-Fix",
+        "Screen-Flag-Fix targets effort where it is needed.",
+        {
+            "cost": (
+                "SFF (patch) passes / AP's, finest granularity",
+                f"< 1 with Spearman >= {LIKE_AP}",
+                "07",
+            )
+        },
+        _screen_flag_fix,
     ),
 ]
 
@@ -377,10 +361,7 @@ def run_measures(directory: str | Path) -> pd.DataFrame:
     """Every claim part measured on one run of notebooks 02-07 (the executed notebooks in
     ``directory``): columns :data:`MEASURE_COLUMNS`."""
     run = RunRecords(directory)
-    rows = []
-    for claim, measures in CLAIMS:
-        for measure in dict.fromkeys(measures.values()):  # one call for parts that share one
-            rows += [{"claim": claim.key, **row} for row in measure(run)]
+    rows = [{"claim": claim.key, **row} for claim in CLAIMS for row in claim.measure(run)]
     return pd.DataFrame(rows, columns=MEASURE_COLUMNS)
 
 
@@ -437,7 +418,7 @@ def judge(
     found.table("measures", measures)
     seeds = sorted(measures.seed.unique())
     rows = []
-    for claim, _ in CLAIMS:
+    for claim in CLAIMS:
         for part, (measure, test, notebook) in claim.parts.items():
             group = measures[(measures.claim == claim.key) & (measures.part == part)]
             if group.empty:
@@ -446,6 +427,7 @@ def judge(
             featured = group[group.seed == featured_seed]
             shown = featured[featured.perturbation == perturbation]
             shown = shown if len(shown) else featured
+            held = int(group.holds.sum())
             row = dict(
                 claim=claim.text if part == next(iter(claim.parts)) else "",
                 measure=measure,
@@ -456,7 +438,7 @@ def judge(
                     for p, v in zip(featured.perturbation, featured.value, strict=True)
                 ),
                 range=f"{group.value.min():.3g} to {group.value.max():.3g}",
-                held=f"{int(group.holds.sum())} of {len(group)}",
+                held=f"{held} of {len(group)}",
                 verdict=verdict(group.holds),
             )
             rows.append(row)
@@ -468,9 +450,8 @@ def judge(
                 measure=measure,
                 test=test,
                 notebook=notebook,
-                n_seeds=len(seeds),
                 seeds=[int(s) for s in seeds],
-                held=int(group.holds.sum()),
+                held=held,
                 n=len(group),
                 low=float(group.value.min()),
                 high=float(group.value.max()),
