@@ -27,7 +27,7 @@ MARKS_LINE = re.compile(
     r"about (?P<minutes>\d+) minutes\*$",
     re.M,
 )
-HINT_BLOCK = re.compile(r"<details>\s*<summary>Hint</summary>.+?</details>", re.S)
+HINT_BLOCK = re.compile(r"<details>\s*<summary>Hint( \d+)?</summary>.+?</details>", re.S)
 
 
 class ContractError(ValueError):
@@ -181,7 +181,7 @@ def stub_problems(code: str, where: str) -> list[str]:
 def marks_problems(intro: Any | None, where: str) -> list[str]:
     """What the markdown cell before an exercise's stub lacks: the marks line (difficulty and
     importance as three dots each, a time in minutes) and a hint folded in
-    ``<details><summary>Hint</summary>``."""
+    ``<details><summary>Hint</summary>`` (or several, ``Hint 1``, ``Hint 2``, ...)."""
     text = source(intro) if intro is not None and intro["cell_type"] == "markdown" else ""
     problems = []
     if not MARKS_LINE.search(text):

@@ -1,11 +1,10 @@
 """Exercises of notebook 01, *Activation patching versus attribution patching*: AtP of
 noising every MLP neuron of one layer from one gradient (where to linearise is the learner's
-call), the Taylor remainder AP - AtP as an integral of the path's curvature, and the
-normalised mean absolute error (NMAE) of an estimate.
+call), and the Taylor remainder AP - AtP as an integral of the path's curvature.
 
 Each reference is the package's own implementation (``hu.atp(direction="noising")``,
-``hu.path_derivative``) or a closed form (NMAE); the pass lines also compare with minus the
-denoising AtP, with AP - AtP (the remainder) and with ``hu.compare``'s ``nmae`` column.
+``hu.path_derivative``); the pass lines also compare with minus the denoising AtP and with
+AP - AtP (the remainder).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from hvp_course.exercise import Case, Context, Exercise, Mistake, Result, too_ma
 from hvp_course.nb00 import ATP_MAX_FORWARDS
 from hvp_utils.analysis.checks import path_derivative, path_function
 from hvp_utils.core.components import Component, components
-from hvp_utils.core.metrics import compare
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
 from hvp_utils.estimators import activation_patching, atp
@@ -254,68 +252,4 @@ TAYLOR_REMAINDER = Exercise(
 )
 
 
-# --------------------------------------------------------------------------------------------
-# 3. NMAE
-
-
-def nmae_reference(estimate: Tensor, truth: Tensor) -> float:
-    """``mean |estimate - truth| / mean |truth|`` (the ``nmae`` column of ``hu.compare``)."""
-    return float((estimate - truth).abs().mean() / truth.abs().mean())
-
-
-def _nmae_cases(ctx: Context) -> list[Case]:
-    """AtP of every head against AP, and a small example with one tiny effect (which a mean
-    of relative errors would let dominate)."""
-    ap = ctx.head_ap().values.double()
-    est = ctx.head_atp().values.double()
-    truth = torch.tensor([2.0, -1.0, 0.5, 0.02, 0.25], dtype=torch.float64)
-    guess = torch.tensor([1.5, -1.25, 0.75, 0.1, 0.25], dtype=torch.float64)
-    return [Case("AtP of the heads", (est, ap)), Case("a small example", (guess, truth))]
-
-
-def _nmae_passed(r: Result) -> str:
-    first = float(r.expected[0])
-    package = compare(r.ctx.head_atp(), r.ctx.head_ap()).nmae.iloc[0]
-    assert abs(package - first) < 1e-12, (package, first)
-    return (
-        f"NMAE of {', '.join(c.label for c in r.cases)} as hu.compare ({first:.4f} for the "
-        f"heads; largest difference {r.diff:.1e})"
-    )
-
-
-NMAE = Exercise(
-    name="nmae",
-    notebook="01",
-    summary="NMAE of AtP of every head against AP (and of a small example) equals "
-    "hu.compare's nmae.",
-    reference=nmae_reference,
-    uses="hu.compare",
-    what="NMAE",
-    cases=_nmae_cases,
-    mistakes=(
-        Mistake(
-            "that is the mean of the relative errors |est - AP| / |AP|, which small effects "
-            "dominate (a zero effect makes it infinite); NMAE divides the mean absolute error "
-            "by the mean |AP|",
-            wrong=lambda est, truth: float(((est - truth).abs() / truth.abs()).mean()),
-        ),
-        Mistake(
-            "the error is normalised by the estimate's mean |est|; NMAE divides by the mean "
-            "|AP| of the truth, so that every estimate is measured on the same scale",
-            wrong=lambda est, truth: float((est - truth).abs().mean() / est.abs().mean()),
-        ),
-        Mistake(
-            "the signed errors were averaged, so over- and underestimates cancel; take the "
-            "absolute value of each error first",
-            wrong=lambda est, truth: float((est - truth).mean() / truth.abs().mean()),
-        ),
-        Mistake(
-            "that is the mean absolute error itself, in logits; divide by the mean |AP| to "
-            "compare kinds whose effects have different sizes",
-            wrong=lambda est, truth: float((est - truth).abs().mean()),
-        ),
-    ),
-    passed=_nmae_passed,
-)
-
-EXERCISES = (NOISING_ATP_NEURONS, TAYLOR_REMAINDER, NMAE)
+EXERCISES = (NOISING_ATP_NEURONS, TAYLOR_REMAINDER)

@@ -1,15 +1,15 @@
-"""Exercises of notebook 03, *Reliability scores and the Lagrange interval*: the reliability
-score ``r_c`` from ``g'(0)`` and ``g''(0)``, the Lagrange interval of AtP from an estimate of
-``max |g''|``, and the three flag reasons.
+"""Exercises of notebook 03, *Reliability scores and the Lagrange interval*: the largest
+``|g''|`` between two nodes of the path (the quadratic through both node values with the
+interval's exact mean: the learner derives its coefficient and decides where its maximum
+modulus lies), and the three flag reasons.
 
-The references are the package's :func:`hvp_utils.reliability_score`,
-:func:`hvp_utils.lagrange_interval` and :func:`hvp_utils.flag_reasons`. Each check runs on the
-derivatives of a small sweep on the notebook's model and task (the MLP outputs and the queries
-of the last layer, :func:`hvp_utils.error_bounds` with three nodes) and on a few synthetic
-cases chosen so that every known mistake shows (a component with ``g'(0) = g''(0) = 0``, a
-curvature that flips the sign of the estimate, intervals crossing ``+theta`` and ``-theta``);
-the interval's pass line also compares with ``error_bounds``' own ``lower``/``upper`` and with
-activation patching (how many AP effects it holds).
+The references are the package's ``interval_maximum`` (behind :func:`hvp_utils.error_bounds`'
+``max_second``) and :func:`hvp_utils.flag_reasons`. Each check runs on the derivatives of a
+small sweep on the notebook's model and task (the MLP outputs and the queries of the last
+layer, three nodes) and on synthetic cases chosen so that every known mistake shows (a bump
+the nodes miss, a dip, straight pieces, a vertex outside the interval; a curvature that flips
+the sign of the estimate, intervals crossing ``+theta`` and ``-theta``); the maximum's pass
+line also compares, per component, with ``error_bounds``' own ``max_second``.
 """
 
 from __future__ import annotations
@@ -19,17 +19,19 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from hvp_course.exercise import Call, Case, Context, Exercise, Mistake, Result
-from hvp_course.explain import ExerciseFailed, as_values, booleans, tensor_pair
+from hvp_course.exercise import Case, Context, Exercise, Mistake, Result
+from hvp_course.explain import ExerciseFailed, booleans
 from hvp_utils.analysis.reliability import (
     error_bounds,
     flag_reasons,
+    interval_maximum,
     lagrange_interval,
+    path_nodes,
     reliability_score,
     straddles,
 )
 from hvp_utils.core.components import Component, components
-from hvp_utils.estimators import activation_patching
+from hvp_utils.core.engine import EngineRun, path_derivatives_at
 
 #: Nodes of the check's sweep (the notebook's default).
 CHECK_NODES = 3
@@ -86,171 +88,159 @@ def _columns(ctx: Context) -> tuple[Tensor, Tensor, Tensor, list[str]]:
 
 
 # --------------------------------------------------------------------------------------------
-# 1. The reliability score
+# 1. The largest |g''| between two nodes
 
 
-def reliability_score_reference(first: Tensor, second: Tensor) -> Tensor:
-    """``r = |g''/2| / (|g'| + |g''/2| + eps)`` (``hu.reliability_score``)."""
-    return reliability_score(first, second)
+def _pieces(ctx: Context) -> dict:
+    """g' and g'' of :func:`_sweep_components` at the sweep's nodes (``[node component]``)."""
+
+    def run() -> dict:
+        engine = EngineRun.start(ctx.model, ctx.task, _sweep_components(ctx), direction="denoising")
+        pieces = path_derivatives_at(
+            engine, _sweep_components(ctx), nodes=path_nodes(CHECK_NODES), order=2
+        )
+        return {
+            "d1": torch.stack([p.d1 for p in pieces]).detach().double().cpu(),
+            "d2": torch.stack([p.d2 for p in pieces]).detach().double().cpu(),
+        }
+
+    return ctx.cached("nb03_pieces", run)
 
 
-def _score_unhalved(first: Tensor, second: Tensor) -> Tensor:
-    return second.abs() / (first.abs() + second.abs() + 1e-12)
+def bump_maximum_reference(f_start: Tensor, f_end: Tensor, mean: Tensor) -> Tensor:
+    """``max over u in [0, 1] of |q(u)|``, ``q(u) = f_start + (f_end - f_start) u + c u (1 - u)``
+    with ``c = 6 (mean - (f_start + f_end) / 2)`` (``hu``'s ``interval_maximum`` on one
+    interval of length 1)."""
+    return interval_maximum(torch.stack([f_start, f_end]), mean[None], 1.0)
 
 
-def _score_ratio(first: Tensor, second: Tensor) -> Tensor:
-    return (second / 2).abs() / first.abs()
+def _quadratic(f_start: Tensor, f_end: Tensor, c: Tensor, u: Tensor) -> Tensor:
+    return f_start + (f_end - f_start) * u + c * u * (1 - u)
 
 
-def _score_first_share(first: Tensor, second: Tensor) -> Tensor:
-    return first.abs() / (first.abs() + (second / 2).abs() + 1e-12)
+def _bump_variant(
+    f_start: Tensor,
+    f_end: Tensor,
+    mean: Tensor,
+    *,
+    factor: float = 6.0,
+    clamp: bool = True,
+    vertex: str = "solved",
+    modulus: bool = True,
+) -> Tensor:
+    """The maximum with the slips of the mistakes below: another ``factor`` in ``c``, the
+    vertex not clamped to [0, 1], the vertex at ``u = 1/2`` or not looked at (``vertex``),
+    the signed maximum instead of the modulus."""
+    c = factor * (mean - (f_start + f_end) / 2)
+    ends = torch.stack([f_start, f_end])
+    if vertex == "none":
+        return ends.abs().amax(0)
+    if vertex == "middle":
+        u = torch.full_like(c, 0.5)
+    else:
+        u = 0.5 + (f_end - f_start) / (2 * c)
+        u = u.clamp(0, 1) if clamp else u
+    values = torch.cat([ends, _quadratic(f_start, f_end, c, u)[None]])
+    return values.abs().amax(0) if modulus else values.amax(0)
 
 
-def _score_signed(first: Tensor, second: Tensor) -> Tensor:
-    return (second / 2) / (first + second / 2 + 1e-12)
+#: Synthetic (f(a), f(b), mean over [a, b]), with names saying what each shows.
+SYNTHETIC_PIECES = {
+    "a bump the nodes miss": (0.0, 0.0, 1.0),
+    "a dip below both nodes": (-1.0, -1.0, -2.0),
+    "straight, c = 0": (1.0, 3.0, 2.0),
+    "flat, c = 0": (0.5, 0.5, 0.5),
+    "a lopsided bump": (0.0, 1.0, 0.9),
+    "vertex left of the interval": (-5.0, -2.0, -11.0 / 3.0),
+    "vertex right of the interval": (1.0, -2.0, -2.0 / 3.0),
+    "sign change inside": (1.0, -1.0, -0.4),
+}
 
 
-def _score_no_eps(first: Tensor, second: Tensor) -> Tensor:
-    half = (second / 2).abs()
-    return half / (first.abs() + half)
+def _bump_cases(ctx: Context) -> list[Case]:
+    """Every interval between two nodes of the sweep (g'' at both nodes, the mean of g''
+    from g'), then the synthetic cases."""
+    pieces, names = _pieces(ctx), _sweep(ctx)["names"]
+    h = 1.0 / (CHECK_NODES - 1)
+    f, d1 = pieces["d2"], pieces["d1"]
+    mean = (d1[1:] - d1[:-1]) / h
+    nodes = path_nodes(CHECK_NODES)
+    labels = [
+        f"{name}, t in [{nodes[k]:g}, {nodes[k + 1]:g}]"
+        for k in range(CHECK_NODES - 1)
+        for name in names
+    ]
+    synthetic = torch.tensor(list(SYNTHETIC_PIECES.values()), dtype=torch.float64)
+    args = (
+        torch.cat([f[:-1].flatten(), synthetic[:, 0]]),
+        torch.cat([f[1:].flatten(), synthetic[:, 1]]),
+        torch.cat([mean.flatten(), synthetic[:, 2]]),
+    )
+    return [Case("the sweep and the synthetic cases", args, labels=(*labels, *SYNTHETIC_PIECES))]
 
 
-def _unbounded(calls: list[Call]) -> bool:
-    """Some score lies above 1 (or is infinite), none below 0: a share of absolute values
-    divided by |g'| alone."""
-    for call in calls:
-        try:
-            values = as_values(call.output, "r_c")
-        except ExerciseFailed:
-            continue
-        values = values[~values.isnan()]
-        if bool((values >= 0).all()) and bool((values > 1).any()):
-            return True
-    return False
-
-
-def _score_cases(ctx: Context) -> list[Case]:
-    first, second, _, labels = _columns(ctx)
-    return [Case("the sweep and the synthetic cases", (first, second), labels=tuple(labels))]
-
-
-RELIABILITY_SCORE = Exercise(
-    name="reliability_score",
-    notebook="03",
-    summary="r_c of the MLP outputs and last-layer queries (from their g'(0), g''(0)) and of "
-    "synthetic cases (g' = 0, g'' = 0, both 0) equals hu.reliability_score.",
-    reference=reliability_score_reference,
-    uses="hu.reliability_score",
-    what="r_c",
-    cases=_score_cases,
-    axes=("component",),
-    mistakes=(
-        Mistake(
-            "the whole g''(0) was used; the second-order Taylor term is g''(0)/2, and the "
-            "score is its share |g''/2| / (|g'| + |g''/2| + eps)",
-            wrong=_score_unhalved,
-        ),
-        Mistake(
-            "that is |g''/2| / |g'|, which is unbounded (infinite where g' = 0); divide by the "
-            "sum |g'| + |g''/2| + eps, so that the score lies in [0, 1)",
-            wrong=_score_ratio,
-            seen=_unbounded,
-        ),
-        Mistake(
-            "that is |g'| / (|g'| + |g''/2|), the share first order keeps, i.e. 1 - r; the "
-            "score is the share it misses, |g''/2| on top",
-            wrong=_score_first_share,
-        ),
-        Mistake(
-            "the signs were kept: the score is a share of absolute values, |g''/2| / (|g'| + "
-            "|g''/2| + eps), never negative",
-            wrong=_score_signed,
-        ),
-        Mistake(
-            "r_c is NaN where g'(0) = g''(0) = 0: 0 / 0. Add the small eps (1e-12) to the "
-            "denominator, so that a flat path scores 0",
-            wrong=_score_no_eps,
-        ),
-    ),
-    passed=lambda r: (
-        f"r_c of {len(_sweep(r.ctx)['names'])} components of the model and {len(SYNTHETIC)} "
-        f"synthetic cases as hu.reliability_score (largest difference {r.diff:.1e})"
-    ),
-)
-
-
-# --------------------------------------------------------------------------------------------
-# 2. The Lagrange interval
-
-
-def lagrange_interval_reference(first: Tensor, max_second: Tensor) -> tuple[Tensor, Tensor]:
-    """``[g'(0) - M2_hat / 2, g'(0) + M2_hat / 2]`` (``hu.lagrange_interval``)."""
-    return lagrange_interval(first, max_second)
-
-
-def _interval_cases(ctx: Context) -> list[Case]:
-    """The sweep with its refined maximum and with its node maximum (the notebook's
-    node-only interval), and the synthetic cases."""
-    sweep = _sweep(ctx)
-    first, _, maximum, labels = _columns(ctx)
-    first = torch.cat([first, sweep["first"]])
-    maximum = torch.cat([maximum, sweep["max_sampled"]])
-    labels = labels + [f"{name} (node maximum)" for name in sweep["names"]]
-    ends = tuple(f"{end} of {name}" for end in ("lower", "upper") for name in labels)
-    return [Case("the sweep and the synthetic cases", (first, maximum), labels=ends)]
-
-
-def _interval_passed(r: Result) -> str:
+def _bump_passed(r: Result) -> str:
     sweep = _sweep(r.ctx)
     n_model = len(sweep["names"])
-    got = r.got[0]
-    ours = torch.stack([sweep["lower"], sweep["upper"]])
-    package_gap = float((got[:, :n_model] - ours).abs().max())
-    assert package_gap <= r.ctx.rtol * max(1.0, float(ours.abs().max())), package_gap
-    ap = activation_patching(r.ctx.model, r.ctx.task, _sweep_components(r.ctx)).values
-    inside = int(((got[0, :n_model] <= ap) & (ap <= got[1, :n_model])).sum())
+    per_interval = r.got[0][: n_model * (CHECK_NODES - 1)].reshape(CHECK_NODES - 1, n_model)
+    node_max = _pieces(r.ctx)["d2"].abs().amax(0)
+    yours = torch.maximum(per_interval.amax(0), node_max)
+    gap = float((yours - sweep["max_second"]).abs().max())
+    assert gap <= r.ctx.rtol * max(1.0, float(sweep["max_second"].abs().max())), gap
+    above = int((yours > node_max * (1 + 1e-9)).sum())
     return (
-        f"the Lagrange intervals of {n_model} components (refined and node maximum) and "
-        f"{len(SYNTHETIC)} synthetic cases as hu.lagrange_interval and hu.error_bounds "
-        f"(largest difference {r.diff:.1e}); they hold AP for {inside} of the {n_model}"
+        f"the largest |q| on {n_model * (CHECK_NODES - 1)} intervals of the model and "
+        f"{len(SYNTHETIC_PIECES)} synthetic ones (largest difference {r.diff:.1e}); per "
+        f"component it is hu.error_bounds' max_second, above the node maximum for {above} of "
+        f"the {n_model}"
     )
 
 
-LAGRANGE_INTERVAL = Exercise(
-    name="lagrange_interval",
+BUMP_MAXIMUM = Exercise(
+    name="bump_maximum",
     notebook="03",
-    summary="The Lagrange interval of the MLP outputs and last-layer queries (from AtP and the "
-    "estimated max |g''|, refined and node-only) and of synthetic cases equals "
-    "hu.lagrange_interval and hu.error_bounds' lower/upper.",
-    reference=lagrange_interval_reference,
-    uses="hu.lagrange_interval",
-    what="(lower, upper)",
-    cases=_interval_cases,
-    read=lambda output, case: tensor_pair(output, ("lower", "upper"), len(case.args[0])),
-    axes=("end", "component"),
+    summary="The largest |q| on every interval between two nodes of the MLP outputs and "
+    "last-layer queries, and on synthetic intervals (bumps, dips, straight pieces, a vertex "
+    "outside), equals the package's; per component it gives hu.error_bounds' max_second.",
+    reference=bump_maximum_reference,
+    uses="the package's estimate of max |g''|",
+    what="the largest |q|",
+    cases=_bump_cases,
+    axes=("interval",),
     mistakes=(
         Mistake(
-            "the half-width is M2_hat: the Lagrange remainder is g''(xi)/2, so |Delta - AtP| "
-            "<= M2_hat / 2 and the interval is AtP -+ M2_hat / 2",
-            wrong=lambda first, m2: (first - m2, first + m2),
+            "c is off by a constant factor: the mean of q over [0, 1] is (f(a) + f(b)) / 2 + "
+            "c / 6, because the integral of u (1 - u) over [0, 1] is 1/6; so c = 6 (mean - "
+            "(f(a) + f(b)) / 2)",
+            wrong=partial(_bump_variant, factor=1.0),
         ),
         Mistake(
-            "that is the interval of the error Delta - AtP, [-M2_hat/2, +M2_hat/2]; the "
-            "interval of the effect itself is centred on AtP: add AtP to both ends",
-            wrong=lambda first, m2: (-m2 / 2, m2 / 2),
+            "that is the node maximum, max(|f(a)|, |f(b)|): the quadratic's vertex can lie "
+            "between the nodes, and there |q| can be larger (a bump the nodes miss)",
+            wrong=partial(_bump_variant, vertex="none"),
         ),
         Mistake(
-            "that is (centre, radius) = (AtP, M2_hat / 2); return the two ends, "
-            "(AtP - M2_hat / 2, AtP + M2_hat / 2)",
-            wrong=lambda first, m2: (first, m2 / 2),
+            "the vertex was put at u = 1/2; that holds only when f(a) = f(b). Solve q'(u) = 0: "
+            "u* = 1/2 + (f(b) - f(a)) / (2 c)",
+            wrong=partial(_bump_variant, vertex="middle"),
         ),
         Mistake(
-            "lower and upper are swapped: return (AtP - M2_hat / 2, AtP + M2_hat / 2), the "
-            "lower end first",
-            wrong=lambda first, m2: (first + m2 / 2, first - m2 / 2),
+            "the vertex u* was used outside [0, 1]: the maximum is over the interval only, so "
+            "clamp u* to [0, 1] (or skip it when it lies outside)",
+            wrong=partial(_bump_variant, clamp=False),
+        ),
+        Mistake(
+            "that is the largest value of q, not of |q|: a dip below zero counts as much as a "
+            "bump above it; take the modulus of the end values and of q(u*)",
+            wrong=partial(_bump_variant, modulus=False),
+        ),
+        Mistake(
+            "a straight piece has c = 0 and no vertex: u* = ... / (2 c) divides by zero there. "
+            "When c = 0, q is linear and its largest |q| is at an end",
+            wrong=_bump_variant,
         ),
     ),
-    passed=_interval_passed,
+    passed=_bump_passed,
 )
 
 
@@ -391,4 +381,4 @@ FLAG_COMPONENTS = Exercise(
     passed=_flag_passed,
 )
 
-EXERCISES = (RELIABILITY_SCORE, LAGRANGE_INTERVAL, FLAG_COMPONENTS)
+EXERCISES = (BUMP_MAXIMUM, FLAG_COMPONENTS)

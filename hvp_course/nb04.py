@@ -2,12 +2,13 @@
 layer and the joint second-order term ``<delta_h, (H v)_h>`` from one Hessian-vector product
 with ``v`` the sum of the heads' directions, written with plain hooks and
 ``torch.autograd.grad(create_graph=True)``, and the exact condition under which the
-correction ``g''(0)/2`` makes AtP worse.
+correction ``g''(0)/2`` makes AtP worse, which the learner derives in terms of two curvatures:
+``g''(0)`` and its weighted average along the path, ``gbar''``.
 
 The references are the package's :func:`hvp_utils.hvp_correction` (``mode="joint"``; the pass
 line measures the cross terms against ``mode="diag"``) and the closed form
-``c (c - 2 e1) > 0``; the pass line of the second compares the condition with the direct
-comparison ``|e1 - c| > |e1|`` of the two errors.
+``g''(0) (g''(0) - 2 gbar'') > 0``; the pass line of the second compares the condition with
+the direct comparison ``|e1 - c| > |e1|`` of the two errors.
 """
 
 from __future__ import annotations
@@ -167,17 +168,24 @@ JOINT_HVP_LAYER = Exercise(
 # 2. When the correction overshoots
 
 
-def overshoots_reference(ap: Tensor, atp: Tensor, second: Tensor) -> Tensor:
-    """``c (c - 2 e1) > 0`` with ``e1 = AP - AtP`` and ``c = g''(0)/2``: the corrected
-    estimate AtP + c is further from AP than AtP."""
-    e1, c = ap - atp, second / 2
-    return c * (c - 2 * e1) > 0
+def overshoots_reference(second: Tensor, mean_second: Tensor) -> Tensor:
+    """``g''(0) (g''(0) - 2 gbar'') > 0``: with ``e1 = AP - AtP = gbar'' / 2`` and
+    ``c = g''(0) / 2``, the corrected estimate AtP + c is further from AP than AtP
+    (``|e1 - c| > |e1|``, i.e. ``c (c - 2 e1) > 0``)."""
+    return second * (second - 2 * mean_second) > 0
 
 
-def _overshoot_variant(ap, atp, second, *, halve=True, rule="exact", e1_sign=1.0) -> Tensor:
-    e1, c = e1_sign * (ap - atp), (second / 2 if halve else second)
+def _overshoot_variant(
+    second: Tensor, mean_second: Tensor, *, rule: str = "exact", error_factor: float = 0.5
+) -> Tensor:
+    """The condition with the slips of the mistakes below: AtP's error taken as
+    ``error_factor * gbar''`` (the right one is 1/2), only the corrections that point away
+    (``rule="away"``), or every correction larger than AtP's error (``rule="larger"``)."""
+    e1, c = error_factor * mean_second, second / 2
     if rule == "away":
         return c * e1 < 0
+    if rule == "larger":
+        return c.abs() > e1.abs()
     return c * (c - 2 * e1) > 0
 
 
@@ -188,6 +196,7 @@ SYNTHETIC_E1_C = (
     (-1.0, 0.25),  # points away
     (1.0, 2.5),  # goes more than twice as far
     (-0.5, -1.2),  # goes more than twice as far
+    (0.5, 2.5),  # goes five times as far
     (1.0, 0.5),  # helps
     (-1.0, -1.0),  # exact
     (1.0, 1.5),  # between one and two times e1: still helps
@@ -197,8 +206,8 @@ SYNTHETIC_E1_C = (
 
 
 def _overshoot_cases(ctx: Context) -> list[Case]:
-    """AP, AtP and g''(0) of the MLP outputs and the heads of :func:`atp_heads`, then of the
-    synthetic cases (AtP = 1 for each, AP = 1 + e1, g'' = 2 c)."""
+    """g''(0) and gbar'' = 2 (AP - AtP) of the MLP outputs and the heads of :func:`atp_heads`,
+    then of the synthetic cases (g''(0) = 2 c, gbar'' = 2 e1)."""
     comps = components(ctx.model, kind="mlp_out") + [ctx.head(*p) for p in atp_heads(ctx)]
     ap, est = ctx.cached(
         "AP and HVP of the MLPs and three heads",
@@ -208,40 +217,40 @@ def _overshoot_cases(ctx: Context) -> list[Case]:
         ),
     )
     e1, c = torch.tensor(SYNTHETIC_E1_C, dtype=torch.float64).T
-    ones = torch.ones_like(e1)
     labels = [c.name for c in comps] + [f"e1 = {a:+g}, c = {b:+g}" for a, b in SYNTHETIC_E1_C]
     args = (
-        torch.cat([ap.double(), ones + e1]),
-        torch.cat([est.first.double(), ones]),
         torch.cat([est.second.double(), 2 * c]),
+        torch.cat([2 * (ap.double() - est.first.double()), 2 * e1]),
     )
     return [Case("the model and the synthetic cases", args, labels=tuple(labels))]
 
 
 def _overshoots_passed(r: Result) -> str:
-    ap, first, second = r.cases[0].args
+    second, mean_second = r.cases[0].args
     expected = r.expected[0].bool()
-    e1, c = ap - first, second / 2
+    e1, c = mean_second / 2, second / 2
     direct = (e1 - c).abs() > e1.abs()
     decided = ((e1 - c).abs() - e1.abs()).abs() > 1e-9 * (e1.abs() + c.abs()).clamp(min=1e-12)
     assert torch.equal(direct[decided], expected[decided]), (
-        "c (c - 2 e1) > 0 is not |e1 - c| > |e1|"
+        "g''(0) (g''(0) - 2 gbar'') > 0 is not |e1 - c| > |e1|"
     )
     n_model = len(expected) - len(SYNTHETIC_E1_C)
     worse = int(expected[:n_model].sum())
     return (
-        f"the overshoot condition of {n_model} components of the model ({worse} overshot) and "
-        f"{len(SYNTHETIC_E1_C)} synthetic cases equals |e1 - c| > |e1|"
+        f"which corrections overshoot, for {n_model} components of the model ({worse} "
+        f"overshot) and {len(SYNTHETIC_E1_C)} synthetic cases, equals |AP - (AtP + c)| > "
+        f"|AP - AtP|"
     )
 
 
 OVERSHOOTS = Exercise(
     name="overshoots",
     notebook="04",
-    summary="Which corrections overshoot, for the MLP outputs and three heads of the model and "
-    "for synthetic cases of both kinds, equals |e1 - c| > |e1| (c (c - 2 e1) > 0).",
+    summary="Which corrections overshoot, decided from g''(0) and the path's average curvature "
+    "gbar'' alone, for the MLP outputs and three heads of the model and for synthetic cases of "
+    "both kinds, equals |AP - (AtP + c)| > |AP - AtP|.",
     reference=overshoots_reference,
-    uses="c (c - 2 e1) > 0",
+    uses="g''(0) (g''(0) - 2 gbar'') > 0",
     what="overshoots",
     cases=_overshoot_cases,
     read=lambda output, case: booleans(output, len(case.args[0]), "overshoots", strict=True),
@@ -249,22 +258,27 @@ OVERSHOOTS = Exercise(
     boolean=True,
     mistakes=(
         Mistake(
-            "that flags every correction that goes further than AtP's error, |c| > |e1| (the "
-            "same as testing with c = g''(0) instead of c = g''(0)/2); a correction in AP's "
-            "direction lands closer to AP as long as |c| < 2 |e1|, less than twice AtP's "
-            "error: test c (c - 2 e1) > 0 with c = g''(0)/2",
-            wrong=partial(_overshoot_variant, halve=False),
+            "that flags every correction larger than AtP's error, |c| > |e1|; a correction in "
+            "AP's direction lands closer to AP as long as it goes less than twice as far: "
+            "compare |e1 - c| with |e1|, e1 = gbar''/2 and c = g''(0)/2",
+            wrong=partial(_overshoot_variant, rule="larger"),
         ),
         Mistake(
-            "only the corrections that point away from AP (c e1 < 0) are flagged; one that "
-            "points the right way but goes more than twice as far (|c| > 2 |e1|) overshoots "
-            "too: test c (c - 2 e1) > 0",
+            "only the corrections that point away from AP (g''(0) and gbar'' of opposite "
+            "signs) are flagged; one that points the right way but goes more than twice as "
+            "far overshoots too",
             wrong=partial(_overshoot_variant, rule="away"),
         ),
         Mistake(
-            "e1 = AP - AtP, AtP's error (what AtP misses); with AtP - AP the condition becomes "
-            "c (c + 2 e1) > 0, the wrong side",
-            wrong=partial(_overshoot_variant, e1_sign=-1.0),
+            "AtP's error was taken as gbar''; it is half of it, e1 = AP - AtP = "
+            "integral of (1 - t) g''(t) dt = gbar'' / 2 (the weights 2 (1 - t) integrate to 1)",
+            wrong=partial(_overshoot_variant, error_factor=1.0),
+        ),
+        Mistake(
+            "the sign of AtP's error is flipped: e1 = AP - AtP = +gbar'' / 2 (AtP misses what "
+            "the curvature adds along the path); with -gbar'' / 2 the condition flags the "
+            "helpful corrections",
+            wrong=partial(_overshoot_variant, error_factor=-0.5),
         ),
     ),
     passed=_overshoots_passed,

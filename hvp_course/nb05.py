@@ -1,13 +1,11 @@
 """Exercises of notebook 05, *Multi-step HVP against Integrated Gradients*: the midpoint rule of
-Integrated Gradients along one MLP's patch path, written with plain hooks and autograd; the
-nodes and weights of the composite two-point Gauss-Legendre rule; and the error order as the
-least-squares slope of log error against log K.
+Integrated Gradients along one MLP's patch path, written with plain hooks and autograd; and
+the nodes and weights of the composite two-point Gauss-Legendre rule.
 
-The references are ``hu.integrated_gradients``, ``ig_nodes`` of
-:mod:`hvp_utils.estimators.quadrature` and ``numpy.polyfit`` on log-log axes; the pass lines
-also compare with independent ones: activation patching as K grows,
-``numpy.polynomial.legendre.leggauss`` and the exact integrals of monomials, and
-``hu.fitted_orders`` on the convergence curves.
+The references are ``hu.integrated_gradients`` and ``ig_nodes`` of
+:mod:`hvp_utils.estimators.quadrature`; the pass lines also compare with independent ones:
+activation patching as K grows, ``numpy.polynomial.legendre.leggauss`` and the exact
+integrals of monomials.
 """
 
 from __future__ import annotations
@@ -16,13 +14,11 @@ import math
 from functools import partial
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
 
 from hvp_course.exercise import Call, Case, Context, Exercise, Mistake, Result
 from hvp_course.explain import ExerciseFailed, as_values, items, shape_problem
-from hvp_utils.analysis.benchmark import fitted_orders
 from hvp_utils.core.components import components
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
@@ -302,135 +298,4 @@ GAUSS_LEGENDRE = Exercise(
 )
 
 
-# --------------------------------------------------------------------------------------------
-# 3. The error order: a least-squares slope on log-log axes
-
-
-def error_order_reference(ks, errors) -> float:
-    """``p = -slope`` of the least-squares line of ``log error`` against ``log K`` (the fit
-    of ``hu.fitted_orders`` on the K it keeps)."""
-    ks, errors = np.asarray(ks, dtype=float), np.asarray(errors, dtype=float)
-    return -float(np.polyfit(np.log(ks), np.log(errors), 1)[0])
-
-
-def _end_points(ks, errors) -> float:
-    ks, errors = np.asarray(ks, dtype=float), np.asarray(errors, dtype=float)
-    return -float(np.log(errors[-1] / errors[0]) / np.log(ks[-1] / ks[0]))
-
-
-def _synthetic() -> list[Case]:
-    """Constructed curves: exact power laws ``C K^-p`` and one with seeded log-normal noise."""
-    ks = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
-    rng = np.random.default_rng(5)
-    noise = np.exp(rng.normal(0.0, 0.3, size=ks.size))
-    return [
-        Case("3 K^-2", (ks, 3.0 * ks**-2)),
-        Case("0.02 K^-4", (ks[:4], 0.02 * ks[:4] ** -4)),
-        Case("K^-1.5 x noise", (ks, ks**-1.5 * noise)),
-        Case("5 K^-3 x noise, K = 2..16", (ks[1:], 5.0 * ks[1:] ** -3 * noise[1:])),
-    ]
-
-
-def _curve(ctx: Context) -> pd.DataFrame:
-    """Error against AP at K = 1, 2, 4, 8 of the midpoint and Gauss rules on the MLP with the
-    largest |AP| (``curve=`` given to check: that convergence table instead)."""
-    if ctx.curve is not None:
-        return ctx.curve
-
-    def build() -> pd.DataFrame:
-        layer = mlp_layers(ctx)[0]
-        comp = components(ctx.model, kind="mlp_out", layers=[layer])
-        ap = activation_patching(ctx.model, ctx.task, comp).values
-        rows = []
-        for rule, order in (("midpoint", 2), ("gauss", 4)):
-            for k in (1, 2, 4, 8):
-                value = integrated_gradients(ctx.model, ctx.task, comp, steps=k, rule=rule)
-                error = float((value.values - ap).abs().max())
-                rows.append({"rule": rule, "K": k, "max_abs_error": error, "derived_order": order})
-        return pd.DataFrame(rows)
-
-    return ctx.cached("convergence curve", build)
-
-
-def _fits(curve: pd.DataFrame) -> pd.DataFrame:
-    """``hu.fitted_orders`` of the curve from K = 2 on."""
-    kept = curve[curve.K >= 2]
-    return fitted_orders(kept if "floor" in kept else kept.assign(floor=0.0))
-
-
-def _order_cases(ctx: Context) -> list[Case]:
-    """The constructed curves, then each rule's points of the model's curve that
-    ``hu.fitted_orders`` fits."""
-    cases = _synthetic()
-    curve = _curve(ctx)
-    fits = _fits(curve)
-    for rule, points in curve[curve.K >= 2].groupby("rule", sort=False):
-        n_fitted = int(fits.loc[rule].n_fitted)
-        if n_fitted < 2:
-            continue
-        points = points.sort_values("K").iloc[:n_fitted]
-        cases.append(
-            Case(
-                f"{rule} on the model",
-                (points.K.to_numpy(float), points.max_abs_error.to_numpy()),
-            )
-        )
-    return cases
-
-
-def _order_passed(r: Result) -> str:
-    fits = _fits(_curve(r.ctx))
-    rules = [c.label.removesuffix(" on the model") for c in r.cases if c.label.endswith("model")]
-    ours = [float(e) for c, e in zip(r.cases, r.expected, strict=True) if c.label.endswith("model")]
-    packaged = [float(fits.loc[rule, "fitted_order"]) for rule in rules]
-    assert np.allclose(ours, packaged, rtol=1e-9), (ours, packaged)
-    return (
-        f"the orders of {len(r.cases)} curves (constructed power laws and "
-        f"{', '.join(rules)} on the model) as numpy.polyfit on log-log axes and "
-        f"hu.fitted_orders (largest difference {r.diff:.1e})"
-    )
-
-
-ERROR_ORDER = Exercise(
-    name="error_order",
-    notebook="05",
-    summary="The error order of constructed power laws (exact and noisy) equals numpy.polyfit's "
-    "slope on log-log axes, and on the convergence curves it equals hu.fitted_orders.",
-    reference=error_order_reference,
-    uses="hu.fitted_orders (numpy.polyfit on log-log axes)",
-    what="error order",
-    cases=_order_cases,
-    rtol=1e-6,
-    mistakes=(
-        Mistake(
-            "wrong sign: error ~ C K^-p falls with K, so the slope of log error against log K "
-            "is -p: return minus the slope",
-            wrong=lambda ks, errors: -error_order_reference(ks, errors),
-        ),
-        Mistake(
-            "log10 of the errors against the natural log of K: use the same logarithm on both axes",
-            wrong=lambda ks, errors: (
-                -float(np.polyfit(np.log(np.asarray(ks, float)), np.log10(errors), 1)[0])
-            ),
-        ),
-        Mistake(
-            "the natural log of the errors against log10 of K: use the same logarithm on both axes",
-            wrong=lambda ks, errors: (
-                -float(np.polyfit(np.log10(np.asarray(ks, float)), np.log(errors), 1)[0])
-            ),
-        ),
-        Mistake(
-            "that is the slope through the two end points only: least squares uses every "
-            "point, so one noisy K moves the order less",
-            wrong=_end_points,
-        ),
-        Mistake(
-            "that is a straight line through the errors themselves: a power law C K^-p is a "
-            "straight line only on log-log axes, log e = log C - p log K",
-            wrong=lambda ks, errors: -float(np.polyfit(np.asarray(ks, float), errors, 1)[0]),
-        ),
-    ),
-    passed=_order_passed,
-)
-
-EXERCISES = (MIDPOINT_IG, GAUSS_LEGENDRE, ERROR_ORDER)
+EXERCISES = (MIDPOINT_IG, GAUSS_LEGENDRE)

@@ -1,13 +1,12 @@
-"""Exercises of notebook 06, *Recovering the IOI circuit*: the reference-circuit rule, the
-AUROC of a ranking against that circuit, and one point of a faithfulness curve written with
-mean-ablation hooks.
+"""Exercises of notebook 06, *Recovering the IOI circuit*: the AUROC of a ranking against the
+reference circuit, and one point of a faithfulness curve written with mean-ablation hooks.
 
-The references are the package's :func:`hvp_utils.ap_circuit`, :func:`hvp_utils.auroc` (as
+The references are the package's :func:`hvp_utils.auroc` (as
 :func:`hvp_utils.circuit_recovery` uses it) and :func:`hvp_utils.faithfulness`. Each check
 runs on the notebook's own results when they are passed (``truth=``, ``estimates=``,
-``reference=``) and otherwise on the small task; the first two also run on small synthetic
-cases (ties exactly at the threshold, tied scores, large negative effects), so that mistakes
-that the model's numbers happen not to expose are still caught.
+``reference=``) and otherwise on the small task; the AUROC also runs on a small synthetic
+case (tied scores, large negative scores), so that mistakes that the model's numbers happen
+not to expose are still caught.
 """
 
 from __future__ import annotations
@@ -19,13 +18,13 @@ import torch
 from torch import Tensor
 
 from hvp_course.exercise import Case, Context, Exercise, Mistake, Result
-from hvp_course.explain import ExerciseFailed, scalar
+from hvp_course.explain import scalar
 from hvp_utils.analysis.circuits import ap_circuit, circuit_recovery, faithfulness
 from hvp_utils.core.components import Component, components
 from hvp_utils.core.metrics import auroc
-from hvp_utils.core.results import Attribution, Cost, Estimator
+from hvp_utils.core.results import Attribution
 from hvp_utils.core.tasks import PatchingTask
-from hvp_utils.core.types import Family, Model
+from hvp_utils.core.types import Model
 from hvp_utils.estimators import atp, hvp_correction
 
 #: The reference circuit's default fraction (the notebook's ``threshold_share``).
@@ -37,134 +36,6 @@ def reference_circuit(ctx: Context) -> list[str]:
     if ctx.reference:
         return list(ctx.reference)
     return ap_circuit(ctx.head_ap(), threshold_share=DEFAULT_THRESHOLD_SHARE)
-
-
-# --------------------------------------------------------------------------------------------
-# 1. The reference circuit
-
-
-def ap_circuit_reference(effects: Tensor, names: list[str], threshold_share: float) -> list[str]:
-    """The components with ``|effect| >= threshold_share * max |effect|`` (``hu.ap_circuit``)."""
-    given = Estimator("given", "given", "given effects", Family.AP)
-    truth = Attribution(
-        effects.detach().double(), list(names), ["custom"] * len(names), given, Cost()
-    )
-    return ap_circuit(truth, threshold_share=threshold_share)
-
-
-def _circuit_signed(effects: Tensor, names: list[str], threshold_share: float) -> list[str]:
-    cut = threshold_share * float(effects.max())
-    return [n for n, v in zip(names, effects.tolist(), strict=True) if v >= cut]
-
-
-def _circuit_strict(effects: Tensor, names: list[str], threshold_share: float) -> list[str]:
-    size = effects.abs()
-    cut = threshold_share * float(size.max())
-    return [n for n, v in zip(names, size.tolist(), strict=True) if v > cut]
-
-
-def _circuit_of_sum(effects: Tensor, names: list[str], threshold_share: float) -> list[str]:
-    size = effects.abs()
-    cut = threshold_share * float(size.sum())
-    return [n for n, v in zip(names, size.tolist(), strict=True) if v >= cut]
-
-
-#: Synthetic effects: exact ties at the threshold (0.25 of 4.0 is exactly 1.0), large negative
-#: effects, and a near miss just below the threshold.
-SYNTHETIC_EFFECTS = (4.0, -2.0, 1.0, -1.0, 0.5, 0.0, 3.0, -0.999)
-SYNTHETIC_THRESHOLD_SHARE = 0.25
-
-
-def _read_circuit(got, case: Case) -> Tensor:
-    """The learner's circuit as a 0/1 mask over the case's names, or a failure saying why."""
-    __tracebackhide__ = True
-    what, names = f"the circuit of {case.label}", case.args[1]
-    if got is None:
-        raise ExerciseFailed(f"{what} is None: the function has no `return` (or returns None)")
-    if isinstance(got, str):
-        raise ExerciseFailed(f"{what} is one string {got!r}; return a list of names")
-    if isinstance(got, Tensor):
-        raise ExerciseFailed(
-            f"{what} is a tensor; return the names of the circuit's components (a list of "
-            "str such as ['L0H3', 'L1H6']), not a mask or indices"
-        )
-    try:
-        chosen = list(got)
-    except TypeError as err:
-        raise ExerciseFailed(f"{what} is a {type(got).__name__}; return a list of names") from err
-    if not all(isinstance(x, str) for x in chosen):
-        raise ExerciseFailed(
-            f"{what} holds {type(next(x for x in chosen if not isinstance(x, str))).__name__} "
-            "entries; return the names (str) of the components, e.g. names[i], not indices i"
-        )
-    unknown = sorted(set(chosen) - set(names))
-    if unknown:
-        raise ExerciseFailed(f"{what} names components that do not exist: {unknown[:4]}")
-    if len(set(chosen)) != len(chosen):
-        raise ExerciseFailed(f"{what} names some components twice")
-    return torch.tensor([float(n in chosen) for n in names], dtype=torch.float64)
-
-
-def _circuit_cases(ctx: Context) -> list[Case]:
-    """AP's effects (``truth=``, default: every head on the task) at the notebook's fraction,
-    0.05 and 0.3, and the synthetic effects with ties at the threshold."""
-    truth = ctx.head_ap() if ctx.truth is None else ctx.truth
-    threshold_share = (
-        DEFAULT_THRESHOLD_SHARE if ctx.threshold_share is None else float(ctx.threshold_share)
-    )
-    names = list(truth.names)
-    cases = [
-        Case(f"AP's effects, fraction {f:g}", (truth.values, names, f), labels=tuple(names))
-        for f in dict.fromkeys((threshold_share, 0.05, 0.3))
-    ]
-    synthetic = torch.tensor(SYNTHETIC_EFFECTS, dtype=torch.float64)
-    fake = [f"c{i}" for i in range(len(synthetic))]
-    cases.append(
-        Case(
-            f"the effects {list(SYNTHETIC_EFFECTS)}, fraction {SYNTHETIC_THRESHOLD_SHARE:g}",
-            (synthetic, fake, SYNTHETIC_THRESHOLD_SHARE),
-            labels=tuple(fake),
-        )
-    )
-    return cases
-
-
-def _circuit_passed(r: Result) -> str:
-    effects, names, threshold_share = r.cases[0].args
-    return (
-        f"{int(r.expected[0].sum())} of {len(names)} heads at share {threshold_share:g} (and "
-        f"{len(r.cases) - 1} more cases) as hu.ap_circuit"
-    )
-
-
-AP_CIRCUIT = Exercise(
-    name="ap_circuit",
-    notebook="06",
-    summary="The reference circuit, at the notebook's fraction and at 0.05 and 0.3 of AP's "
-    "effects and on a synthetic case with ties at the threshold, equals hu.ap_circuit.",
-    reference=ap_circuit_reference,
-    uses="hu.ap_circuit",
-    what="the circuit",
-    cases=_circuit_cases,
-    read=_read_circuit,
-    boolean=True,
-    mistakes=(
-        Mistake(
-            "it drops the components with a large negative effect: the rule compares |effect| "
-            "(a head that pushes the answer away from IO matters as much)",
-            wrong=_circuit_signed,
-        ),
-        Mistake(
-            "a component exactly at the threshold belongs to the circuit (>=, not >)",
-            wrong=_circuit_strict,
-        ),
-        Mistake(
-            "the threshold is a fraction of the largest |effect|, not of their sum",
-            wrong=_circuit_of_sum,
-        ),
-    ),
-    passed=_circuit_passed,
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,4 +268,4 @@ FAITHFULNESS_OF = Exercise(
     passed=_faithfulness_passed,
 )
 
-EXERCISES = (AP_CIRCUIT, AUROC_FROM_SCORES, FAITHFULNESS_OF)
+EXERCISES = (AUROC_FROM_SCORES, FAITHFULNESS_OF)
