@@ -386,3 +386,60 @@ def test_other_seeds_are_the_committed_measures_and_verdicts_follow(path):
         assert key == f"paper.{expected}", f"{stated['claim_key']} / {stated['part']}"
         assert (stated["held"], stated["n"]) == (int(holds.sum()), len(group))
         assert close(stated["low"], group.value.min()) and close(stated["high"], group.value.max())
+
+
+def mann_whitney(scores: pd.Series, positive: pd.Series) -> float:
+    """P(score of a positive > score of a negative), ties 1/2, by counting pairs."""
+    pos, neg = scores[positive].to_numpy(), scores[~positive].to_numpy()
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(wins / (len(pos) * len(neg)))
+
+
+@params("08")
+def test_key_numbers_are_those_of_notebooks_04_06_07(path):
+    """Seed 0's key numbers recomputed from the component tables of the notebooks beside 08."""
+    seed = page_seed(Recorded(path))
+    numbers = Recorded(path).table("key_numbers")
+    mine = numbers[numbers.seed == seed].set_index(["key", "item", "perturbation"]).value
+    beside = {n: Recorded(next(path.parent.glob(f"{n}_*.ipynb"))) for n in ("04", "06", "07")}
+    nb04, nb06, nb07 = beside["04"], beside["06"], beside["07"]
+    effects = nb04.table("effects")
+    for (p, kind), d in effects.groupby(["perturbation", "kind"]):
+        ratio = (d["HVP diag"] - d.AP).abs().mean() / (d.AtP - d.AP).abs().mean()
+        assert close(mine["hvp_diag", kind, p], ratio, rel=1e-4), (p, kind)
+    heads = nb07.table("heads")
+    for p, d in heads.groupby("perturbation"):
+        rho = d["AtP alone"].rank().corr(d["AP everywhere"].rank())
+        assert close(mine["atp_spearman", "heads", p], rho, rel=1e-4), p
+    estimates, boundary = nb06.table("head_estimates"), nb06.table("boundary")
+    in_circuit = boundary.set_index("head")["in circuit"].astype(bool)
+    perturbation = nb06["perturbation"]
+    for method in estimates.columns.drop(["head", "AP"]):
+        scores = estimates.set_index("head")[method].abs()
+        value = mine["circuit_auroc", method, perturbation]
+        assert close(value, mann_whitney(scores, in_circuit[scores.index])), method
+
+
+@params("08")
+def test_key_numbers_of_other_seeds_are_the_committed_ones_and_verdicts_follow(path):
+    rec = Recorded(path)
+    seed, numbers = page_seed(rec), rec.table("key_numbers")
+    others = numbers[numbers.seed != seed].reset_index(drop=True)
+    if rec.verdicts("paper.seeds_source"):
+        committed = pd.read_csv(SEEDS / "key_numbers.csv", keep_default_na=False)
+        committed = committed[committed.seed != seed].reset_index(drop=True)
+        pd.testing.assert_frame_equal(others[committed.columns], committed, check_dtype=False)
+        stated = rec.verdicts("spread.settled", "spread.not_settled")
+        assert len(stated) == 4
+        for key, values in stated:
+            rows = numbers[numbers.key.map(quantities()) == values["quantity"]]
+            held = rows.groupby(["item", "perturbation"]).holds.agg(["sum", "size"])
+            flips = held[(held["sum"] > 0) & (held["sum"] < held["size"])]
+            assert len(values["unsettled"]) == len(flips), values["quantity"]
+            assert key == ("spread.not_settled" if len(flips) else "spread.settled")
+    else:
+        assert others.empty and rec.verdicts("spread.one_sample")
+
+
+def quantities() -> dict[str, str]:
+    return {n.key: n.quantity for n in hu.findings.spread.KEY_NUMBERS}

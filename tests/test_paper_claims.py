@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from hvp_utils.analysis.findings import paper
+from hvp_utils.analysis.findings import paper, spread
 
 
 def constructed(holds: dict[tuple[str, str], list[bool]]) -> pd.DataFrame:
@@ -87,3 +87,35 @@ def test_a_claim_no_run_measured_is_said_so():
     missing = [f for f in found.findings if f.key == "paper.not_measured"]
     assert [f.values["part"] for f in missing] == ["detection"]
     assert "Not measured" in missing[0].sentence and len(table) == 7
+
+
+def key_rows(held: dict[str, list[bool]], seeds=(0, 1, 2)) -> pd.DataFrame:
+    """One item of every key number at ``seeds``; ``held`` gives some keys' outcomes."""
+    return pd.DataFrame(
+        dict(seed=s, key=n.key, item="heads", perturbation="name_swap", value=0.5 + s, holds=h)
+        for n in spread.KEY_NUMBERS
+        for s, h in zip(seeds, held.get(n.key, [True] * len(seeds)), strict=True)
+    )
+
+
+def test_key_number_verdicts_are_settled_only_when_every_seed_agrees():
+    rows = key_rows({"atp_topk": [False] * 3, "hvp_diag": [True, False, True]})
+    table, found = spread.stability(rows, featured_seed=1)
+    verdicts = table.set_index("quantity").verdict
+    by_key = {n.key: n.quantity for n in spread.KEY_NUMBERS}
+    assert verdicts[by_key["atp_spearman"]] == "holds"
+    assert verdicts[by_key["atp_topk"]] == "fails"
+    assert verdicts[by_key["hvp_diag"]] == "not settled"
+    assert table["seed 1"].tolist() == [1.5] * 4 and set(table["over 3 seeds"]) == {"0.5 to 2.5"}
+    keys = [f.key for f in found.findings]
+    assert keys.count("spread.not_settled") == 1 and keys.count("spread.settled") == 3
+    (unsettled,) = [f.values for f in found.findings if f.key == "spread.not_settled"]
+    assert unsettled["unsettled"] == [
+        dict(item="heads", perturbation="name_swap", held=2, n=3, low=0.5, high=2.5)
+    ]
+
+
+def test_one_prompt_sample_settles_nothing():
+    table, found = spread.stability(key_rows({}, seeds=(4,)), featured_seed=4)
+    assert set(table.verdict) == {"one sample"}
+    assert [f.key for f in found.findings] == ["spread.one_sample"]

@@ -6,7 +6,8 @@
 - one module of rules per notebook: :mod:`.by_hand` (00), :mod:`.attribution` (01),
   :mod:`.diagnosis` (02), :mod:`.reliability` (03), :mod:`.second_order` (04),
   :mod:`.quadrature` (05), :mod:`.circuits` (06), :mod:`.workflow` (07),
-  :mod:`.takeaways` (08) and :mod:`.paper` (08, the seed paper's claims judged).
+  :mod:`.takeaways` (08), :mod:`.paper` (08, the seed paper's claims judged) and
+  :mod:`.spread` (08, the key numbers of 04, 06 and 07 across prompt samples).
 """
 
 from hvp_utils.analysis.findings import (
@@ -18,6 +19,7 @@ from hvp_utils.analysis.findings import (
     quadrature,
     reliability,
     second_order,
+    spread,
     takeaways,
     workflow,
 )
@@ -38,6 +40,7 @@ __all__ = [
     "quadrature",
     "reliability",
     "second_order",
+    "spread",
     "takeaways",
     "workflow",
 ]

@@ -366,11 +366,18 @@ def run_measures(directory: str | Path) -> pd.DataFrame:
 
 
 def other_seeds(
-    seeds_dir: str | Path, *, model_name: str, n_prompts: int, dtype: str, seed: int
+    seeds_dir: str | Path,
+    *,
+    model_name: str,
+    n_prompts: int,
+    dtype: str,
+    seed: int,
+    file: Literal["measures.csv", "key_numbers.csv"] = "measures.csv",
 ) -> tuple[pd.DataFrame, Findings]:
-    """The claims measured at other seeds (``measures.csv`` and ``run.json`` of
-    :mod:`hvp_utils.cli.seeds`), without ``seed`` (the page's own run), and where they come
-    from; no rows when the folder is missing or was measured with other settings."""
+    """The claims (``file="measures.csv"``) or the key numbers (``"key_numbers.csv"``)
+    measured at other seeds by :mod:`hvp_utils.cli.seeds` (with its ``run.json``), without
+    ``seed`` (the page's own run), and where they come from; no rows when the folder is
+    missing or was measured with other settings."""
     found = Findings("08", "Other prompt samples")
     folder = Path(seeds_dir)
     empty = pd.DataFrame(columns=["seed", *MEASURE_COLUMNS])
@@ -386,7 +393,7 @@ def other_seeds(
             differ=[{"name": k, "asked": asked[k], "measured": run["settings"][k]} for k in differ],
         )
         return empty, found
-    measures = pd.read_csv(folder / "measures.csv", keep_default_na=False)
+    measures = pd.read_csv(folder / file, keep_default_na=False)
     measures = measures[measures.seed != seed]
     found.state(
         "paper.seeds_source",

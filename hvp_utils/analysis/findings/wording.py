@@ -1860,6 +1860,26 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
         "**Not measured** ({part}): {claim} No run measured it (for a detector: no kind had "
         "both trustworthy and untrustworthy estimates)."
     ),
+    "spread.one_sample": (
+        "Only this run's prompt sample (seed {seed}) was measured with these settings, so no "
+        "verdict below can be called settled: each is what this one sample shows."
+    ),
+    "spread.settled": lambda v: (
+        f"**{v['quantity']}** (notebook {v['notebook']}; test: {v['test']}): the verdict is the "
+        f"same at every seed ({', '.join(str(s) for s in v['seeds'])}) for "
+        f"{count_phrase(v['n_items'], v['n_items'], 'item')}."
+    ),
+    "spread.not_settled": lambda v: (
+        f"**{v['quantity']}** (notebook {v['notebook']}; test: {v['test']}): not settled at this "
+        f"size for {count_phrase(len(v['unsettled']), v['n_items'], 'item')}: "
+        + "; ".join(
+            f"{u['item']} under `{u['perturbation']}` (held at {u['held']} of {u['n']} seeds, "
+            f"{u['low']:.3g} to {u['high']:.3g})"
+            for u in v["unsettled"]
+        )
+        + ". A verdict on these items in the earlier notebooks describes their prompt sample, "
+        "not the model."
+    ),
     "paper.reproduced": _paper_claim,
     "paper.refuted": _paper_claim,
     "paper.not_settled": _paper_claim,
