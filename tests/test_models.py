@@ -76,18 +76,17 @@ def test_toy_model_solves_ioi_on_heldout_prompts(toy32):
     assert 2.0 <= everything.mean() <= 6.0  # unsaturated, like GPT-2 small's (about 3.5)
     heldout_templates = [v for (kind, _), v in diffs.items() if kind == "heldout template"]
     assert len(heldout_templates) >= 10
-    # no held-out template may be solved by chance only (0.5); today's weakest two, whose last
-    # clause follows a full stop or a long clause, reach 0.65
+    # no held-out template may be solved by chance only (0.5); the weakest, whose last clause
+    # follows a full stop or a long clause, reach 0.6 to 0.65
     for values in heldout_templates:
         assert (values > 0).float().mean() >= 0.6
 
 
 @pytest.mark.slow
 def test_toy_model_solves_ioi_with_heldout_names(toy32):
-    """Names that never appear in an IOI sentence in training (only in other text). The aim is
-    0.9; the embedded model reaches 0.86 on these prompts, so this guards that level."""
+    """Names that never appear in an IOI sentence in training (only in other text)."""
     diffs = torch.cat(list(heldout_logit_diffs(toy32, names=ioi_vocab()["heldout_names"]).values()))
-    assert (diffs > 0).float().mean() >= 0.85
+    assert (diffs > 0).float().mean() >= 0.9
 
 
 @pytest.mark.slow

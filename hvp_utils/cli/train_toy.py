@@ -4,15 +4,17 @@
 
 Trains a ``transformers`` GPT-2 from a fixed seed on a CPU and writes ``data/toy-ioi/`` as a
 standard Hugging Face checkpoint (config.json, model.safetensors, the word-level tokenizer,
-training.json). The same seed, step count and thread count give the same weights.
+training.json). The same seed, step count and thread count (one by default) give the same
+weights.
 
 The corpus is generated on the fly (:func:`hvp_utils.core.ioi_text.training_sentence`): each
 text starts with 0-3 sentences (most without names), so a name's position does not say its
 role; then 40% completed IOI sentences from the training templates and training names
-(held-out (template, IO, S) combinations excluded; 4% of them end with S, so the answer is
-likely, not certain), and 60% general text in which repetition must be tracked (names
-re-mentioned, repeated spans, three people of whom two recur). The model is a language
-model that happens to solve IOI, not a classifier.
+(held-out (template, IO, S) combinations excluded; 5% of them end with S, so the answer is
+likely, not certain), and 60% general text in which repetition must be tracked (15% repeated
+spans, 20% three people of whom two recur, drawn from every name, held-out names too, and 25%
+names re-mentioned across sentences). The model is a language model that happens to solve
+IOI, not a classifier.
 """
 
 from __future__ import annotations
@@ -91,11 +93,11 @@ def train(
     steps: int = 4500,
     batch_size: int = 32,
     width: int = 48,
-    s_answer_fraction: float = 0.04,
+    s_answer_fraction: float = 0.05,
     lr: float = 1e-3,
     seed: int = 0,
     out_dir: Path = TOY_MODEL_DIR,
-    threads: int = 2,
+    threads: int = 1,
     log_every: int = 500,
 ) -> dict:
     """Train toy-ioi from ``seed`` and save it under ``out_dir``; returns the training record."""

@@ -197,12 +197,14 @@ def training_sentence(
     rng: random.Random,
     *,
     ioi_fraction: float = 0.4,
-    s_answer_fraction: float = 0.04,
+    s_answer_fraction: float = 0.05,
+    three_names_fraction: float = 0.2,
     max_preceding: int = 3,
 ) -> str:
     """One training text: 0 to ``max_preceding`` preceding sentences (70% without names),
     then an IOI sentence (``ioi_fraction``) or general text in which repetition must be
-    tracked (names re-mentioned, repeated spans, three people of whom two recur)."""
+    tracked: repeated spans (15%), three people of whom two recur (``three_names_fraction``;
+    every name, held-out ones too), names re-mentioned in other sentences (the rest)."""
     preceding = [
         filler_sentence(rng) if rng.random() < 0.7 else lm_sentence(rng)
         for _ in range(rng.randint(0, max_preceding))
@@ -212,7 +214,7 @@ def training_sentence(
         main = ioi_training_sentence(rng, s_answer_fraction=s_answer_fraction)
     elif draw < ioi_fraction + 0.15:
         main = repeated_span(rng)
-    elif draw < ioi_fraction + 0.25:
+    elif draw < ioi_fraction + 0.15 + three_names_fraction:
         main = three_names(rng)
     else:
         main = lm_sentence(rng)
