@@ -190,3 +190,22 @@ def stability(numbers: pd.DataFrame, *, featured_seed: int) -> tuple[pd.DataFram
             unsettled=unsettled,
         )
     return pd.DataFrame(rows), found
+
+
+def by_perturbation(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`stability`'s table with one row per (quantity, item) and one column per
+    perturbation, each cell "value at the featured seed (range over the seeds), verdict"."""
+    featured = next(c for c in table.columns if c.startswith("seed "))
+    over = next(c for c in table.columns if c.startswith("over "))
+    cells = table.assign(
+        shown=table[featured].map("{:.3g}".format) + " (" + table[over] + "), " + table.verdict
+    )
+    wide = cells.pivot_table(
+        index=["quantity", "item"],
+        columns="perturbation",
+        values="shown",
+        aggfunc="first",
+        sort=False,
+    )
+    wide.columns.name = f"{featured} ({over}), verdict"
+    return wide.fillna("")
