@@ -157,6 +157,7 @@ def stability(numbers: pd.DataFrame, *, featured_seed: int) -> tuple[pd.DataFram
         unsettled = []
         for (item, p), group in mine.groupby(["item", "perturbation"], sort=False):
             held = int(group.holds.sum())
+            verdict = _verdict(held, len(group))
             featured = group[group.seed == featured_seed].value
             rows.append(
                 {
@@ -170,10 +171,10 @@ def stability(numbers: pd.DataFrame, *, featured_seed: int) -> tuple[pd.DataFram
                         f"{group.value.min():.3g} to {group.value.max():.3g}"
                     ),
                     "held": f"{held} of {len(group)}",
-                    "verdict": _verdict(held, len(group)),
+                    "verdict": verdict,
                 }
             )
-            if _verdict(held, len(group)) == "not settled":
+            if verdict == "not settled":
                 unsettled.append(
                     dict(item=item, perturbation=p, held=held, n=len(group))
                     | dict(low=float(group.value.min()), high=float(group.value.max()))
