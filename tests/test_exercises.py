@@ -174,7 +174,7 @@ def test_check_names_the_exercises_and_its_keywords():
     with pytest.raises(KeyError, match="logit_diff"):
         course.check("no_such_exercise", lambda: None)
     with pytest.raises(TypeError, match="screen"):
-        course.check("nmae", lambda e, t: 0.0, screens=None)
+        course.check("overshoots", lambda second, mean: second > 0, screens=None)
 
 
 def test_the_library_does_not_load_the_course():

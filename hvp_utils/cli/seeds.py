@@ -71,11 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = cli.parse_args(argv)
     start = time.perf_counter()
-    previous = None
-    if args.collect_only:
-        if not (args.out / "run.json").exists():
-            cli.error(f"--collect-only needs {args.out}/run.json, the record of the runs")
-        previous = json.loads((args.out / "run.json").read_text())
+    if args.collect_only and not (args.out / "run.json").exists():
+        cli.error(f"--collect-only needs {args.out}/run.json, the record of the runs")
     frames = [
         measure_seed(args.model, seed, runs=args.runs, execute=not args.collect_only)
         for seed in args.seeds
@@ -85,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     measures.to_csv(args.out / "measures.csv", index=False, float_format="%.6g")
     numbers.to_csv(args.out / "key_numbers.csv", index=False, float_format="%.6g")
-    if previous is not None:  # the runs' own command and time stay on record
-        (args.out / "run.json").write_text(json.dumps(previous, indent=2) + "\n")
+    if args.collect_only:  # run.json stays the record of the runs that executed them
         print(f"{len(measures)} measures, {len(numbers)} key numbers read into {args.out}/")
         return 0
     record = {

@@ -157,6 +157,7 @@ def stability(numbers: pd.DataFrame, *, featured_seed: int) -> tuple[pd.DataFram
         unsettled = []
         for (item, p), group in mine.groupby(["item", "perturbation"], sort=False):
             held = int(group.holds.sum())
+            verdict = _verdict(held, len(group))
             featured = group[group.seed == featured_seed].value
             rows.append(
                 {
@@ -170,10 +171,10 @@ def stability(numbers: pd.DataFrame, *, featured_seed: int) -> tuple[pd.DataFram
                         f"{group.value.min():.3g} to {group.value.max():.3g}"
                     ),
                     "held": f"{held} of {len(group)}",
-                    "verdict": _verdict(held, len(group)),
+                    "verdict": verdict,
                 }
             )
-            if _verdict(held, len(group)) == "not settled":
+            if verdict == "not settled":
                 unsettled.append(
                     dict(item=item, perturbation=p, held=held, n=len(group))
                     | dict(low=float(group.value.min()), high=float(group.value.max()))
@@ -190,3 +191,22 @@ def stability(numbers: pd.DataFrame, *, featured_seed: int) -> tuple[pd.DataFram
             unsettled=unsettled,
         )
     return pd.DataFrame(rows), found
+
+
+def by_perturbation(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`stability`'s table with one row per (quantity, item) and one column per
+    perturbation, each cell "value at the featured seed (range over the seeds), verdict"."""
+    featured = next(c for c in table.columns if c.startswith("seed "))
+    over = next(c for c in table.columns if c.startswith("over "))
+    cells = table.assign(
+        shown=table[featured].map("{:.3g}".format) + " (" + table[over] + "), " + table.verdict
+    )
+    wide = cells.pivot_table(
+        index=["quantity", "item"],
+        columns="perturbation",
+        values="shown",
+        aggfunc="first",
+        sort=False,
+    )
+    wide.columns.name = f"{featured} ({over}), verdict"
+    return wide.fillna("")
