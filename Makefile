@@ -52,20 +52,20 @@ run: $(STAMP)
 	@echo "Executed notebooks are in runs/$(MODEL)/ (open them with 'make lab')."
 
 # Two lanes at once, one per core, each on one torch thread (two threads per lane would put four
-# on the two cores and slow both lanes down): the pytest tiers, nbval on notebooks 07 and 08 and
-# the browser test; nbval on the other notebooks, the parameterised rerun and the claims checked
-# on it, and the site (each about 22 minutes on CI, after about 3 minutes of installing; each
-# lane prints its time). Each line is prefixed with its lane; the target fails when either lane
+# on the two cores and slow both lanes down): the pytest tiers, nbval on notebooks 07 and 08, the
+# browser test and the site; nbval on the other notebooks, the parameterised rerun and the claims
+# checked on it (each about 22 minutes on CI, after about 3 minutes of installing; each lane
+# prints its time). Each line is prefixed with its lane; the target fails when either lane
 # does.
 NBVAL_LATE := $(filter notebooks/07_% notebooks/08_%,$(NOTEBOOKS))
 NBVAL_EARLY := $(filter-out $(NBVAL_LATE),$(NOTEBOOKS))
 test: $(STAMP)
 	@mkdir -p runs
 	@export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1; \
-	( $(MAKE) --no-print-directory unit slow course nbval browser \
+	( $(MAKE) --no-print-directory unit slow course nbval browser book \
 	  NBVAL_NOTEBOOKS="$(NBVAL_LATE)" 2>&1; \
 	  echo $$? > runs/.lane-tiers; echo "lane done after $$SECONDS s" ) | sed -u 's/^/[tiers] /' & \
-	( $(MAKE) --no-print-directory nbval rerun-test claims-rerun book \
+	( $(MAKE) --no-print-directory nbval rerun-test claims-rerun \
 	  NBVAL_NOTEBOOKS="$(NBVAL_EARLY)" 2>&1; \
 	  echo $$? > runs/.lane-notebooks; echo "lane done after $$SECONDS s" ) \
 	  | sed -u 's/^/[notebooks] /'; \

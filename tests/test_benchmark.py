@@ -190,6 +190,7 @@ def test_a_tiny_bench_writes_every_result(tmp_path):
     pd.testing.assert_series_equal(captum, ours, check_names=False, atol=1e-9)
     probes = pd.read_csv(out / "hutchinson.csv")
     assert sorted(probes.n_probes.dropna().unique()) == [2, 4]
+    assert (probes.n_components == bench.N_NEURONS).all()  # --quick: a sample of the layer
     readme = (out / "README.md").read_text()
     assert "python -m hvp_utils.cli.bench --kinds head_out" in readme
     assert all(method in readme for method in pd.read_csv(out / "frontier.csv").cheapest)

@@ -204,7 +204,9 @@ def local_ray():
 
 
 @pytest.mark.slow
-def test_a_grid_of_three_models_on_ray_reports_what_the_notebooks_recorded(tmp_path, local_ray):
+def test_a_grid_of_three_models_on_ray_reports_what_the_notebooks_recorded(
+    tmp_path, local_ray, capsys
+):
     from claims import Recorded
     from test_rerun import save_checkpoint
 
@@ -237,3 +239,21 @@ def test_a_grid_of_three_models_on_ray_reports_what_the_notebooks_recorded(tmp_p
         assert (rows.components == rows.n).all()
     markdown = (folder / "report.md").read_text()
     assert markdown.count("| ok |") == 3 and "tiny-llama" in markdown
+    # each task is a whole rerun: a local checkpoint by its resolved path, versions, git, summary
+    run_dir = folder / "tiny-gpt2" / "quick"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    (entry,) = manifest["notebooks"].values()
+    assert entry["parameters"]["model_name"] == str((tmp_path / "tiny-gpt2").resolve())
+    assert entry["seconds"] > 0 and "commit" in manifest["git"]
+    assert manifest["versions"]["torch"] and manifest["versions"]["papermill"]
+    html = (run_dir / "summary.html").read_text()
+    assert "Activation patching versus attribution patching" in html and "<img" in html
+    # a task's command run again resumes: its notebook is finished, so it does not run twice
+    tasks = grid.plan_tasks(grid.load_grid(path), out=tmp_path / "runs", force=False)
+    (task,) = [t for t in tasks if t.model == "tiny-gpt2"]
+    assert task.command[1:3] == ["-m", "hvp_utils.cli.rerun"]
+    capsys.readouterr()
+    assert rerun.main(task.command[3:]) == 0
+    assert "0 executed, 1 skipped" in capsys.readouterr().out
+    again = json.loads((run_dir / "manifest.json").read_text())["notebooks"]
+    assert again == manifest["notebooks"]

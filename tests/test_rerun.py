@@ -78,43 +78,6 @@ def test_unsupported_architecture_names_what_is_missing(tmp_path):
         load_local_checkpoint(tmp_path)
 
 
-@pytest.mark.slow
-def test_rerun_notebook_01_on_a_local_checkpoint(tmp_path):
-    path = save_checkpoint(tmp_path / "tiny-gpt2")
-    command = [
-        sys.executable,
-        "-m",
-        "hvp_utils.cli.rerun",
-        "--model",
-        str(path),
-        "--notebooks",
-        "01",
-        "--param",
-        "n_prompts=4",
-        "--param",
-        "kinds=['head_out', 'mlp_out']",
-        "--out",
-        str(tmp_path / "runs"),
-    ]
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = tmp_path / "runs" / "tiny-gpt2"
-    manifest = json.loads((out / "manifest.json").read_text())
-    entry = manifest["notebooks"]["01_activation_vs_attribution_patching"]
-    assert entry["status"] == "ok" and entry["seconds"] > 0
-    assert entry["parameters"]["n_prompts"] == 4
-    assert entry["parameters"]["model_name"] == str(path.resolve())
-    assert manifest["versions"]["torch"] and manifest["versions"]["papermill"]
-    assert "commit" in manifest["git"]
-    assert (out / entry["output"]).exists()
-    html = (out / "summary.html").read_text()
-    assert "Activation patching versus attribution patching" in html and "<img" in html
-    # a second run skips the finished notebook instead of executing it again
-    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "0 executed, 1 skipped" in again.stdout
-
-
 def write_tiny_notebook(directory: Path) -> Path:
     """``01_tiny.ipynb``: a ``parameters`` cell declaring ``model_name`` and three quick cells."""
     import nbformat

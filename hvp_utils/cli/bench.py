@@ -49,7 +49,8 @@ TL_PATCHING_KINDS = ("head_out", "head_out_pos", "neuron")
 #: The kinds whose bench components cover each hook entirely: only there is Captum's
 #: LayerIntegratedGradients (which interpolates the whole layer) our joint IG.
 WHOLE_HOOK_KINDS = ("head_out", "mlp_out", "head_q", "head_k")
-#: Neurons per kind in the estimator grid (the probe sweep takes the whole layer).
+#: Neurons per kind in the estimator grid (the probe sweep takes the whole layer, or these with
+#: ``--quick``).
 N_NEURONS = 128
 PEER_FAMILIES = (Family.AP_PEER.value, Family.IG_PEER.value)
 #: The task the neuron layer is found on: the notebooks' featured one by default (name swap,
@@ -144,16 +145,22 @@ def run(
 
 
 def probe_table(
-    model_name: str, n_prompts: int, seed: int, dtype: str, probes: tuple[int, ...]
+    model_name: str,
+    n_prompts: int,
+    seed: int,
+    dtype: str,
+    probes: tuple[int, ...],
+    n_neurons: int | None = None,
 ) -> pd.DataFrame:
     """:func:`~hvp_utils.analysis.benchmark.probe_sweep` on the neurons of the layer whose
-    MLP carries the most of the gap (:func:`neuron_layer`), for each perturbation."""
+    MLP carries the most of the gap (:func:`neuron_layer`), for each perturbation: all of
+    them, or ``n_neurons`` evenly spaced ones."""
     model = load_model(model_name, dtype=dtype)
     layer = neuron_layer(model, seed=seed)
     frames = []
     for perturbation in PERTURBATIONS:
         task = ioi_dataset(model, n_prompts=n_prompts, perturbation=perturbation, seed=seed)
-        comps = bench_components(model, task, "neuron", layer=layer, n_neurons=None)
+        comps = bench_components(model, task, "neuron", layer=layer, n_neurons=n_neurons)
         frame = probe_sweep(model, task, comps, probes=probes, seed=seed)
         frames.append(frame.assign(perturbation=perturbation, n_components=len(comps)))
     return pd.concat(frames, ignore_index=True)
@@ -347,7 +354,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float64")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated kinds")
     parser.add_argument("--probes", default="4,8,16,32,64,128", help="Hutchinson probe counts")
-    parser.add_argument("--quick", action="store_true", help="a smaller estimator grid")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smaller estimator grid, and the probe sweep on {N_NEURONS} neurons",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     parser.add_argument(
         "--report-only",
@@ -363,7 +374,14 @@ def main(argv: list[str] | None = None) -> None:
     kinds = tuple(k for k in args.kinds.split(",") if k)
     frame = run(args.model, args.n_prompts, args.seed, args.quick, args.dtype, kinds)
     probe_counts = tuple(int(p) for p in args.probes.split(",") if p)
-    probes = probe_table(args.model, args.n_prompts, args.seed, args.dtype, probe_counts)
+    probes = probe_table(
+        args.model,
+        args.n_prompts,
+        args.seed,
+        args.dtype,
+        probe_counts,
+        n_neurons=N_NEURONS if args.quick else None,
+    )
     front = frontier_table(frame)
     args.out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out / "estimators.csv", index=False)
