@@ -4,6 +4,7 @@ torch.autograd, torch.autograd.functional and finite differences."""
 from __future__ import annotations
 
 import inspect
+import math
 
 import numpy as np
 import pytest
@@ -135,16 +136,11 @@ def test_hutchinson_mean_approaches_diag(small64, small_task):
     assert errors[64] < float((joint - diag).abs().mean())
 
 
-def error_slope(errors: dict[int, float]) -> float:
-    ks = sorted(errors)
-    return float(np.polyfit(np.log(ks), np.log([errors[k] for k in ks]), 1)[0])
-
-
 @pytest.fixture(scope="module")
 def curved(toy64, toy_task):
     """The most curved path of each of three kinds (largest |AP - AtP|: MLP out, head out,
     head query) among those AtP misses by at most half their effect, each with an AtP error of
-    at least 1e-3 so the errors at K = 4..16 stay above rounding.
+    at least 1e-3 so the errors at K = 16 and 32 stay above rounding.
 
     (A path AtP misses by more bends so sharply that K = 16 is still pre-asymptotic: MLP0's,
     whose AtP has the wrong sign under random_token, shows it in notebook 05.)
@@ -172,21 +168,25 @@ def curved(toy64, toy_task):
     ],
 )
 def test_quadrature_error_order(rule, method, toy64, curved):
+    """The error falls like K^-p from K = 16 to 32, with p the rule's derived order.
+
+    Only the last doubling is read: a path is in the asymptotic range only from some K on. On
+    toy-ioi the largest head's path (L3H7) still shows the trapezoid rule's error falling 2.7x
+    from K = 4 to 8 (then 16x per doubling), and MLP0's path, whose g'' swings between -20
+    and +28, falls up to 300x per doubling up to K = 32 for the order-4 rules. A faster fall
+    is fine; a wrong weight drops the order to 2 or 1 on every path.
+    """
     task, comps, truth = curved
-    errors = {i: {} for i in range(len(comps))}
-    for k in (4, 8, 16):
+    errors = {}
+    for k in (16, 32):
         if method == "multistep":
             estimate = hu.multistep_hvp(toy64, task, comps, steps=k, rule=rule)
         else:
             estimate = hu.integrated_gradients(toy64, task, comps, steps=k, rule=rule)
-        for i in range(len(comps)):
-            errors[i][k] = abs(float(estimate.values[i] - truth.values[i]))
-    for i in errors:
-        slope = error_slope(errors[i])
-        # at least the derived order (a wrong weight drops it to 2 or 1); faster before the
-        # asymptotic range is fine
-        assert slope <= -hu.RULES[rule].error_order + 0.6, (comps[i].name, errors[i])
-        assert slope >= -hu.RULES[rule].error_order - 1.5, (comps[i].name, errors[i])
+        errors[k] = (estimate.values - truth.values).abs().double()
+    for i, comp in enumerate(comps):
+        order = math.log2(float(errors[16][i]) / float(errors[32][i]))
+        assert order >= hu.RULES[rule].error_order - 0.6, (comp.name, order)
 
 
 def test_joint_ig_interpolates_a_hook_together(small64, small_task):
