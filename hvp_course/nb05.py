@@ -1,11 +1,14 @@
 """Exercises of notebook 05, *Multi-step HVP against Integrated Gradients*: the midpoint rule of
-Integrated Gradients along one MLP's patch path, written with plain hooks and autograd; and
-the nodes and weights of the composite two-point Gauss-Legendre rule.
+Integrated Gradients along one MLP's patch path, written with plain hooks and autograd; the
+nodes and weights of the composite two-point Gauss-Legendre rule; and the weights of a
+Hermite rule (f and f' at a step's start, f at a second node), derived from its moment
+equations, which give the package's Hermite-Radau rule at the node 3/4.
 
-The references are ``hu.integrated_gradients`` and ``ig_nodes`` of
-:mod:`hvp_utils.estimators.quadrature`; the pass lines also compare with independent ones:
-activation patching as K grows, ``numpy.polynomial.legendre.leggauss`` and the exact
-integrals of monomials.
+The references are ``hu.integrated_gradients``, ``ig_nodes`` of
+:mod:`hvp_utils.estimators.quadrature` and a linear solve of the moment equations; the pass
+lines also compare with independent ones: activation patching as K grows,
+``numpy.polynomial.legendre.leggauss``, the exact integrals of monomials and the package's
+``RULES["radau"]``.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from hvp_utils.core.components import components
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
 from hvp_utils.estimators import activation_patching, integrated_gradients
-from hvp_utils.estimators.quadrature import ig_nodes
+from hvp_utils.estimators.quadrature import RULES, ig_nodes
 
 #: The numbers of steps K at which the IG check runs (on the two MLPs with the largest |AP|).
 IG_STEPS = (1, 2, 4)
 #: The numbers of steps at which the Gauss-Legendre nodes are checked.
 GAUSS_STEPS = (1, 2, 3, 5)
+#: The second nodes tau at which the Hermite weights are checked.
+HERMITE_TAUS = (0.5, 2 / 3, 0.75, 1.0)
 
 
 def mlp_hook(layer: int) -> str:
@@ -298,4 +303,106 @@ GAUSS_LEGENDRE = Exercise(
 )
 
 
-EXERCISES = (MIDPOINT_IG, GAUSS_LEGENDRE)
+# --------------------------------------------------------------------------------------------
+# 3. The weights of a Hermite rule, from its moment equations
+
+
+def hermite_weights_reference(tau: float) -> tuple[float, float, float]:
+    """The weights ``(w0, w1, w2)`` of ``int_0^1 f ~ w0 f(0) + w1 f'(0) + w2 f(tau)`` that
+    integrate ``f = t^d`` exactly for ``d = 0, 1, 2``: the moment equations
+    ``w0 [d = 0] + w1 [d = 1] + w2 tau^d = 1 / (d + 1)``, solved as a linear system."""
+    rows = [[1.0 if d == 0 else 0.0, 1.0 if d == 1 else 0.0, tau**d] for d in range(3)]
+    weights = np.linalg.solve(np.array(rows), np.array([1 / (d + 1) for d in range(3)]))
+    return tuple(float(w) for w in weights)
+
+
+def _hermite_slip(tau: float, slip: str) -> tuple[float, float, float]:
+    """Wrong weights: exact for t^3 instead of t^2, right-hand sides 1 instead of 1/(d+1),
+    w2 from w2 tau = 1/3, w1 with its sign flipped, the weights in another order."""
+    if slip == "cubic":
+        w2 = 1 / (4 * tau**3)
+        return 1 - w2, 0.5 - w2 * tau, w2
+    if slip == "ones":
+        w2 = 1 / tau**2
+        return 1 - w2, 1 - w2 * tau, w2
+    if slip == "tau":
+        w2 = 1 / (3 * tau)
+        return 1 - w2, 0.5 - w2 * tau, w2
+    w0, w1, w2 = hermite_weights_reference(tau)
+    if slip == "sign":
+        return w0, -w1, w2
+    if slip == "order":
+        return w0, w2, w1
+    raise ValueError(slip)
+
+
+def _hermite_passed(r: Result) -> str:
+    cubic = []
+    for case, weights in zip(r.cases, r.expected, strict=True):
+        (tau,) = case.args
+        w0, w1, w2 = (float(w) for w in weights)
+        for d in range(3):  # the moment equations, as sums of the rule on t^d
+            rule = w0 * (d == 0) + w1 * (d == 1) + w2 * tau**d
+            assert abs(rule - 1 / (d + 1)) < 1e-12, (tau, d)
+        cubic.append(f"{1 / 4 - w2 * tau**3:+.3f}")
+    radau = RULES["radau"]
+    at_radau = hermite_weights_reference(radau.nodes[1])
+    expected = (radau.first_weights[0], radau.second_weights[0], radau.first_weights[1])
+    assert np.allclose(at_radau, expected, rtol=0, atol=1e-12), (at_radau, expected)
+    taus = ", ".join(f"{t:.3g}" for t in HERMITE_TAUS)
+    return (
+        f"weights at tau = {taus} solve the moment equations of 1, t, t^2 (largest difference "
+        f"{r.diff:.1e}); on t^3 the rule misses 1/4 - w2 tau^3 = {', '.join(cubic)}: at "
+        "tau = 3/4 the weights are 11/27, 1/18, 16/27, hu's Hermite-Radau rule"
+    )
+
+
+HERMITE_WEIGHTS = Exercise(
+    name="hermite_weights",
+    notebook="05",
+    summary="The weights of int_0^1 f ~ w0 f(0) + w1 f'(0) + w2 f(tau) at tau = 1/2, 2/3, 3/4, "
+    "1 solve the moment equations of 1, t, t^2, and at tau = 3/4 they are the Hermite-Radau "
+    "rule's.",
+    reference=hermite_weights_reference,
+    uses="a linear solve of the moment equations (numpy)",
+    what="(w0, w1, w2)",
+    cases=lambda ctx: [
+        Case(
+            f"tau={tau:.3g}",
+            (tau,),
+            labels=tuple(f"{w} at tau={tau:.3g}" for w in ("w0", "w1", "w2")),
+        )
+        for tau in HERMITE_TAUS
+    ],
+    rtol=1e-9,
+    mistakes=(
+        Mistake(
+            "those weights integrate t^3 exactly but not t^2: three weights answer three "
+            "equations, those of 1, t and t^2, for any tau; t^3 is the extra condition that "
+            "picks tau (at tau = 3/4 the two agree)",
+            wrong=lambda tau: _hermite_slip(tau, "cubic"),
+        ),
+        Mistake(
+            "each moment equation's right-hand side is the exact integral int_0^1 t^d dt = "
+            "1/(d+1), not 1",
+            wrong=lambda tau: _hermite_slip(tau, "ones"),
+        ),
+        Mistake(
+            "on f = t^2 the node tau contributes w2 tau^2 (f(tau) = tau^2), so w2 = 1/(3 tau^2)",
+            wrong=lambda tau: _hermite_slip(tau, "tau"),
+        ),
+        Mistake(
+            "the sign of w1: the equation of f = t is w1 + w2 tau = 1/2 (f'(0) = 1, f(0) = 0), "
+            "so w1 = 1/2 - w2 tau",
+            wrong=lambda tau: _hermite_slip(tau, "sign"),
+        ),
+        Mistake(
+            "return the weights in the rule's order: w0 for f(0), w1 for f'(0), w2 for f(tau)",
+            wrong=lambda tau: _hermite_slip(tau, "order"),
+        ),
+    ),
+    passed=_hermite_passed,
+)
+
+
+EXERCISES = (MIDPOINT_IG, GAUSS_LEGENDRE, HERMITE_WEIGHTS)
