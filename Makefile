@@ -162,7 +162,7 @@ bench: $(STAMP)
 	$(PY) -m hvp_utils.cli.bench --out docs/bench
 
 # The seed paper's claims and the key numbers measured on two more prompt samples (notebooks
-# 02-07 at seeds 1 and 2, about 13 minutes per seed on 2 cores); writes docs/seeds/:
+# 01-07 at seeds 1 and 2, about 8 minutes per seed on 2 cores); writes docs/seeds/:
 # measures.csv, key_numbers.csv, run.json. Notebook 08 judges both over these seeds and its own run.
 seeds: $(STAMP)
 	$(PY) -m hvp_utils.cli.seeds --seeds 1 2 --out docs/seeds

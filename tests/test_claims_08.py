@@ -288,7 +288,7 @@ def claim_rows(rec: Recorded, claim: str, part: str, seed: int) -> pd.DataFrame:
 
 @params("08")
 def test_the_claims_are_judged_on_the_numbers_of_notebooks_02_to_07(path):
-    """The page's own rows are what notebooks 02-07 beside it measured, recomputed here from
+    """The page's own rows are what notebooks 01-07 beside it measured, recomputed here from
     their recorded tables with the test's own arithmetic."""
     rec = Recorded(path)
     seed = page_seed(rec)
@@ -396,13 +396,19 @@ def mann_whitney(scores: pd.Series, positive: pd.Series) -> float:
 
 
 @params("08")
-def test_key_numbers_are_those_of_notebooks_04_06_07(path):
+def test_key_numbers_are_those_of_notebooks_01_04_06_07(path):
     """Seed 0's key numbers recomputed from the component tables of the notebooks beside 08."""
     seed = page_seed(Recorded(path))
     numbers = Recorded(path).table("key_numbers")
     mine = numbers[numbers.seed == seed].set_index(["key", "item", "perturbation"]).value
-    beside = {n: Recorded(next(path.parent.glob(f"{n}_*.ipynb"))) for n in ("04", "06", "07")}
-    nb04, nb06, nb07 = beside["04"], beside["06"], beside["07"]
+    notebooks = ("01", "04", "06", "07")
+    beside = {n: Recorded(next(path.parent.glob(f"{n}_*.ipynb"))) for n in notebooks}
+    nb01, nb04, nb06, nb07 = (beside[n] for n in notebooks)
+    for (p, kind), d in nb01.table("component_errors").groupby(["perturbation", "kind"]):
+        rho = d.estimate.rank().corr(d.AP.rank())
+        nmae = (d.estimate - d.AP).abs().mean() / d.AP.abs().mean()
+        assert close(mine["atp_kind_spearman", kind, p], rho, rel=1e-4), (p, kind)
+        assert close(mine["atp_kind_nmae", kind, p], nmae, rel=1e-4), (p, kind)
     effects = nb04.table("effects")
     for (p, kind), d in effects.groupby(["perturbation", "kind"]):
         ratio = (d["HVP diag"] - d.AP).abs().mean() / (d.AtP - d.AP).abs().mean()
@@ -430,7 +436,7 @@ def test_key_numbers_of_other_seeds_are_the_committed_ones_and_verdicts_follow(p
         committed = committed[committed.seed != seed].reset_index(drop=True)
         pd.testing.assert_frame_equal(others[committed.columns], committed, check_dtype=False)
         stated = rec.verdicts("spread.settled", "spread.not_settled")
-        assert len(stated) == 4
+        assert len(stated) == len(hu.findings.spread.KEY_NUMBERS)
         for key, values in stated:
             rows = numbers[numbers.key.map(quantities()) == values["quantity"]]
             held = rows.groupby(["item", "perturbation"]).holds.agg(["sum", "size"])

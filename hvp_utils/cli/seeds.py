@@ -1,8 +1,8 @@
-"""Measure the seed paper's claims on other prompt samples: notebooks 02-07 at several seeds.
+"""Measure the seed paper's claims on other prompt samples: notebooks 01-07 at several seeds.
 
     python -m hvp_utils.cli.seeds --seeds 1 2 --out docs/seeds      # make seeds
 
-Each seed reruns notebooks 02-07 (:mod:`hvp_utils.cli.rerun`, ``--param seed=N``, every other
+Each seed reruns notebooks 01-07 (:mod:`hvp_utils.cli.rerun`, ``--param seed=N``, every other
 parameter at its default) into ``runs/seeds/seed-N/<model>/``, and
 :func:`hvp_utils.analysis.findings.paper.run_measures` and
 :func:`hvp_utils.analysis.findings.spread.key_numbers` read the claims' and the key numbers
@@ -13,8 +13,8 @@ back from the executed notebooks. The folder ``--out`` receives
 - ``run.json``: the command, the wall time and the settings (model, seeds, prompts, dtype).
 
 Notebook 08 reads them and judges every claim and key number over these seeds and its own
-run's prompt sample. About 13 minutes per seed for toy-ioi on 2 CPU cores (measured with the
-machine shared). ``--collect-only`` reads the runs already under ``--runs`` instead of
+run's prompt sample. About 8 minutes per seed for toy-ioi on 2 CPU cores (measured on an idle
+machine). ``--collect-only`` reads the runs already under ``--runs`` instead of
 executing them (after a change to what is read, not to what the notebooks compute).
 """
 
@@ -37,7 +37,7 @@ from hvp_utils.cli import rerun
 def measure_seed(
     model: str, seed: int, *, runs: Path, execute: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rerun notebooks 02-07 at ``seed`` under ``runs/seed-<seed>/`` (unless ``execute`` is
+    """Rerun notebooks 01-07 at ``seed`` under ``runs/seed-<seed>/`` (unless ``execute`` is
     False) and read their claims' numbers and key numbers; a failing notebook raises."""
     out = runs / f"seed-{seed}"
     if execute:
@@ -50,10 +50,10 @@ def measure_seed(
 
 
 def default_settings() -> dict:
-    """The parameters of notebooks 02-07 the claims depend on, at their defaults."""
+    """The parameters of notebooks 01-07 the claims depend on, at their defaults."""
     import papermill
 
-    source = sorted(rerun.NOTEBOOK_DIR.glob("02_*.ipynb"))[0]
+    source = sorted(rerun.NOTEBOOK_DIR.glob("01_*.ipynb"))[0]
     declared = papermill.inspect_notebook(str(source))
     return {k: ast.literal_eval(declared[k]["default"]) for k in ("n_prompts", "dtype")}
 

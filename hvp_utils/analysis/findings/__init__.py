@@ -7,7 +7,7 @@
   :mod:`.diagnosis` (02), :mod:`.reliability` (03), :mod:`.second_order` (04),
   :mod:`.quadrature` (05), :mod:`.circuits` (06), :mod:`.workflow` (07),
   :mod:`.takeaways` (08), :mod:`.paper` (08, the seed paper's claims judged) and
-  :mod:`.spread` (08, the key numbers of 04, 06 and 07 across prompt samples).
+  :mod:`.spread` (08, the key numbers of 01, 04, 06 and 07 across prompt samples).
 """
 
 from hvp_utils.analysis.findings import (

@@ -1,11 +1,11 @@
 """The seed paper's claims, judged on this model: the closing table of notebook 08.
 
 The abstract of "When Attribution Patching Lies" makes seven claims. Each is decided here from
-numbers that notebooks 02-07 recorded beside their findings (read back with
+numbers that notebooks 01-07 recorded beside their findings (read back with
 :func:`~hvp_utils.analysis.findings.record.recorded_outputs`), by a stated test, once per
 prompt sample (``seed``) and perturbation:
 
-- :func:`run_measures` reads one run of notebooks 02-07 (a folder of executed notebooks) and
+- :func:`run_measures` reads one run of notebooks 01-07 (a folder of executed notebooks) and
   returns one row per (claim, part, perturbation): the measured ``value``, whether the claim's
   test ``holds`` there, and a ``detail`` in words;
 - :func:`judge` pools the rows of several runs (column ``seed``) into a verdict per claim part:
@@ -31,7 +31,7 @@ from hvp_utils.analysis.diagnosis import error_shares, with_error_terms
 from hvp_utils.analysis.findings.record import Findings, recorded_outputs
 
 #: The notebooks whose records decide the claims.
-CLAIM_NOTEBOOKS = ("02", "03", "04", "05", "06", "07")
+CLAIM_NOTEBOOKS = ("01", "02", "03", "04", "05", "06", "07")
 #: The columns of :func:`run_measures` (and of a seeds file, with ``seed`` first).
 MEASURE_COLUMNS = ["claim", "part", "perturbation", "value", "holds", "detail"]
 
@@ -39,7 +39,7 @@ Verdict = Literal["reproduced", "refuted", "not settled"]
 
 
 class RunRecords:
-    """The tables and findings that notebooks 02-07 of one run recorded."""
+    """The tables and findings that notebooks 01-07 of one run recorded."""
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
@@ -51,7 +51,7 @@ class RunRecords:
             if len(paths) != 1:
                 raise FileNotFoundError(
                     f"expected one executed notebook {number}_*.ipynb in {self.directory}, "
-                    f"found {len(paths)}: run notebooks 02-07 there first (python -m "
+                    f"found {len(paths)}: run notebooks 01-07 there first (python -m "
                     "hvp_utils.cli.rerun writes them under runs/)"
                 )
             self.tables[number], self.findings[number], self.recorded[number] = {}, [], {}
@@ -358,7 +358,7 @@ CLAIMS: list[Claim] = [
 
 
 def run_measures(directory: str | Path) -> pd.DataFrame:
-    """Every claim part measured on one run of notebooks 02-07 (the executed notebooks in
+    """Every claim part measured on one run of notebooks 01-07 (the executed notebooks in
     ``directory``): columns :data:`MEASURE_COLUMNS`."""
     run = RunRecords(directory)
     rows = [{"claim": claim.key, **row} for claim in CLAIMS for row in claim.measure(run)]

@@ -1,7 +1,8 @@
 """How far the course's key numbers move with the prompt sample: the last table of notebook 08.
 
-Notebooks 04, 06 and 07 state verdicts on numbers measured on one prompt sample: whether AtP
-ranks like AP, whether its top k holds AP's circuit, whether the HVP correction lowers its
+Notebooks 01, 04, 06 and 07 state verdicts on numbers measured on one prompt sample: whether
+AtP ranks each kind as AP does and how close its sizes are, whether it ranks like AP at each
+granularity, whether its top k holds AP's circuit, whether the HVP correction lowers its
 error, which estimators recover the circuit exactly. Each such number is read back here from
 the tables the notebooks recorded (:class:`~hvp_utils.analysis.findings.paper.RunRecords`),
 with the verdict's test, once per prompt sample (``seed``):
@@ -25,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from hvp_utils.analysis.findings.attribution import NEARLY_EXACT_NMAE, rank_agreement
 from hvp_utils.analysis.findings.paper import LIKE_AP, RunRecords
 from hvp_utils.analysis.findings.record import Findings
 
@@ -49,6 +51,19 @@ class KeyNumber:
     test: str
     notebook: str
     measure: Callable[[RunRecords], list[dict[str, Any]]]
+
+
+def _atp_by_kind(column: str, holds: Callable[[float], bool]):
+    """AtP's ``column`` against AP in notebook 01's accuracy table, per kind."""
+
+    def measure(run: RunRecords) -> list[dict[str, Any]]:
+        return [
+            dict(item=r.kind, perturbation=r.perturbation, value=float(r[column]))
+            | dict(holds=bool(holds(float(r[column]))))
+            for _, r in run.table("01", "accuracy").iterrows()
+        ]
+
+    return measure
 
 
 def _atp_alone(column: str, holds: Callable[[float], bool]):
@@ -92,6 +107,20 @@ def _circuit_auroc(run: RunRecords) -> list[dict[str, Any]]:
 
 KEY_NUMBERS = [
     KeyNumber(
+        "atp_kind_spearman",
+        "AtP's Spearman correlation with AP, per kind",
+        ">= 0.9, ranks as AP",
+        "01",
+        _atp_by_kind("spearman", lambda v: rank_agreement(v) == "as_ap"),
+    ),
+    KeyNumber(
+        "atp_kind_nmae",
+        "AtP's NMAE, per kind",
+        f"< {NEARLY_EXACT_NMAE}, nearly exact",
+        "01",
+        _atp_by_kind("nmae", lambda v: v < NEARLY_EXACT_NMAE),
+    ),
+    KeyNumber(
         "atp_spearman",
         "AtP's Spearman correlation with AP",
         f">= {LIKE_AP}, ranks like AP",
@@ -123,7 +152,7 @@ KEY_NUMBERS = [
 
 
 def key_numbers(directory: str | Path) -> pd.DataFrame:
-    """Every key number measured on one run (the executed notebooks 02-07 in ``directory``):
+    """Every key number measured on one run (the executed notebooks 01-07 in ``directory``):
     columns :data:`KEY_COLUMNS`."""
     run = RunRecords(directory)
     rows = [{"key": number.key, **row} for number in KEY_NUMBERS for row in number.measure(run)]

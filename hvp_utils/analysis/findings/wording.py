@@ -1242,7 +1242,7 @@ def _paper_claim(v: Mapping[str, Any]) -> str:
     return (
         f"**{head}** ({v['part']}): {v['claim']} Measured as the {v['measure']} (notebook "
         f"{v['notebook']}), which is {v['test']} in {where}; it ranges from {v['low']:.3g} to "
-        f"{v['high']:.3g}. At the prompts of notebooks 02-07, `{v['shown']}`: {v['detail']}.{tail}"
+        f"{v['high']:.3g}. At the prompts of notebooks 01-07, `{v['shown']}`: {v['detail']}.{tail}"
     )
 
 
@@ -1843,7 +1843,7 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
     "takeaways.rule_of_thumb": _rule_of_thumb,
     "paper.seeds_source": lambda v: (
         f"Seeds {', '.join(str(s) for s in v['seeds'])} were measured by `{v['command']}` "
-        f"({v['minutes']:.0f} minutes): notebooks 02-07 rerun at each seed, with "
+        f"({v['minutes']:.0f} minutes): notebooks 01-07 rerun at each seed, with "
         f"`{v['model_name']}`, {v['n_prompts']} prompt pairs in {v['dtype']}, as here."
     ),
     "paper.seeds_missing": (
