@@ -544,7 +544,7 @@ def format_plan(
     if len(table):
         shown = table.assign(seconds=table.seconds.map(lambda x: f"{x:,.0f}"))
         lines.append(shown.to_string(index=False))
-    seconds = sum(p.seconds for p in plans)
+    seconds = sum((p.seconds for p in plans), 0.0)  # a float when every notebook is skipped
     lines.append(f"heavy steps in all: about {duration(seconds)} (light cells not counted)")
     return "\n".join(lines)
 
