@@ -53,29 +53,18 @@ class KeyNumber:
     measure: Callable[[RunRecords], list[dict[str, Any]]]
 
 
-def _atp_by_kind(column: str, holds: Callable[[float], bool]):
-    """AtP's ``column`` against AP in notebook 01's accuracy table, per kind."""
+def _accuracy_rows(notebook: str, item: str, column: str, holds: Callable[[float], bool]):
+    """AtP's ``column`` against AP in ``notebook``'s accuracy table, one row per ``item``
+    (notebook 01: per kind; notebook 07: AtP alone per granularity)."""
 
     def measure(run: RunRecords) -> list[dict[str, Any]]:
+        table = run.table(notebook, "accuracy")
+        if "method" in table:
+            table = table[table.method == "AtP alone"]
         return [
-            dict(item=r.kind, perturbation=r.perturbation, value=float(r[column]))
+            dict(item=r[item], perturbation=r.perturbation, value=float(r[column]))
             | dict(holds=bool(holds(float(r[column]))))
-            for _, r in run.table("01", "accuracy").iterrows()
-        ]
-
-    return measure
-
-
-def _atp_alone(column: str, holds: Callable[[float], bool]):
-    """AtP alone's ``column`` of notebook 07's accuracy table, per granularity."""
-
-    def measure(run: RunRecords) -> list[dict[str, Any]]:
-        table = run.table("07", "accuracy")
-        rows = table[table.method == "AtP alone"]
-        return [
-            dict(item=r.granularity, perturbation=r.perturbation, value=float(r[column]))
-            | dict(holds=bool(holds(float(r[column]))))
-            for _, r in rows.iterrows()
+            for _, r in table.iterrows()
         ]
 
     return measure
@@ -111,28 +100,28 @@ KEY_NUMBERS = [
         "AtP's Spearman correlation with AP, per kind",
         ">= 0.9, ranks as AP",
         "01",
-        _atp_by_kind("spearman", lambda v: rank_agreement(v) == "as_ap"),
+        _accuracy_rows("01", "kind", "spearman", lambda v: rank_agreement(v) == "as_ap"),
     ),
     KeyNumber(
         "atp_kind_nmae",
         "AtP's NMAE, per kind",
         f"< {NEARLY_EXACT_NMAE}, nearly exact",
         "01",
-        _atp_by_kind("nmae", lambda v: v < NEARLY_EXACT_NMAE),
+        _accuracy_rows("01", "kind", "nmae", lambda v: v < NEARLY_EXACT_NMAE),
     ),
     KeyNumber(
         "atp_spearman",
         "AtP's Spearman correlation with AP",
         f">= {LIKE_AP}, ranks like AP",
         "07",
-        _atp_alone("spearman", lambda v: v >= LIKE_AP),
+        _accuracy_rows("07", "granularity", "spearman", lambda v: v >= LIKE_AP),
     ),
     KeyNumber(
         "atp_topk",
         "AtP's top-k recall of AP's circuit",
         "= 1, its top k holds the circuit",
         "07",
-        _atp_alone("top-k recall", lambda v: v >= 1.0),
+        _accuracy_rows("07", "granularity", "top-k recall", lambda v: v >= 1.0),
     ),
     KeyNumber(
         "hvp_diag",
