@@ -30,7 +30,7 @@ RERUN_PARAMS ?= -p perturbation random_token -p seed 1 -p n_prompts 6 -p dtype f
 # the stubs); make solutions executes them, and so does the CI rerun.
 SOLUTIONS_SRC := runs/solutions-src
 
-.PHONY: run test unit slow course browser nbval book rerun-test claims-rerun solutions solutions-src lab toy-model refresh lint format clean distclean bench seeds rerun scaling
+.PHONY: run test unit slow course browser nbval book rerun-test claims-rerun solutions solutions-src lab toy-model refresh lint format clean distclean bench seeds rerun scaling gpt2-shape
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
@@ -151,6 +151,13 @@ refresh: $(STAMP)
 #   make rerun MODEL=gpt2-small PARAMS="--param dtype=float32" NB=01,04 FORCE=--force
 rerun: $(STAMP)
 	$(PY) -m hvp_utils.cli.rerun --model $(MODEL) $(PARAMS) $(if $(NB),--notebooks $(NB)) $(FORCE)
+
+# The notebook sequence on a random GPT-2-small-shaped checkpoint (124M parameters, written to
+# runs/checkpoints/) at the default budget into runs/gpt2-small-shape/: about 30 minutes on 2
+# cores; its manifest.json has each notebook's parameters, time and kernel peak memory
+gpt2-shape: $(STAMP)
+	$(PY) -m hvp_utils.cli.scaling --checkpoint runs/checkpoints/gpt2-small-shape
+	$(PY) -m hvp_utils.cli.rerun --model runs/checkpoints/gpt2-small-shape $(FORCE)
 
 # Cost of each estimator against model size (random-initialised models; see docs/rerun.md)
 scaling: $(STAMP)

@@ -150,8 +150,14 @@ class Context:
 
     @property
     def heads(self) -> list[Component]:
-        """Every head output (``head_out``), layer by layer."""
-        return self.cached("heads", lambda: components(self.model, kind="head_out"))
+        """Every head output (``head_out``), layer by layer; the heads of ``screen=`` when the
+        notebook screened a sample of them (its ``n_heads``)."""
+        every = self.cached("heads", lambda: components(self.model, kind="head_out"))
+        if self.screen is None:
+            return every
+        screened = set(self.screen.names)
+        kept = [c for c in every if c.name in screened]
+        return kept if len(kept) == len(screened) else every
 
     def head(self, layer: int, head: int) -> Component:
         """The head output component ``L{layer}H{head}``."""
@@ -159,13 +165,15 @@ class Context:
 
     def head_ap(self) -> Attribution:
         """Activation patching of every head (denoising)."""
+        names = ",".join(c.name for c in self.heads)
         return self.cached(
-            "head_ap", lambda: activation_patching(self.model, self.task, self.heads)
+            f"head_ap of {names}", lambda: activation_patching(self.model, self.task, self.heads)
         )
 
     def head_atp(self) -> Attribution:
         """AtP of every head (denoising)."""
-        return self.cached("head_atp", lambda: atp(self.model, self.task, self.heads))
+        names = ",".join(c.name for c in self.heads)
+        return self.cached(f"head_atp of {names}", lambda: atp(self.model, self.task, self.heads))
 
     def top_heads(self, k: int) -> list[tuple[int, int]]:
         """The ``k`` heads with the largest ``|AP|``, as (layer, head)."""

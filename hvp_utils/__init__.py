@@ -45,6 +45,7 @@ from hvp_utils.analysis.paths import PathCurves, PathSource, path_curves
 from hvp_utils.analysis.reliability import (
     bad_estimates,
     coverage_report,
+    describe_heads,
     describe_sample,
     detector_report,
     error_bounds,
@@ -53,6 +54,7 @@ from hvp_utils.analysis.reliability import (
     reliability,
     reliability_score,
     sample_components,
+    sample_heads,
 )
 from hvp_utils.analysis.roles import (
     CopyScores,
@@ -200,6 +202,7 @@ __all__ = [
     "coverage_report",
     "decision_table",
     "default_estimators",
+    "describe_heads",
     "describe_sample",
     "detector_report",
     "diagnose",
@@ -240,6 +243,7 @@ __all__ = [
     "resolve_dtype",
     "run_estimators",
     "sample_components",
+    "sample_heads",
     "screen_flag_fix",
     "sff_estimator",
     "spearman",

@@ -110,3 +110,19 @@ def test_grouped_query_keys_are_kv_heads(family):
     model, _ = family
     kv = model.cfg.n_key_value_heads or model.cfg.n_heads
     assert len(components(model, "head_k", layers=[0])) == kv
+
+
+def test_a_head_sample_keeps_the_key_heads_its_heads_read(family):
+    """``heads=`` names query heads: every per-head kind keeps those heads, and a grouped key
+    head stays while one query head of its group is kept (head h reads key head h // group)."""
+    model, _ = family
+    cfg = model.cfg
+    group = cfg.n_heads // (cfg.n_key_value_heads or cfg.n_heads)
+    sample = [(0, cfg.n_heads - 1), (1, 0)]
+    for kind in ("head_out", "head_q", "head_pattern"):
+        assert [(c.layer, c.head) for c in components(model, kind, heads=sample)] == sample
+    keys = components(model, "head_k", heads=sample)
+    assert [(c.layer, c.head) for c in keys] == [(0, (cfg.n_heads - 1) // group), (1, 0)]
+    per_position = components(model, "head_out_pos", n_positions=3, heads=sample)
+    assert len(per_position) == 6 and {(c.layer, c.head) for c in per_position} == set(sample)
+    assert len(components(model, "mlp_out", heads=sample)) == cfg.n_layers  # not per head

@@ -109,3 +109,22 @@ def test_the_chunks_follow_the_token_budget_and_the_layers():
     ]
     with pytest.raises(ValueError, match="chunk_size"):
         engine.replicate_chunks([0], rows_per_replicate=10, order=1, chunk_size=0)
+
+
+def test_a_wide_model_gets_fewer_tokens_per_pass(small64):
+    """GPT-2 small's shape: a token holds 8 (12 (8 x 768 + 2 x 3072) + 2 x 50257) bytes of
+    activations in float64, so its passes take a share of the token budget that keeps them
+    near PASS_MEMORY_BYTES; the embedded model keeps the whole budget."""
+    from types import SimpleNamespace
+
+    wide = SimpleNamespace(n_layers=12, d_model=768, d_mlp=3072, d_vocab=50257, dtype=torch.float64)
+    assert engine.token_bytes(wide) == 8 * (12 * (8 * 768 + 2 * 3072) + 2 * 50257)
+    for order, budget in engine.TOKENS_PER_PASS.items():
+        tokens = engine.pass_tokens(wide, order)
+        share = budget / engine.TOKENS_PER_PASS[0]
+        assert tokens * engine.token_bytes(wide) <= engine.PASS_MEMORY_BYTES * share
+        assert (tokens + 1) * engine.token_bytes(wide) > engine.PASS_MEMORY_BYTES * share * 0.99
+    every = [engine.pass_tokens(small64.cfg, order) for order in engine.TOKENS_PER_PASS]
+    assert every == list(engine.TOKENS_PER_PASS.values())
+    chunks = engine.replicate_chunks([0] * 9, rows_per_replicate=100, order=2, tokens=270)
+    assert [len(c) for c in chunks] == [2, 2, 2, 2, 1]

@@ -187,7 +187,7 @@ def test_accuracy_summary(path):
             stated["spearman_max"], d.spearman.max()
         )
         assert close(stated["nmae_min"], d.nmae.min()) and close(stated["nmae_max"], d.nmae.max())
-        ranks = "as_ap" if low >= 0.9 else "roughly_as_ap" if low >= 0.7 else "differently"
+        ranks = "like_ap" if low >= 0.99 else "roughly_like_ap" if low >= 0.7 else "differently"
         assert stated["ranks"] == ranks
         assert stated["nearly_exact"] is bool(d.nmae.max() < 0.05)
 

@@ -450,3 +450,50 @@ def test_key_numbers_of_other_seeds_are_the_committed_ones_and_verdicts_follow(p
 
 def quantities() -> dict[str, str]:
     return {n.key: n.quantity for n in hu.findings.spread.KEY_NUMBERS}
+
+
+def span(measures: pd.DataFrame, claim: str) -> tuple[str, int, int, float, float]:
+    """A claim's verdict, how often its test held, of how many, and the value's range."""
+    rows = measures[measures.claim == claim]
+    held = int(rows.holds.astype(bool).sum())
+    verdict = "reproduced" if held == len(rows) else "refuted" if held == 0 else "not settled"
+    return verdict, held, len(rows), rows.value.min(), rows.value.max()
+
+
+def same_span(stated: dict, expected: tuple) -> bool:
+    verdict, held, n, low, high = expected
+    return (stated["verdict"], stated["held"], stated["n"]) == (verdict, held, n) and (
+        close(stated["low"], low) and close(stated["high"], high)
+    )
+
+
+@params("08")
+def test_the_take_home_follows_from_the_tables_and_the_claims(path):
+    """The summary's three answers: AtP's worst kinds (relative error, section 1's table), the
+    claims of notebooks 02, 03 and 07 over every seed (section 6's measures), and per kind
+    what the decision table (section 2) says."""
+    rec = Recorded(path)
+    p = featured(rec)
+    measures = rec.table("measures")
+    _, lie = rec.only("takeaways.lie")
+    atp = rec.table("atp_nmae").set_index("kind")[p].sort_values(ascending=False)
+    worst = atp.iloc[: len(LOCAL_KINDS)]
+    assert [w["kind"] for w in lie["worst"]] == list(worst.index) and lie["perturbation"] == p
+    assert all(close(w["nmae"], worst[w["kind"]]) for w in lie["worst"])
+    assert lie["local"] == [k for k in worst.index if k in LOCAL_KINDS]
+    assert same_span(lie["downstream"], span(measures, "downstream"))
+    _, tell = rec.only("takeaways.tell")
+    assert same_span(tell["detection"], span(measures, "reliability score"))
+    assert same_span(tell["coverage"], span(measures, "bounds"))
+    _, instead = rec.only("takeaways.instead")
+    decision = rec.table("decision").set_index(["perturbation", "kind"]).loc[p]
+    assert instead["atp_ranks"] == list(decision.index[decision["AtP ranks like AP"]])
+    better = decision[decision["best at AtP cost"] != "AtP"]
+    assert [c["kind"] for c in instead["cheaper"]] == list(better.index)
+    for c in instead["cheaper"]:
+        assert c["method"] == better.loc[c["kind"], "best at AtP cost"]
+        assert close(c["nmae"], better.loc[c["kind"], "its nmae"])
+        assert close(c["atp"], better.loc[c["kind"], "AtP nmae"])
+    only_ap = decision[decision["cheapest ranking like AP"] == "AP"]
+    assert instead["need_ap"] == list(only_ap.index)
+    assert same_span(instead["sff"], span(measures, "Screen-Flag-Fix"))

@@ -245,6 +245,7 @@ def test_a_grid_of_three_models_on_ray_reports_what_the_notebooks_recorded(
     (entry,) = manifest["notebooks"].values()
     assert entry["parameters"]["model_name"] == str((tmp_path / "tiny-gpt2").resolve())
     assert entry["seconds"] > 0 and "commit" in manifest["git"]
+    assert 100 < entry["peak_rss_mb"] < 8192  # the kernel's memory: torch alone is over 100 MB
     assert manifest["versions"]["torch"] and manifest["versions"]["papermill"]
     html = (run_dir / "summary.html").read_text()
     assert "Activation patching versus attribution patching" in html and "<img" in html

@@ -272,12 +272,17 @@ def pareto_frontier(frame: pd.DataFrame) -> pd.DataFrame:
     return ordered.loc[keep]
 
 
-def ranks_like_ap(rows: pd.DataFrame, *, spearman: float = 0.99) -> pd.Series:
+#: A ranking "ranks like AP" from this Spearman correlation with AP on (and, where top-k recall
+#: is measured, the same top-k components): the one threshold of notebooks 01, 07 and 08.
+LIKE_AP = 0.99
+
+
+def ranks_like_ap(rows: pd.DataFrame, *, spearman: float = LIKE_AP) -> pd.Series:
     """Rows whose ranking is AP's: Spearman at least ``spearman`` and the same top-k."""
     return (rows.spearman >= spearman) & (rows.topk_recall >= 1.0)
 
 
-def cheapest_ranking_like_ap(group: pd.DataFrame, *, spearman: float = 0.99) -> pd.Series:
+def cheapest_ranking_like_ap(group: pd.DataFrame, *, spearman: float = LIKE_AP) -> pd.Series:
     """The fastest row of ``group`` that ranks like AP (AP itself when nothing cheaper does)."""
     return group[ranks_like_ap(group, spearman=spearman)].sort_values("seconds").iloc[0]
 
@@ -289,7 +294,7 @@ def most_accurate(group: pd.DataFrame, allowed: pd.Series) -> pd.Series:
 
 
 def frontier_table(
-    frame: pd.DataFrame, *, spearman: float = 0.99, max_x_atp_time: float = 2.0
+    frame: pd.DataFrame, *, spearman: float = LIKE_AP, max_x_atp_time: float = 2.0
 ) -> pd.DataFrame:
     """Per (perturbation, kind) of a :func:`run_estimators` frame: the cheapest estimator that
     ranks like AP, and the most accurate one that costs about what AtP costs.
@@ -327,7 +332,7 @@ def frontier_table(
 
 
 def decision_table(
-    frame: pd.DataFrame, *, budget_x_atp: float = 2.0, spearman: float = 0.99
+    frame: pd.DataFrame, *, budget_x_atp: float = 2.0, spearman: float = LIKE_AP
 ) -> pd.DataFrame:
     """Which estimator when, per (perturbation, kind) of a :func:`run_estimators` frame: AtP
     alone; the most accurate estimator within ``budget_x_atp`` times AtP's wall time; the most

@@ -74,7 +74,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hvp_utils.core.components import Component
+from hvp_utils.core.components import Component, components
 from hvp_utils.core.engine import (
     EngineRun,
     PatchContext,
@@ -476,6 +476,29 @@ def describe_sample(
         return f"all {len(every)} {kinds} components ({where})"
     label = {"random": "random", "spaced": "evenly spaced", "stratified": "stratified by layer"}
     return f"{len(kept)} of {len(every)} {kinds} components ({where}), {label[how]}, seed {seed}"
+
+
+def sample_heads(
+    model: Model, *, k: int | None, seed: int = 0, how: Sampling = "stratified"
+) -> list[tuple[int, int]] | None:
+    """``k`` attention heads as ``(layer, head)`` pairs, one sample shared by every per-head
+    kind (pass it as ``components(..., heads=...)``); None when ``k`` is None or covers every
+    head. The heads are :func:`sample_components` of the ``head_out`` components with the same
+    ``how`` and ``seed`` (``"stratified"``: each layer keeps its share of ``k``)."""
+    every = components(model, "head_out")
+    if k is None or k >= len(every):
+        return None
+    return [(c.layer, c.head) for c in sample_components(every, k=k, seed=seed, how=how)]
+
+
+def describe_heads(
+    model: Model, heads: list[tuple[int, int]] | None, *, how: Sampling, seed: int = 0
+) -> str:
+    """One line naming a head sample (:func:`sample_heads`) with :func:`describe_sample`:
+    ``"24 of 144 heads (layers 0-11), stratified by layer, seed 0"``."""
+    every = components(model, "head_out")
+    kept = every if heads is None else components(model, "head_out", heads=heads)
+    return describe_sample(every, kept, how=how, seed=seed).replace("head_out components", "heads")
 
 
 def layer_quotas(sizes: dict[int, int], k: int) -> dict[int, int]:

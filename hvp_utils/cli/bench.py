@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from hvp_utils.analysis.benchmark import (
+    LIKE_AP,
     default_estimators,
     frontier_table,
     probe_sweep,
@@ -302,7 +303,7 @@ def readme(
         "",
         "## The frontier, per component kind",
         "",
-        "The cheapest estimator that ranks like AP (Spearman >= 0.99 and the same top-k",
+        f"The cheapest estimator that ranks like AP (Spearman >= {LIKE_AP} and the same top-k",
         "components), and the most accurate one within twice AtP's wall time:",
         "",
         to_markdown(front, ".3g"),

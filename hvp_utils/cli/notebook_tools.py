@@ -24,6 +24,8 @@ from pathlib import Path
 
 import nbformat
 
+from hvp_utils.cli.rerun import kernel_config
+
 KEPT_NOTEBOOK_METADATA = ("kernelspec",)
 KEPT_CELL_METADATA = ("tags",)
 
@@ -75,9 +77,15 @@ def refresh(paths: list[Path], kernel: str = "python3") -> None:
         for path in paths:
             start = time.perf_counter()
             out = Path(tmp) / path.name
-            papermill.execute_notebook(
-                str(path), str(out), kernel_name=kernel, cwd=str(path.parent), progress_bar=False
-            )
+            with tempfile.TemporaryDirectory(prefix="hvp-kernel-") as sockets:
+                papermill.execute_notebook(
+                    str(path),
+                    str(out),
+                    kernel_name=kernel,
+                    cwd=str(path.parent),
+                    progress_bar=False,
+                    config=kernel_config(Path(sockets)),  # IPC, as the rerun: no TCP warning
+                )
             executed[path] = strip_metadata(nbformat.read(out, as_version=4))
             print(f"{path.name}: {time.perf_counter() - start:.1f} s", flush=True)
     for path, nb in executed.items():

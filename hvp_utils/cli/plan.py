@@ -14,11 +14,13 @@ they take; every normal rerun prints the same table before it runs.
 - **Seconds** come from :func:`calibrate`: the model, loaded as the notebook loads it, times AP on
   one and on five heads (seconds per forward), IG at one node and the diagonal HVP correction on
   one head (one backward, one HVP), at the notebook's prompt batch: about 25 forward passes.
-  Each call's passes are weighted by the share of the layers they run through
-  (:func:`depth_share`), plus a fixed cost per call.
-- **Budget** (:func:`fit_budget`): a notebook that declares ``n_neurons`` and would exceed the
-  budget gets the largest ``n_neurons`` whose plan fits, sampled ``"stratified"`` by layer
-  (:func:`hvp_utils.sample_components`).
+  Each call's passes are weighted by the share of a whole pass they run (the layers from the
+  component's on, and the unembedding: :func:`depth_share`), plus a fixed cost per call.
+- **Budget** (:func:`fit_budget`): a notebook that declares ``n_heads`` or ``n_neurons`` and
+  would exceed the budget gets the largest ``k`` heads and ``k`` neurons whose plan fits,
+  sampled ``"stratified"`` by layer (:func:`hvp_utils.sample_heads`,
+  :func:`hvp_utils.sample_components`); where that is not even a head per layer, half the
+  prompt pairs, down to :data:`MIN_PROMPTS` (:func:`fit_with_fewer_prompts`).
 
 The notebooks' loops are mirrored here, one function per notebook (:data:`NOTEBOOK_STEPS`); a
 notebook without one is planned as light (no heavy step).
@@ -176,13 +178,15 @@ class Setting:
         return self.n_layers // 2 if layer is None else layer
 
     def comps(self, kind: str, *, first: bool = False) -> list[Component]:
-        """Every component of ``kind`` the notebook takes: neurons of its neuron layer,
-        ``n_neurons`` of them when it declares that (sampled as its ``sampling`` says, or the
-        first ones with ``first``)."""
-        from hvp_utils import components, sample_components
+        """Every component of ``kind`` the notebook takes: for the per-head kinds, the heads of
+        its ``n_heads`` sample when it declares one (:func:`hvp_utils.sample_heads`); neurons of
+        its neuron layer, ``n_neurons`` of them when it declares that (sampled as its
+        ``sampling`` says, or the first ones with ``first``)."""
+        from hvp_utils import components, sample_components, sample_heads
 
         if not kind.startswith("neuron"):
-            return components(self.model, kind, n_positions=self.n_positions)
+            heads = sample_heads(self.model, k=self.params.get("n_heads"), how=BUDGET_SAMPLING)
+            return components(self.model, kind, n_positions=self.n_positions, heads=heads)
         every = components(self.model, kind, layers=[self.neuron_layer()])
         k = self.params.get("n_neurons")
         if first:
@@ -195,8 +199,8 @@ class Setting:
         return self.work(estimator_passes(estimator, comps, n_layers=self.n_layers), comps)
 
     def work(self, cost: Cost, comps: list[Component]) -> Work:
-        """``cost`` on ``comps``, with the share of the layers their passes run through."""
-        return Work(cost, depth_share(comps, self.n_layers))
+        """``cost`` on ``comps``, with the share of a whole pass that their passes run."""
+        return Work(cost, depth_share(comps, self.n_layers, unembed=unembed_layers(self.model)))
 
 
 @dataclass(frozen=True)
@@ -208,11 +212,23 @@ class Work:
     depth: float = 1.0
 
 
-def depth_share(comps: list[Component], n_layers: int) -> float:
-    """Mean share of the layers a pass patched at each component runs: ``(L - layer) / L``."""
+def unembed_layers(model: Any) -> float:
+    """The unembedding's work in layers' worth: ``d_vocab d_model`` multiply-adds per token
+    against a layer's ``4 d_model^2 + 2 d_model d_mlp`` (attention's four projections and the
+    MLP), i.e. ``d_vocab / (4 d_model + 2 d_mlp)``: 0.3 for toy-ioi, 5.4 for GPT-2 small's
+    vocabulary of 50,257."""
+    cfg = model.cfg
+    return cfg.d_vocab / (4 * cfg.d_model + 2 * cfg.d_mlp)
+
+
+def depth_share(comps: list[Component], n_layers: int, *, unembed: float = 0.0) -> float:
+    """Mean share of a whole pass that a pass patched at each component runs: the layers from
+    its own on plus the unembedding, which every pass runs, ``(L - layer + U) / (L + U)``
+    (``U``: :func:`unembed_layers`)."""
     if not comps or n_layers < 1:
         return 1.0
-    return sum((n_layers - c.layer) / n_layers for c in comps) / len(comps)
+    whole = n_layers + unembed
+    return sum((n_layers - c.layer + unembed) / whole for c in comps) / len(comps)
 
 
 #: A notebook's heavy steps: the estimator calls of each (a list repeated per perturbation).
@@ -221,13 +237,17 @@ Steps = dict[str, list[Work]]
 
 def steps_01(s: Setting) -> Steps:
     """Notebook 01: AP and AtP of heads and MLPs (featured perturbation), then per kind and
-    perturbation; AP of every MLP at every position."""
+    perturbation; the Taylor remainder of one MLP's path (a forward, a backward and an HVP per
+    node; the middle MLP counted in place of the largest); AP of every MLP at every position."""
     from hvp_utils import ap_estimator as ap
     from hvp_utils import atp_estimator as atp
 
     out = {f"AP + AtP, {kind}": [s.run(ap(), kind), s.run(atp(), kind)] * 2 for kind in s["kinds"]}
     featured = [s.run(f(), kind) for kind in ("head_out", "mlp_out") for f in (ap, atp)]
     out = {"AP + AtP, heads + MLPs (featured)": featured, **out}
+    nodes = s["remainder_nodes"]  # g'' at each node on the path of the largest MLP, found
+    mlp = [c for c in s.comps("mlp_out") if c.layer == s.neuron_layer()]  # when 01 runs
+    out["Taylor remainder, one MLP"] = [s.work(passes(nodes, nodes, nodes), mlp)]
     mlp_pos = [c for c in s.comps("mlp_out") for _ in range(s.n_positions)]
     ap_pos = estimator_passes(ap(), mlp_pos, n_layers=s.n_layers)
     out["AP, mlp_out x position"] = [s.work(ap_pos, mlp_pos)] * 2
@@ -423,12 +443,12 @@ class StepPlan:
 @dataclass(frozen=True)
 class NotebookPlan:
     """A notebook's heavy steps, their passes and seconds, and the parameters planned with
-    (``sample``: the ``n_neurons`` a budget chose, else None)."""
+    (``sample``: the ``n_heads`` and ``n_neurons`` a budget chose, else None)."""
 
     key: str
     steps: tuple[StepPlan, ...]
     parameters: dict[str, Any] = field(default_factory=dict)
-    sample: int | None = None
+    sample: dict[str, int] | None = None
 
     @property
     def seconds(self) -> float:
@@ -470,21 +490,46 @@ def step_plan(name: str, work: list[Work], calibration: Calibration) -> StepPlan
     return StepPlan(name, total([w.cost for w in work]), seconds)
 
 
+#: The sample sizes a budget can lower, where a notebook declares them.
+SAMPLE_SIZES = ("n_heads", "n_neurons")
+
+
+def sample_limits(setting: Setting) -> dict[str, int]:
+    """The largest value of each :data:`SAMPLE_SIZES` knob the notebook declares: its own
+    value, or every head (``n_layers x n_heads``) or neuron (``d_mlp``) for None."""
+    cfg = setting.model.cfg
+    every = {"n_heads": cfg.n_layers * cfg.n_heads, "n_neurons": cfg.d_mlp}
+    return {
+        knob: min(setting.params[knob] or every[knob], every[knob])
+        for knob in SAMPLE_SIZES
+        if knob in setting.params
+    }
+
+
+def equal_sample(limits: dict[str, int], k: int) -> dict[str, int]:
+    """``k`` of each knob's components, at most its limit: as many heads as neurons."""
+    return {knob: min(k, limit) for knob, limit in limits.items()}
+
+
 def fit_budget(
     key: str, setting: Setting, calibration: Calibration, *, budget_seconds: float
 ) -> NotebookPlan:
-    """The plan of notebook ``key``, with the largest ``n_neurons`` (sampled stratified by
-    layer) whose plan fits ``budget_seconds`` when the full plan does not; the full plan when
-    it fits or the notebook declares no ``n_neurons`` (check ``.seconds`` against the budget)."""
+    """The plan of notebook ``key`` within ``budget_seconds``: the full plan when it fits or
+    the notebook declares neither ``n_heads`` nor ``n_neurons``; else the largest ``k`` heads
+    and ``k`` neurons (each at most the notebook's own) whose plan fits, sampled
+    ``"stratified"`` by layer (heads: :func:`hvp_utils.sample_heads`, neurons:
+    :func:`hvp_utils.sample_components`), found by bisection (plans grow with ``k``). Check
+    ``.seconds`` against the budget: a notebook over it with one head and one neuron stays
+    over (:func:`plan_rerun` then lowers ``n_prompts``)."""
     full = plan_notebook(key, setting, calibration)
-    if full.seconds <= budget_seconds or "n_neurons" not in setting.params:
+    limits = sample_limits(setting)
+    if full.seconds <= budget_seconds or not limits:
         return full
-    n_max = setting.model.cfg.d_mlp
-    low, high = 1, min(setting.params["n_neurons"] or n_max, n_max)
-    best = _sampled_plan(key, setting, calibration, 1)
-    while low < high:  # the largest k whose plan fits: plans grow with k
+    low, high = 1, max(limits.values())
+    best = _sampled_plan(key, setting, calibration, equal_sample(limits, 1))
+    while low < high:
         mid = (low + high + 1) // 2
-        candidate = _sampled_plan(key, setting, calibration, mid)
+        candidate = _sampled_plan(key, setting, calibration, equal_sample(limits, mid))
         if candidate.seconds <= budget_seconds:
             best, low = candidate, mid
         else:
@@ -492,10 +537,12 @@ def fit_budget(
     return best
 
 
-def _sampled_plan(key: str, setting: Setting, calibration: Calibration, k: int) -> NotebookPlan:
-    params = {**setting.params, "n_neurons": k, "sampling": BUDGET_SAMPLING}
+def _sampled_plan(
+    key: str, setting: Setting, calibration: Calibration, sample: dict[str, int]
+) -> NotebookPlan:
+    params = {**setting.params, **sample, "sampling": BUDGET_SAMPLING}
     plan = plan_notebook(key, Setting(params, setting.model, setting.n_positions), calibration)
-    return NotebookPlan(plan.key, plan.steps, params, sample=k)
+    return NotebookPlan(plan.key, plan.steps, params, sample=sample)
 
 
 def notebook_defaults(notebook: Path) -> dict[str, Any]:
@@ -516,7 +563,10 @@ def plan_frame(plans: list[NotebookPlan], *, budget_seconds: float | None = None
     frames = []
     for plan in plans:
         frame = plan.to_frame()
-        note = f"total (n_neurons={plan.sample}, {BUDGET_SAMPLING})" if plan.sample else "total"
+        sample = plan.sample or {}
+        sizes = [f"{k}={v}" for k, v in sample.items()]
+        sizes += [BUDGET_SAMPLING] if any(k in sample for k in SAMPLE_SIZES) else []
+        note = f"total ({', '.join(sizes)})" if sample else "total"
         row = {
             "notebook": plan.key[:2],
             "step": note,
@@ -579,18 +629,20 @@ class RerunPlan:
     def sampled(
         self, key: str, declared: list[str], *, previous: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """The parameters a budget sets for notebook ``key`` (``n_neurons``, ``sampling``),
-        those it declares; empty when it needs no sample. A ``previous`` run's sample that
-        still fits is kept, so a noisy calibration does not change the parameters of a
-        finished run."""
+        """The parameters a budget sets for notebook ``key`` (``n_heads``, ``n_neurons``,
+        ``sampling``, ``n_prompts``), those it declares; empty when it needs no sample. A
+        ``previous`` run's sample that still fits (no knob larger) is kept, so a noisy
+        calibration does not change the parameters of a finished run."""
         plan = next(p for p in self.plans if p.key == key)
         if plan.sample is None:
             return {}
-        chosen = {"n_neurons": plan.sample, "sampling": BUDGET_SAMPLING}
-        kept = (previous or {}).get("n_neurons")
+        chosen = dict(plan.sample)
+        if any(knob in plan.sample for knob in SAMPLE_SIZES):
+            chosen["sampling"] = BUDGET_SAMPLING
         if previous and previous.get("sampling", BUDGET_SAMPLING) == BUDGET_SAMPLING:
-            if isinstance(kept, int) and kept <= plan.sample:
-                chosen["n_neurons"] = kept
+            kept = {k: previous.get(k) for k in plan.sample}
+            if all(isinstance(v, int) and v <= plan.sample[k] for k, v in kept.items()):
+                chosen.update(kept)
         return {k: v for k, v in chosen.items() if k in declared}
 
     def budget_error(self) -> str | None:
@@ -601,8 +653,9 @@ class RerunPlan:
         needs = ", ".join(f"{p.key[:2]} about {p.seconds / 60:.1f} min" for p in over)
         return (
             f"over the budget of {self.budget_seconds / 60:g} min per notebook even with the "
-            f"smallest neuron sample (or nothing to sample): {needs}. Raise --budget, leave "
-            "those notebooks out with --notebooks, or lower n_prompts with --param."
+            f"smallest head and neuron sample and {MIN_PROMPTS} prompt pairs (or nothing to "
+            f"sample): {needs}. Raise --budget (or lift it: --budget none), or leave those "
+            "notebooks out with --notebooks."
         )
 
 
@@ -626,8 +679,34 @@ def plan_rerun(
         if budget is None:
             plans.append(plan_notebook(key, setting, calibration))
         else:
-            plans.append(fit_budget(key, setting, calibration, budget_seconds=budget))
+            plans.append(fit_with_fewer_prompts(key, params, lab, budget_seconds=budget))
     return RerunPlan(plans, lab.calibrations, budget)
+
+
+#: The fewest prompt pairs a budget lowers ``n_prompts`` to.
+MIN_PROMPTS = 2
+
+
+def fit_with_fewer_prompts(
+    key: str, params: dict[str, Any], lab: _Lab, *, budget_seconds: float
+) -> NotebookPlan:
+    """:func:`fit_budget` at the notebook's ``n_prompts``; while that plan is over the budget
+    or samples fewer heads than the model has layers (not one per layer), again at half the
+    prompt pairs (a pass over a smaller batch is faster; calibrated anew), down to
+    :data:`MIN_PROMPTS`. The last plan is returned, the lowered ``n_prompts`` in its sample."""
+    n_prompts = params.get("n_prompts", 16)
+    while True:
+        setting, calibration = lab.setting({**params, "n_prompts": n_prompts})
+        fitted = fit_budget(key, setting, calibration, budget_seconds=budget_seconds)
+        heads = (fitted.sample or {}).get("n_heads", setting.n_layers)
+        adequate = fitted.seconds <= budget_seconds and heads >= setting.n_layers
+        if adequate or n_prompts // 2 < MIN_PROMPTS:
+            break
+        n_prompts //= 2
+    if n_prompts == params.get("n_prompts", 16):
+        return fitted
+    sample = {**(fitted.sample or {}), "n_prompts": n_prompts}
+    return NotebookPlan(fitted.key, fitted.steps, {**fitted.parameters, **sample}, sample)
 
 
 class _Lab:

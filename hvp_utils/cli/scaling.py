@@ -3,6 +3,7 @@
     python -m hvp_utils.cli.scaling              # cost table, fitted exponents, precision check
     python -m hvp_utils.cli.scaling --quick      # two small models (a smoke test)
     python -m hvp_utils.cli.scaling --sizes      # every estimator, toy-ioi vs GPT-2-small shape
+    python -m hvp_utils.cli.scaling --checkpoint runs/checkpoints/gpt2-small-shape  # write it
 
 Cost: random-initialised GPT-2 models (LayerNorm, GELU, learned positions,
 ``d_head = 16``, ``d_mlp = 4 d_model``) with the toy-ioi word-level tokenizer, of growing width
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -304,6 +306,18 @@ def markdown(table: pd.DataFrame, exponents: pd.DataFrame) -> str:
     return to_markdown(shown) + "\n\n" + to_markdown(fits) + "\n"
 
 
+def save_checkpoint(shape: str, directory: Path) -> Path:
+    """Write the random-initialised model of :data:`SIZES` ``shape`` (seed 0, the toy-ioi
+    tokenizer, so the IOI names are single tokens) as a Hugging Face checkpoint that
+    ``load_model`` and ``rerun --model`` take by its path."""
+    tokenizer = load_tokenizer(TOY_MODEL_DIR)
+    model = build_model(tokenizer, seed=0, **SIZES[shape])
+    model.save_pretrained(str(directory), safe_serialization=True)
+    tokenizer.save_pretrained(str(directory))
+    print(f"{shape}, {model.num_parameters() / 1e6:.1f}M parameters, random weights: {directory}")
+    return directory
+
+
 def main(argv: list[str] | None = None) -> None:
     cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     cli.add_argument("--quick", action="store_true", help="two small models only")
@@ -311,7 +325,17 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_argument("--precision-only", action="store_true", help="skip the cost table")
     cli.add_argument("--sizes", action="store_true", help="toy-ioi vs GPT-2-small shape only")
     cli.add_argument("--figure", default=None, help="--sizes: write the figure to this path")
+    cli.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write the random GPT-2-small-shaped checkpoint to DIR and stop",
+    )
     args = cli.parse_args(argv)
+    if args.checkpoint is not None:
+        save_checkpoint("GPT-2-small shape", args.checkpoint)
+        return
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     if args.sizes:

@@ -21,6 +21,7 @@ Each component carries its ``layer`` and, where its kind has them, its ``head``,
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +34,8 @@ from hvp_utils.core.types import KINDS, Kind, Model, check_choice
 #: Per kind: the activation name for ``get_act_name``, the name suffix, and the axes of the
 #: component's (head or neuron, position) indices in that activation.
 _HEAD_KINDS = {"head_out": ("z", ""), "head_q": ("q", ".q"), "head_k": ("k", ".k")}
+#: Kinds with one component per attention head (per position too for ``head_out_pos``).
+HEAD_KINDS = (*_HEAD_KINDS, "head_out_pos", "head_pattern")
 _NEURON_KINDS = {"neuron": ("post", ""), "neuron_pre": ("pre", ".pre")}
 
 
@@ -137,8 +140,9 @@ def components(
     layers: list[int] | None = None,
     positions: list[int] | None = None,
     n_positions: int | None = None,
+    heads: Collection[tuple[int, int]] | None = None,
 ) -> list[Component]:
-    """Every component of ``kind`` in ``model`` (optionally only some layers/positions).
+    """Every component of ``kind`` in ``model`` (optionally only some layers/positions/heads).
 
     Args:
         model: the model whose hooks the components live on.
@@ -147,6 +151,9 @@ def components(
         positions: the positions of per-position kinds (``head_out_pos``, ``resid_pos``).
         n_positions: instead of ``positions``, all of ``0..n_positions-1`` (the task's
             sequence length); per-position kinds need one of the two.
+        heads: ``(layer, head)`` pairs of query heads to keep in the per-head kinds (a sample,
+            :func:`hvp_utils.sample_heads`); key heads shared by grouped-query attention
+            are kept when a head that reads them is. None: every head. Other kinds ignore it.
 
     Returns:
         The components, layer by layer (within a layer: head or neuron, then position).
@@ -158,8 +165,17 @@ def components(
             raise ValueError(f"{kind} needs positions=[...] or n_positions=task.n_positions")
         positions = list(range(n_positions)) if positions is None else positions
     comps = [c for layer in layers for c in _layer_components(model, kind, layer, positions)]
+    if heads is not None and kind in HEAD_KINDS:
+        kept = set(heads)
+        comps = [
+            c
+            for c in comps
+            if any((c.layer, h) in kept for h in query_heads(model.cfg, kind, c.head))
+        ]
     if not comps:
-        raise ValueError(f"no {kind} components for layers={layers}, positions={positions}")
+        raise ValueError(
+            f"no {kind} components for layers={layers}, positions={positions}, heads={heads}"
+        )
     return comps
 
 

@@ -54,6 +54,10 @@ from hvp_utils.core.types import DIRECTIONS, Direction, Model, check_choice
 
 #: Token budget of one replicated forward pass, without and with an autograd graph.
 TOKENS_PER_PASS = {0: 4096, 1: 4096, 2: 2048, 3: 1024}
+#: Activation memory that ``TOKENS_PER_PASS[0]`` tokens of a model may take, estimated by
+#: :func:`token_bytes` (bytes); a model with larger tokens gets proportionally fewer tokens
+#: per pass (:func:`pass_tokens`). The embedded model and the tests' tiny models stay under it.
+PASS_MEMORY_BYTES = 2**29
 #: Show a progress bar from this many chunks on.
 PROGRESS_MIN_CHUNKS = 100
 #: Attention implementations a pass can be differentiated twice through: eager attention is
@@ -301,12 +305,35 @@ class PathDerivatives:
         return PathDerivatives(pick(self.g), pick(self.d1), pick(self.d2), pick(self.d3))
 
 
+def token_bytes(cfg) -> int:
+    """Estimated bytes one token of ``cfg``'s model holds in a first-order pass:
+
+        itemsize * (n_layers * (8 d_model + 2 d_mlp) + 2 d_vocab)
+
+    (per layer about eight residual-width and two MLP-width activations kept for the backward
+    pass; the logits and their softmax), in the model's dtype."""
+    itemsize = torch.empty((), dtype=cfg.dtype).element_size()
+    return itemsize * (cfg.n_layers * (8 * cfg.d_model + 2 * cfg.d_mlp) + 2 * cfg.d_vocab)
+
+
+def pass_tokens(cfg, order: int) -> int:
+    """Tokens per pass at autograd ``order`` for ``cfg``'s model:
+
+        TOKENS_PER_PASS[order] * min(1, PASS_MEMORY_BYTES / (token_bytes(cfg) TOKENS_PER_PASS[0]))
+
+    so that a pass's activations stay near :data:`PASS_MEMORY_BYTES` (times the order's share
+    of the token budget) however wide the model and its vocabulary; at least one token."""
+    scale = min(1.0, PASS_MEMORY_BYTES / (token_bytes(cfg) * TOKENS_PER_PASS[0]))
+    return max(1, int(TOKENS_PER_PASS[min(order, 3)] * scale))
+
+
 def replicate_chunks(
     keys: Sequence[int],
     *,
     rows_per_replicate: int,
     order: int,
     chunk_size: int | None = None,
+    tokens: int | None = None,
 ) -> list[list[int]]:
     """How replicates are split into passes (the one chunking rule of the package).
 
@@ -316,8 +343,10 @@ def replicate_chunks(
             never share a chunk.
         rows_per_replicate: tokens in one replicate (prompts times positions).
         order: the autograd order of the pass (0..3), which sets the token budget.
-        chunk_size: replicates per pass; None fills :data:`TOKENS_PER_PASS` ``[order]``,
-            i.e. ``max(1, TOKENS_PER_PASS[order] // rows_per_replicate)``.
+        chunk_size: replicates per pass; None fills ``tokens``, i.e.
+            ``max(1, tokens // rows_per_replicate)``.
+        tokens: the token budget of a pass (:func:`pass_tokens` of the model); None:
+            :data:`TOKENS_PER_PASS` ``[order]``.
 
     Returns:
         The indices ``0..len(keys)-1`` in chunks of at most ``chunk_size``, key by key.
@@ -325,7 +354,8 @@ def replicate_chunks(
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1 (got {chunk_size})")
     if chunk_size is None:
-        chunk_size = max(1, TOKENS_PER_PASS[min(order, 3)] // rows_per_replicate)
+        budget = TOKENS_PER_PASS[min(order, 3)] if tokens is None else tokens
+        chunk_size = max(1, budget // rows_per_replicate)
     chunks = []
     for key in sorted(set(keys)):
         members = [i for i, k in enumerate(keys) if k == key]
@@ -499,6 +529,7 @@ def path_derivatives(
         rows_per_replicate=n_prompts * task.n_positions,
         order=order,
         chunk_size=run.chunk_size,
+        tokens=pass_tokens(model.cfg, order),
     )
     for chunk in progress(chunks, f"patch paths (order {order})"):
         s = (
@@ -586,7 +617,13 @@ def hook_gradients(
     order = 1 if directions is None else 2
     keys = [0] * replicates
     rows = run.task.n_prompts * run.task.n_positions
-    chunks = replicate_chunks(keys, rows_per_replicate=rows, order=order, chunk_size=run.chunk_size)
+    chunks = replicate_chunks(
+        keys,
+        rows_per_replicate=rows,
+        order=order,
+        chunk_size=run.chunk_size,
+        tokens=pass_tokens(run.model.cfg, order),
+    )
     grads, hvps = [], []
     for chunk in progress(chunks, "hook gradients"):
         rows = slice(None) if len(chunk) == replicates else torch.tensor(chunk)

@@ -15,6 +15,7 @@ from typing import Literal
 
 import pandas as pd
 
+from hvp_utils.analysis.benchmark import LIKE_AP
 from hvp_utils.analysis.findings.record import Findings
 
 #: A component's effect is clear when |AP| exceeds this share of its kind's largest |AP|.
@@ -26,9 +27,12 @@ FINAL_SHARE = 0.8
 NAME_SHARE = 0.1
 #: AtP's sizes are nearly exact for a kind when its largest NMAE is below this.
 NEARLY_EXACT_NMAE = 0.05
+#: AtP ranks a kind roughly like AP from this Spearman correlation with AP on (like AP from
+#: ``LIKE_AP``).
+ROUGHLY_LIKE_AP = 0.7
 
 Bend = Literal["up_then_down", "down_then_up", "both_ways"]
-RankAgreement = Literal["as_ap", "roughly_as_ap", "differently"]
+RankAgreement = Literal["like_ap", "roughly_like_ap", "differently"]
 ErrorSides = Literal["all_below", "clear_below", "both_sides"]
 
 
@@ -248,7 +252,7 @@ def summary(
     final_differs: dict[str, int],
 ) -> Findings:
     """The section verdicts together: per kind, how AtP ranks the components (by the lowest
-    Spearman over the perturbations: >= 0.9 as AP does, >= 0.7 roughly, else differently) and
+    Spearman over the perturbations: >= ``LIKE_AP`` like AP, >= 0.7 roughly, else differently) and
     how close its sizes are (largest NMAE < 0.05: nearly exact); the pass counts when both
     are constant; the sign verdict; per perturbation the MLP restoring the largest share of
     the gap, and whether it does so through the final position (final share >= 0.8 and the
@@ -296,11 +300,13 @@ def summary(
 
 
 def rank_agreement(spearman: float) -> RankAgreement:
-    """How AtP ranks the components, by Spearman's correlation: >= 0.9, >= 0.7, the rest."""
-    if spearman >= 0.9:
-        return "as_ap"
-    if spearman >= 0.7:
-        return "roughly_as_ap"
+    """How AtP ranks the components, by Spearman's correlation: like AP from
+    :data:`~hvp_utils.analysis.benchmark.LIKE_AP` (0.99) on, roughly from 0.7, the rest
+    differently."""
+    if spearman >= LIKE_AP:
+        return "like_ap"
+    if spearman >= ROUGHLY_LIKE_AP:
+        return "roughly_like_ap"
     return "differently"
 
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from hvp_utils.analysis.benchmark import LIKE_AP
 from hvp_utils.analysis.diagnosis import error_shares, with_error_terms
 from hvp_utils.analysis.findings.record import Findings, recorded_outputs
 
@@ -274,7 +275,6 @@ def _screen_flag_fix(run: RunRecords) -> list[dict[str, Any]]:
 MIN_KIND_SIZE = 10
 USEFUL_AUROC = 0.75
 MIN_COVERAGE = 0.95
-LIKE_AP = 0.99
 
 #: The abstract's claims, the measure and test of each part, and the notebook that measures it.
 CLAIMS: list[Claim] = [

@@ -268,3 +268,75 @@ def rules_of_thumb(
             cheapest_x_ap=float(row["its x AP time"]),
         )
     return found
+
+
+def claim_span(measures: pd.DataFrame, claim: str) -> dict[str, Any]:
+    """A claim's measure over every seed and perturbation of ``measures`` (rows of
+    :func:`hvp_utils.findings.paper.run_measures` with a ``seed`` column): its verdict
+    (:func:`~hvp_utils.analysis.findings.paper.verdict`), how often its test held, the range,
+    and the seeds."""
+    from hvp_utils.analysis.findings.paper import verdict
+
+    rows = measures[measures.claim == claim]
+    return dict(
+        verdict=verdict(rows.holds),
+        held=int(rows.holds.sum()),
+        n=len(rows),
+        low=float(rows.value.min()),
+        high=float(rows.value.max()),
+        seeds=[int(s) for s in sorted(rows.seed.unique())],
+    )
+
+
+def take_home(
+    atp_nmae: pd.DataFrame,
+    decision: pd.DataFrame,
+    measures: pd.DataFrame,
+    *,
+    local_kinds: list[str],
+    perturbation: str,
+) -> Findings:
+    """The course's three questions answered from the verdicts of this page.
+
+    - When does AtP lie: the kinds with the largest relative error (AtP's NMAE, section 1)
+      under ``perturbation``, those of them with a non-linear local map, and the share of
+      AtP's absolute error that is downstream (notebook 02's claim, over every seed).
+    - How do I tell: the reliability score's AUROC in its weakest kind and the Lagrange
+      interval's coverage (notebook 03's claims, over every seed).
+    - What do I use instead: per kind under ``perturbation`` (``decision``, section 2), where
+      AtP alone ranks like AP, which estimator lowers the relative error at AtP's cost, where
+      only AP ranks like AP; and Screen-Flag-Fix's cost against AP's (notebook 07's claim).
+    """
+    found = Findings("08", "Take-home")
+    worst = atp_nmae[perturbation].sort_values(ascending=False).iloc[: len(local_kinds)]
+    found.state(
+        "takeaways.lie",
+        perturbation=perturbation,
+        worst=[{"kind": k, "nmae": float(v)} for k, v in worst.items()],
+        local=[k for k in worst.index if k in local_kinds],
+        downstream=claim_span(measures, "downstream"),
+    )
+    found.state(
+        "takeaways.tell",
+        detection=claim_span(measures, "reliability score"),
+        coverage=claim_span(measures, "bounds"),
+    )
+    sub = decision.loc[perturbation]
+    better = sub[sub["best at AtP cost"] != "AtP"]
+    found.state(
+        "takeaways.instead",
+        perturbation=perturbation,
+        atp_ranks=[k for k in sub.index if sub.loc[k, "AtP ranks like AP"]],
+        cheaper=[
+            {
+                "kind": k,
+                "method": r["best at AtP cost"],
+                "nmae": r["its nmae"],
+                "atp": r["AtP nmae"],
+            }
+            for k, r in better.iterrows()
+        ],
+        need_ap=[k for k in sub.index if sub.loc[k, "only AP ranks like AP"]],
+        sff=claim_span(measures, "Screen-Flag-Fix"),
+    )
+    return found

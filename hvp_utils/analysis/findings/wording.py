@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hvp_utils.analysis.benchmark import LIKE_AP
+
 
 def count_phrase(n: int, total: int, noun: str, *, plural: str | None = None) -> str:
     """'all 32 heads', 'none of the 32 heads', 'the one head', '31 of 32 heads'."""
@@ -374,8 +376,8 @@ def _ap_cost(v: Mapping[str, Any]) -> str:
 
 #: How AtP ranks a kind's components (bands of ``attribution.rank_agreement``).
 RANK_AGREEMENT = {
-    "as_ap": "as AP does",
-    "roughly_as_ap": "roughly as AP does",
+    "like_ap": "like AP",
+    "roughly_like_ap": "roughly like AP",
     "differently": "differently from AP",
 }
 
@@ -1246,6 +1248,90 @@ def _paper_claim(v: Mapping[str, Any]) -> str:
     )
 
 
+def _measurements(span: Mapping[str, Any]) -> str:
+    """'in all 6 measurements, seeds 0-2', 'in 4 of 6 measurements, seeds 0-2', ..."""
+    seeds = span["seeds"]
+    where = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+    return f"in {count_phrase(span['held'], span['n'], 'measurement')}, {where}"
+
+
+def _range(span: Mapping[str, Any], fmt: str = ".2f") -> str:
+    low, high = format(span["low"], fmt), format(span["high"], fmt)
+    return low if low == high else f"{low} to {high}"
+
+
+def _lie(v: Mapping[str, Any]) -> str:
+    local = v["local"]
+    which = (
+        "none of them has a non-linear local map"
+        if not local
+        else f"of these, {_quoted(local)} {'has' if len(local) == 1 else 'have'} a non-linear "
+        "local map (queries and keys: the softmax; pre-activations: the GELU)"
+    )
+    down = v["downstream"]
+    then = {
+        "reproduced": "the error comes mostly from downstream non-linearity, on every sample",
+        "refuted": "the error comes mostly from the local map, on every sample",
+        "not settled": "whether downstream or local dominates depends on the prompt sample",
+    }[down["verdict"]]
+    return (
+        f"**When does AtP lie?** In relative error (NMAE: AtP's mean absolute error over the "
+        f"mean |AP| of a kind, section 1), AtP is furthest from AP under `{v['perturbation']}` "
+        f"on {_worst_listing(v)}; {which}. In absolute error, notebook 02 finds "
+        f"{_range(down, '.0%')} of AtP's error downstream of the patched component, over every "
+        f"component (above half {_measurements(down)}): {then}."
+    )
+
+
+def _tell(v: Mapping[str, Any]) -> str:
+    det, cover = v["detection"], v["coverage"]
+    detects = {
+        "reproduced": "a useful detector on every sample",
+        "refuted": "not a useful detector on any sample",
+        "not settled": "useful on some samples and not on others, so not settled here",
+    }[det["verdict"]]
+    covers = {
+        "reproduced": "the bounds hold on every sample",
+        "refuted": "the bounds miss on every sample",
+        "not settled": "whether the bounds hold depends on the sample",
+    }[cover["verdict"]]
+    return (
+        f"**How do I tell?** Notebook 03's reliability score separates the estimates with large "
+        f"errors from the rest with an AUROC of {_range(det)} in its weakest component kind "
+        f"(at least 0.75 {_measurements(det)}): {detects}. Its Lagrange interval contains AP "
+        f"for {_range(cover, '.0%')} of the components (at least 95% {_measurements(cover)}): "
+        f"{covers}."
+    )
+
+
+def _instead(v: Mapping[str, Any]) -> str:
+    parts = []
+    if v["atp_ranks"]:
+        parts.append(f"AtP alone ranks {_quoted(v['atp_ranks'])} like AP")
+    if v["cheaper"]:
+        cheaper = "; ".join(
+            f"{c['method']} on `{c['kind']}` ({c['atp']:.3f} to {c['nmae']:.3f})"
+            for c in v["cheaper"]
+        )
+        parts.append(f"at AtP's cost, a better estimate lowers the relative error: {cheaper}")
+    if v["need_ap"]:
+        parts.append(
+            f"nothing cheaper than activation patching ranks {_quoted(v['need_ap'])} like it"
+        )
+    sff = v["sff"]
+    saves = {
+        "reproduced": "ranks like AP for fewer passes than AP on every sample",
+        "refuted": "does not rank like AP for fewer passes than AP on any sample",
+        "not settled": "ranks like AP for fewer passes than AP on some samples only",
+    }[sff["verdict"]]
+    return (
+        f"**What do I use instead?** Under `{v['perturbation']}` (section 2): "
+        f"{'; '.join(parts)}. Screen-Flag-Fix (notebook 07) {saves}: its passes are "
+        f"{_range(sff)}x AP's at the finest granularity (below 1 with a Spearman correlation "
+        f"of at least {LIKE_AP:g} {_measurements(sff)})."
+    )
+
+
 def _worst_are_local(v: Mapping[str, Any]) -> str:
     return (
         f"Under `{v['perturbation']}` AtP is furthest off on {_worst_listing(v)}: exactly the "
@@ -1797,6 +1883,9 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
         "--n-prompts {n_prompts} --seed {seed} --dtype {dtype} --out runs/bench` from the "
         'repository root and set `bench_dir = "../runs/bench"`.'
     ),
+    "takeaways.lie": _lie,
+    "takeaways.tell": _tell,
+    "takeaways.instead": _instead,
     "takeaways.worst_are_local": _worst_are_local,
     "takeaways.worst_not_local": _worst_not_local,
     "takeaways.atp_enough": _atp_enough,

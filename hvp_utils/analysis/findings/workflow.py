@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from hvp_utils.analysis.benchmark import LIKE_AP
 from hvp_utils.analysis.findings.record import Findings
 
 ATP, AP, HVP = "AtP alone", "AP everywhere", "HVP everywhere"
@@ -35,8 +36,6 @@ ACCURACY_COLUMNS = [
     "backward",
     "hvp",
 ]
-#: From this Spearman against AP on, a ranking ranks like AP (as ``benchmark.ranks_like_ap``).
-LIKE_AP = 0.99
 #: The smallest Spearman gain over AtP alone that makes a fix worth it.
 MIN_GAIN = 0.01
 
