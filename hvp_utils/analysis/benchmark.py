@@ -275,6 +275,8 @@ def pareto_frontier(frame: pd.DataFrame) -> pd.DataFrame:
 #: A ranking "ranks like AP" from this Spearman correlation with AP on (and, where top-k recall
 #: is measured, the same top-k components): the one threshold of notebooks 01, 07 and 08.
 LIKE_AP = 0.99
+#: ... and roughly like AP from this Spearman correlation on (notebook 01's middle band).
+ROUGHLY_LIKE_AP = 0.7
 
 
 def ranks_like_ap(rows: pd.DataFrame, *, spearman: float = LIKE_AP) -> pd.Series:

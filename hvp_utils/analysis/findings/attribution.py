@@ -15,7 +15,7 @@ from typing import Literal
 
 import pandas as pd
 
-from hvp_utils.analysis.benchmark import LIKE_AP
+from hvp_utils.analysis.benchmark import LIKE_AP, ROUGHLY_LIKE_AP
 from hvp_utils.analysis.findings.record import Findings
 
 #: A component's effect is clear when |AP| exceeds this share of its kind's largest |AP|.
@@ -27,9 +27,6 @@ FINAL_SHARE = 0.8
 NAME_SHARE = 0.1
 #: AtP's sizes are nearly exact for a kind when its largest NMAE is below this.
 NEARLY_EXACT_NMAE = 0.05
-#: AtP ranks a kind roughly like AP from this Spearman correlation with AP on (like AP from
-#: ``LIKE_AP``).
-ROUGHLY_LIKE_AP = 0.7
 
 Bend = Literal["up_then_down", "down_then_up", "both_ways"]
 RankAgreement = Literal["like_ap", "roughly_like_ap", "differently"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hvp_utils.analysis.benchmark import LIKE_AP
+from hvp_utils.analysis.benchmark import LIKE_AP, ROUGHLY_LIKE_AP
 
 
 def count_phrase(n: int, total: int, noun: str, *, plural: str | None = None) -> str:
@@ -382,6 +382,14 @@ RANK_AGREEMENT = {
 }
 
 
+#: The Spearman band of each ``attribution.rank_agreement`` verdict.
+RANK_BANDS = {
+    "like_ap": f"at least {LIKE_AP:g}",
+    "roughly_like_ap": f"at least {ROUGHLY_LIKE_AP:g}, below {LIKE_AP:g}",
+    "differently": f"below {ROUGHLY_LIKE_AP:g}",
+}
+
+
 def _kind_accuracy(v: Mapping[str, Any]) -> str:
     low, high = v["spearman_min"], v["spearman_max"]
     spearman = (
@@ -397,7 +405,8 @@ def _kind_accuracy(v: Mapping[str, Any]) -> str:
     )
     return (
         f"{v['kind']}: AtP ranks the {v['n']} {KIND_NOUNS.get(v['kind'], v['kind'])}s "
-        f"{RANK_AGREEMENT[v['ranks']]} under both perturbations ({spearman}) {sizes}."
+        f"{RANK_AGREEMENT[v['ranks']]} under both perturbations ({spearman}; the lower "
+        f"{RANK_BANDS[v['ranks']]}) {sizes}."
     )
 
 
