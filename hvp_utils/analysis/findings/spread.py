@@ -1,7 +1,7 @@
 """How far the course's key numbers move with the prompt sample: the last table of notebook 08.
 
 Notebooks 01, 04, 06 and 07 state verdicts on numbers measured on one prompt sample: whether
-AtP ranks each kind as AP does and how close its sizes are, whether it ranks like AP at each
+AtP ranks each kind like AP and how close its sizes are, whether it ranks like AP at each
 granularity, whether its top k holds AP's circuit, whether the HVP correction lowers its
 error, which estimators recover the circuit exactly. Each such number is read back here from
 the tables the notebooks recorded (:class:`~hvp_utils.analysis.findings.paper.RunRecords`),
