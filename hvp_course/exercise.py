@@ -155,9 +155,8 @@ class Context:
         every = self.cached("heads", lambda: components(self.model, kind="head_out"))
         if self.screen is None:
             return every
-        screened = set(self.screen.names)
-        kept = [c for c in every if c.name in screened]
-        return kept if len(kept) == len(screened) else every
+        screened = set(self.screen.names)  # screen_of checks that these are heads
+        return [c for c in every if c.name in screened]
 
     def head(self, layer: int, head: int) -> Component:
         """The head output component ``L{layer}H{head}``."""

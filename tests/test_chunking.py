@@ -126,5 +126,6 @@ def test_a_wide_model_gets_fewer_tokens_per_pass(small64):
         assert (tokens + 1) * engine.token_bytes(wide) > engine.PASS_MEMORY_BYTES * share * 0.99
     every = [engine.pass_tokens(small64.cfg, order) for order in engine.TOKENS_PER_PASS]
     assert every == list(engine.TOKENS_PER_PASS.values())
-    chunks = engine.replicate_chunks([0] * 9, rows_per_replicate=100, order=2, tokens=270)
+    wide32 = SimpleNamespace(**{**vars(wide), "dtype": torch.float32})  # 270 tokens at order 2
+    chunks = engine.replicate_chunks([0] * 9, rows_per_replicate=100, order=2, cfg=wide32)
     assert [len(c) for c in chunks] == [2, 2, 2, 2, 1]

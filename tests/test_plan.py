@@ -264,11 +264,9 @@ def test_the_default_budget_fits_every_notebook_on_the_gpt2_small_shape(monkeypa
     """A random GPT-2-small-shaped model (12 x 12 heads, d_mlp 3072, 124M parameters) with the
     calibration measured on it: at the default budget every notebook's plan fits, with a head per
     layer unless the prompt pairs are already down to the fewest."""
-    from hvp_utils.cli.scaling import SIZES
-    from hvp_utils.core.toy_model import TOY_MODEL_DIR, build_model, load_tokenizer
+    from hvp_utils.cli.scaling import shape_model
 
-    tokenizer = load_tokenizer(TOY_MODEL_DIR)
-    model = hu.from_hf_model(build_model(tokenizer, **SIZES["GPT-2-small shape"]), tokenizer)
+    model = hu.from_hf_model(*shape_model("GPT-2-small shape"))
     monkeypatch.setattr(hu, "load_model", lambda name, **options: model)
     monkeypatch.setattr(
         plan, "calibrate", lambda m, task: plan.Calibration(*GPT2_SHAPE_SECONDS[task.n_prompts])

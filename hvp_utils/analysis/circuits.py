@@ -29,7 +29,7 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from hvp_utils.core.components import Component, check_components, components, group_by_hook
-from hvp_utils.core.engine import pass_tokens, progress, replicate_chunks, replicated_metric
+from hvp_utils.core.engine import progress, replicate_chunks, replicated_metric
 from hvp_utils.core.ioi_text import DATA_DIR
 from hvp_utils.core.metrics import auroc
 from hvp_utils.core.results import Attribution
@@ -271,7 +271,7 @@ def faithfulness(
         rows_per_replicate=rows,
         order=0,
         chunk_size=chunk_size,
-        tokens=pass_tokens(model.cfg, 0),
+        cfg=model.cfg,
     )
     with torch.no_grad():
         full = metric_per_prompt(model, task, task.clean_tokens).mean()

@@ -465,17 +465,23 @@ def sample_components(
 
 
 def describe_sample(
-    every: list[Component], kept: list[Component], *, how: Sampling, seed: int = 0
+    every: list[Component],
+    kept: list[Component],
+    *,
+    how: Sampling,
+    seed: int = 0,
+    noun: str | None = None,
 ) -> str:
-    """One line naming a sample: ``"64 of 3072 neurons (layer 6), stratified by layer, seed 0"``
-    (``"all 3072 ..."`` when nothing was left out)."""
+    """One line naming a sample: ``"64 of 3072 neuron components (layer 6), stratified by
+    layer, seed 0"`` (``"all 3072 ..."`` when nothing was left out); ``noun`` replaces
+    ``"<kind> components"``."""
     layers = sorted({c.layer for c in kept})
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
-    kinds = "/".join(dict.fromkeys(c.kind for c in kept))
+    noun = noun or "/".join(dict.fromkeys(c.kind for c in kept)) + " components"
     if len(kept) >= len(every):
-        return f"all {len(every)} {kinds} components ({where})"
+        return f"all {len(every)} {noun} ({where})"
     label = {"random": "random", "spaced": "evenly spaced", "stratified": "stratified by layer"}
-    return f"{len(kept)} of {len(every)} {kinds} components ({where}), {label[how]}, seed {seed}"
+    return f"{len(kept)} of {len(every)} {noun} ({where}), {label[how]}, seed {seed}"
 
 
 def sample_heads(
@@ -498,7 +504,7 @@ def describe_heads(
     ``"24 of 144 heads (layers 0-11), stratified by layer, seed 0"``."""
     every = components(model, "head_out")
     kept = every if heads is None else components(model, "head_out", heads=heads)
-    return describe_sample(every, kept, how=how, seed=seed).replace("head_out components", "heads")
+    return describe_sample(every, kept, how=how, seed=seed, noun="heads")
 
 
 def layer_quotas(sizes: dict[int, int], k: int) -> dict[int, int]:

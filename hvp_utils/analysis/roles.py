@@ -28,7 +28,7 @@ from transformer_lens.utilities import get_act_name
 
 from hvp_utils.analysis.circuits import _slots, attention_shares
 from hvp_utils.core.components import Component, components
-from hvp_utils.core.engine import pass_tokens, progress, replicate_chunks
+from hvp_utils.core.engine import progress, replicate_chunks
 from hvp_utils.core.models import UnsupportedArchitectureError
 from hvp_utils.core.readout import run_with_answer_logits
 from hvp_utils.core.results import Attribution
@@ -320,7 +320,7 @@ def query_path_effects(
             rows_per_replicate=task.clean_tokens.numel(),
             order=0,
             chunk_size=chunk_size,
-            tokens=pass_tokens(model.cfg, 0),
+            cfg=model.cfg,
         )
         metric, selectivity = [], []
         for chunk in progress(chunks, "query paths"):

@@ -694,7 +694,7 @@ def fit_with_fewer_prompts(
     or samples fewer heads than the model has layers (not one per layer), again at half the
     prompt pairs (a pass over a smaller batch is faster; calibrated anew), down to
     :data:`MIN_PROMPTS`. The last plan is returned, the lowered ``n_prompts`` in its sample."""
-    n_prompts = params.get("n_prompts", 16)
+    asked = n_prompts = params.get("n_prompts", 16)
     while True:
         setting, calibration = lab.setting({**params, "n_prompts": n_prompts})
         fitted = fit_budget(key, setting, calibration, budget_seconds=budget_seconds)
@@ -703,7 +703,7 @@ def fit_with_fewer_prompts(
         if adequate or n_prompts // 2 < MIN_PROMPTS:
             break
         n_prompts //= 2
-    if n_prompts == params.get("n_prompts", 16):
+    if n_prompts == asked:
         return fitted
     sample = {**(fitted.sample or {}), "n_prompts": n_prompts}
     return NotebookPlan(fitted.key, fitted.steps, {**fitted.parameters, **sample}, sample)

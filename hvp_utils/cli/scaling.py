@@ -192,10 +192,9 @@ def size_components(model: Model, *, n_each: int = N_EACH) -> list:
 def size_table() -> pd.DataFrame:
     """One row per (shape, estimator) of :data:`COMPARED` on :data:`SIZES`: seconds per
     component, ``x AP`` = seconds / AP's seconds, ``x AtP`` likewise, and pass counts."""
-    tokenizer = load_tokenizer(TOY_MODEL_DIR)
     rows = []
-    for shape, size in SIZES.items():
-        hf_model = build_model(tokenizer, seed=0, **size)
+    for shape in SIZES:
+        hf_model, tokenizer = shape_model(shape)
         params = hf_model.num_parameters()  # a tied embedding counted once
         model = hu.from_hf_model(hf_model, tokenizer)
         task = hu.ioi_dataset(model, n_prompts=N_PROMPTS, perturbation="name_swap", seed=0)
@@ -306,12 +305,17 @@ def markdown(table: pd.DataFrame, exponents: pd.DataFrame) -> str:
     return to_markdown(shown) + "\n\n" + to_markdown(fits) + "\n"
 
 
-def save_checkpoint(shape: str, directory: Path) -> Path:
-    """Write the random-initialised model of :data:`SIZES` ``shape`` (seed 0, the toy-ioi
-    tokenizer, so the IOI names are single tokens) as a Hugging Face checkpoint that
-    ``load_model`` and ``rerun --model`` take by its path."""
+def shape_model(shape: str):
+    """The random-initialised ``GPT2LMHeadModel`` of :data:`SIZES` ``shape`` (seed 0) and the
+    toy-ioi tokenizer it is built for (so the IOI names are single tokens)."""
     tokenizer = load_tokenizer(TOY_MODEL_DIR)
-    model = build_model(tokenizer, seed=0, **SIZES[shape])
+    return build_model(tokenizer, seed=0, **SIZES[shape]), tokenizer
+
+
+def save_checkpoint(shape: str, directory: Path) -> Path:
+    """Write :func:`shape_model` ``(shape)`` as a Hugging Face checkpoint that ``load_model``
+    and ``rerun --model`` take by its path."""
+    model, tokenizer = shape_model(shape)
     model.save_pretrained(str(directory), safe_serialization=True)
     tokenizer.save_pretrained(str(directory))
     print(f"{shape}, {model.num_parameters() / 1e6:.1f}M parameters, random weights: {directory}")

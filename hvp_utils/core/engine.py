@@ -37,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float
@@ -333,7 +334,7 @@ def replicate_chunks(
     rows_per_replicate: int,
     order: int,
     chunk_size: int | None = None,
-    tokens: int | None = None,
+    cfg: Any = None,
 ) -> list[list[int]]:
     """How replicates are split into passes (the one chunking rule of the package).
 
@@ -343,10 +344,10 @@ def replicate_chunks(
             never share a chunk.
         rows_per_replicate: tokens in one replicate (prompts times positions).
         order: the autograd order of the pass (0..3), which sets the token budget.
-        chunk_size: replicates per pass; None fills ``tokens``, i.e.
-            ``max(1, tokens // rows_per_replicate)``.
-        tokens: the token budget of a pass (:func:`pass_tokens` of the model); None:
-            :data:`TOKENS_PER_PASS` ``[order]``.
+        chunk_size: replicates per pass; None fills the token budget ``tokens`` of a pass,
+            i.e. ``max(1, tokens // rows_per_replicate)``.
+        cfg: the model's config: ``tokens`` is :func:`pass_tokens` ``(cfg, order)``, fewer
+            for a wide model; None: :data:`TOKENS_PER_PASS` ``[order]``.
 
     Returns:
         The indices ``0..len(keys)-1`` in chunks of at most ``chunk_size``, key by key.
@@ -354,8 +355,8 @@ def replicate_chunks(
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1 (got {chunk_size})")
     if chunk_size is None:
-        budget = TOKENS_PER_PASS[min(order, 3)] if tokens is None else tokens
-        chunk_size = max(1, budget // rows_per_replicate)
+        tokens = TOKENS_PER_PASS[min(order, 3)] if cfg is None else pass_tokens(cfg, order)
+        chunk_size = max(1, tokens // rows_per_replicate)
     chunks = []
     for key in sorted(set(keys)):
         members = [i for i, k in enumerate(keys) if k == key]
@@ -529,7 +530,7 @@ def path_derivatives(
         rows_per_replicate=n_prompts * task.n_positions,
         order=order,
         chunk_size=run.chunk_size,
-        tokens=pass_tokens(model.cfg, order),
+        cfg=model.cfg,
     )
     for chunk in progress(chunks, f"patch paths (order {order})"):
         s = (
@@ -622,7 +623,7 @@ def hook_gradients(
         rows_per_replicate=rows,
         order=order,
         chunk_size=run.chunk_size,
-        tokens=pass_tokens(run.model.cfg, order),
+        cfg=run.model.cfg,
     )
     grads, hvps = [], []
     for chunk in progress(chunks, "hook gradients"):

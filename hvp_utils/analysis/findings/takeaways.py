@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from hvp_utils.analysis.findings.paper import verdict
 from hvp_utils.analysis.findings.record import Findings
 from hvp_utils.core.types import Family
 
@@ -75,6 +76,12 @@ def source(
     return found
 
 
+def worst_kinds(atp_nmae: pd.DataFrame, perturbation: str, n: int) -> list[dict[str, Any]]:
+    """The ``n`` kinds with the largest AtP NMAE under ``perturbation``, largest first."""
+    worst = atp_nmae[perturbation].sort_values(ascending=False).iloc[:n]
+    return [{"kind": k, "nmae": float(v)} for k, v in worst.items()]
+
+
 def answer(atp_nmae: pd.DataFrame, *, local_kinds: list[str]) -> Findings:
     """Per perturbation (column of ``atp_nmae``, kinds as rows): the ``len(local_kinds)`` kinds
     where AtP's NMAE is largest, and whether they are exactly the kinds with a non-linear local
@@ -82,13 +89,9 @@ def answer(atp_nmae: pd.DataFrame, *, local_kinds: list[str]) -> Findings:
     found = Findings("08", "Answer")
     found.table("atp_nmae", atp_nmae)
     for p in atp_nmae.columns:
-        worst = atp_nmae[p].sort_values(ascending=False).iloc[: len(local_kinds)]
-        values = dict(
-            perturbation=p,
-            worst=[{"kind": k, "nmae": float(v)} for k, v in worst.items()],
-            local_kinds=list(local_kinds),
-        )
-        local = set(worst.index) == set(local_kinds)
+        worst = worst_kinds(atp_nmae, p, len(local_kinds))
+        values = dict(perturbation=p, worst=worst, local_kinds=list(local_kinds))
+        local = {w["kind"] for w in worst} == set(local_kinds)
         found.state("takeaways.worst_are_local" if local else "takeaways.worst_not_local", **values)
     return found
 
@@ -275,8 +278,6 @@ def claim_span(measures: pd.DataFrame, claim: str) -> dict[str, Any]:
     :func:`hvp_utils.findings.paper.run_measures` with a ``seed`` column): its verdict
     (:func:`~hvp_utils.analysis.findings.paper.verdict`), how often its test held, the range,
     and the seeds."""
-    from hvp_utils.analysis.findings.paper import verdict
-
     rows = measures[measures.claim == claim]
     return dict(
         verdict=verdict(rows.holds),
@@ -308,12 +309,12 @@ def take_home(
       only AP ranks like AP; and Screen-Flag-Fix's cost against AP's (notebook 07's claim).
     """
     found = Findings("08", "Take-home")
-    worst = atp_nmae[perturbation].sort_values(ascending=False).iloc[: len(local_kinds)]
+    worst = worst_kinds(atp_nmae, perturbation, len(local_kinds))
     found.state(
         "takeaways.lie",
         perturbation=perturbation,
-        worst=[{"kind": k, "nmae": float(v)} for k, v in worst.items()],
-        local=[k for k in worst.index if k in local_kinds],
+        worst=worst,
+        local=[w["kind"] for w in worst if w["kind"] in local_kinds],
         downstream=claim_span(measures, "downstream"),
     )
     found.state(
