@@ -30,7 +30,7 @@ RERUN_PARAMS ?= -p perturbation random_token -p seed 1 -p n_prompts 6 -p dtype f
 # the stubs); make solutions executes them, and so does the CI rerun.
 SOLUTIONS_SRC := runs/solutions-src
 
-.PHONY: run test unit slow course browser nbval book rerun-test claims-rerun solutions solutions-src lab toy-model refresh lint format clean distclean bench seeds rerun scaling gpt2-shape
+.PHONY: run test unit slow course browser nbval book rerun-test claims-rerun solutions solutions-src lab toy-model refresh lint format clean distclean bench bench-seeds seeds rerun scaling gpt2-shape
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
@@ -167,6 +167,15 @@ scaling: $(STAMP)
 # docs/bench/: estimators.csv, hutchinson.csv, frontier.csv, pareto.png, targets.md, README.md
 bench: $(STAMP)
 	$(PY) -m hvp_utils.cli.bench --out docs/bench
+
+# The same benchmark at seeds 1 and 2 (about 7 minutes per seed on 2 cores); writes
+# docs/bench/seeds/seed<N>/: estimators.csv, hutchinson.csv, frontier.csv, run.json. Notebook 08
+# says which of its choices are the same at every seed.
+bench-seeds: $(STAMP)
+	for seed in 1 2; do \
+		$(PY) -m hvp_utils.cli.bench --seed $$seed --tables-only --out docs/bench/seeds/seed$$seed \
+		|| exit 1; \
+	done
 
 # The seed paper's claims and the key numbers measured on two more prompt samples (notebooks
 # 01-07 at seeds 1 and 2, about 8 minutes per seed on 2 cores); writes docs/seeds/:

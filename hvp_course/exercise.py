@@ -11,6 +11,7 @@ diagnosis of :func:`hvp_course.explain.mismatch` (shape, sign, factor, which ent
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import weakref
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 from hvp_course.explain import (
     ExerciseFailed,
@@ -195,6 +197,8 @@ class Case:
         read: how to read this case's output, when not the exercise's ``read``.
         max_passes: the forward passes (over the prompt batch) the call may run, when the
             exercise counts them.
+        max_entries: the most entries any tensor the call makes may hold (None: no limit),
+            for exercises whose point is to avoid a large intermediate (every pair of n items).
     """
 
     label: str
@@ -202,17 +206,20 @@ class Case:
     labels: tuple[str, ...] | None = None
     read: Callable[[Any, Case], Tensor] | None = None
     max_passes: float | None = None
+    max_entries: int | None = None
 
 
 @dataclass(frozen=True)
 class Call:
     """What one call of the learner's function did: its case, what it returned or raised,
-    and the forward passes it ran (when counted)."""
+    the forward passes it ran (when counted) and the entries of the largest tensor it made
+    (when the case limits them)."""
 
     case: Case
     output: Any = None
     error: BaseException | None = None
     passes: float = 0.0
+    largest: int = 0
 
 
 @dataclass(frozen=True)
@@ -300,6 +307,12 @@ def too_many_passes(calls: list[Call]) -> bool:
     return any(c.case.max_passes is not None and c.passes > c.case.max_passes for c in calls)
 
 
+def too_large(calls: list[Call]) -> bool:
+    """A call made a tensor with more entries than its case allows (a :class:`Mistake`
+    predicate)."""
+    return any(c.case.max_entries is not None and c.largest > c.case.max_entries for c in calls)
+
+
 def raised(*fragments: str) -> Callable[[list[Call]], bool]:
     """A :class:`Mistake` predicate: a call raised an error whose message holds a fragment."""
 
@@ -311,6 +324,21 @@ def raised(*fragments: str) -> Callable[[list[Call]], bool]:
 
 # --------------------------------------------------------------------------------------------
 # The explainer
+
+
+class _LargestTensor(TorchFunctionMode):
+    """Records the entries of the largest tensor any torch function returns inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for value in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(value, Tensor):
+                self.largest = max(self.largest, value.numel())
+        return out
 
 
 @contextmanager
@@ -354,13 +382,15 @@ def invoke(ex: Exercise, fn: Callable, case: Case, ctx: Context) -> Call:
     __tracebackhide__ = True
     before = [_snapshot(a) for a in case.args]
     counter = counting_passes(ctx.model, ctx.task.n_prompts) if ex.counts_passes else None
+    sizes = _LargestTensor() if case.max_entries is not None else contextlib.nullcontext()
     try:
-        if counter is None:
-            output, passes = fn(*case.args), 0.0
-        else:
-            with counter as spent:
-                output = fn(*case.args)
-            passes = spent[0]
+        with sizes:
+            if counter is None:
+                output, passes = fn(*case.args), 0.0
+            else:
+                with counter as spent:
+                    output = fn(*case.args)
+                passes = spent[0]
     except NotImplementedError as err:
         raise NotImplementedYet(str(err)) from err
     except ExerciseFailed:
@@ -374,7 +404,8 @@ def invoke(ex: Exercise, fn: Callable, case: Case, ctx: Context) -> Call:
                 f"{case.label}: your function changed its argument `{name}` in place: start "
                 f"from a copy ({name}.clone()), or the caller's {name} is overwritten"
             )
-    return Call(case, output=output, passes=passes)
+    largest = sizes.largest if isinstance(sizes, _LargestTensor) else 0
+    return Call(case, output=output, passes=passes, largest=largest)
 
 
 def _fail_on_error(ex: Exercise, calls: list[Call]) -> None:

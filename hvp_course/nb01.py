@@ -1,25 +1,31 @@
 """Exercises of notebook 01, *Activation patching versus attribution patching*: AtP of
 noising every MLP neuron of one layer from one gradient (where to linearise is the learner's
-call), and the Taylor remainder AP - AtP as an integral of the path's curvature.
+call), the Taylor remainder AP - AtP as an integral of the path's curvature, and Spearman's
+rank correlation, the score of "ranks like AP".
 
 Each reference is the package's own implementation (``hu.atp(direction="noising")``,
-``hu.path_derivative``); the pass lines also compare with minus the denoising AtP and with
-AP - AtP (the remainder).
+``hu.path_derivative``, ``hu.spearman``); the pass lines also compare with minus the
+denoising AtP, with AP - AtP (the remainder) and with pandas' average ranks.
 """
 
 from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from hvp_course.by_hand import corrupted_gradient
-from hvp_course.exercise import Case, Context, Exercise, Mistake, Result, too_many_passes
+from hvp_course.exercise import Call, Case, Context, Exercise, Mistake, Result, too_many_passes
+from hvp_course.explain import ExerciseFailed, close, scalar
 from hvp_course.nb00 import ATP_MAX_FORWARDS
 from hvp_utils.analysis.checks import path_derivative, path_function
 from hvp_utils.core.components import Component, components
+from hvp_utils.core.metrics import pearson
+from hvp_utils.core.metrics import spearman as package_spearman
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
 from hvp_utils.estimators import activation_patching, atp
@@ -252,4 +258,112 @@ TAYLOR_REMAINDER = Exercise(
 )
 
 
-EXERCISES = (NOISING_ATP_NEURONS, TAYLOR_REMAINDER)
+# --------------------------------------------------------------------------------------------
+# 3. Spearman's rank correlation
+
+
+def spearman_reference(x: Tensor, y: Tensor) -> float:
+    """Spearman's rank correlation, average ranks for ties (``hu.spearman``)."""
+    return package_spearman(x, y)
+
+
+def _spearman_pandas(x: Tensor, y: Tensor) -> float:
+    """The same from pandas' average ranks and NumPy's correlation (independent)."""
+    rx = pd.Series(x.double().numpy()).rank().to_numpy()
+    ry = pd.Series(y.double().numpy()).rank().to_numpy()
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _ordinal_ranks(v: Tensor) -> Tensor:
+    """Ranks 0..n-1 by position in the sorted order (ties broken by that order)."""
+    return v.argsort(stable=True).argsort().double()
+
+
+def _spearman_ordinal(x: Tensor, y: Tensor) -> float:
+    return pearson(_ordinal_ranks(x), _ordinal_ranks(y))
+
+
+#: Constructed pairs (x, y): signed effects whose order differs from that of |effect|, a
+#: curved but monotone relation (Spearman 1, Pearson below 1) and ties in both.
+SPEARMAN_CASES = {
+    "signed effects": ([3.0, -1.0, 2.0, -5.0, 0.5, 4.0], [2.5, 1.0, -2.0, -4.0, 0.0, 3.0]),
+    "a curved monotone relation": (
+        [0.1, 0.2, 0.5, 1.0, 2.0, 5.0],
+        [0.001, 0.008, 0.125, 1.0, 8.0, 125.0],
+    ),
+    "ties": ([1.0, 2.0, 2.0, 3.0, 0.0, 2.0], [0.5, 1.0, 3.0, 2.0, 1.0, 2.0]),
+}
+TIES_CASE = "ties"
+
+
+def _spearman_cases(ctx: Context) -> list[Case]:
+    cases = [
+        Case(label, (torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)))
+        for label, (x, y) in SPEARMAN_CASES.items()
+    ]
+    first = ctx.head_atp().values.detach().double().cpu()
+    truth = ctx.head_ap().values.detach().double().cpu()
+    return [*cases, Case("AtP against AP, every head", (first, truth))]
+
+
+def _wrong_only_with_ties(calls: list[Call]) -> bool:
+    """The learner's rho is right on every case but the one with ties."""
+    wrong = []
+    for call in calls:
+        try:
+            got = scalar(call.output, call.case.label)
+        except ExerciseFailed:
+            return False
+        expected = torch.tensor(spearman_reference(*call.case.args), dtype=torch.float64)
+        if not close(got, expected, 1e-6, 1.0):
+            wrong.append(call.case.label)
+    return wrong == [TIES_CASE]
+
+
+def _spearman_passed(r: Result) -> str:
+    independent = torch.tensor([_spearman_pandas(*c.args) for c in r.cases], dtype=torch.float64)
+    gap = float((torch.stack(r.expected) - independent).abs().max())
+    return (
+        f"rho of {len(r.cases)} pairs as hu.spearman (largest difference {r.diff:.1e}; pandas' "
+        f"average ranks agree to {gap:.1e})"
+    )
+
+
+SPEARMAN = Exercise(
+    name="spearman",
+    notebook="01",
+    summary="Spearman's rho of constructed pairs (signed, curved, tied) and of AtP against AP "
+    "on every head equals hu.spearman (and pandas' average ranks).",
+    reference=spearman_reference,
+    uses="hu.spearman",
+    what="rho",
+    cases=_spearman_cases,
+    read=lambda output, case: scalar(output, f"rho of {case.label}"),
+    mistakes=(
+        Mistake(
+            "that is Pearson's correlation of the values themselves; Spearman's is Pearson's "
+            "of their ranks (a curved but monotone relation has Spearman 1)",
+            wrong=pearson,
+        ),
+        Mistake(
+            "you ranked |x| and |y|: rank the signed values, as hu.compare does (the "
+            "circuit's top-k is what ranks by |effect|)",
+            wrong=lambda x, y: package_spearman(x.abs(), y.abs()),
+        ),
+        Mistake(
+            "x.argsort() is the order (the index of the smallest value first), not the ranks: "
+            "the rank of x[i] is where i sits in that order, x.argsort().argsort()",
+            wrong=lambda x, y: pearson(x.argsort().double(), y.argsort().double()),
+        ),
+        Mistake(
+            "rho is right without ties but not on x = [1, 2, 2, 3, 0, 2]: tied values share "
+            "the mean of the ranks they occupy (the ranks of [5, 1, 5] are [2.5, 1, 2.5])",
+            wrong=_spearman_ordinal,
+            seen=_wrong_only_with_ties,
+        ),
+    ),
+    passed=_spearman_passed,
+)
+
+
+EXERCISES = (NOISING_ATP_NEURONS, TAYLOR_REMAINDER, SPEARMAN)

@@ -1,39 +1,40 @@
 """Exercises of notebook 05, *Multi-step HVP against Integrated Gradients*: the midpoint rule of
 Integrated Gradients along one MLP's patch path, written with plain hooks and autograd; the
-nodes and weights of the composite two-point Gauss-Legendre rule; and the weights of a
-Hermite rule (f and f' at a step's start, f at a second node), derived from its moment
-equations, which give the package's Hermite-Radau rule at the node 3/4.
+weights of a Hermite rule (f and f' at a step's start, f at a second node), derived from its
+moment equations, which give the package's Hermite-Radau rule at the node 3/4; and an
+a-posteriori error estimate of a quadrature rule (Richardson): the observed order and the error
+of the finest of three estimates at K, 2K and 4K, from the estimates alone.
 
-The references are ``hu.integrated_gradients``, ``ig_nodes`` of
-:mod:`hvp_utils.estimators.quadrature` and a linear solve of the moment equations; the pass
-lines also compare with independent ones: activation patching as K grows,
-``numpy.polynomial.legendre.leggauss``, the exact integrals of monomials and the package's
-``RULES["radau"]``.
+The references are ``hu.integrated_gradients``, a linear solve of the moment equations and the
+closed form of the error estimate; the pass lines also compare with independent ones:
+activation patching as K grows, the exact integrals of monomials and the package's
+``RULES["radau"]``, the order and error of sequences ``I + C K^-p`` and the true error of IG
+and multi-step HVP against activation patching.
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from hvp_course.exercise import Call, Case, Context, Exercise, Mistake, Result
-from hvp_course.explain import ExerciseFailed, as_values, items, shape_problem
+from hvp_course.explain import ExerciseFailed, close, scale_of, tensor_pair
 from hvp_utils.core.components import components
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
-from hvp_utils.estimators import activation_patching, integrated_gradients
+from hvp_utils.estimators import activation_patching, integrated_gradients, multistep_hvp
 from hvp_utils.estimators.quadrature import RULES, ig_nodes
 
 #: The numbers of steps K at which the IG check runs (on the two MLPs with the largest |AP|).
 IG_STEPS = (1, 2, 4)
-#: The numbers of steps at which the Gauss-Legendre nodes are checked.
-GAUSS_STEPS = (1, 2, 3, 5)
 #: The second nodes tau at which the Hermite weights are checked.
 HERMITE_TAUS = (0.5, 2 / 3, 0.75, 1.0)
+#: The three numbers of steps K, 2K, 4K of the error estimate's check on the model.
+RICHARDSON_STEPS = (2, 4, 8)
 
 
 def mlp_hook(layer: int) -> str:
@@ -168,143 +169,7 @@ MIDPOINT_IG = Exercise(
 
 
 # --------------------------------------------------------------------------------------------
-# 2. The Gauss-Legendre nodes and weights
-
-
-def gauss_legendre_reference(steps: int) -> tuple[list[float], list[float]]:
-    """The composite two-point Gauss-Legendre rule on [0, 1] with K steps (``ig_nodes``)."""
-    return ig_nodes(steps, rule="gauss")
-
-
-def _gauss_slip(steps: int, slip: str) -> tuple[list[float], list[float]]:
-    """Wrong versions of the rule: the Legendre nodes of [-1, 1] unmapped, weights h, weights
-    1, the offset 1/(2 sqrt 3) not scaled by h."""
-    h, offset = 1.0 / steps, 0.5 / math.sqrt(3)
-    nodes = gauss_legendre_reference(steps)[0]
-    if slip == "unmapped":
-        return [s / math.sqrt(3) for _ in range(steps) for s in (-1, 1)], [1.0] * (2 * steps)
-    if slip == "weights h":
-        return nodes, [h] * (2 * steps)
-    if slip == "weights 1":
-        return nodes, [1.0] * (2 * steps)
-    if slip == "offset unscaled":
-        unscaled = [(k + 0.5) * h + s * offset for k in range(steps) for s in (-1, 1)]
-        return unscaled, [h / 2] * (2 * steps)
-    raise ValueError(slip)
-
-
-def _read_rule(output, case: Case) -> Tensor:
-    """The learner's (nodes, weights) as a ``[2, 2K]`` tensor sorted by node, or a failure
-    saying why not."""
-    __tracebackhide__ = True
-    (steps,) = case.args
-    parts = items(output, ("nodes", "weights"), f"K={steps}")
-    rule = []
-    for got, what in zip(parts, ("nodes", "weights"), strict=True):
-        values = as_values(got, what)
-        values = values.reshape(-1) if values.dim() > 1 else values
-        if values.numel() == steps:
-            raise ExerciseFailed(
-                f"{what} at K={steps}: one entry per step ({steps} in all), as in the midpoint "
-                "rule; the two-point Gauss-Legendre rule has two nodes per step, "
-                f"{2 * steps} in all"
-            )
-        problem = shape_problem(values, torch.zeros(2 * steps), ("node",))
-        if problem:
-            raise ExerciseFailed(f"{what} at K={steps}: {problem}")
-        rule.append(values.reshape(-1))
-    order = rule[0].argsort(stable=True)
-    return torch.stack([rule[0][order], rule[1][order]])
-
-
-def _outside_unit(calls: list[Call]) -> bool:
-    """Some node lies outside [0, 1]."""
-    for call in calls:
-        try:
-            nodes = as_values(call.output[0], "nodes")
-        except (ExerciseFailed, TypeError, IndexError, KeyError):
-            continue
-        if bool(((nodes < 0) | (nodes > 1)).any()):
-            return True
-    return False
-
-
-def _gauss_passed(r: Result) -> str:
-    legendre, legendre_w = np.polynomial.legendre.leggauss(2)
-    for case, (nodes, weights) in zip(r.cases, r.expected, strict=True):
-        (steps,) = case.args
-        h = 1.0 / steps
-        mapped = torch.tensor(
-            sorted(k * h + h * (1 + x) / 2 for k in range(steps) for x in legendre),
-            dtype=torch.float64,
-        )
-        mapped_w = torch.tensor([h * w / 2 for _ in range(steps) for w in legendre_w])
-        assert torch.allclose(mapped, nodes) and torch.allclose(mapped_w.double(), weights)
-        moments = [float((weights * nodes**d).sum()) for d in range(5)]
-        assert all(abs(moments[d] - 1 / (d + 1)) < 1e-12 for d in range(4)), moments
-        assert abs((1 / 5 - moments[4]) - 1 / (180 * steps**4)) < 1e-12, moments
-    return (
-        f"nodes and weights at K = {', '.join(map(str, GAUSS_STEPS))} as ig_nodes and numpy's "
-        f"leggauss(2) mapped to each step (largest difference {r.diff:.1e}); exact on t^0..t^3, "
-        "error 1/(180 K^4) on t^4"
-    )
-
-
-GAUSS_LEGENDRE = Exercise(
-    name="gauss_legendre",
-    notebook="05",
-    summary="The nodes and weights of the composite two-point Gauss-Legendre rule at K = 1, 2, "
-    "3, 5 equal ig_nodes(K, 'gauss') and numpy's leggauss(2) mapped to each step, and the rule "
-    "integrates t^d exactly for d <= 3, with the error 1/(180 K^4) on t^4.",
-    reference=gauss_legendre_reference,
-    uses="ig_nodes(steps, 'gauss') of hvp_utils.estimators.quadrature",
-    what="(nodes, weights)",
-    cases=lambda ctx: [
-        Case(
-            f"K={k}",
-            (k,),
-            labels=tuple(
-                f"{what} {i} at K={k}" for what in ("node", "weight") for i in range(2 * k)
-            ),
-        )
-        for k in GAUSS_STEPS
-    ],
-    read=_read_rule,
-    rtol=1e-9,
-    mistakes=(
-        Mistake(
-            "the offset 1/(2 sqrt 3) from each step's middle must be scaled by the step width "
-            "too: t = (k + 1/2 -+ 1/(2 sqrt 3)) h (at K = 1, where h = 1, the two agree)",
-            wrong=lambda steps: _gauss_slip(steps, "offset unscaled"),
-        ),
-        Mistake(
-            "some nodes lie outside [0, 1]: those are the Legendre nodes of [-1, 1]. Map each "
-            "step's -+1/sqrt(3) to t_k + h (1 -+ 1/sqrt(3)) / 2 and halve the weights with the "
-            "interval, to h/2",
-            wrong=lambda steps: _gauss_slip(steps, "unmapped"),
-            seen=_outside_unit,
-        ),
-        Mistake(
-            "each weight is h/2 (a step of width h holds two nodes; the weights of one step "
-            "add up to h, all of them to 1)",
-            wrong=lambda steps: _gauss_slip(steps, "weights h"),
-        ),
-        Mistake(
-            "each weight is h/2 = 1/(2K): the Legendre weights 1 of [-1, 1] shrink with the "
-            "interval",
-            wrong=lambda steps: _gauss_slip(steps, "weights 1"),
-        ),
-        Mistake(
-            "the two-point Gauss-Legendre rule has two nodes per step",
-            wrong=partial(ig_nodes, rule="midpoint"),
-        ),
-    ),
-    passed=_gauss_passed,
-)
-
-
-# --------------------------------------------------------------------------------------------
-# 3. The weights of a Hermite rule, from its moment equations
+# 2. The weights of a Hermite rule, from its moment equations
 
 
 def hermite_weights_reference(tau: float) -> tuple[float, float, float]:
@@ -405,4 +270,415 @@ HERMITE_WEIGHTS = Exercise(
 )
 
 
-EXERCISES = (MIDPOINT_IG, GAUSS_LEGENDRE, HERMITE_WEIGHTS)
+# --------------------------------------------------------------------------------------------
+# 3. An a-posteriori error estimate (Richardson), without activation patching
+
+#: Sequences ``I_K = I + C K^-p`` of the check, as ``(I, C, p)``: both signs of C, integer
+#: and fractional orders; the estimate recovers p and ``|C (4K)^-p|`` from them exactly.
+POWER_LAWS = (
+    (1.0, 0.5, 1.0),
+    (-0.3, -3.0, 2.0),
+    (0.2, 2.0, 4.0),
+    (2.0, 0.8, 2.5),
+    (0.7, -0.05, 3.0),
+)
+#: The steps K, 2K, 4K of the power laws.
+POWER_STEPS = (1, 2, 4)
+#: The edge cases of the contract, as the rows ``I_K, I_2K, I_4K`` (dyadic numbers, so that
+#: the differences are exact): converged (d2 = 0, with d1 = 0 or not), then not yet
+#: asymptotic (|d1| < |d2|, |d1| = |d2|, d1 and d2 of opposite signs).
+EDGE_CASES = {
+    "constant": (0.375, 0.375, 0.375),
+    "exact from 2K": (0.625, 0.5, 0.5),
+    "growing": (0.0, 0.125, 0.375),
+    "even": (0.0, 0.25, 0.5),
+    "oscillating": (1.0, 0.5, 0.75),
+}
+CONVERGED, UNTRUSTED = ("constant", "exact from 2K"), ("growing", "even", "oscillating")
+POWER_LABEL, EDGE_LABEL = "I + C K^-p", "edge cases"
+#: The estimators of the check on the model: label -> (rule, estimator).
+RICHARDSON_RULES = {
+    "IG midpoint": ("midpoint", integrated_gradients),
+    "multi-step HVP taylor": ("taylor", multistep_hvp),
+}
+
+
+def _richardson(estimates: Tensor, slip: str | None = None) -> tuple[Tensor, Tensor]:
+    """The observed order and the estimated error of the finest estimate, columnwise, and the
+    slips of the mistakes below (``slip``).
+
+    Under ``e(K) = I_K - I = C K^-p``: ``d1 = I_2K - I_K = C K^-p (2^-p - 1)`` and
+    ``d2 = I_4K - I_2K = 2^-p d1``, so ``p = log2(|d1| / |d2|)``; ``d2 = e(4K) - e(2K) =
+    (1 - 2^p) e(4K)``, so ``|e(4K)| = |d2| / (2^p - 1)``. Converged (``d2 = 0``): order nan,
+    error 0; not yet asymptotic (``|d1| <= |d2|`` or ``d1 d2 < 0``: a power law's differences
+    shrink and keep one sign): order nan, error inf."""
+    d1, d2 = estimates[1] - estimates[0], estimates[2] - estimates[1]
+    ratio = d1.abs() / d2.abs()  # 2^p
+    order = torch.log2(ratio)
+    error = d2.abs() / (2**order - 1)
+    # the wrong orders (the error stays right) and the wrong errors
+    wrong_order = {"ratio": ratio, "ln": torch.log(ratio), "inverted": torch.log2(1 / ratio)}
+    wrong_error = {
+        "over 2^p": d2.abs() / 2**order,
+        "last change": d2.abs(),
+        "middle": d1.abs() / (2**order - 1),
+        "coarsest": 2**order * d1.abs() / (2**order - 1),
+        "signed": -d2 / (2**order - 1),
+        "plus one": d2.abs() / (2**order + 1),
+    }
+    order = wrong_order.get(slip, order)
+    error = wrong_error.get(slip, error)
+    shrinking, one_sign = d1.abs() > d2.abs(), d1 * d2 >= 0
+    untrusted = {
+        "no guard": torch.zeros_like(shrinking),
+        "no sign guard": ~shrinking,
+        "no magnitude guard": ~one_sign,
+    }.get(slip, ~(shrinking & one_sign))
+    converged = d2 == 0
+    if slip == "converged late":  # the pre-asymptotic test first: the constant column fails it
+        converged = converged & ~untrusted
+    untrusted = untrusted & ~converged
+    unmeasured = {"untrusted order": converged, "converged order": untrusted}.get(
+        slip, converged | untrusted
+    )
+    order = torch.where(unmeasured, torch.full_like(order, math.nan), order)
+    refused = torch.full_like(error, math.nan if slip == "untrusted nan" else math.inf)
+    error = torch.where(converged, torch.zeros_like(error), torch.where(untrusted, refused, error))
+    return order, error
+
+
+def estimated_error_reference(estimates: Tensor) -> tuple[Tensor, Tensor]:
+    """The observed order ``p = log2(|d1| / |d2|)`` and the estimated error of the finest
+    estimate ``|d2| / (2^p - 1)`` of the rows ``I_K, I_2K, I_4K`` (``d1 = I_2K - I_K``,
+    ``d2 = I_4K - I_2K``); nan and 0 where ``d2 = 0``, nan and inf where ``|d1| <= |d2|``
+    or ``d1 d2 < 0``."""
+    return _richardson(estimates)
+
+
+def _columns(rows: list[tuple[float, float, float]]) -> Tensor:
+    """Columns of ``(I_K, I_2K, I_4K)`` as the ``[3, n]`` input."""
+    return torch.tensor(rows, dtype=torch.float64).T.contiguous()
+
+
+def power_law_estimates() -> Tensor:
+    """``I + C K^-p`` at ``K = 1, 2, 4`` for every :data:`POWER_LAWS` entry, ``[3, n]``."""
+    return _columns([tuple(i + c * k**-p for k in POWER_STEPS) for i, c, p in POWER_LAWS])
+
+
+def richardson_model(ctx: Context) -> dict:
+    """On the two MLPs with the largest |AP| of the context: their names, AP, and the
+    estimates ``[3, 2]`` of each :data:`RICHARDSON_RULES` entry at :data:`RICHARDSON_STEPS`."""
+
+    def compute():
+        comps = [components(ctx.model, kind="mlp_out", layers=[m])[0] for m in mlp_layers(ctx)]
+        estimates = {
+            label: torch.stack(
+                [
+                    fn(ctx.model, ctx.task, comps, steps=k, rule=rule).values.detach()
+                    for k in RICHARDSON_STEPS
+                ]
+            )
+            for label, (rule, fn) in RICHARDSON_RULES.items()
+        }
+        ap = activation_patching(ctx.model, ctx.task, comps).values.detach()
+        return {"names": [c.name for c in comps], "ap": ap, "estimates": estimates}
+
+    return ctx.cached("richardson_model", compute)
+
+
+def _richardson_labels(names: list[str]) -> tuple[str, ...]:
+    return tuple(f"{what} of {name}" for what in ("order", "error") for name in names)
+
+
+def _richardson_cases(ctx: Context) -> list[Case]:
+    power = [f"p={p:g}, C={c:+g}" for _, c, p in POWER_LAWS]
+    cases = [
+        Case(POWER_LABEL, (power_law_estimates(),), labels=_richardson_labels(power)),
+        Case(
+            EDGE_LABEL,
+            (_columns(list(EDGE_CASES.values())),),
+            labels=_richardson_labels(list(EDGE_CASES)),
+        ),
+    ]
+    model = richardson_model(ctx)
+    steps = ", ".join(map(str, RICHARDSON_STEPS))
+    for label, estimates in model["estimates"].items():
+        names = [f"{name} ({label})" for name in model["names"]]
+        cases.append(
+            Case(f"{label}, K = {steps}", (estimates.clone(),), labels=_richardson_labels(names))
+        )
+    return cases
+
+
+def _read_estimate(output, case: Case) -> Tensor:
+    """The learner's (order, error) as a ``[2, n]`` tensor, or a failure saying why not."""
+    __tracebackhide__ = True
+    return tensor_pair(output, ("order", "error"), case.args[0].shape[1])
+
+
+def _pair(call: Call) -> Tensor | None:
+    """What a call returned as ``[2, n]`` (None when it raised or returned something else)."""
+    if call.error is not None:
+        return None
+    try:
+        got = _read_estimate(call.output, call.case)
+    except (ExerciseFailed, TypeError, ValueError, RuntimeError, IndexError):
+        return None
+    return got if tuple(got.shape) == (2, call.case.args[0].shape[1]) else None
+
+
+def _agree(got: Tensor, expected: Tensor) -> bool:
+    """Equal to float rounding, nan with nan and inf with inf."""
+    return close(got, expected, 1e-6, scale_of(expected))
+
+
+def _same_row(row: int, slip: str) -> Callable[[list[Call]], bool]:
+    """A predicate: where the estimate is trusted (finite, nonzero error), the learner's
+    ``row`` (0 the order, 1 the error) is the slip's on every case."""
+
+    def seen(calls: list[Call]) -> bool:
+        compared = False
+        for call in calls:
+            got = _pair(call)
+            if got is None:
+                return False
+            (estimates,) = call.case.args
+            expected = _richardson(estimates)[1]
+            trusted = torch.isfinite(expected) & (expected != 0)
+            wrong = _richardson(estimates, slip)[row].double()
+            if not _agree(got[row][trusted], wrong[trusted]):
+                return False
+            compared = compared or bool(trusted.any())
+        return compared
+
+    return seen
+
+
+def _signed(calls: list[Call]) -> bool:
+    """The error's size is right where it is trusted, but some entries are negative."""
+    negative = False
+    for call in calls:
+        got = _pair(call)
+        if got is None:
+            return False
+        expected = _richardson(call.case.args[0])[1].double()
+        trusted = torch.isfinite(expected) & (expected != 0)
+        if not _agree(got[1][trusted].abs(), expected[trusted]):
+            return False
+        negative = negative or bool((got[1][trusted] < 0).any())
+    return negative
+
+
+def _edge(calls: list[Call]) -> dict[str, tuple[float, float]] | None:
+    """The learner's (order, error) of every edge case, by name (None when unreadable)."""
+    for call in calls:
+        if call.case.label == EDGE_LABEL:
+            got = _pair(call)
+            if got is None:
+                return None
+            return {name: (float(o), float(e)) for name, o, e in zip(EDGE_CASES, *got, strict=True)}
+    return None
+
+
+def _edge_seen(test: Callable[[dict[str, tuple[float, float]]], bool]):
+    """A predicate on the learner's edge cases."""
+
+    def seen(calls: list[Call]) -> bool:
+        edge = _edge(calls)
+        return edge is not None and test(edge)
+
+    return seen
+
+
+def _differences_text(name: str) -> str:
+    """``d1 = ..., d2 = ...`` of edge case ``name``."""
+    coarse, middle, fine = EDGE_CASES[name]
+    return f"d1 = {middle - coarse:+g}, d2 = {fine - middle:+g}"
+
+
+def _finite(edge: dict, name: str) -> bool:
+    return math.isfinite(edge[name][1])
+
+
+def _other_values(calls: list[Call]) -> bool:
+    """The edge cases are right (nan, 0 and inf where the reference has them) but some order
+    or error where the estimate is trusted is not."""
+    differs = False
+    for call in calls:
+        got = _pair(call)
+        if got is None:
+            return False
+        expected = torch.stack(_richardson(call.case.args[0])).double()
+        trusted = torch.isfinite(expected[1]) & (expected[1] != 0)
+        if not _agree(got[:, ~trusted], expected[:, ~trusted]):
+            return False
+        differs = differs or not _agree(got[:, trusted], expected[:, trusted])
+    return differs
+
+
+def _estimate_text(rule: str, name: str, order: float, error: float, true: float) -> str:
+    if error == math.inf:
+        return f"{rule} on {name}: not yet asymptotic (true error {true:.1e})"
+    if error == 0:
+        return f"{rule} on {name}: converged (true error {true:.1e})"
+    return f"{rule} on {name}: order {order:.2f}, error {error:.1e} (true {true:.1e})"
+
+
+def _richardson_passed(r: Result) -> str:
+    # the closed forms: on I + C K^-p the estimate recovers p and |C (4K)^-p| exactly
+    order, error = _richardson(power_law_estimates())
+    finest = POWER_STEPS[-1]
+    for j, (_, c, p) in enumerate(POWER_LAWS):
+        assert math.isclose(float(order[j]), p, rel_tol=1e-9), (p, float(order[j]))
+        assert math.isclose(float(error[j]), abs(c) * finest**-p, rel_tol=1e-9), (c, p)
+    order, error = _richardson(_columns(list(EDGE_CASES.values())))
+    assert bool(order.isnan().all()), order
+    assert error.tolist() == [0.0] * len(CONVERGED) + [math.inf] * len(UNTRUSTED), error
+    diff = max(
+        float((g - e)[torch.isfinite(e)].abs().max()) if bool(torch.isfinite(e).any()) else 0.0
+        for g, e in zip(r.got, r.expected, strict=True)
+    )
+    model = richardson_model(r.ctx)
+    parts = []
+    for label, estimates in model["estimates"].items():
+        order, error = _richardson(estimates)
+        true = (estimates[-1] - model["ap"]).abs()
+        parts += [
+            _estimate_text(label, name, float(o), float(e), float(t))
+            for name, o, e, t in zip(model["names"], order, error, true, strict=True)
+        ]
+    steps = ", ".join(map(str, RICHARDSON_STEPS))
+    return (
+        f"the order and error of {len(POWER_LAWS)} sequences I + C K^-p are their closed forms "
+        f"(largest difference {diff:.1e}) and the edge cases follow the contract; on this model "
+        f"at K = {steps}, against the true error from AP: " + "; ".join(parts)
+    )
+
+
+ESTIMATED_ERROR = Exercise(
+    name="estimated_error",
+    notebook="05",
+    summary="The observed order and the estimated error of the finest of three estimates at K, "
+    "2K, 4K: exact on sequences I + C K^-p, nan and 0 when converged, nan and inf when not yet "
+    "asymptotic; on IG and multi-step HVP of the two MLPs with the largest |AP| at K = 2, 4, 8 "
+    "the pass line sets the estimate beside the true error against AP.",
+    reference=estimated_error_reference,
+    uses="the closed form of the Richardson estimate",
+    what="(order, error)",
+    cases=_richardson_cases,
+    read=_read_estimate,
+    axes=("(order, error)", "column"),
+    mistakes=(
+        Mistake(
+            "your order is the ratio |d1| / |d2| itself: under e(K) = C K^-p that ratio is 2^p "
+            "(each doubling of K divides the differences by 2^p), so the order is its base-2 "
+            "logarithm, torch.log2(|d1| / |d2|)",
+            wrong=lambda estimates: _richardson(estimates, "ratio"),
+            seen=_same_row(0, "ratio"),
+        ),
+        Mistake(
+            "your order is the natural logarithm of |d1| / |d2|: K doubles from row to row, so "
+            "the ratio is 2^p and p is its base-2 logarithm (torch.log2, or log / log 2)",
+            wrong=lambda estimates: _richardson(estimates, "ln"),
+            seen=_same_row(0, "ln"),
+        ),
+        Mistake(
+            "your orders are negative: the ratio is upside down. In the asymptotic regime the "
+            "differences shrink as K grows, |d2| < |d1|, and p = log2(|d1| / |d2|) > 0",
+            wrong=lambda estimates: _richardson(estimates, "inverted"),
+            seen=_same_row(0, "inverted"),
+        ),
+        Mistake(
+            "your error is |d2| / 2^p: but d2 is not the error of I_2K. It is e(4K) - e(2K), and "
+            "e(2K) = 2^p e(4K), so d2 = (1 - 2^p) e(4K): divide |d2| by 2^p - 1",
+            wrong=lambda estimates: _richardson(estimates, "over 2^p"),
+            seen=_same_row(1, "over 2^p"),
+        ),
+        Mistake(
+            "your error is the last change |d2|: that is 2^p - 1 times the error of I_4K (3 "
+            "times too large at order 2, 15 at order 4). Write d2 = e(4K) - e(2K) with e(2K) = "
+            "2^p e(4K) and solve for e(4K)",
+            wrong=lambda estimates: _richardson(estimates, "last change"),
+            seen=_same_row(1, "last change"),
+        ),
+        Mistake(
+            "your error is |d1| / (2^p - 1), the error of the middle estimate I_2K: the one "
+            "asked for is that of the finest, I_4K, which comes from d2 (2^p times smaller)",
+            wrong=lambda estimates: _richardson(estimates, "middle"),
+            seen=_same_row(1, "middle"),
+        ),
+        Mistake(
+            "your error is that of the coarsest estimate I_K: the one asked for is that of the "
+            "finest, I_4K, 4^p times smaller; it comes from d2 = e(4K) - e(2K)",
+            wrong=lambda estimates: _richardson(estimates, "coarsest"),
+            seen=_same_row(1, "coarsest"),
+        ),
+        Mistake(
+            "some of your errors are negative: return the size |I_4K - I|. The signed "
+            "e(4K) = -d2 / (2^p - 1) is what extrapolation subtracts, I ~ I_4K + d2 / (2^p - 1)",
+            wrong=lambda estimates: _richardson(estimates, "signed"),
+            seen=_signed,
+        ),
+        Mistake(
+            "no guard for the pre-asymptotic cases: when |d1| <= |d2| (the estimates move more "
+            "from 2K to 4K than from K to 2K) or d1 and d2 have opposite signs (they overshoot "
+            "and come back), no C K^-p with p > 0 fits the three estimates, whose differences "
+            "shrink and keep one sign. Return order nan and error inf there: the formula's "
+            "number would be a guess",
+            wrong=lambda estimates: _richardson(estimates, "no guard"),
+            seen=_edge_seen(lambda e: _finite(e, "growing") and _finite(e, "oscillating")),
+        ),
+        Mistake(
+            f"the oscillating column ({_differences_text('oscillating')}) got a finite error: "
+            "|d1| > |d2|, but the estimates overshoot and come back, and the differences of "
+            "C K^-p keep one sign. Test d1 d2 < 0 too (order nan, error inf)",
+            wrong=lambda estimates: _richardson(estimates, "no sign guard"),
+            seen=_edge_seen(lambda e: _finite(e, "oscillating")),
+        ),
+        Mistake(
+            f"the growing column ({_differences_text('growing')}) got a finite error: the "
+            "estimates move more from 2K to 4K than from K to 2K, so p_hat <= 0 and "
+            "|d2| / (2^p - 1) is negative or infinite. Test |d1| <= |d2| too (order nan, error "
+            "inf)",
+            wrong=lambda estimates: _richardson(estimates, "no magnitude guard"),
+            seen=_edge_seen(lambda e: _finite(e, "growing")),
+        ),
+        Mistake(
+            "where the estimate cannot be trusted the contract asks for an error of inf (no "
+            "bound at all), not nan: math.inf or torch.inf",
+            wrong=lambda estimates: _richardson(estimates, "untrusted nan"),
+            seen=_edge_seen(lambda e: any(math.isnan(e[n][1]) for n in UNTRUSTED)),
+        ),
+        Mistake(
+            "where the estimate cannot be trusted (|d1| <= |d2| or opposite signs) no order was "
+            "observed either: return nan for the order there, not log2(|d1| / |d2|)",
+            wrong=lambda estimates: _richardson(estimates, "untrusted order"),
+            seen=_edge_seen(lambda e: not all(math.isnan(e[n][0]) for n in UNTRUSTED)),
+        ),
+        Mistake(
+            "the constant column (I_K = I_2K = I_4K) has converged: its error is 0. With "
+            "d1 = d2 = 0 it also meets the pre-asymptotic condition |d1| <= |d2|, so test "
+            "d2 == 0 first, as the contract lists it",
+            wrong=lambda estimates: _richardson(estimates, "converged late"),
+            seen=_edge_seen(lambda e: any(e[n][1] != 0 for n in CONVERGED)),
+        ),
+        Mistake(
+            "where d2 == 0 the error is 0 but no order can be measured (log2 of |d1| / 0 is "
+            "inf, of 0 / 0 nan): the contract asks for nan there",
+            wrong=lambda estimates: _richardson(estimates, "converged order"),
+            seen=_edge_seen(lambda e: not all(math.isnan(e[n][0]) for n in CONVERGED)),
+        ),
+        Mistake(
+            "your edge cases are right, but where the estimate is trusted your order or error "
+            "is not the one the assumption gives. Write d1 and d2 with e(K) = C K^-p: each is "
+            "C K^-p times a factor, and the two factors differ by 2^-p; then d2 = e(4K) - e(2K) "
+            "with e(2K) = 2^p e(4K)",
+            wrong=lambda estimates: _richardson(estimates, "plus one"),
+            seen=_other_values,
+        ),
+    ),
+    passed=_richardson_passed,
+)
+
+
+EXERCISES = (MIDPOINT_IG, HERMITE_WEIGHTS, ESTIMATED_ERROR)

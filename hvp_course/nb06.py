@@ -1,5 +1,7 @@
 """Exercises of notebook 06, *Recovering the IOI circuit*: the AUROC of a ranking against the
-reference circuit, and one point of a faithfulness curve written with mean-ablation hooks.
+reference circuit from ranks (the Mann-Whitney identity, derived by the learner; a pairwise
+comparison is caught by the size of the tensors it makes), and one point of a faithfulness
+curve written with mean-ablation hooks.
 
 The references are the package's :func:`hvp_utils.auroc` (as
 :func:`hvp_utils.circuit_recovery` uses it) and :func:`hvp_utils.faithfulness`. Each check
@@ -17,7 +19,7 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from hvp_course.exercise import Case, Context, Exercise, Mistake, Result
+from hvp_course.exercise import Case, Context, Exercise, Mistake, Result, too_large
 from hvp_course.explain import scalar
 from hvp_utils.analysis.circuits import ap_circuit, circuit_recovery, faithfulness
 from hvp_utils.core.components import Component, components
@@ -42,7 +44,7 @@ def reference_circuit(ctx: Context) -> list[str]:
 # 2. AUROC of a ranking against the circuit
 
 
-def auroc_from_scores_reference(scores: Tensor, in_circuit: Tensor) -> float:
+def auroc_from_ranks_reference(scores: Tensor, in_circuit: Tensor) -> float:
     """P(|score| of a random circuit component > that of a random other one), ties 1/2
     (``hu.auroc`` of ``|scores|``, as ``hu.circuit_recovery`` computes it)."""
     return auroc(scores.abs(), in_circuit.bool())
@@ -53,20 +55,50 @@ def _pairs(scores: Tensor, in_circuit: Tensor) -> tuple[Tensor, Tensor]:
     return size[mask][:, None], size[~mask][None, :]
 
 
-def _auroc_ties_win(scores: Tensor, in_circuit: Tensor) -> float:
+def _auroc_every_pair(scores: Tensor, in_circuit: Tensor) -> float:
+    """The definition itself: the mean over every (circuit, other) pair (independent)."""
     pos, neg = _pairs(scores, in_circuit)
-    return float((pos >= neg).double().mean())
+    return float(((pos > neg).double() + 0.5 * (pos == neg).double()).mean())
 
 
-def _auroc_ties_lose(scores: Tensor, in_circuit: Tensor) -> float:
-    pos, neg = _pairs(scores, in_circuit)
-    return float((pos > neg).double().mean())
+def _ordinal_ranks(values: Tensor) -> Tensor:
+    """Ranks 1..n by position in the sorted order, ties broken by that order."""
+    return values.argsort(stable=True).argsort().double() + 1
+
+
+def _average_ranks(values: Tensor) -> Tensor:
+    """Ranks 1..n, tied values sharing the mean of the positions they occupy."""
+    _, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
+    last = counts.cumsum(0).double()  # the highest position of each distinct value
+    return (last - (counts.double() - 1) / 2)[inverse]
+
+
+def _from_ranks(
+    scores: Tensor, in_circuit: Tensor, *, ranks=_average_ranks, subtract: bool = True
+) -> float:
+    """(R_C - n_C (n_C + 1) / 2) / (n_C n_other), R_C the circuit's rank sum, and its slips."""
+    mask = in_circuit.bool()
+    n_circuit, n_other = int(mask.sum()), int((~mask).sum())
+    rank_sum = float(ranks(scores.abs().double())[mask].sum())
+    own = n_circuit * (n_circuit + 1) / 2 if subtract else 0.0
+    return (rank_sum - own) / (n_circuit * n_other)
+
+
+def _from_zero_based_ranks(scores: Tensor, in_circuit: Tensor) -> float:
+    mask = in_circuit.bool()
+    n_circuit, n_other = int(mask.sum()), int((~mask).sum())
+    rank_sum = float((_average_ranks(scores.abs().double()) - 1)[mask].sum())
+    return (rank_sum - n_circuit * (n_circuit + 1) / 2) / (n_circuit * n_other)
 
 
 #: Synthetic scores: a tie between a circuit component and two others (0.5), a large negative
 #: score outside the circuit (-0.95) and one inside (-0.8).
 SYNTHETIC_SCORES = (0.9, -0.8, 0.5, 0.5, -0.5, 0.1, 0.0, -0.95)
 SYNTHETIC_IN_CIRCUIT = (True, True, True, False, False, False, False, False)
+#: A large synthetic ranking: every pair of its circuit and the rest would be a tensor of
+#: LARGE_CIRCUIT * (LARGE_N - LARGE_CIRCUIT) entries, a ranking needs a few of LARGE_N.
+LARGE_N, LARGE_CIRCUIT = 3000, 600
+ENTRIES_PER_COMPONENT = 16
 
 
 def _estimates(ctx: Context) -> list[Attribution]:
@@ -80,6 +112,17 @@ def _estimates(ctx: Context) -> list[Attribution]:
             hvp_correction(ctx.model, ctx.task, ctx.heads, mode="joint"),
         ],
     )
+
+
+def _large_case() -> Case:
+    """Rounded normal scores (many ties), the circuit drawn with a shift towards large |s|."""
+    generator = torch.Generator().manual_seed(0)
+    in_circuit = torch.zeros(LARGE_N, dtype=torch.bool)
+    in_circuit[torch.randperm(LARGE_N, generator=generator)[:LARGE_CIRCUIT]] = True
+    noise = torch.randn(LARGE_N, generator=generator, dtype=torch.float64)
+    scores = ((noise + 1.5 * in_circuit) * torch.sign(noise)).mul(4).round() / 4
+    label = f"{LARGE_N} synthetic components, {LARGE_CIRCUIT} in the circuit (ties)"
+    return Case(label, (scores, in_circuit), max_entries=ENTRIES_PER_COMPONENT * LARGE_N)
 
 
 def _auroc_cases(ctx: Context) -> list[Case]:
@@ -98,7 +141,7 @@ def _auroc_cases(ctx: Context) -> list[Case]:
         torch.tensor(SYNTHETIC_SCORES, dtype=torch.float64),
         torch.tensor(SYNTHETIC_IN_CIRCUIT),
     )
-    return [*cases, Case("synthetic (ties, negative scores)", synthetic)]
+    return [*cases, Case("synthetic (ties, negative scores)", synthetic), _large_case()]
 
 
 def _auroc_passed(r: Result) -> str:
@@ -107,19 +150,24 @@ def _auroc_passed(r: Result) -> str:
     for estimate, value in zip(estimates, r.expected, strict=False):
         recovered = circuit_recovery(estimate, reference).auroc
         assert abs(recovered - float(value)) < 1e-12, (estimate.method, recovered, float(value))
+    pairwise = torch.tensor([_auroc_every_pair(*c.args) for c in r.cases], dtype=torch.float64)
+    gap = float((torch.stack(r.expected).double() - pairwise).abs().max())
+    largest = max(c.largest for c in r.calls if c.case.max_entries is not None)
     return (
-        f"AUROC of {len(estimates)} estimators' rankings as hu.circuit_recovery, and of a "
-        f"synthetic case with ties (largest difference {r.diff:.1e})"
+        f"AUROC of {len(estimates)} estimators' rankings as hu.circuit_recovery, of a synthetic "
+        f"case with ties and of {LARGE_N} components (largest difference {r.diff:.1e}; the "
+        f"definition over every pair agrees to {gap:.1e}), with no tensor above {largest} "
+        f"entries where every pair would take {LARGE_CIRCUIT * (LARGE_N - LARGE_CIRCUIT)}"
     )
 
 
-AUROC_FROM_SCORES = Exercise(
-    name="auroc_from_scores",
+AUROC_FROM_RANKS = Exercise(
+    name="auroc_from_ranks",
     notebook="06",
-    summary="The AUROC of every estimator's ranking against the reference circuit equals "
-    "hu.circuit_recovery's (hu.auroc of |scores|), and so on a synthetic case with ties and "
-    "negative scores.",
-    reference=auroc_from_scores_reference,
+    summary="The AUROC of every estimator's ranking against the reference circuit, computed "
+    "from ranks, equals hu.circuit_recovery's (hu.auroc of |scores|), and so on synthetic "
+    "cases with ties and negative scores, without a tensor of every (circuit, other) pair.",
+    reference=auroc_from_ranks_reference,
     uses="hu.auroc",
     what="AUROC",
     cases=_auroc_cases,
@@ -132,19 +180,35 @@ AUROC_FROM_SCORES = Exercise(
             wrong=lambda scores, in_circuit: auroc(scores, in_circuit.bool()),
         ),
         Mistake(
-            "ties were counted as wins: a tie between a circuit component and another one "
-            "counts 1/2",
-            wrong=_auroc_ties_win,
+            "right without ties, wrong with them: ties were broken by position (argsort of "
+            "argsort). Tied values must share the mean of the positions they occupy, so that a "
+            "tie between a circuit component and another adds exactly 1/2",
+            wrong=partial(_from_ranks, ranks=_ordinal_ranks),
         ),
         Mistake(
-            "ties were counted as losses: a tie between a circuit component and another one "
-            "counts 1/2",
-            wrong=_auroc_ties_lose,
+            "the circuit's rank sum also counts the pairs of circuit components with each other "
+            "(and each with itself): n_C (n_C + 1) / 2 of it, to subtract before dividing by "
+            "the n_C n_other pairs",
+            wrong=partial(_from_ranks, subtract=False),
+        ),
+        Mistake(
+            "off by 1/n_other: the ranks were counted from 0. A component of rank r (from 1) "
+            "is above r - 1 others, and n_C (n_C + 1) / 2 is the rank sum of a circuit ranked "
+            "below everything else with ranks from 1",
+            wrong=_from_zero_based_ranks,
         ),
         Mistake(
             "that is 1 - AUROC, the share of pairs in which the OTHER component ranks higher: "
-            "count the pairs where the circuit component's |score| is the larger",
-            wrong=lambda scores, in_circuit: 1 - auroc_from_scores_reference(scores, in_circuit),
+            "rank from the smallest |score| (rank 1) to the largest",
+            wrong=lambda scores, in_circuit: 1 - auroc_from_ranks_reference(scores, in_circuit),
+        ),
+        Mistake(
+            "the value is right, but your function compared every circuit component with every "
+            "other one (a tensor of n_C x n_other entries): that grows with the square of the "
+            "components (every head at every position, every neuron). Derive it from the ranks "
+            "of |scores|, one sort: what does the circuit's rank sum count?",
+            wrong=_auroc_every_pair,
+            seen=too_large,
         ),
     ),
     passed=_auroc_passed,
@@ -268,4 +332,4 @@ FAITHFULNESS_OF = Exercise(
     passed=_faithfulness_passed,
 )
 
-EXERCISES = (AUROC_FROM_SCORES, FAITHFULNESS_OF)
+EXERCISES = (AUROC_FROM_RANKS, FAITHFULNESS_OF)

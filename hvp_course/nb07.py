@@ -1,16 +1,16 @@
-"""Exercises of notebook 07, *Screen, flag, fix*: Spearman's rank correlation (the accuracy
-every table of the notebook reports), Hutchinson's estimate of a diagonal with its standard
-error (what the flag stage runs on the model, here on constructed matrices), the flag rule of
-Screen-Flag-Fix, and its fix step with exact activation patching, a budget and the forward
-passes it spends.
+"""Exercises of notebook 07, *Screen, flag, fix*: Hutchinson's estimate of a diagonal with its
+standard error (what the flag stage runs on the model, here on constructed matrices), the
+margin of the flag's Lagrange interval calibrated on components whose exact effect is known,
+and the fix step with exact activation patching, a budget and the forward passes it spends.
 
-The references are the package's :func:`hvp_utils.spearman`, :func:`hvp_utils.flag_reasons`
-and :func:`hvp_utils.screen_flag_fix` (``fix="patch"``). The pass lines also compare with
-independent computations: Spearman from pandas' average ranks and NumPy's correlation, the
-flags with the heads that ``hu.screen_flag_fix`` actually fixed, the fixed values with that
-run's values and with activation patching of every head. Small constructed cases (ties, a
-curved monotone relation, effects near the threshold on both sides, a sign change that the
-score does not catch) expose the mistakes that the model's numbers might not.
+The references are closed forms (the mean and standard error of the probe terms; the smallest
+margin whose intervals cover a share of the components) and :func:`hvp_utils.screen_flag_fix`
+(``fix="patch"``). The pass lines also compare with independent computations: the estimates
+with the exact diagonal and the closed-form spread, the margin with the interval rule itself
+(at that margin the share is covered, just below it not), the fixed values with that run's
+values and with activation patching of every head. Small constructed cases (a diagonal
+matrix, components with g'' = 0, a tie at the interval's edge, a share no finite margin
+covers) expose the mistakes that the model's numbers might not.
 
 A check runs on the notebook's own Screen-Flag-Fix run of the heads when it is passed
 (``screen=``, an ``hu.screen_flag_fix`` result on every head, with ``tau=`` and ``threshold_share=``
@@ -20,8 +20,8 @@ both on the small task.
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+import math
+
 import torch
 from torch import Tensor
 
@@ -29,17 +29,12 @@ from hvp_course.exercise import Call, Case, Context, Exercise, Mistake, Result, 
 from hvp_course.explain import (
     ExerciseFailed,
     as_values,
-    booleans,
-    close,
     items,
     scalar,
     shape_problem,
 )
-from hvp_utils.analysis.reliability import flag_reasons
 from hvp_utils.analysis.screen_flag_fix import screen_flag_fix, within_budget
 from hvp_utils.core.components import Component
-from hvp_utils.core.metrics import pearson
-from hvp_utils.core.metrics import spearman as package_spearman
 from hvp_utils.core.results import ScreenFlagFixResult
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
@@ -100,113 +95,6 @@ def truth_of(ctx: Context) -> Tensor:
     if list(truth.names) != [c.name for c in ctx.heads]:
         raise ValueError("truth= must be hu.activation_patching of every head_out")
     return truth.values.detach().double().cpu()
-
-
-# --------------------------------------------------------------------------------------------
-# 1. Spearman's rank correlation
-
-
-def spearman_reference(x: Tensor, y: Tensor) -> float:
-    """Spearman's rank correlation, average ranks for ties (``hu.spearman``)."""
-    return package_spearman(x, y)
-
-
-def _spearman_pandas(x: Tensor, y: Tensor) -> float:
-    """The same from pandas' average ranks and NumPy's correlation (independent)."""
-    rx = pd.Series(x.double().numpy()).rank().to_numpy()
-    ry = pd.Series(y.double().numpy()).rank().to_numpy()
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def _ordinal_ranks(v: Tensor) -> Tensor:
-    """Ranks 0..n-1 by position in the sorted order (ties broken by that order)."""
-    return v.argsort(stable=True).argsort().double()
-
-
-def _spearman_ordinal(x: Tensor, y: Tensor) -> float:
-    return pearson(_ordinal_ranks(x), _ordinal_ranks(y))
-
-
-#: Constructed pairs (x, y): signed effects whose order differs from that of |effect|, a
-#: curved but monotone relation (Spearman 1, Pearson below 1) and ties in both.
-SPEARMAN_CASES = {
-    "signed effects": ([3.0, -1.0, 2.0, -5.0, 0.5, 4.0], [2.5, 1.0, -2.0, -4.0, 0.0, 3.0]),
-    "a curved monotone relation": (
-        [0.1, 0.2, 0.5, 1.0, 2.0, 5.0],
-        [0.001, 0.008, 0.125, 1.0, 8.0, 125.0],
-    ),
-    "ties": ([1.0, 2.0, 2.0, 3.0, 0.0, 2.0], [0.5, 1.0, 3.0, 2.0, 1.0, 2.0]),
-}
-TIES_CASE = "ties"
-
-
-def _spearman_cases(ctx: Context) -> list[Case]:
-    cases = [
-        Case(label, (torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)))
-        for label, (x, y) in SPEARMAN_CASES.items()
-    ]
-    first = ctx.head_atp().values.detach().double().cpu()
-    return [*cases, Case("AtP against AP, every head", (first, truth_of(ctx)))]
-
-
-def _wrong_only_with_ties(calls: list[Call]) -> bool:
-    """The learner's rho is right on every case but the one with ties."""
-    wrong = []
-    for call in calls:
-        try:
-            got = scalar(call.output, call.case.label)
-        except ExerciseFailed:
-            return False
-        expected = torch.tensor(spearman_reference(*call.case.args), dtype=torch.float64)
-        if not close(got, expected, 1e-6, 1.0):
-            wrong.append(call.case.label)
-    return wrong == [TIES_CASE]
-
-
-def _spearman_passed(r: Result) -> str:
-    independent = torch.tensor([_spearman_pandas(*c.args) for c in r.cases], dtype=torch.float64)
-    gap = float((torch.stack(r.expected) - independent).abs().max())
-    return (
-        f"rho of {len(r.cases)} pairs as hu.spearman (largest difference {r.diff:.1e}; pandas' "
-        f"average ranks agree to {gap:.1e})"
-    )
-
-
-SPEARMAN = Exercise(
-    name="spearman",
-    notebook="07",
-    summary="Spearman's rho of constructed pairs (signed, curved, tied) and of AtP against AP "
-    "on every head equals hu.spearman (and pandas' average ranks).",
-    reference=spearman_reference,
-    uses="hu.spearman",
-    what="rho",
-    cases=_spearman_cases,
-    read=lambda output, case: scalar(output, f"rho of {case.label}"),
-    mistakes=(
-        Mistake(
-            "that is Pearson's correlation of the values themselves; Spearman's is Pearson's "
-            "of their ranks (a curved but monotone relation has Spearman 1)",
-            wrong=pearson,
-        ),
-        Mistake(
-            "you ranked |x| and |y|: rank the signed values, as hu.compare does (the "
-            "circuit's top-k is what ranks by |effect|)",
-            wrong=lambda x, y: package_spearman(x.abs(), y.abs()),
-        ),
-        Mistake(
-            "x.argsort() is the order (the index of the smallest value first), not the ranks: "
-            "the rank of x[i] is where i sits in that order, x.argsort().argsort()",
-            wrong=lambda x, y: pearson(x.argsort().double(), y.argsort().double()),
-        ),
-        Mistake(
-            "rho is right without ties but not on x = [1, 2, 2, 3, 0, 2]: tied values share "
-            "the mean of the ranks they occupy (the ranks of [5, 1, 5] are [2.5, 1, 2.5])",
-            wrong=_spearman_ordinal,
-            seen=_wrong_only_with_ties,
-        ),
-    ),
-    passed=_spearman_passed,
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,205 +250,241 @@ HUTCHINSON = Exercise(
 
 
 # --------------------------------------------------------------------------------------------
-# 2. The flag rule
+# 2. Calibrating the flag's margin
 
 
-def flag_reference(
-    first: Tensor, second: Tensor, tau: float, threshold: float, margin: float = MARGIN
-) -> Tensor:
-    """Screen-Flag-Fix's flags (``hu.flag_reasons(..., max_second=margin |g''|).flags``)."""
-    return flag_reasons(
-        first, second, tau=tau, max_second=margin * second.abs(), threshold=threshold
-    ).flags
+def margin_needs(first: Tensor, second: Tensor, exact: Tensor) -> Tensor:
+    """The smallest margin that covers each component on its own: ``2 |AP - AtP| / |g''|``;
+    with ``g'' = 0`` the interval is the point AtP, covered by every margin (0) when AP equals
+    AtP and by none (inf) otherwise."""
+    gap, curvature = (exact - first).double().abs(), second.double().abs()
+    point = torch.where(gap > 0, torch.full_like(gap, math.inf), torch.zeros_like(gap))
+    return torch.where(curvature > 0, 2 * gap / curvature, point)
 
 
-def _flag_parts(first, second, tau, threshold, margin, *, halve=True, half_width=None):
-    """Score, sign and threshold reasons, with the switches the mistakes below flip."""
-    half = (second / 2).abs() if halve else second.abs()
-    score = half / (first.abs() + half + 1e-12) > tau
-    sign = first * (first + second / 2) < 0
-    width = margin * second.abs() / 2 if half_width is None else half_width
-    lower, upper = first - width, first + width
-    crosses_plus = (lower < threshold) & (upper > threshold)
-    crosses_minus = (lower < -threshold) & (upper > -threshold)
-    return score, sign, crosses_plus, crosses_minus
+def smallest_covering(needs: Tensor, coverage: float) -> float:
+    """The smallest margin at which at least ``coverage`` of the components are covered: the
+    k-th smallest need, k the smallest count with ``k / n >= coverage`` (ties only add)."""
+    ranked = needs.sort().values
+    share = torch.arange(1, len(ranked) + 1, dtype=torch.float64) / len(ranked)
+    return float(ranked[share >= coverage][0])
 
 
-def _flag_no_threshold(first, second, tau, threshold, margin=MARGIN):
-    score, sign, _, _ = _flag_parts(first, second, tau, threshold, margin)
-    return score | sign
+def calibrated_margin_reference(
+    first: Tensor, second: Tensor, exact: Tensor, coverage: float
+) -> float:
+    """The smallest margin m whose Lagrange intervals ``|AP - AtP| <= m |g''| / 2`` hold at
+    least ``coverage`` of the components (inf when no finite margin does)."""
+    return smallest_covering(margin_needs(first, second, exact), coverage)
 
 
-def _flag_plus_only(first, second, tau, threshold, margin=MARGIN):
-    score, sign, plus, _ = _flag_parts(first, second, tau, threshold, margin)
-    return score | sign | plus
+def _covered(first: Tensor, second: Tensor, exact: Tensor, margin: float) -> Tensor:
+    """The interval rule itself, independent of the needs: AP within m |g''| / 2 of AtP (a
+    point interval when g'' = 0, whatever the margin)."""
+    gap, half = (exact - first).double().abs(), second.double().abs() / 2
+    width = torch.where(half > 0, margin * half, torch.zeros_like(half))
+    return gap <= width
 
 
-def _flag_slope_against_curvature(first, second, tau, threshold, margin=MARGIN):
-    score, _, plus, minus = _flag_parts(first, second, tau, threshold, margin)
-    return score | (first * second < 0) | plus | minus
+def _margin_interpolated(first, second, exact, coverage):
+    return float(torch.quantile(margin_needs(first, second, exact), coverage))
 
 
-def _flag_not_halved(first, second, tau, threshold, margin=MARGIN):
-    score, sign, plus, minus = _flag_parts(first, second, tau, threshold, margin, halve=False)
-    return score | sign | plus | minus
+def _margin_no_factor_two(first, second, exact, coverage):
+    return smallest_covering(margin_needs(first, second, exact) / 2, coverage)
 
 
-def _flag_full_width(first, second, tau, threshold, margin=MARGIN):
-    width = margin * second.abs()
-    score, sign, plus, minus = _flag_parts(first, second, tau, threshold, margin, half_width=width)
-    return score | sign | plus | minus
+def _margin_signed_curvature(first, second, exact, coverage):
+    needs = margin_needs(first, second, exact)
+    return smallest_covering(torch.where(second < 0, -needs, needs), coverage)
 
 
-def _flag_no_margin(first, second, tau, threshold, margin=MARGIN):
-    width = second.abs() / 2
-    score, sign, plus, minus = _flag_parts(first, second, tau, threshold, margin, half_width=width)
-    return score | sign | plus | minus
+def _margin_signed(first, second, exact, coverage):
+    needs = margin_needs(first, second, exact)
+    flip = (second < 0) != (exact < first)
+    return smallest_covering(torch.where(flip, -needs, needs), coverage)
 
 
-def _flag_abs_sign(first, second, tau, threshold, margin=MARGIN):
-    score, _, plus, minus = _flag_parts(first, second, tau, threshold, margin)
-    return score | (first.abs() * (first.abs() + second / 2) < 0) | plus | minus
+def _margin_flat_zero(first, second, exact, coverage):
+    needs = margin_needs(first, second, exact)
+    return smallest_covering(torch.where(second == 0, torch.zeros_like(needs), needs), coverage)
 
 
-#: Constructed screens: (tau, threshold, [(g', g''), ...]). The first holds a component flagged
-#: by its score only, one just under tau unless g'' is left unhalved, a slope against the
-#: curvature that flips nothing, components whose interval crosses +threshold or -threshold,
-#: one that crosses only with the margin and one that crosses only with the full width; the
-#: second (tau above 1/2, where the score cannot see a sign change) sign changes of both signs.
-FLAG_CASES = {
-    "constructed screen 1": (
-        0.3,
-        0.5,
+def _margin_plain_division(first, second, exact, coverage):
+    needs = 2 * (exact - first).double().abs() / second.double().abs()  # 0/0 is nan
+    return float(needs.sort().values[math.ceil(coverage * len(needs)) - 1])
+
+
+def _margin_strict(first, second, exact, coverage):
+    needs = margin_needs(first, second, exact)
+    for margin in needs.sort().values.tolist():
+        if float((needs < margin).double().mean()) >= coverage:
+            return margin
+    return math.inf
+
+
+def _screen(rows: list[tuple[float, float, float]]) -> tuple[Tensor, Tensor, Tensor]:
+    """(first, second, exact) from rows (g', g'', the margin the component needs, with the
+    sign of AP - AtP); a need of inf or 0 with g'' = 0 puts AP off AtP or on it."""
+    first, second, exact = [], [], []
+    for atp, curvature, need in rows:
+        gap = math.copysign(1.0, need) * (0.25 if math.isinf(need) else abs(need * curvature) / 2)
+        first.append(atp)
+        second.append(curvature)
+        exact.append(atp + gap)
+    return tuple(torch.tensor(v, dtype=torch.float64) for v in (first, second, exact))
+
+
+#: Three components with g'' = 0 (two with AP = AtP, one off it) and two curved ones.
+FLAT_ROWS = [
+    (0.5, 0.0, 0.0),
+    (-0.2, 0.0, 0.0),
+    (0.1, 0.0, math.inf),
+    (1.0, 0.5, 1.0),
+    (-0.4, -2.0, 0.4),
+]
+#: Constructed screens: (coverage, [(g', g'', signed need), ...]) and the answer in closed form.
+#: The first has ten distinct needs, with both signs of g'' and of AP - AtP (the 9th smallest
+#: need is 6, the interpolated 90% quantile 6.4); the second three components with g'' = 0 (two
+#: with AP = AtP, one off it); the third the same at coverage 1 (no finite margin); the fourth
+#: a tie at the edge (needs 1, 2, 2, 5: margin 2 covers three, half is asked for).
+MARGIN_CASES = {
+    "ten components, coverage 0.9": (
+        0.9,
         [
-            (2.0, 0.2),
-            (1.0, 1.5),
-            (3.2, 2.2),
-            (2.0, -0.4),
-            (0.45, 0.1),
-            (-0.45, 0.1),
-            (0.7, 0.28),
-            (1.0, 0.3),
+            (0.3, 0.4, 1.0),
+            (-0.1, -0.2, 3.0),
+            (0.7, 1.0, -0.5),
+            (-0.05, -0.5, -2.5),
+            (0.2, 0.8, 1.5),
+            (1.1, -1.0, -4.0),
+            (-0.6, 0.25, 6.0),
+            (0.05, 0.5, -2.0),
+            (0.4, -0.4, 10.0),
+            (-1.5, 2.0, 3.5),
         ],
+        6.0,
     ),
-    "constructed screen 2": (0.6, 5.0, [(1.0, -2.4), (-1.0, 2.4), (1.0, 2.4), (2.0, -0.5)]),
+    "g'' = 0 for three components, coverage 0.8": (
+        0.8,
+        FLAT_ROWS,
+        1.0,
+    ),
+    "g'' = 0 for three components, coverage 1": (
+        1.0,
+        FLAT_ROWS,
+        math.inf,
+    ),
+    "a tie at the edge, coverage 0.5": (
+        0.5,
+        [(0.0, 1.0, 1.0), (1.0, -1.0, -2.0), (-1.0, 0.5, 2.0), (2.0, 0.2, -5.0)],
+        2.0,
+    ),
 }
+#: The coverages asked of the heads' screen.
+HEAD_COVERAGES = (0.9, 0.5)
 
 
-def _why(first: Tensor, second: Tensor, tau: float, threshold: float, i: int) -> str:
-    """Which reasons flag entry ``i`` (or that none holds), for the failure table."""
-    reasons = flag_reasons(
-        first, second, tau=tau, max_second=MARGIN * second.abs(), threshold=threshold
-    )
-    r = float(reasons.scores[i])
-    half = MARGIN * float(second[i].abs()) / 2
-    lo, hi = float(first[i]) - half, float(first[i]) + half
-    on = [
-        text
-        for key, text in (
-            ("flag_score", f"r = {r:.3g} > tau"),
-            ("flag_sign", "g' and g' + g''/2 differ in sign"),
-            ("flag_threshold", f"[{lo:.3g}, {hi:.3g}] straddles -+{threshold:.3g}"),
-        )
-        if bool(getattr(reasons, key)[i])
-    ]
-    return "; ".join(on) if on else f"no reason holds (r = {r:.3g}, interval [{lo:.3g}, {hi:.3g}])"
-
-
-def _flag_case(label: str, names: list[str], first, second, tau, threshold) -> Case:
-    """One call of the flag rule; each entry's label says why the rule flags it or not."""
-    labels = tuple(
-        f"{name} ({_why(first, second, tau, threshold, i)})" for i, name in enumerate(names)
-    )
-    return Case(label, (first, second, tau, threshold, MARGIN), labels=labels)
-
-
-def _flag_cases(ctx: Context) -> list[Case]:
-    """The two constructed screens and the heads' screen (theta = threshold_share x max |AtP|)."""
+def _margin_cases(ctx: Context) -> list[Case]:
+    """The constructed screens, then the heads' screen (AtP, g'' and AP of every head) at each
+    of :data:`HEAD_COVERAGES`."""
     cases = []
-    for label, (tau, threshold, pairs) in FLAG_CASES.items():
-        first = torch.tensor([p[0] for p in pairs], dtype=torch.float64)
-        second = torch.tensor([p[1] for p in pairs], dtype=torch.float64)
-        names = [f"g'={a:g}, g''={b:g} (tau {tau:g}, threshold {threshold:g})" for a, b in pairs]
-        cases.append(_flag_case(label, names, first, second, tau, threshold))
+    for label, (coverage, rows, answer) in MARGIN_CASES.items():
+        first, second, exact = _screen(rows)
+        closed = calibrated_margin_reference(first, second, exact, coverage)
+        if closed != answer:
+            raise AssertionError(f"{label}: the closed form {answer} but the reference {closed}")
+        cases.append(Case(label, (first, second, exact, coverage)))
     screen = screen_of(ctx)
-    first, second = screen["screen"], screen["curvature"]
-    threshold = _threshold_share(ctx) * float(first.abs().max())
-    names = [c.name for c in ctx.heads]
-    cases.append(_flag_case("the heads' screen", names, first, second, _tau(ctx), threshold))
+    first, second, exact = screen["screen"], screen["curvature"], truth_of(ctx)
+    n = len(first)
+    for coverage in HEAD_COVERAGES:
+        label = f"the screen of the {n} heads, coverage {coverage:g}"
+        cases.append(Case(label, (first.clone(), second.clone(), exact.clone(), coverage)))
     return cases
 
 
-def _flag_passed(r: Result) -> str:
-    fixed = screen_of(r.ctx)["flagged"]
-    if not torch.equal(r.expected[-1].bool(), fixed):
-        raise ValueError(
-            "screen= was run with other options than the check's tau= and threshold_share= "
-            "(pass the ones hu.screen_flag_fix ran with, and no budget)"
-        )
-    n_constructed = sum(len(c.args[0]) for c in r.cases[:-1])
+def _margin_passed(r: Result) -> str:
+    """The pass line; the reference is confirmed on every case by the interval rule itself:
+    at its margin at least ``coverage`` of the components are covered, just below it fewer."""
+    for case, expected in zip(r.cases, r.expected, strict=True):
+        first, second, exact, coverage = case.args
+        margin = float(expected)
+        if math.isfinite(margin):
+            share = float(_covered(first, second, exact, margin).double().mean())
+            below = float(_covered(first, second, exact, margin * (1 - 1e-9)).double().mean())
+            if share < coverage or (margin > 0 and below >= coverage):
+                raise ValueError(f"{case.label}: margin {margin} is not the smallest covering one")
+        elif float(_covered(first, second, exact, 1e300).double().mean()) >= coverage:
+            raise ValueError(f"{case.label}: a finite margin covers {coverage:g}")
+    head_case = r.cases[len(MARGIN_CASES)]
+    first, second, exact, coverage = head_case.args
+    margin = float(r.expected[len(MARGIN_CASES)])
+    n = len(first)
+    at_margin = int(_covered(first, second, exact, margin).sum())
+    at_two = int(_covered(first, second, exact, MARGIN).sum())
     return (
-        f"the flags of {n_constructed} constructed components and of all {len(fixed)} heads "
-        f"as hu.flag_reasons ({int(fixed.sum())} heads flagged, the ones hu.screen_flag_fix "
-        "fixed)"
+        f"the smallest covering margin of {len(MARGIN_CASES)} constructed screens and of the "
+        f"{n} heads' screen; on the heads, margin {margin:.3g} holds the AP of {at_margin} of "
+        f"{n} in their intervals (coverage {coverage:g}), margin {MARGIN:g} holds {at_two}"
     )
 
 
-FLAG = Exercise(
-    name="flag",
+CALIBRATED_MARGIN = Exercise(
+    name="calibrated_margin",
     notebook="07",
-    summary="The flags of two constructed screens and of the heads' screen equal "
-    "hu.flag_reasons; the heads' flags are the heads hu.screen_flag_fix fixed.",
-    reference=flag_reference,
-    uses="hu.flag_reasons",
-    what="the flags (flagged: r > tau, or a sign change, or an interval straddling the threshold)",
-    cases=_flag_cases,
-    read=lambda output, case: booleans(output, len(case.args[0]), f"the flags of {case.label}"),
-    axes=("component",),
-    boolean=True,
+    summary="The smallest margin whose Lagrange intervals hold the exact effect of at least a "
+    "share of the components, on constructed screens (g'' = 0, ties at the edge, no finite "
+    "margin) and on the heads' screen against their AP, as the closed form (and the interval "
+    "rule itself).",
+    reference=calibrated_margin_reference,
+    uses="the smallest margin whose intervals cover the share",
+    what="the margin",
+    cases=_margin_cases,
+    read=lambda output, case: scalar(output, f"the margin of {case.label}"),
     mistakes=(
         Mistake(
-            "the third reason is missing: flag also the components whose Lagrange interval "
-            "g' -+ margin |g''| / 2 straddles the threshold (it holds effects both above and "
-            "below it), so that a component near the circuit's cut is checked even when its "
-            "score is small",
-            wrong=_flag_no_threshold,
+            "that is an interpolated quantile (torch.quantile): it lies between two components' "
+            "needs and covers no more components than the lower one; the smallest margin that "
+            "covers the share is itself one component's need, the k-th smallest with k the "
+            "smallest count such that k / n >= coverage",
+            wrong=_margin_interpolated,
         ),
         Mistake(
-            "only the crossing of +threshold is tested: a negative effect whose interval "
-            "crosses -threshold is as uncertain; test both -threshold and +threshold (the "
-            "circuit's cut is on |effect|)",
-            wrong=_flag_plus_only,
+            "the margins are half what they should be: the interval's half-width is "
+            "m |g''| / 2, so a component with |AP - AtP| = gap needs m = 2 gap / |g''|",
+            wrong=_margin_no_factor_two,
         ),
         Mistake(
-            "the sign reason is g' (g' + g''/2) < 0, first order against second order, not "
-            "g' g'' < 0: a curvature against the slope is common and only matters once the "
-            "second-order estimate g' + g''/2 has the other sign",
-            wrong=_flag_slope_against_curvature,
+            "g'' entered with its sign: the interval AtP -+ m |g''| / 2 is symmetric, and a "
+            "negative g'' gives a negative need, which every margin seems to cover; divide by "
+            "|g''|",
+            wrong=_margin_signed_curvature,
         ),
         Mistake(
-            "the reliability score halves g'': r = |g''/2| / (|g'| + |g''/2|), since the "
-            "second-order Taylor term is g''/2",
-            wrong=_flag_not_halved,
+            "the needs carry the signs of AP - AtP and of g'': the interval is symmetric, so "
+            "a component needs 2 |AP - AtP| / |g''| whichever side of AtP its AP lies on",
+            wrong=_margin_signed,
         ),
         Mistake(
-            "the Lagrange interval is g' -+ M2_hat / 2 with M2_hat = margin |g''| (the "
-            "remainder is g''(xi)/2): its half-width is margin |g''| / 2, not margin |g''|",
-            wrong=_flag_full_width,
+            "a component with g''(0) = 0 has the interval [AtP, AtP], one point: every margin "
+            "covers it when AP = AtP (need 0), none when AP differs (need inf, "
+            "float('inf')); you gave it 0 either way",
+            wrong=_margin_flat_zero,
         ),
         Mistake(
-            "M2_hat = margin * |g''(0)|: the screen samples g'' at t = 0 only, and the margin "
-            "widens that one sample into an estimate of max |g''| on [0, 1]; the half-width "
-            "is margin |g''| / 2",
-            wrong=_flag_no_margin,
+            "with g''(0) = 0 and AP = AtP, 2 |AP - AtP| / |g''| is 0/0 = nan, and sorting puts "
+            "nan last: that component is covered by every margin, its need is 0",
+            wrong=_margin_plain_division,
         ),
         Mistake(
-            "the sign reason needs the signed g': with |g'| in g' (g' + g''/2) < 0 a negative "
-            "effect whose second-order estimate turns positive is never flagged",
-            wrong=_flag_abs_sign,
+            "a component whose AP lies on the edge of its interval is covered (<=, the "
+            "interval is closed): at the k-th smallest need that component counts, so no "
+            "larger margin is needed",
+            wrong=_margin_strict,
         ),
     ),
-    passed=_flag_passed,
+    passed=_margin_passed,
 )
 
 
@@ -775,4 +699,4 @@ FIX = Exercise(
     passed=_fix_passed,
 )
 
-EXERCISES = (SPEARMAN, HUTCHINSON, FLAG, FIX)
+EXERCISES = (HUTCHINSON, CALIBRATED_MARGIN, FIX)

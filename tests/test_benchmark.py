@@ -199,3 +199,37 @@ def test_a_tiny_bench_writes_every_result(tmp_path):
     assert "IG joint K=2 vs Captum, name_swap/head_out: NMAE gap" in readme
     bench.main(["--out", str(out), "--report-only"])  # the reports rebuild from the CSVs
     assert (out / "README.md").read_text() == readme
+
+
+@pytest.mark.slow
+def test_the_bench_at_another_seed_is_read_beside_the_first(tmp_path):
+    """``--tables-only`` at another seed writes the tables and run.json under
+    ``<bench>/seeds/seed<N>/``, where notebook 08 finds them (and only with its settings)."""
+    from hvp_utils.cli import bench
+
+    argv = ["--kinds", "head_out", "--n-prompts", "3", "--quick", "--probes", "2"]
+    other = tmp_path / "bench" / "seeds" / "seed1"
+    bench.main([*argv, "--seed", "1", "--tables-only", "--out", str(other)])
+    assert sorted(p.name for p in other.iterdir()) == [
+        "estimators.csv",
+        "frontier.csv",
+        "hutchinson.csv",
+        "run.json",
+    ]
+    settings = dict(model_name="toy-ioi", n_prompts=3, dtype="float64")
+    frames, found = hu.findings.takeaways.other_benchmarks(tmp_path / "bench", seed=0, **settings)
+    assert list(frames) == [1] and set(frames[1].kind) == {"head_out"}
+    assert found.findings[0].key == "takeaways.bench_seeds"
+    _, skipped = hu.findings.takeaways.other_benchmarks(
+        tmp_path / "bench", seed=1, **settings
+    )  # the page's own seed is not another sample
+    assert skipped.findings[0].key == "takeaways.bench_seeds_missing"
+    picks = hu.findings.takeaways.choices_by_seed(
+        {0: frames[1], 1: frames[1]}, budget_x_atp=2.0, spearman=0.99
+    )
+    table, spread = hu.findings.takeaways.choice_spread(picks, perturbation="name_swap")
+    assert spread.findings[0].values["settled"] == {
+        "AtP ranks like AP": 2,
+        "best at AtP cost": 2,
+        "cheapest ranking like AP": 2,
+    }  # the same frame at two seeds: every choice settled

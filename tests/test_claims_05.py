@@ -308,3 +308,76 @@ def test_fitted_orders_leave_out_the_floor_and_plateaus():
     assert fit.fitted_order == pytest.approx(4.0)
     all_floor = frame.assign(floor=1.0)
     assert np.isnan(hu.fitted_orders(all_floor).loc["r"].fitted_order)
+
+
+@params("05")
+def test_the_error_estimate_against_the_truth(path):
+    """Section 5: the a-posteriori (Richardson) error estimate of every (rule, component),
+    recomputed from the recorded differences d1 = I_2K - I_K, d2 = I_4K - I_2K and
+    I_4K - AP with the test's own formulas, and the counts its sentences state. The record
+    keeps inf and nan as missing values: a refused estimate has no error and no order."""
+    rec = Recorded(path)
+    table, stated = rec.table("error_estimates"), rec["error_estimates"]
+    curves = rec.table("convergence")
+    curve = curves[curves.perturbation == table.perturbation.iloc[0]]
+    assert stated["steps"] == sorted(int(k) for k in curve.K.unique())[-3:]
+    assert set(table.rule) == set(curve.rule)
+    assert not table.duplicated(["rule", "component"]).any()
+    assert set(curve.worst) <= set(table.component), "the components of the convergence study"
+    derived = curve.drop_duplicates("rule").set_index("rule").derived_order
+    assert (table.derived_order == table.rule.map(derived)).all()
+    d1, d2 = table.d1.to_numpy(float), table.d2.to_numpy(float)
+    converged = d2 == 0
+    refused = ~converged & ((np.abs(d1) <= np.abs(d2)) | (d1 * d2 < 0))
+    trusted = ~converged & ~refused
+    assert table.estimated_error[refused].isna().all()
+    assert (table.estimated_error[converged] == 0).all()
+    assert table.observed_order[~trusted].isna().all()
+    for i in np.flatnonzero(trusted):
+        a, b = abs(d1[i]), abs(d2[i])
+        row = table.iloc[i]
+        assert close(row.observed_order, np.log(a / b) / np.log(2), rel=1e-3, abs_=1e-4)
+        error = b * b / (a - b)  # |d2| / (2^p - 1) with 2^p = |d1| / |d2|
+        assert close(row.estimated_error, error, rel=1e-3, abs_=0)
+        assert close(row.true_error, abs(row.finest_minus_ap), rel=1e-4, abs_=0)
+        extrapolated = abs(row.finest_minus_ap + np.sign(d2[i]) * error)
+        assert abs(row.extrapolated_error - extrapolated) <= 1e-3 * max(row.true_error, error)
+    rows = table[trusted]
+    ratio = rows.estimated_error / rows.true_error
+    within = (ratio <= stated["factor"]) & (ratio >= 1 / stated["factor"])
+    agree = (rows.observed_order - rows.derived_order).abs() < stated["tolerance"]
+    expected = {
+        "n_pairs": len(table),
+        "n_refused": int(refused.sum()),
+        "n_converged": int(converged.sum()),
+        "n_trusted": int(trusted.sum()),
+        "n_within": int(within.sum()),
+        "n_agree": int(agree.sum()),
+        "n_agree_within": int((agree & within).sum()),
+        "n_other_within": int((~agree & within).sum()),
+        "n_closer": int((rows.extrapolated_error < rows.true_error).sum()),
+    }
+    assert {k: stated[k] for k in expected} == expected
+    assert stated["tolerance"] == hu.findings.quadrature.ORDER_TOLERANCE
+    n, n_trusted = expected["n_pairs"], expected["n_trusted"]
+    assert rec.says(f"refused {expected['n_refused']} of the {n} (rule, component) pairs")
+    assert rec.says(f"gave a finite error for {n_trusted}.")
+    if n_trusted:
+        assert close(stated["ratio_min"], ratio.min(), rel=1e-3)
+        assert close(stated["ratio_max"], ratio.max(), rel=1e-3)
+        assert rec.says(
+            f"Of those {n_trusted}, {expected['n_within'] or 'none'} came within a factor of "
+            f"{stated['factor']:g} of the true error"
+        )
+        assert rec.says(f"for {expected['n_agree']} of the {n_trusted}")
+        assert rec.says(f"closer to AP than I_4K for {expected['n_closer']} of the {n_trusted}.")
+        assert rec.says("none of them had reached its rule's asymptotic regime") == (
+            expected["n_agree"] == 0
+        )
+        marked = rec.says("marked exactly the estimates that missed")
+        other = n_trusted - expected["n_agree"]
+        assert marked == (
+            0 < expected["n_agree"] == expected["n_agree_within"]
+            and other > 0
+            and expected["n_other_within"] == 0
+        )

@@ -273,3 +273,121 @@ def test_what_a_budget_buys(path):
         assert key == "workflow.budget_reaches" and stated["n_fixed"] == reached[0]
         assert close(stated["reached"], rho[reached[0]], rel=1e-3)
         assert stated["ap_forward"] == int(acc.loc[("heads", p, AP), "forward"])
+
+
+COVERAGE, MARGIN, THRESHOLD_SHARE = 0.9, 2.0, 0.1  # the notebook's calibration, restated
+CALIBRATED = "calibrated margin"
+
+
+def smallest_covering_margin(
+    atp: np.ndarray, curvature: np.ndarray, ap: np.ndarray, coverage: float
+) -> float:
+    """The smallest m such that |AP - AtP| <= m |g''| / 2 for at least ``coverage`` of the
+    components (a point interval where g'' = 0), by trying 0 and every component's own ratio
+    upwards."""
+    gap, half = np.abs(ap - atp), np.abs(curvature) / 2
+    curved = half > 0
+    for m in np.unique(np.concatenate([[0.0], gap[curved] / half[curved]])):
+        covered = np.where(curved, gap <= m * half, gap == 0)
+        if covered.sum() >= coverage * len(gap) - 1e-9:
+            return float(m)
+    return float("inf")
+
+
+def interval_covers(atp, curvature, ap, m: float) -> np.ndarray:
+    return np.abs(ap - atp) <= m * np.abs(curvature) / 2
+
+
+def straddles_cut(atp, curvature, m: float, threshold: float) -> np.ndarray:
+    lo, hi = atp - m * np.abs(curvature) / 2, atp + m * np.abs(curvature) / 2
+    return ((lo < threshold) & (hi > threshold)) | ((lo < -threshold) & (hi > -threshold))
+
+
+@params("07")
+def test_calibrating_the_margin(path):
+    rec = Recorded(path)
+    table, heads = rec.table("margins"), rec.table("margin_heads")
+    table[CALIBRATED] = table[CALIBRATED].astype(float).fillna(np.inf)  # inf is recorded as None
+    assert (rec["margin_coverage"], rec["margin_default"]) == (COVERAGE, MARGIN)
+    acc = rec.table("accuracy")
+    sff = acc[acc.method == SFF].set_index(["granularity", "perturbation"])
+    cells = table.set_index(["granularity", "perturbation"])
+    assert sorted(cells.index) == sorted(sff.index), "one row per screen"
+    assert (cells.components == sff.loc[cells.index].components).all()
+    changed = cells.components - cells.unchanged  # unchanged components are in neither half
+    assert (cells.calibration == changed // 2).all()
+    assert (cells["held out"] == changed - cells.calibration).all()
+    default, at = f"margin {MARGIN:g}", "calibrated"
+    for column in (f"held-out covered, {default}", f"held-out covered, {at}"):
+        assert table[column].between(0, 1).all()
+
+    # the heads' rows again, from the per-head AtP, curvature and AP
+    for p, rows in heads.groupby("perturbation", sort=False):
+        row = cells.loc[("heads", p)]
+        atp, curv, ap = (rows[c].to_numpy(float) for c in ("AtP", "curvature", "AP"))
+        cal = rows.calibration.astype(bool).to_numpy()
+        changed = (atp != 0) | (curv != 0)
+        assert len(rows) == row.components and (~changed).sum() == row.unchanged
+        assert cal.sum() == row.calibration and not (cal & ~changed).any()
+        m = smallest_covering_margin(atp[cal], curv[cal], ap[cal], COVERAGE)
+        assert close(row[CALIBRATED], m, rel=1e-3), (p, row[CALIBRATED], m)
+        # the target holds on the calibration half
+        assert interval_covers(atp[cal], curv[cal], ap[cal], m * (1 + 1e-6)).mean() >= COVERAGE
+        threshold = THRESHOLD_SHARE * np.abs(atp).max()
+        assert close(row.threshold, threshold, rel=1e-4)
+        for name, margin in ((default, MARGIN), (at, float(row[CALIBRATED]))):
+            held = changed & ~cal
+            covered = interval_covers(atp[held], curv[held], ap[held], margin).mean()
+            assert close(row[f"held-out covered, {name}"], covered, abs_=1e-4), (p, name)
+            near = straddles_cut(atp[held], curv[held], margin, threshold).sum()
+            assert row[f"held-out flagged, {name}"] == near, (p, name)
+
+    # the verdicts, from the table
+    perts = list(dict.fromkeys(table.perturbation))
+    granularities = list(dict.fromkeys(table.granularity))
+    calibrated = {g: [float(cells.loc[(g, p), CALIBRATED]) for p in perts] for g in granularities}
+    stated = rec["margin_calibrated"]
+    assert list(stated) == granularities
+    for g in granularities:
+        margins = [np.inf if m is None else m for m in stated[g]]
+        assert all(a == b or close(a, b) for a, b in zip(margins, calibrated[g], strict=True)), g
+        assert rec.says(f"{g} {' and '.join(f'{m:.2f}' for m in calibrated[g])}")
+    narrow = [g for g in granularities if min(calibrated[g]) >= MARGIN]
+    wide = [g for g in granularities if max(calibrated[g]) < MARGIN]
+    assert (rec["margin_too_narrow"], rec["margin_too_wide"]) == (narrow, wide)
+    if narrow:
+        assert rec.says("is too narrow at " + ", ".join(narrow[:-1]))
+    if wide:
+        assert rec.says("wider than needed at " + ", ".join(wide[:-1]))
+    # unchanged components (AtP = g'' = 0: patching them changes nothing) are left out
+    unchanged = {
+        g: [int(cells.loc[(g, p), "unchanged"]) for p in perts]
+        for g in granularities
+        if (table[table.granularity == g].unchanged > 0).any()
+    }
+    assert rec["margin_unchanged"] == unchanged
+    for g, counts in unchanged.items():
+        n = int(cells.loc[(g, perts[0]), "components"])
+        assert rec.says(f"{' and '.join(str(k) for k in dict.fromkeys(counts))} of the {n} at {g}")
+    for name in (default, at):
+        shares = table[f"held-out covered, {name}"]
+        assert rec["margin_met"][name] == int((shares >= COVERAGE - 1e-9).sum())
+        low, high = rec["margin_held_out"][name]
+        assert close(low, shares.min()) and close(high, shares.max())
+    flags = rec["margin_flags"]
+    cal_flags, two_flags = table[f"held-out flagged, {at}"], table[f"held-out flagged, {default}"]
+    assert (flags["calibrated"], flags["default"]) == (int(cal_flags.sum()), int(two_flags.sum()))
+    assert flags["fewer"] == int((cal_flags < two_flags).sum())
+    assert flags["more"] == int((cal_flags > two_flags).sum())
+    assert rec.says(f"flag {flags['calibrated']} held-out components in all")
+    # a wider interval straddles the cut wherever a narrower one does
+    below = table[CALIBRATED] < MARGIN
+    assert (cal_flags[below] <= two_flags[below]).all()
+    assert (cal_flags[~below] >= two_flags[~below]).all()
+    # so does its coverage: a wider margin covers every component a narrower one does
+    cal_cov, two_cov = table[f"held-out covered, {at}"], table[f"held-out covered, {default}"]
+    assert (cal_cov[below] <= two_cov[below] + 1e-9).all()
+    assert (cal_cov[~below] >= two_cov[~below] - 1e-9).all()
+    sizes = rec["margin_calibration_sizes"]
+    assert sizes == [int(table.calibration.min()), int(table.calibration.max())]
+    assert rec.says("from this prompt sample and one random split"), "a sample-bound verdict"

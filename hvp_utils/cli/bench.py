@@ -362,6 +362,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     parser.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="write the CSV files and run.json only (no README.md, targets.md or pareto.png): "
+        "the benchmark at another seed, which notebook 08 reads from <bench>/seeds/seed<N>/",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="rebuild targets.md, README.md and pareto.png from the CSV files in --out",
@@ -404,6 +410,9 @@ def main(argv: list[str] | None = None) -> None:
         },
     }
     (args.out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    if args.tables_only:
+        print(f"wrote {args.out}/: estimators.csv, hutchinson.csv, frontier.csv, run.json")
+        return
     print(write_reports(args.out))
     print(
         f"wrote {args.out}/: estimators.csv, hutchinson.csv, frontier.csv, pareto.png, "

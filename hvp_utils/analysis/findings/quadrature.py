@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hvp_utils.analysis.benchmark import pareto_frontier
@@ -37,6 +38,21 @@ CONVERGENCE_COLUMNS = [
     "derived_order",
     "floor",
     "eps",
+]
+#: An error estimate within this factor of the true error (either way) tracks it.
+ESTIMATE_FACTOR = 2.0
+ESTIMATE_COLUMNS = [
+    "perturbation",
+    "rule",
+    "component",
+    "derived_order",
+    "d1",
+    "d2",
+    "finest_minus_ap",
+    "observed_order",
+    "estimated_error",
+    "true_error",
+    "extrapolated_error",
 ]
 FIT_COLUMNS = [
     "perturbation",
@@ -359,3 +375,103 @@ def summary(
         flat=flat,
     )
     return found
+
+
+def error_estimates(
+    table: pd.DataFrame,
+    *,
+    steps: list[int],
+    tolerance: float = ORDER_TOLERANCE,
+    factor: float = ESTIMATE_FACTOR,
+) -> Findings:
+    """How well the a-posteriori (Richardson) error estimate from the estimates at ``steps``
+    (K, 2K, 4K) tracked the true error against AP, one row of ``table`` per (rule, component):
+    the differences ``d1 = I_2K - I_K``, ``d2 = I_4K - I_2K``, ``finest_minus_ap = I_4K - AP``,
+    the ``observed_order`` and ``estimated_error`` (inf: refused, not yet asymptotic; 0:
+    converged), the ``true_error`` ``|I_4K - AP|`` and the ``extrapolated_error``
+    ``|I_4K + d2 / (2^p - 1) - AP|``.
+
+    States how many pairs the estimate refused; of the others (trusted), how many estimates
+    were within ``factor`` of the true error, how many observed orders were within
+    ``tolerance`` of the derived one and how many of those and of the rest were within the
+    factor; and how often extrapolation came closer to AP than the finest estimate."""
+    found = Findings("05", "How well the estimate tracked the truth")
+    found.table("error_estimates", table[ESTIMATE_COLUMNS])
+    estimated = table.estimated_error.to_numpy(float)
+    refused, converged = np.isinf(estimated), estimated == 0
+    trusted = table[~refused & ~converged]
+    ratio = trusted.estimated_error / trusted.true_error
+    within = (ratio <= factor) & (ratio >= 1 / factor)
+    agree = (trusted.observed_order - trusted.derived_order).abs() < tolerance
+    values = dict(
+        steps=[int(k) for k in steps],
+        n_pairs=len(table),
+        n_refused=int(refused.sum()),
+        n_converged=int(converged.sum()),
+        n_trusted=len(trusted),
+        n_within=int(within.sum()),
+        ratio_min=float(ratio.min()) if len(trusted) else None,
+        ratio_max=float(ratio.max()) if len(trusted) else None,
+        n_agree=int(agree.sum()),
+        n_agree_within=int((agree & within).sum()),
+        n_other_within=int((~agree & within).sum()),
+        n_closer=int((trusted.extrapolated_error < trusted.true_error).sum()),
+        factor=factor,
+        tolerance=tolerance,
+    )
+    found.record("error_estimates", values)
+    for text in estimate_sentences(values):
+        found.say(text)
+    return found
+
+
+def estimate_sentences(v: dict[str, Any]) -> list[str]:
+    """The sentences of :func:`error_estimates` from its recorded values."""
+    n, trusted = v["n_pairs"], v["n_trusted"]
+    steps = ", ".join(map(str, v["steps"]))
+    factor, tol = f"{v['factor']:g}", f"{v['tolerance']:g}"
+    first = (
+        f"From the estimates at K = {steps} alone, the error estimate refused {v['n_refused']} "
+        f"of the {n} (rule, component) pairs as not yet in the asymptotic regime (error inf)"
+    )
+    if v["n_converged"]:
+        first += f", found {v['n_converged']} converged (error 0)"
+    sentences = [f"{first} and gave a finite error for {trusted}."]
+    if not trusted:
+        return sentences
+    low, high = f"{v['ratio_min']:.2g}", f"{v['ratio_max']:.2g}"
+    ratios = low if low == high else f"from {low} to {high}"
+    sentences.append(
+        f"Of those {trusted}, {v['n_within'] or 'none'} came within a factor of {factor} of the "
+        f"true error |I_4K - AP| (estimated / true {ratios})."
+    )
+    agree, other = v["n_agree"], trusted - v["n_agree"]
+    text = (
+        f"The observed order was within {tol} of the order derived in section 1 for {agree} of "
+        f"the {trusted}"
+    )
+    if not agree:
+        text += ": by that test none of them had reached its rule's asymptotic regime yet"
+    elif agree == 1:
+        came = "came" if v["n_agree_within"] else "did not come"
+        text += f", and its estimate {came} within the factor"
+    elif agree:
+        text += f", and {v['n_agree_within']} of those {agree} estimates came within the factor"
+    if agree and other:
+        if other == 1:
+            text += "; the estimate whose observed order was further off "
+            text += "did too" if v["n_other_within"] else "did not"
+        else:
+            text += f"; of the {other} whose observed order was further off, "
+            text += f"{v['n_other_within']} did" if v["n_other_within"] else "none did"
+        if v["n_agree_within"] == agree and v["n_other_within"] == 0:
+            text += (
+                ": an observed order far from the derived one marked exactly the estimates "
+                "that missed"
+            )
+    sentences.append(text + ".")
+    sentences.append(
+        f"The extrapolated value I_4K + d2 / (2^p - 1) was closer to AP than I_4K for "
+        f"{v['n_closer']} of the {trusted}."
+    )
+    return sentences

@@ -10,11 +10,14 @@ envelope). Each decides the verdicts of one notebook section and returns them as
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from hvp_utils.analysis.benchmark import decision_table
 from hvp_utils.analysis.findings.paper import verdict
 from hvp_utils.analysis.findings.record import Findings
 from hvp_utils.core.types import Family
@@ -40,6 +43,12 @@ PER_COMPONENT_FAMILIES = [Family.HVP, Family.IG, Family.MULTISTEP]
 
 #: The settings a benchmark records in ``run.json`` that decide its prompts and precision.
 RUN_SETTINGS = ("model_name", "n_prompts", "seed", "dtype")
+#: Where a benchmark folder keeps the same benchmark at other prompt samples:
+#: ``<bench_dir>/seeds/seed<N>/`` (``estimators.csv`` and ``run.json``).
+SEEDS_FOLDER = "seeds"
+#: The choices of the decision table whose spread over prompt samples the page reports: is AtP
+#: alone enough, what is best at AtP's cost, and what is the cheapest that ranks like AP.
+CHOICES = ("AtP ranks like AP", "best at AtP cost", "cheapest ranking like AP")
 
 
 def source(
@@ -296,6 +305,7 @@ def take_home(
     *,
     local_kinds: list[str],
     perturbation: str,
+    picks: pd.DataFrame | None = None,
 ) -> Findings:
     """The course's three questions answered from the verdicts of this page.
 
@@ -307,6 +317,8 @@ def take_home(
     - What do I use instead: per kind under ``perturbation`` (``decision``, section 2), where
       AtP alone ranks like AP, which estimator lowers the relative error at AtP's cost, where
       only AP ranks like AP; and Screen-Flag-Fix's cost against AP's (notebook 07's claim).
+      With ``picks`` (:func:`choices_by_seed`), each of these choices says whether it is the
+      same at every seed of the benchmark (``settled``; None without ``picks``).
     """
     found = Findings("08", "Take-home")
     worst = worst_kinds(atp_nmae, perturbation, len(local_kinds))
@@ -324,20 +336,137 @@ def take_home(
     )
     sub = decision.loc[perturbation]
     better = sub[sub["best at AtP cost"] != "AtP"]
+
+    if picks is not None and picks.seed.nunique() < 2:
+        picks = None  # one sample: nothing can be called settled
+
+    def settled(kind: str, choice: str) -> bool | None:
+        if picks is None:
+            return None
+        group = picks[(picks.perturbation == perturbation) & (picks.kind == kind)]
+        return group[choice].nunique() == 1
+
     found.state(
         "takeaways.instead",
         perturbation=perturbation,
-        atp_ranks=[k for k in sub.index if sub.loc[k, "AtP ranks like AP"]],
+        n_seeds=None if picks is None else int(picks.seed.nunique()),
+        atp_ranks=[
+            {"kind": k, "settled": settled(k, "AtP ranks like AP")}
+            for k in sub.index
+            if sub.loc[k, "AtP ranks like AP"]
+        ],
         cheaper=[
             {
                 "kind": k,
                 "method": r["best at AtP cost"],
                 "nmae": r["its nmae"],
                 "atp": r["AtP nmae"],
+                "settled": settled(k, "best at AtP cost"),
             }
             for k, r in better.iterrows()
         ],
-        need_ap=[k for k in sub.index if sub.loc[k, "only AP ranks like AP"]],
+        need_ap=[
+            {"kind": k, "settled": settled(k, "cheapest ranking like AP")}
+            for k in sub.index
+            if sub.loc[k, "only AP ranks like AP"]
+        ],
         sff=claim_span(measures, "Screen-Flag-Fix"),
     )
     return found
+
+
+def other_benchmarks(
+    bench_dir: str | Path, *, model_name: str, n_prompts: int, dtype: str, seed: int
+) -> tuple[dict[int, pd.DataFrame], Findings]:
+    """The benchmark at other prompt samples: ``estimators.csv`` of every
+    ``<bench_dir>/seeds/seed<N>/`` whose ``run.json`` has the page's model, prompt count and
+    dtype and another seed than ``seed``, by seed; and where they come from (commands and
+    minutes), or why there are none."""
+    found = Findings("08", "The benchmark at other prompt samples")
+    asked = dict(model_name=model_name, n_prompts=n_prompts, dtype=dtype)
+    frames, commands, seconds, skipped = {}, [], 0.0, []
+    for folder in sorted(Path(bench_dir, SEEDS_FOLDER).glob("seed*")):
+        if not (folder / "run.json").exists():
+            continue
+        run = json.loads((folder / "run.json").read_text())
+        settings = run["settings"]
+        if any(settings.get(k) != v for k, v in asked.items()) or settings["seed"] == seed:
+            skipped.append(folder.name)
+            continue
+        frames[int(settings["seed"])] = pd.read_csv(folder / "estimators.csv")
+        commands.append(run["command"])
+        seconds += run["seconds"]
+    if frames:
+        found.state(
+            "takeaways.bench_seeds",
+            seeds=sorted(frames),
+            commands=commands,
+            minutes=seconds / 60,
+            **asked,
+        )
+    else:
+        found.state("takeaways.bench_seeds_missing", bench_dir=str(bench_dir), skipped=skipped)
+    return dict(sorted(frames.items())), found
+
+
+def choices_by_seed(
+    frames: Mapping[int, pd.DataFrame], *, budget_x_atp: float, spearman: float
+) -> pd.DataFrame:
+    """The decision table's :data:`CHOICES` at every seed: one row per (seed, perturbation,
+    kind) of :func:`hvp_utils.decision_table` on that seed's benchmark."""
+    rows = []
+    for seed, frame in frames.items():
+        decision = decision_table(frame, budget_x_atp=budget_x_atp, spearman=spearman)
+        picks = decision[list(CHOICES)].reset_index()
+        rows.append(picks.assign(seed=seed))
+    return pd.concat(rows, ignore_index=True)[["seed", "perturbation", "kind", *CHOICES]]
+
+
+def _settled(picks: pd.DataFrame) -> pd.DataFrame:
+    """Per (perturbation, kind): each choice, once when it is the same at every seed, otherwise
+    its value at every seed in seed order ("a | b | c")."""
+
+    def shown(values: list) -> str:
+        words = ["yes" if v is True else "no" if v is False else str(v) for v in values]
+        return words[0] if len(set(words)) == 1 else " | ".join(words)
+
+    ordered = picks.sort_values("seed", kind="stable")
+    table = ordered.groupby(["perturbation", "kind"], sort=False)[list(CHOICES)].agg(
+        lambda column: shown(column.tolist())
+    )
+    return table.rename(columns={"AtP ranks like AP": "AtP alone ranks like AP"})
+
+
+def choice_spread(picks: pd.DataFrame, *, perturbation: str) -> tuple[pd.DataFrame, Findings]:
+    """How far the decision table's choices move with the prompt sample: for every
+    (perturbation, kind), each choice of :data:`CHOICES` at every seed of ``picks``
+    (:func:`choices_by_seed`), shown once where it is the same at every seed (**settled**) and
+    seed by seed where it is not; stated
+    as counts over every group, and by name for the groups of ``perturbation`` whose choice
+    changes. With one seed there is no spread to state."""
+    found = Findings("08", "How far the choices move with the prompt sample")
+    found.table("choices_by_seed", picks)
+    table = _settled(picks)
+    seeds = sorted(int(s) for s in picks.seed.unique())
+    if len(seeds) == 1:
+        found.state("takeaways.choice_one_sample", seed=seeds[0])
+        return table, found
+    ordered = picks.sort_values("seed", kind="stable")
+    groups = ordered.groupby(["perturbation", "kind"], sort=False)
+    same = groups[list(CHOICES)].nunique() == 1
+    featured = ordered[ordered.perturbation == perturbation]
+    found.state(
+        "takeaways.choice_spread",
+        seeds=seeds,
+        n_groups=len(same),
+        settled={c: int(same[c].sum()) for c in CHOICES},
+        perturbation=perturbation,
+        unsettled={
+            c: [
+                {"kind": k, "picks": [str(v) for v in featured[featured.kind == k][c]]}
+                for k in same.loc[perturbation].index[~same.loc[perturbation][c]]
+            ]
+            for c in CHOICES
+        },
+    )
+    return table, found

@@ -1313,19 +1313,75 @@ def _tell(v: Mapping[str, Any]) -> str:
     )
 
 
+def _at_every_seed(v: Mapping[str, Any]) -> str:
+    """' at all 3 seeds of the benchmark', or nothing when the page has one seed."""
+    return f" at all {v['n_seeds']} seeds of the benchmark" if v["n_seeds"] else ""
+
+
+def _held(items: list[Mapping[str, Any]], held: bool) -> list[str]:
+    """The kinds of ``items`` whose choice is (``held=True``) or is not the same at every seed;
+    without other seeds every item counts as held."""
+    return [i["kind"] for i in items if (i["settled"] is not False) == held]
+
+
+def _pick_note(c: Mapping[str, Any]) -> str:
+    if c["settled"] is None:
+        return ""
+    return ", the pick at every seed" if c["settled"] else ", not the pick at every seed"
+
+
+_CHOICE_WORDS = {
+    "AtP ranks like AP": "whether AtP alone ranks like AP",
+    "best at AtP cost": "the most accurate estimator at AtP's cost",
+    "cheapest ranking like AP": "the cheapest estimator that ranks like AP",
+}
+
+
+def _choice_spread(v: Mapping[str, Any]) -> str:
+    seeds = ", ".join(str(s) for s in v["seeds"])
+    counts = "; ".join(
+        f"{_CHOICE_WORDS[c]} is the same at every seed for {count_phrase(n, v['n_groups'], 'pair')}"
+        for c, n in v["settled"].items()
+    )
+    moving = [
+        f"{_CHOICE_WORDS[c]} on `{u['kind']}` ({' | '.join(str(p) for p in u['picks'])})"
+        for c, items in v["unsettled"].items()
+        for u in items
+    ]
+    changes = (
+        f"Under `{v['perturbation']}` the choices that change with the sample are "
+        + "; ".join(moving)
+        + ", in seed order: these are not settled at this size."
+        if moving
+        else f"Under `{v['perturbation']}` every choice is the same at every seed."
+    )
+    return (
+        f"Over seeds {seeds} and the (perturbation, kind) pairs of the benchmark: {counts}. "
+        + changes
+    )
+
+
 def _instead(v: Mapping[str, Any]) -> str:
     parts = []
-    if v["atp_ranks"]:
-        parts.append(f"AtP alone ranks {_quoted(v['atp_ranks'])} like AP")
+    if ranks := _held(v["atp_ranks"], True):
+        parts.append(f"AtP alone ranks {_quoted(ranks)} like AP{_at_every_seed(v)}")
+    if ranks := _held(v["atp_ranks"], False):
+        parts.append(f"AtP alone ranks {_quoted(ranks)} like AP here but not at every seed")
     if v["cheaper"]:
         cheaper = "; ".join(
-            f"{c['method']} on `{c['kind']}` ({c['atp']:.3f} to {c['nmae']:.3f})"
+            f"{c['method']} on `{c['kind']}` ({c['atp']:.3f} to {c['nmae']:.3f}{_pick_note(c)})"
             for c in v["cheaper"]
         )
         parts.append(f"at AtP's cost, a better estimate lowers the relative error: {cheaper}")
-    if v["need_ap"]:
+    if need := _held(v["need_ap"], True):
         parts.append(
-            f"nothing cheaper than activation patching ranks {_quoted(v['need_ap'])} like it"
+            f"nothing cheaper than activation patching ranks {_quoted(need)} like it"
+            f"{_at_every_seed(v)}"
+        )
+    if need := _held(v["need_ap"], False):
+        parts.append(
+            f"only activation patching ranks {_quoted(need)} like itself here, but something "
+            "cheaper does at another seed"
         )
     sff = v["sff"]
     saves = {
@@ -1939,6 +1995,22 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
         "{topk_recall:.2f} at {x_ap:.2f}x AP's time."
     ),
     "takeaways.rule_of_thumb": _rule_of_thumb,
+    "takeaways.bench_seeds": lambda v: (
+        f"The same benchmark ran at seeds {', '.join(str(s) for s in v['seeds'])} (other "
+        f"prompt samples, {v['minutes']:.0f} minutes in all: "
+        + ", ".join(f"`{c}`" for c in v["commands"])
+        + f"), with `{v['model_name']}`, {v['n_prompts']} prompt pairs in {v['dtype']}, as here."
+    ),
+    "takeaways.bench_seeds_missing": (
+        "The benchmark was not run at other prompt samples (no `{bench_dir}/seeds/seed<N>/` with "
+        "this page's settings), so no choice below can be called settled: each is what this one "
+        "sample shows. `make bench-seeds` from the repository root measures two more."
+    ),
+    "takeaways.choice_spread": _choice_spread,
+    "takeaways.choice_one_sample": (
+        "Only this prompt sample (seed {seed}) was benchmarked with these settings, so no choice "
+        "above can be called settled: each is what this one sample shows."
+    ),
     "paper.seeds_source": lambda v: (
         f"Seeds {', '.join(str(s) for s in v['seeds'])} were measured by `{v['command']}` "
         f"({v['minutes']:.0f} minutes): notebooks 01-07 rerun at each seed, with "

@@ -309,3 +309,146 @@ def _lifts(results: pd.DataFrame, granularity: str, perts: list[str]) -> list[fl
     """SFF (patch)'s Spearman minus AtP alone's, per perturbation."""
     spearman = _by_cell(results).spearman
     return [float(spearman[granularity, p, PATCH] - spearman[granularity, p, ATP]) for p in perts]
+
+
+#: The margin of Screen-Flag-Fix's Lagrange interval (``hu.screen_flag_fix``: the estimate of
+#: ``max |g''|`` on [0, 1] is ``margin * |g''(0)|``).
+DEFAULT_MARGIN = 2.0
+#: Columns of the notebook's margin table (one row per screen, i.e. per granularity and
+#: perturbation): the calibrated margin; and, on the held-out half, the share of components
+#: whose AP lies in their interval and the components whose interval straddles the circuit's
+#: cut, each as ``"{column}, {at}"`` with ``at`` "margin 2" or "calibrated".
+CALIBRATED, COVERED, FLAGGED = "calibrated margin", "held-out covered", "held-out flagged"
+
+
+def margins(
+    table: pd.DataFrame,
+    heads: pd.DataFrame,
+    *,
+    coverage: float,
+    margin: float = DEFAULT_MARGIN,
+) -> Findings:
+    """Calibrating the flag's margin.
+
+    ``table`` has one row per screen with ``granularity``, ``perturbation``, ``components``,
+    ``unchanged`` (components with AtP and g'' exactly 0: the same in the clean and corrupted
+    runs, in neither half), ``calibration``, ``held out``, ``threshold`` (the circuit's cut),
+    :data:`CALIBRATED` (the smallest margin whose intervals hold the AP of ``coverage`` of the
+    calibration half) and the held-out :data:`COVERED` share and :data:`FLAGGED` count at
+    ``margin`` and at the calibrated margin. ``heads`` (per head: AtP, curvature, AP and
+    whether it is in the calibration half; recorded) is what the heads' rows come from.
+
+    The sentences state, per granularity, the calibrated margins and whether ``margin`` is too
+    narrow or wider than needed for ``coverage``; how many components were left out as
+    unchanged; the held-out coverage at both margins; the threshold flags at both; and that
+    all of it rests on one prompt sample and one split."""
+    found = Findings("07", "Calibrating the margin")
+    found.table("margins", table)
+    found.table("margin_heads", heads)
+    default = f"margin {margin:g}"
+    share = f"{coverage:.0%}"
+    found.record("margin_coverage", coverage)
+    found.record("margin_default", margin)
+    perts = list(dict.fromkeys(table.perturbation))
+    granularities = list(dict.fromkeys(table.granularity))
+    by_cell = table.set_index(["granularity", "perturbation"])
+    calibrated = {g: [float(by_cell.loc[(g, p), CALIBRATED]) for p in perts] for g in granularities}
+    found.record("margin_calibrated", calibrated)
+    narrow = found.record(
+        "margin_too_narrow", [g for g in granularities if min(calibrated[g]) >= margin]
+    )
+    wide = found.record(
+        "margin_too_wide", [g for g in granularities if max(calibrated[g]) < margin]
+    )
+    mixed = [g for g in granularities if g not in narrow and g not in wide]
+    listed = "; ".join(
+        f"{g} {' and '.join(f'{m:.2f}' for m in calibrated[g])}" for g in granularities
+    )
+    verdicts = []
+    if narrow:
+        verdicts.append(f"too narrow at {_and(narrow)}")
+    if wide:
+        verdicts.append(f"wider than needed at {_and(wide)}")
+    if mixed:
+        some = "one perturbation" if len(perts) == 2 else "some perturbations"
+        verdicts.append(f"too narrow under {some} only, at {_and(mixed)}")
+    found.say(
+        f"The smallest margin whose intervals hold the AP of {share} of the calibration half, "
+        f"under {_and([f'`{p}`' for p in perts])}: {listed}. For this target {default} is "
+        f"{', and '.join(verdicts)}."
+    )
+    unchanged = {
+        g: [int(by_cell.loc[(g, p), "unchanged"]) for p in perts]
+        for g in granularities
+        if by_cell.loc[g, "unchanged"].any()
+    }
+    found.record("margin_unchanged", unchanged)
+    if unchanged:
+        listed = "; ".join(
+            f"{' and '.join(str(k) for k in dict.fromkeys(counts))} of the "
+            f"{int(by_cell.loc[(g, perts[0]), 'components'])} at {g}"
+            for g, counts in unchanged.items()
+        )
+        found.say(
+            f"Some components are the same in the clean and the corrupted run (AtP and g'' "
+            f"exactly 0): {listed}. Patching them changes nothing, so they are left out of "
+            "both halves."
+        )
+    held = {at: table[f"{COVERED}, {at}"].astype(float).tolist() for at in (default, "calibrated")}
+    met = found.record(
+        "margin_met", {at: sum(v >= coverage - 1e-9 for v in shares) for at, shares in held.items()}
+    )
+    found.record("margin_held_out", {at: [min(v), max(v)] for at, v in held.items()})
+    n = len(table)
+    found.say(
+        "On the held-out halves the calibrated margin holds the AP of "
+        f"{_range(held['calibrated'])} of the components, reaching {share} on "
+        f"{met['calibrated']} of the {n} screens; {default} holds {_range(held[default])} "
+        f"(reaching {share} on {met[default]})."
+    )
+    flagged = {at: table[f"{FLAGGED}, {at}"].astype(int).tolist() for at in (default, "calibrated")}
+    pairs = list(zip(flagged["calibrated"], flagged[default], strict=True))
+    counts = found.record(
+        "margin_flags",
+        {
+            "calibrated": sum(flagged["calibrated"]),
+            "default": sum(flagged[default]),
+            "fewer": sum(c < d for c, d in pairs),
+            "more": sum(c > d for c, d in pairs),
+        },
+    )
+    change = [
+        f"{word} on {k}"
+        for word, k in (
+            ("fewer", counts["fewer"]),
+            ("more", counts["more"]),
+            ("as many", n - counts["fewer"] - counts["more"]),
+        )
+        if k
+    ]
+    found.say(
+        f"The calibrated intervals flag {counts['calibrated']} held-out components in all as "
+        f"straddling the circuit's cut, {default} flags {counts['default']} ({', '.join(change)} "
+        f"of the {n} screens). A wider interval straddles the cut wherever a narrower one "
+        f"does, so the flags follow the margin: never more where it is below {margin:g}, never "
+        "fewer where it is above."
+    )
+    sizes = found.record(
+        "margin_calibration_sizes", [int(table.calibration.min()), int(table.calibration.max())]
+    )
+    fewest = str(table.granularity[table.calibration.idxmin()])
+    found.say(
+        f"Each calibrated margin is one order statistic of {sizes[0]} to {sizes[1]} "
+        "calibration components, from this prompt sample and one random split: another sample "
+        f"or split moves it, the more so the fewer the components ({fewest})."
+    )
+    return found
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _range(shares: list[float]) -> str:
+    low, high = min(shares), max(shares)
+    return f"{low:.0%}" if f"{low:.0%}" == f"{high:.0%}" else f"{low:.0%} to {high:.0%}"
