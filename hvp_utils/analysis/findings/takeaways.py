@@ -380,8 +380,8 @@ def other_benchmarks(
 ) -> tuple[dict[int, pd.DataFrame], Findings]:
     """The benchmark at other prompt samples: ``estimators.csv`` of every
     ``<bench_dir>/seeds/seed<N>/`` whose ``run.json`` has the page's model, prompt count and
-    dtype and another seed than ``seed``, by seed; and where they come from (commands and
-    minutes), or why there are none."""
+    dtype and another seed than ``seed`` (the seed of ``bench_dir``'s own tables), by seed; and
+    where they come from (commands and minutes), or why there are none."""
     found = Findings("08", "The benchmark at other prompt samples")
     asked = dict(model_name=model_name, n_prompts=n_prompts, dtype=dtype)
     frames, commands, seconds, skipped = {}, [], 0.0, []

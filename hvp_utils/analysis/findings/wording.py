@@ -1934,8 +1934,9 @@ SENTENCES: dict[str, str | Callable[[Mapping[str, Any]], str]] = {
     "takeaways.same_settings": (
         "The benchmark ran at this page's settings: `{model_name}`, {n_prompts} prompt pairs "
         "(seed {seed}) in {dtype}, the prompts of notebooks 01-07. Where it measures what an "
-        "earlier notebook measured (AtP and the estimator grid on head and MLP outputs, "
-        "notebooks 01 and 05), its numbers are that notebook's."
+        "earlier notebook measured (AtP on head and MLP outputs, notebook 01; the estimator grid "
+        "on head outputs, queries and MLP outputs, notebook 05), its numbers are that "
+        "notebook's."
     ),
     "takeaways.settings_differ": _settings_differ,
     "takeaways.settings_unknown": (
