@@ -536,6 +536,12 @@ def _fix_largest_atp_first(model, task, comps, first, second, flagged, budget=No
     return fix_reference(model, task, comps, first, first, flagged, budget)
 
 
+def _fix_by_score_first(model, task, comps, first, second, flagged, budget=None):
+    half = (second / 2).abs()
+    score = half / (first.abs() + half + 1e-12)
+    return fix_reference(model, task, comps, first, score, flagged, budget)
+
+
 def _fix_counting_every_run(model, task, comps, first, second, flagged, budget=None):
     values, k = fix_reference(model, task, comps, first, second, flagged, budget)
     return values, k + 2 if k else 0
@@ -665,6 +671,13 @@ FIX = Exercise(
             "every flagged component was fixed: with a budget, fix only the `budget` most "
             "curved of them",
             wrong=_fix_ignoring_budget,
+        ),
+        Mistake(
+            "with a budget, you fixed the flagged components with the largest reliability score "
+            "first: r is the share of the estimate that first order misses, a relative miss. "
+            "The budget buys the largest absolute misses, and AtP misses by about |g''|/2 "
+            "whatever the size of g': rank by |g''|",
+            wrong=_fix_by_score_first,
         ),
         Mistake(
             "with a budget, fix the most curved flagged components first (largest |g''|, "
