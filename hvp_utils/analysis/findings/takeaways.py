@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hvp_utils.analysis.benchmark import decision_table
@@ -422,12 +423,20 @@ def choices_by_seed(
     return pd.concat(rows, ignore_index=True)[["seed", "perturbation", "kind", *CHOICES]]
 
 
+def choice_word(value: Any) -> str:
+    """A choice as the page shows it: "yes" or "no" for whether AtP ranks like AP, otherwise
+    the estimator's label."""
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    return str(value)
+
+
 def _settled(picks: pd.DataFrame) -> pd.DataFrame:
     """Per (perturbation, kind): each choice, once when it is the same at every seed, otherwise
     its value at every seed in seed order ("a | b | c")."""
 
     def shown(values: list) -> str:
-        words = ["yes" if v is True else "no" if v is False else str(v) for v in values]
+        words = [choice_word(v) for v in values]
         return words[0] if len(set(words)) == 1 else " | ".join(words)
 
     ordered = picks.sort_values("seed", kind="stable")
@@ -463,7 +472,7 @@ def choice_spread(picks: pd.DataFrame, *, perturbation: str) -> tuple[pd.DataFra
         perturbation=perturbation,
         unsettled={
             c: [
-                {"kind": k, "picks": [str(v) for v in featured[featured.kind == k][c]]}
+                {"kind": k, "picks": [choice_word(v) for v in featured[featured.kind == k][c]]}
                 for k in same.loc[perturbation].index[~same.loc[perturbation][c]]
             ]
             for c in CHOICES
