@@ -274,13 +274,13 @@ def _spearman_pandas(x: Tensor, y: Tensor) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def _ordinal_ranks(v: Tensor) -> Tensor:
+def ordinal_ranks(v: Tensor) -> Tensor:
     """Ranks 0..n-1 by position in the sorted order (ties broken by that order)."""
     return v.argsort(stable=True).argsort().double()
 
 
 def _spearman_ordinal(x: Tensor, y: Tensor) -> float:
-    return pearson(_ordinal_ranks(x), _ordinal_ranks(y))
+    return pearson(ordinal_ranks(x), ordinal_ranks(y))
 
 
 #: Constructed pairs (x, y): signed effects whose order differs from that of |effect|, a

@@ -29,7 +29,7 @@ from transformer_lens.utilities import get_act_name
 from hvp_course.by_hand import zero_leaf_run
 from hvp_course.exercise import Call, Case, Context, Exercise, Mistake, Result, raised
 from hvp_course.explain import ExerciseFailed, booleans, scalar, scale_of, tensor_pair
-from hvp_utils.analysis.checks import path_function
+from hvp_utils.analysis.checks import path_slope
 from hvp_utils.core.components import Component, components
 from hvp_utils.core.models import TOY_MODEL_NAME, load_model
 from hvp_utils.core.results import Attribution
@@ -149,19 +149,6 @@ def _synthetic_slope(a: float, b: float, w: float, c: float, t: Tensor) -> Tenso
     return a + b * torch.sin(w * t) + c * torch.exp(t)
 
 
-def _model_slope(model: Model, task: PatchingTask, comp: Component) -> Callable[[Tensor], Tensor]:
-    """``g'(t)`` of the component's patch path (denoising), by one ``torch.autograd.grad``."""
-    g = path_function(model, task, comp)
-
-    def slope(t: Tensor) -> Tensor:
-        with torch.enable_grad():
-            t = t.clone().requires_grad_(True)
-            (d,) = torch.autograd.grad(g(t), t)
-        return d
-
-    return slope
-
-
 def _is_toy_in_float64(model: Model) -> bool:
     return model.cfg.model_name == str(TOY_MODEL_DIR) and model.cfg.dtype == torch.float64
 
@@ -191,7 +178,7 @@ def _difference_cases(ctx: Context) -> list[Case]:
         model, path_dtype = (copy, torch.float32) if on_copy else (ctx.model, dtype)
         name = "float32 copy of the model" if on_copy else DTYPE_NAMES[dtype]
         label = f"{comps[i].name} ({name})"
-        fn = _model_slope(model, ctx.task, comps[i])
+        fn = path_slope(model, ctx.task, comps[i])
         slope = RecordedSlope(label, path_dtype, fn, float(est.second[i]))
         cases.append(Case(label, (slope, path_dtype)))
     return cases
@@ -204,7 +191,7 @@ def _smooth(
     of ``dtype``'s tolerance of ``exact`` on the component's path."""
     if exact == 0:
         return False
-    slope = _model_slope(model, task, comp)
+    slope = path_slope(model, task, comp)
     for factor in SMOOTH_STEPS:
         got = _with_step(slope, dtype, lambda d, f=factor: f * _balance(d))
         if not abs(got - exact) <= TOLERANCE[dtype] / 2 * abs(exact):

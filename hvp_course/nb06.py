@@ -13,7 +13,7 @@ not to expose are still caught.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
@@ -21,9 +21,10 @@ from torch import Tensor
 
 from hvp_course.exercise import Case, Context, Exercise, Mistake, Result, too_large
 from hvp_course.explain import scalar
+from hvp_course.nb01 import ordinal_ranks
 from hvp_utils.analysis.circuits import ap_circuit, circuit_recovery, faithfulness
 from hvp_utils.core.components import Component, components
-from hvp_utils.core.metrics import auroc
+from hvp_utils.core.metrics import auroc, average_ranks
 from hvp_utils.core.results import Attribution
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
@@ -61,34 +62,21 @@ def _auroc_every_pair(scores: Tensor, in_circuit: Tensor) -> float:
     return float(((pos > neg).double() + 0.5 * (pos == neg).double()).mean())
 
 
-def _ordinal_ranks(values: Tensor) -> Tensor:
-    """Ranks 1..n by position in the sorted order, ties broken by that order."""
-    return values.argsort(stable=True).argsort().double() + 1
-
-
-def _average_ranks(values: Tensor) -> Tensor:
-    """Ranks 1..n, tied values sharing the mean of the positions they occupy."""
-    _, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
-    last = counts.cumsum(0).double()  # the highest position of each distinct value
-    return (last - (counts.double() - 1) / 2)[inverse]
-
-
 def _from_ranks(
-    scores: Tensor, in_circuit: Tensor, *, ranks=_average_ranks, subtract: bool = True
+    scores: Tensor,
+    in_circuit: Tensor,
+    *,
+    ranks: Callable[[Tensor], Tensor] = average_ranks,
+    own: Callable[[int], float] = lambda n: n * (n - 1) / 2,
 ) -> float:
-    """(R_C - n_C (n_C + 1) / 2) / (n_C n_other), R_C the circuit's rank sum, and its slips."""
+    """(R_C - own(n_C)) / (n_C n_other), with R_C the circuit's sum of ranks from 0: the pairs
+    the circuit wins once its n_C (n_C - 1) / 2 pairs with itself are taken out; and the slips
+    (ties broken by position; nothing taken out, with ranks from 1; the 1-based correction on
+    ranks from 0)."""
     mask = in_circuit.bool()
     n_circuit, n_other = int(mask.sum()), int((~mask).sum())
     rank_sum = float(ranks(scores.abs().double())[mask].sum())
-    own = n_circuit * (n_circuit + 1) / 2 if subtract else 0.0
-    return (rank_sum - own) / (n_circuit * n_other)
-
-
-def _from_zero_based_ranks(scores: Tensor, in_circuit: Tensor) -> float:
-    mask = in_circuit.bool()
-    n_circuit, n_other = int(mask.sum()), int((~mask).sum())
-    rank_sum = float((_average_ranks(scores.abs().double()) - 1)[mask].sum())
-    return (rank_sum - n_circuit * (n_circuit + 1) / 2) / (n_circuit * n_other)
+    return (rank_sum - own(n_circuit)) / (n_circuit * n_other)
 
 
 #: Synthetic scores: a tie between a circuit component and two others (0.5), a large negative
@@ -183,19 +171,19 @@ AUROC_FROM_RANKS = Exercise(
             "right without ties, wrong with them: ties were broken by position (argsort of "
             "argsort). Tied values must share the mean of the positions they occupy, so that a "
             "tie between a circuit component and another adds exactly 1/2",
-            wrong=partial(_from_ranks, ranks=_ordinal_ranks),
+            wrong=partial(_from_ranks, ranks=ordinal_ranks),
         ),
         Mistake(
             "the circuit's rank sum also counts the pairs of circuit components with each other "
             "(and each with itself): n_C (n_C + 1) / 2 of it, to subtract before dividing by "
             "the n_C n_other pairs",
-            wrong=partial(_from_ranks, subtract=False),
+            wrong=partial(_from_ranks, own=lambda n: -n),
         ),
         Mistake(
             "off by 1/n_other: the ranks were counted from 0. A component of rank r (from 1) "
             "is above r - 1 others, and n_C (n_C + 1) / 2 is the rank sum of a circuit ranked "
             "below everything else with ranks from 1",
-            wrong=_from_zero_based_ranks,
+            wrong=partial(_from_ranks, own=lambda n: n * (n + 1) / 2),
         ),
         Mistake(
             "that is 1 - AUROC, the share of pairs in which the OTHER component ranks higher: "

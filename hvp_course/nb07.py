@@ -33,16 +33,17 @@ from hvp_course.explain import (
     scalar,
     shape_problem,
 )
-from hvp_utils.analysis.screen_flag_fix import screen_flag_fix, within_budget
+from hvp_utils.analysis.reliability import reliability_score
+from hvp_utils.analysis.screen_flag_fix import DEFAULT_MARGIN, screen_flag_fix, within_budget
 from hvp_utils.core.components import Component
 from hvp_utils.core.results import ScreenFlagFixResult
 from hvp_utils.core.tasks import PatchingTask
 from hvp_utils.core.types import Model
 from hvp_utils.estimators import activation_patching
 
-#: Screen-Flag-Fix's defaults (``hu.screen_flag_fix``): the score threshold, the circuit's
-#: fraction of the largest |AtP| and the margin of the Lagrange interval (M2_hat = margin |g''|).
-DEFAULT_TAU, DEFAULT_THRESHOLD_SHARE, MARGIN = 0.3, 0.1, 2.0
+#: Screen-Flag-Fix's defaults (``hu.screen_flag_fix``): the score threshold and the circuit's
+#: fraction of the largest |AtP|.
+DEFAULT_TAU, DEFAULT_THRESHOLD_SHARE = 0.3, 0.1
 
 
 def _tau(ctx: Context) -> float:
@@ -422,11 +423,11 @@ def _margin_passed(r: Result) -> str:
     margin = float(r.expected[len(MARGIN_CASES)])
     n = len(first)
     at_margin = int(_covered(first, second, exact, margin).sum())
-    at_two = int(_covered(first, second, exact, MARGIN).sum())
+    at_two = int(_covered(first, second, exact, DEFAULT_MARGIN).sum())
     return (
         f"the smallest covering margin of {len(MARGIN_CASES)} constructed screens and of the "
         f"{n} heads' screen; on the heads, margin {margin:.3g} holds the AP of {at_margin} of "
-        f"{n} in their intervals (coverage {coverage:g}), margin {MARGIN:g} holds {at_two}"
+        f"{n} in their intervals (coverage {coverage:g}), margin {DEFAULT_MARGIN:g} holds {at_two}"
     )
 
 
@@ -537,8 +538,7 @@ def _fix_largest_atp_first(model, task, comps, first, second, flagged, budget=No
 
 
 def _fix_by_score_first(model, task, comps, first, second, flagged, budget=None):
-    half = (second / 2).abs()
-    score = half / (first.abs() + half + 1e-12)
+    score = reliability_score(first, second)
     return fix_reference(model, task, comps, first, score, flagged, budget)
 
 

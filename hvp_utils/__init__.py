@@ -27,7 +27,12 @@ from hvp_utils.analysis.benchmark import (
     pareto_frontier,
     run_estimators,
 )
-from hvp_utils.analysis.checks import check_second_order, path_derivative, path_function
+from hvp_utils.analysis.checks import (
+    check_second_order,
+    path_derivative,
+    path_function,
+    path_slope,
+)
 from hvp_utils.analysis.circuits import (
     CircuitRecovery,
     MLPGapShares,
@@ -232,6 +237,7 @@ __all__ = [
     "path_curves",
     "path_derivative",
     "path_function",
+    "path_slope",
     "path_patching",
     "pearson",
     "prepare",

@@ -49,3 +49,16 @@ def test_check_second_order_catches_a_wrong_estimate(small64, small_task, some_q
         hu.check_second_order(small64, small_task, some_queries, noising, direction="denoising")
     with pytest.raises(BAD_OPTION_ERRORS):
         slice_function(small64, small_task, some_queries[0], direction="sideways")
+
+
+def test_path_slope_is_atp_at_zero_and_the_slope_along_the_path(small64, small_task, some_queries):
+    """g'(0) is AtP; along the path the slope's central difference is the HVP's g''(0)."""
+    comp = some_queries[0]
+    slope = hu.path_slope(small64, small_task, comp)
+    zero = torch.tensor(0.0, dtype=torch.float64)
+    assert slope(zero).dtype == torch.float64 and slope(zero).dim() == 0
+    atp = hu.atp(small64, small_task, [comp]).values[0]
+    assert float(slope(zero)) == pytest.approx(float(atp), rel=1e-9)
+    h = torch.tensor(1e-5, dtype=torch.float64)
+    second = hu.hvp_correction(small64, small_task, [comp]).second[0]
+    assert float((slope(h) - slope(-h)) / (2 * h)) == pytest.approx(float(second), rel=1e-7)

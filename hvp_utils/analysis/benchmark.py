@@ -148,7 +148,9 @@ def convergence(
         One row per (rule, K): ``nmae``, ``max_abs_error`` and ``worst`` (the component with
         that error), ``seconds``, ``derived_order``, and the rounding floor of the errors,
         ``floor = FLOOR_FACTOR * eps * max|AP|`` with ``eps`` the model dtype's machine
-        epsilon (``eps`` and ``max_abs_ap`` are columns too).
+        epsilon (``eps`` and ``max_abs_ap`` are columns too); ``estimates`` and ``errors``,
+        each a tuple with one entry per component of ``comps``: the rule's estimate
+        ``I_K`` and ``I_K - AP``.
     """
     if truth is None:
         truth = ap_estimator()(model, task, comps, chunk_size=chunk_size)
@@ -165,7 +167,8 @@ def convergence(
     for rule, record_of in rules.items():
         for k in steps:
             result = record_of(steps=k)(model, task, comps, chunk_size=chunk_size)
-            error = (result.values - truth.values).abs()
+            signed = result.values - truth.values
+            error = signed.abs()
             rows.append(
                 {
                     "rule": rule,
@@ -178,6 +181,8 @@ def convergence(
                     "eps": eps,
                     "max_abs_ap": scale,
                     "floor": FLOOR_FACTOR * eps * scale,
+                    "estimates": tuple(result.values.tolist()),
+                    "errors": tuple(signed.tolist()),
                 }
             )
     return pd.DataFrame(rows)

@@ -7,6 +7,8 @@ replicated engine of :mod:`hvp_utils.core.engine`, and differentiate it with
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import torch
 from torch import Tensor
@@ -80,6 +82,27 @@ def path_function(
     """``g(t) = phi(x_r + t (x_c - x_r))``, differentiable in ``t`` (see :func:`slice_function`)."""
     phi, x_r, x_c = slice_function(model, task, comp, direction=direction)
     return lambda t: phi(x_r + t * (x_c - x_r))
+
+
+def path_slope(
+    model: Model,
+    task: PatchingTask,
+    comp: Component,
+    *,
+    direction: Direction = "denoising",
+) -> Callable[[Tensor], Tensor]:
+    """``t -> g'(t)`` on the component's patch path (:func:`path_function`), by one
+    ``torch.autograd.grad``: ``t`` a 0-d tensor in the model's dtype, ``g'(t)`` a 0-d tensor of
+    the same dtype (what a finite difference of the slope needs)."""
+    g = path_function(model, task, comp, direction=direction)
+
+    def slope(t: Tensor) -> Tensor:
+        with torch.enable_grad():
+            t = t.detach().clone().requires_grad_(True)
+            (d,) = torch.autograd.grad(g(t), t)
+        return d.detach()
+
+    return slope
 
 
 def path_derivative(g, t: float, order: int) -> float:

@@ -43,6 +43,9 @@ from hvp_utils.estimators.patching import activation_patching
 from hvp_utils.estimators.quadrature import multistep_hvp
 from hvp_utils.estimators.second_order import hvp_correction
 
+#: How far the flag stage widens its one sample of the curvature: ``M2_hat = margin |g''(0)|``.
+DEFAULT_MARGIN = 2.0
+
 FIX_ESTIMATORS = {
     "patch": activation_patching,
     "hvp": partial(hvp_correction, mode="diag"),
@@ -63,7 +66,7 @@ def screen_flag_fix(
     tau: float = 0.3,
     threshold: float | None = None,
     threshold_share: float = 0.1,
-    margin: float = 2.0,
+    margin: float = DEFAULT_MARGIN,
     n_probes: int = 8,
     seed: int = 0,
     direction: Direction = "denoising",

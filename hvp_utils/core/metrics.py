@@ -9,16 +9,12 @@ from torch import Tensor
 from hvp_utils.core.results import Attribution
 
 
-def _ranks(x: Tensor) -> Tensor:
-    """Average ranks (ties share their mean rank), as Spearman's correlation needs."""
-    order = x.argsort()
-    ranks = torch.empty_like(x)
-    ranks[order] = torch.arange(len(x), dtype=x.dtype)
-    for value in x.unique():
-        tied = x == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return ranks
+def average_ranks(x: Tensor) -> Tensor:
+    """Ranks from 0 (the smallest value) to n - 1, tied values sharing the mean of the positions
+    they occupy, as Spearman's correlation and the Mann-Whitney AUROC need: one sort."""
+    _, which, counts = torch.unique(x, return_inverse=True, return_counts=True)
+    last = counts.cumsum(0).to(x.dtype) - 1  # the highest position of each distinct value
+    return (last - (counts.to(x.dtype) - 1) / 2)[which]
 
 
 def auroc(scores: Tensor, labels: Tensor) -> float:
@@ -28,7 +24,7 @@ def auroc(scores: Tensor, labels: Tensor) -> float:
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = _ranks(scores.double())
+    ranks = average_ranks(scores.double())
     return float((ranks[labels].sum() - n_pos * (n_pos - 1) / 2) / (n_pos * n_neg))
 
 
@@ -41,7 +37,7 @@ def pearson(x: Tensor, y: Tensor) -> float:
 
 def spearman(x: Tensor, y: Tensor) -> float:
     """Spearman rank correlation: Pearson correlation of the ranks."""
-    return pearson(_ranks(x.double()), _ranks(y.double()))
+    return pearson(average_ranks(x.double()), average_ranks(y.double()))
 
 
 def compare(

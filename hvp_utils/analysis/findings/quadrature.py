@@ -455,7 +455,7 @@ def estimate_sentences(v: dict[str, Any]) -> list[str]:
     elif agree == 1:
         came = "came" if v["n_agree_within"] else "did not come"
         text += f", and its estimate {came} within the factor"
-    elif agree:
+    else:
         text += f", and {v['n_agree_within']} of those {agree} estimates came within the factor"
     if agree and other:
         if other == 1:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from hvp_utils.analysis.benchmark import LIKE_AP
 from hvp_utils.analysis.findings.record import Findings
+from hvp_utils.analysis.screen_flag_fix import DEFAULT_MARGIN
 
 ATP, AP, HVP = "AtP alone", "AP everywhere", "HVP everywhere"
 #: The three fixes of Screen-Flag-Fix, the exact one (:data:`PATCH`) first.
@@ -311,9 +312,6 @@ def _lifts(results: pd.DataFrame, granularity: str, perts: list[str]) -> list[fl
     return [float(spearman[granularity, p, PATCH] - spearman[granularity, p, ATP]) for p in perts]
 
 
-#: The margin of Screen-Flag-Fix's Lagrange interval (``hu.screen_flag_fix``: the estimate of
-#: ``max |g''|`` on [0, 1] is ``margin * |g''(0)|``).
-DEFAULT_MARGIN = 2.0
 #: Columns of the notebook's margin table (one row per screen, i.e. per granularity and
 #: perturbation): the calibrated margin; and, on the held-out half, the share of components
 #: whose AP lies in their interval and the components whose interval straddles the circuit's
